@@ -1,0 +1,1 @@
+"""Repository builders: APT (`apt`) and RPM (`rpm`), plus the published keys (`keys`)."""
