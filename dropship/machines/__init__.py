@@ -1,0 +1,64 @@
+"""Build machines: what a provider creates, lists by tag and deletes.
+
+A release creates one machine per target to build, tagged `dropship` and
+`dropship-run-<run id>`, so teardown and the reaper can find every machine of
+a run by tag alone, even after the orchestrator that created them died.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+BASE_TAG = "dropship"
+
+
+def run_tag(run_id: str) -> str:
+    return f"{BASE_TAG}-run-{run_id}"
+
+
+@dataclass(frozen=True)
+class MachineRequest:
+    name: str
+    tags: tuple[str, ...]
+    size: str
+    image: str
+    region: str
+    user_data: str
+    host_public_key: str
+
+
+@dataclass(frozen=True)
+class Machine:
+    id: str
+    name: str
+    provider: str
+    tags: tuple[str, ...]
+    host: str
+    port: int
+    user: str
+    work_dir: str
+    """Absolute path on the machine where sources are unpacked and built."""
+    created_at: datetime
+    host_public_key: str = ""
+    """The host key the orchestrator generated for this machine and pins."""
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Provider(Protocol):
+    """What every machine provider offers; failures raise `MachineError`."""
+
+    name: str
+
+    def create(self, request: MachineRequest) -> Machine:
+        """Create a machine and return once it accepts SSH connections."""
+        ...
+
+    def list(self, tag: str = BASE_TAG) -> list[Machine]:
+        """Machines carrying `tag`."""
+        ...
+
+    def delete(self, machine_id: str) -> None:
+        """Delete a machine; deleting one that is already gone is not an error."""
+        ...
