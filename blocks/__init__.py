@@ -1,0 +1,9 @@
+"""dropship's Prefect blocks, registered through the `prefect.collections` entry point.
+
+    prefect block register -m blocks
+"""
+
+from blocks.repo_server import RepoServer
+from blocks.signing_key import SigningKey
+
+__all__ = ["RepoServer", "SigningKey"]

@@ -1,0 +1,1 @@
+"""Prefect flows: `release` (orchestrator) and `build` (runs on a build machine)."""

@@ -109,6 +109,16 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _wait_gone(machine_id: str, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while True:
+        if not any(_alive(p) for p in _pids_with_marker(machine_id)):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+
+
 class LocalProvider:
     """Machines on this host; `state_dir` holds them."""
 
@@ -238,17 +248,18 @@ class LocalProvider:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            left = [p for p in _pids_with_marker(machine_id) if _alive(p)]
-            if not left:
-                break
-            time.sleep(0.1)
-        for pid in _pids_with_marker(machine_id):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        if any(_alive(p) for p in _pids_with_marker(machine_id)):
-            raise MachineError(f"machine {machine_id}: processes survived SIGKILL")
+        # A droplet is switched off, not shut down: a short grace, then SIGKILL.
+        if not _wait_gone(machine_id, 3.0):
+            for pgid in pids.values():
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for pid in _pids_with_marker(machine_id):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if not _wait_gone(machine_id, 10.0):
+                raise MachineError(f"machine {machine_id}: processes survived SIGKILL")
         shutil.rmtree(folder, ignore_errors=True)

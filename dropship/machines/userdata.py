@@ -80,6 +80,7 @@ def render(
         "fi\n"
         + _heredoc("/etc/dropship/worker.env", env_lines)
         + "(\n"
+        "  umask 022  # 077 was for the keys; builds need ordinary permissions\n"
         '  . "$ROOT/etc/dropship/worker.env"\n'
         '  cd "$ROOT/var/lib/dropship"\n'
         f"  exec {worker_argv}\n"

@@ -1,0 +1,108 @@
+"""What the build flow does on a machine: unpack, build, report artifacts.
+
+The report (name, size, sha256 of every artifact) is written next to the
+workspace as `report.json`; the orchestrator reads it over SFTP and checks
+every file it pulls against it. The report travels by file, not by Prefect
+result, because a droplet's result storage is not the orchestrator's.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dropship.errors import BuildFailed, CommandError
+from dropship.process import run
+from dropship.repos.files import sha256_file
+
+REPORT = "report.json"
+
+
+@dataclass(frozen=True)
+class ArtifactReport:
+    name: str
+    path: str
+    """Absolute path on the machine."""
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BuildReport:
+    target: str
+    version: str
+    seconds: float
+    artifacts: tuple[ArtifactReport, ...]
+    output_tail: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> BuildReport:
+        data = json.loads(text)
+        return cls(
+            target=data["target"],
+            version=data["version"],
+            seconds=float(data["seconds"]),
+            artifacts=tuple(ArtifactReport(**a) for a in data["artifacts"]),
+            output_tail=data.get("output_tail", ""),
+        )
+
+
+def unpack(archive: Path, destination: Path) -> None:
+    """Extract a source archive, refusing links or paths that leave `destination`."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    destination.mkdir(parents=True)
+    with tarfile.open(archive, "r:*") as tar:
+        tar.extractall(destination, filter="data")
+
+
+def build(
+    *,
+    target: str,
+    workspace: Path,
+    archive: Path,
+    command: list[str],
+    artifacts: list[str],
+    version: str,
+    env: dict[str, str],
+    timeout: float,
+) -> BuildReport:
+    """Unpack `archive`, run `command` in it, hash the artifacts, write the report."""
+    source = workspace / "src"
+    unpack(archive, source)
+    started = time.monotonic()
+    build_env = {**env, "DROPSHIP_VERSION": version, "DROPSHIP_TARGET": target}
+    try:
+        output = run(command, cwd=source, env=build_env, what=f"build of {target}", timeout=timeout)
+    except CommandError as exc:
+        raise BuildFailed(target, str(exc)) from exc
+    seconds = time.monotonic() - started
+    found: list[ArtifactReport] = []
+    for pattern in artifacts:
+        matches = sorted(glob.glob(pattern, root_dir=source))
+        if not matches:
+            raise BuildFailed(target, f"artifact pattern {pattern!r} matched no file after the build")
+        for match in matches:
+            path = source / match
+            if not path.is_file() or path.is_symlink():
+                continue
+            found.append(ArtifactReport(path.name, str(path), path.stat().st_size, sha256_file(path)))
+    names = [a.name for a in found]
+    duplicates = {n for n in names if names.count(n) > 1}
+    if duplicates:
+        raise BuildFailed(target, f"several artifacts share a file name: {', '.join(sorted(duplicates))}")
+    tail = "\n".join(output.strip().splitlines()[-20:])
+    report = BuildReport(target, version, round(seconds, 3), tuple(found), tail)
+    tmp = workspace / (REPORT + ".tmp")
+    tmp.write_text(report.to_json())
+    os.replace(tmp, workspace / REPORT)
+    return report

@@ -1,0 +1,106 @@
+"""The `dropship` command.
+
+Only argument parsing lives here; each command imports the Prefect layer
+(`flows/`) when it runs, so the core stays importable without Prefect and a
+local server can be started before Prefect reads its settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dropship import __version__
+from dropship.errors import DropshipError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dropship",
+        description="Release automation on Prefect: build per target on ephemeral machines, "
+        "sign APT and RPM repositories, publish atomically.",
+    )
+    parser.add_argument("--version", action="version", version=f"dropship {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="release the example project on this machine, end to end",
+        description="Release examples/hello with local machines (sshd + Prefect worker each), a throw-away "
+        "signing key and a local Prefect server (started unless PREFECT_API_URL is set). Leaves "
+        "DIR/published/current (the repository) and DIR/summary.json.",
+    )
+    demo.add_argument("--workdir", type=Path, default=Path("demo"), help="folder for everything the demo makes (default: ./demo)")
+    demo.add_argument("--tag", default="v0.1.0", help="tag to release (default: v0.1.0)")
+
+    rel = commands.add_parser(
+        "release",
+        help="run the release flow for a project (needs PREFECT_API_URL)",
+        description="Run the release flow in this process against the Prefect server at PREFECT_API_URL.",
+    )
+    rel.add_argument("tag", nargs="?", help="tag to release (vX.Y.Z is stable; the manifest's pattern is extra)")
+    rel.add_argument("--ref", help="branch or commit for a development release instead of a tag")
+    rel.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
+    rel.add_argument("--target", action="append", dest="targets", help="build only this target (repeatable)")
+    rel.add_argument("--dry-run", action="store_true", help="build, collect and sign, but publish nothing")
+    rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
+    return parser
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dropship.server import LocalPrefectServer
+
+    workdir: Path = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        print(f"starting a local Prefect server (SQLite in {workdir / 'prefect'}) ...", flush=True)
+        server = LocalPrefectServer(workdir / "prefect")
+        server.start()
+        os.environ.update(server.env())
+        os.environ["PREFECT_API_URL"] = server.api_url
+        print(f"Prefect UI: {server.ui_url}", flush=True)
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    try:
+        from flows.demo import run_demo
+
+        ok, message = run_demo(workdir, args.tag)
+    finally:
+        if server is not None:
+            server.stop()
+    print(message, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
+
+
+def _release(args: argparse.Namespace) -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DropshipError("set PREFECT_API_URL to the Prefect server the build machines' workers use")
+    from flows.release import release
+
+    state = release(
+        manifest=str(args.manifest), tag=args.tag, ref=args.ref, targets=args.targets,
+        dry_run=args.dry_run, workdir=str(args.workdir) if args.workdir else None, return_state=True,
+    )
+    if not state.is_completed():
+        print(f"dropship: release failed: {state.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    handlers = {"demo": _demo, "release": _release}
+    try:
+        return handlers[args.command](args)
+    except DropshipError as exc:
+        print(f"dropship: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dropship: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

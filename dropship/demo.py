@@ -1,0 +1,47 @@
+"""The example project as a tagged git repository, for the demo and the tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from dropship.errors import ConfigError
+from dropship.process import run
+
+GIT_IDENTITY = ["-c", "user.name=dropship demo", "-c", "user.email=demo@example.invalid"]
+
+
+def example_source() -> Path:
+    """examples/hello of this checkout."""
+    path = Path(__file__).resolve().parents[1] / "examples" / "hello"
+    if not (path / "dropship.toml").exists():
+        raise ConfigError(f"the example project is not at {path}: run the demo from a dropship checkout")
+    return path
+
+
+def prepare_repository(destination: Path, tag: str, source: Path | None = None) -> Path:
+    """Copy the example into a git repository at `destination` and tag HEAD `tag`.
+
+    Re-running with the same folder keeps its history; a changed example is
+    committed first, so the tag always names what is in the folder.
+    """
+    source = source or example_source()
+    if not (destination / ".git").exists():
+        destination.mkdir(parents=True, exist_ok=True)
+        run(["git", "init", "-q", "-b", "main", str(destination)], what="git init")
+    for item in source.iterdir():
+        if item.name in {"out", "build"}:
+            continue
+        target = destination / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    git = ["git", *GIT_IDENTITY, "-C", str(destination)]
+    run([*git, "add", "-A"], what="git add")
+    if run([*git, "status", "--porcelain"], what="git status").strip():
+        run([*git, "commit", "-q", "-m", "example project"], what="git commit")
+    existing = run([*git, "tag", "--list", tag], what="git tag").strip()
+    if not existing:
+        run([*git, "tag", "-a", tag, "-m", f"release {tag}"], what="git tag")
+    return destination

@@ -1,0 +1,69 @@
+"""A run's record of machine creations and deletions, on disk.
+
+Appended to by whichever task creates or deletes a machine (threads of one
+flow run, a failure hook, a later teardown), and read by the summary to give
+each target's billed machine-seconds.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+LEDGER = "machines.jsonl"
+
+
+@dataclass(frozen=True)
+class MachineLife:
+    machine_id: str
+    name: str
+    target: str
+    created: datetime
+    deleted: datetime | None
+
+    @property
+    def seconds(self) -> float | None:
+        if self.deleted is None:
+            return None
+        return round((self.deleted - self.created).total_seconds(), 3)
+
+
+def record(run_dir: Path, event: str, machine_id: str, name: str = "", target: str = "", at: datetime | None = None) -> None:
+    entry = {
+        "event": event,
+        "machine_id": machine_id,
+        "name": name,
+        "target": target,
+        "at": (at or datetime.now(timezone.utc)).isoformat(),
+    }
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / LEDGER).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps(entry) + "\n")
+
+
+def lives(run_dir: Path) -> list[MachineLife]:
+    path = run_dir / LEDGER
+    if not path.exists():
+        return []
+    created: dict[str, dict[str, str]] = {}
+    deleted: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["event"] == "created":
+            created[entry["machine_id"]] = entry
+        elif entry["event"] == "deleted":
+            deleted.setdefault(entry["machine_id"], entry["at"])
+    return [
+        MachineLife(
+            machine_id=mid,
+            name=entry["name"],
+            target=entry["target"],
+            created=datetime.fromisoformat(entry["at"]),
+            deleted=datetime.fromisoformat(deleted[mid]) if mid in deleted else None,
+        )
+        for mid, entry in created.items()
+    ]

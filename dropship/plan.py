@@ -1,0 +1,102 @@
+"""The release plan: everything decided and checked before a machine exists.
+
+Loading the manifest, classifying the tag, resolving it to a commit and
+archiving that commit all happen here, so every kind of bad input ends the
+release while it has cost nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+
+from dropship.errors import ConfigError
+from dropship.manifest import Manifest, load_manifest
+from dropship.release import Classification, ReleaseClass, classify, package_version, release_id
+from dropship.source import archive, repository_path, resolve
+
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    run_id: str
+    manifest_path: str
+    project: str
+    release_class: str
+    name: str
+    """The tag, or the ref of a development build."""
+    suites: tuple[str, ...]
+    commit: str
+    version: str
+    release_id: str
+    run_dir: str
+    archive: str
+    targets: tuple[str, ...]
+    dry_run: bool
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @property
+    def short_id(self) -> str:
+        return self.run_id.replace("-", "")[:8]
+
+
+def select_targets(manifest: Manifest, wanted: list[str] | None) -> tuple[str, ...]:
+    names = [t.name for t in manifest.targets]
+    if not wanted:
+        return tuple(names)
+    unknown = [w for w in wanted if w not in names]
+    if unknown:
+        raise ConfigError(f"unknown target(s) {', '.join(unknown)}; the manifest has {', '.join(names)}")
+    return tuple(n for n in names if n in wanted)
+
+
+def make_plan(
+    manifest_path: str | Path,
+    *,
+    tag: str | None,
+    ref: str | None,
+    targets: list[str] | None,
+    workdir: Path,
+    run_id: str,
+    started: datetime,
+    dry_run: bool = False,
+) -> tuple[Manifest, ReleasePlan]:
+    """Validate the inputs and archive the source; raise `ConfigError`s on bad input."""
+    if not RUN_ID_RE.match(run_id):
+        raise ConfigError(f"invalid run id {run_id!r}")
+    manifest_file = Path(manifest_path).resolve()
+    manifest = load_manifest(manifest_file)
+    classification: Classification = classify(manifest, tag=tag, ref=ref)
+    selected = select_targets(manifest, targets)
+    repo = repository_path(manifest.project.source, manifest_file.parent, workdir / "sources")
+    revision = resolve(repo, classification.name, is_tag=classification.is_tag)
+    run_dir = workdir / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    source_archive = archive(revision, run_dir / f"{manifest.project.name}-{revision.commit[:12]}.tar.gz")
+    plan = ReleasePlan(
+        run_id=run_id,
+        manifest_path=str(manifest_file),
+        project=manifest.project.name,
+        release_class=classification.release_class.value,
+        name=classification.name,
+        suites=classification.suites,
+        commit=revision.commit,
+        version=package_version(classification, revision.commit, revision.commit_time),
+        release_id=release_id(classification, started),
+        run_dir=str(run_dir),
+        archive=str(source_archive),
+        targets=selected,
+        dry_run=dry_run,
+    )
+    (run_dir / "plan.json").write_text(plan.to_json())
+    return manifest, plan
+
+
+def is_stable(plan: ReleasePlan) -> bool:
+    return plan.release_class == ReleaseClass.STABLE.value

@@ -1,0 +1,82 @@
+"""The release summary: summary.json and the markdown shown in the Prefect UI."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ArtifactSummary:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass
+class TargetSummary:
+    name: str
+    status: str
+    """built | failed | not built"""
+    machine: str | None = None
+    build_seconds: float | None = None
+    machine_seconds: float | None = None
+    reason: str = ""
+    artifacts: list[ArtifactSummary] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseSummary:
+    run_id: str
+    project: str
+    name: str
+    release_class: str
+    suites: list[str]
+    version: str
+    commit: str
+    status: str
+    """published | dry-run | failed"""
+    release_id: str = ""
+    error: str = ""
+    repository: str = ""
+    machines_created: int = 0
+    wall_seconds: float = 0.0
+    targets: list[TargetSummary] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(self.to_json() + "\n")
+        tmp.replace(path)
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# {self.project} {self.name}: {self.status}",
+            "",
+            f"- class: **{self.release_class}**, suites: {', '.join(self.suites)}",
+            f"- version {self.version}, commit `{self.commit[:12]}`",
+            f"- machines created: {self.machines_created}, wall time: {self.wall_seconds:.1f} s",
+        ]
+        if self.repository:
+            lines.append(f"- repository: {self.repository}")
+        if self.error:
+            lines += ["", "```", self.error, "```"]
+        lines += [
+            "",
+            "| target | status | machine | build s | machine s | artifacts |",
+            "|---|---|---|---|---|---|",
+        ]
+        for t in self.targets:
+            arts = "<br>".join(f"{a.name} (`{a.sha256[:12]}`)" for a in t.artifacts) or t.reason.replace("\n", " ")[:200]
+            lines.append(
+                f"| {t.name} | {t.status} | {t.machine or '-'} | {_num(t.build_seconds)} | {_num(t.machine_seconds)} | {arts} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"

@@ -1,0 +1,27 @@
+"""The per-target build, run by the Prefect worker on the target's machine."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.build import run_build
+
+
+@flow(name="build", log_prints=True)
+def build(
+    target: str,
+    workspace: str,
+    archive: str,
+    command: list[str],
+    artifacts: list[str],
+    version: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 1800.0,
+) -> dict[str, object]:
+    """Unpack the uploaded source, run the build command, write report.json.
+
+    The orchestrator reads the report over SFTP, not this return value: a
+    machine's result storage is its own disk.
+    """
+    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout)
+    return {"target": report.target, "artifacts": [a.name for a in report.artifacts], "seconds": report.seconds}

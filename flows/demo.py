@@ -1,0 +1,59 @@
+"""`dropship demo`: the example release on this machine, end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from prefect.logging.handlers import APILogHandler
+
+from blocks.repo_server import RepoServer
+from blocks.signing_key import SigningKey
+from dropship.demo import prepare_repository
+from dropship.manifest import load_manifest
+from dropship.signing import generate_key
+from dropship.summary import ReleaseSummary
+from flows.release import release
+
+
+def run_demo(workdir: Path, tag: str) -> tuple[bool, str]:
+    """Run the example release; return (published, message to print)."""
+    source = prepare_repository(workdir / "hello", tag)
+    manifest_path = source / "dropship.toml"
+    manifest = load_manifest(manifest_path)
+    key = generate_key("hello demo release key", "hello-release@example.invalid", expire_days=90)
+    SigningKey(private_key=key).save(manifest.blocks.signing_key, overwrite=True)
+    published = workdir / "published"
+    RepoServer(path=str(published)).save(manifest.blocks.repo_server, overwrite=True)
+
+    state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), return_state=True)
+    APILogHandler().flush()  # before the caller stops the server
+    run_id = state.state_details.flow_run_id
+    summary_file = workdir / "state" / "runs" / str(run_id) / "summary.json"
+    if summary_file.exists():
+        shutil.copyfile(summary_file, workdir / "summary.json")
+    if not state.is_completed():
+        return False, f"release failed: {state.message}"
+    summary = ReleaseSummary(**{k: v for k, v in json.loads(summary_file.read_text()).items() if k != "targets"})
+    current = published / "current"
+    repo = manifest.repository
+    keyring = f"/etc/apt/keyrings/{manifest.project.name}-{repo.key_name}.gpg"
+    suite = summary.suites[0]
+    version = summary.version
+    lines = [
+        f"Published {summary.project} {summary.name} ({summary.release_class}, suites {', '.join(summary.suites)}) "
+        f"in {summary.wall_seconds:.1f} s with {summary.machines_created} machines.",
+        f"Repository: {current}",
+        f"Summary:    {workdir / 'summary.json'}",
+        "",
+        "apt (Debian/Ubuntu):",
+        f"  sudo install -D -m 0644 {current}/keys/{repo.key_name}.gpg {keyring}",
+        f"  echo 'deb [signed-by={keyring}] file:{current} {suite} {repo.component}' | sudo tee /etc/apt/sources.list.d/{manifest.project.name}.list",
+        f"  sudo apt-get update && sudo apt-get install {manifest.project.name}={version}",
+        "",
+        "dnf (Fedora/RHEL):",
+        f"  sudo cp {current}/rpm/{suite}.repo /etc/yum.repos.d/{manifest.project.name}-{suite}.repo",
+        f"  sudo dnf install {manifest.project.name}-{version}",
+    ]
+    return True, "\n".join(lines)

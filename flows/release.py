@@ -1,0 +1,141 @@
+"""The release flow: classify, test, provision, build, collect, sign, publish, tear down.
+
+Stages that can fail on bad input (plan, key check, tests) run before any
+machine exists. Each target then runs as its own chain of tasks
+(provision -> build -> collect), in parallel; a machine is deleted as soon
+as its artifacts are safe, or as soon as its build fails. Nothing is
+published unless every target succeeded. Teardown runs in `finally` and
+again from the failure, crash and cancellation hooks; what a killed
+orchestrator leaves behind is tagged for the reaper.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.flows import Flow
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run as current_run
+
+from dropship.errors import ReleaseFailed
+from dropship.manifest import load_manifest
+from dropship.ssh import generate_keypair
+from dropship.summary import TargetSummary
+from tasks.build import build_on_machine, ensure_build_deployment
+from tasks.collect import collect_artifacts
+from tasks.machines import client_key_path, provision_machine, teardown, teardown_run
+from tasks.prepare import check_signing_key, plan_release, test_source
+from tasks.repository import publish_tree, sign_repositories
+from tasks.settings import default_workdir
+from tasks.summary import write_summary
+
+
+def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
+    """Failure/crash/cancellation hook: delete whatever machines the run still has."""
+    params = flow_run.parameters
+    workdir = params.get("workdir") or str(default_workdir())
+    try:
+        provider = load_manifest(params["manifest"]).machines.provider
+    except Exception:  # noqa: BLE001 - a run with no valid manifest created no machine
+        return
+    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
+    teardown(provider, workdir, str(flow_run.id), run_dir)
+
+
+def _reason(future: PrefectFuture[Any]) -> str:
+    try:
+        future.result()
+    except Exception as exc:  # noqa: BLE001 - we want the message of whatever it was
+        return str(exc) or type(exc).__name__
+    return str(future.state.message or future.state.name)
+
+
+@flow(
+    name="release",
+    log_prints=True,
+    on_failure=[_teardown_hook],
+    on_crashed=[_teardown_hook],
+    on_cancellation=[_teardown_hook],
+)
+def release(
+    manifest: str,
+    tag: str | None = None,
+    ref: str | None = None,
+    targets: list[str] | None = None,
+    dry_run: bool = False,
+    workdir: str | None = None,
+    base_url: str | None = None,
+) -> dict[str, Any]:
+    """Release `tag` (stable/extra) or `ref` (development) of the project in `manifest`.
+
+    `targets` limits the build to some targets; `dry_run` builds, collects and
+    signs but publishes nothing; `base_url` overrides the URL written into the
+    .repo and .sources files.
+    """
+    clock = time.monotonic()
+    started = datetime.now(timezone.utc)
+    workdir = workdir or str(default_workdir())
+    run_id = str(current_run.id)
+    logger = get_run_logger()
+
+    spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run)
+    check_signing_key(spec.blocks.signing_key)
+    test_source(plan, spec.project.test)
+    ensure_build_deployment()
+
+    key = generate_keypair(f"dropship-run-{plan.short_id}")
+    key_path = client_key_path(plan)
+    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path.touch(mode=0o600)
+    key_path.write_text(key.private_openssh)
+    key_path.with_suffix(".pub").write_text(key.public_line + "\n")
+
+    results: dict[str, TargetSummary] = {}
+    status, error, repository = "failed", "", ""
+    try:
+        chains = {}
+        for name in plan.targets:
+            machine = provision_machine.submit(spec, plan, name, workdir)
+            built = build_on_machine.submit(spec, plan, name, machine, workdir)
+            collected = collect_artifacts.submit(spec, plan, name, machine, built, workdir)
+            chains[name] = (machine, built, collected)
+        failures: dict[str, str] = {}
+        for name, chain in chains.items():
+            for future in chain:
+                future.wait()
+            failed = next((f for f in chain if not f.state.is_completed()), None)
+            if failed is None:
+                results[name] = chain[2].result()
+            else:
+                failures[name] = _reason(failed)
+                results[name] = TargetSummary(name=name, status="failed", reason=failures[name])
+        if failures:
+            raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
+        tree = sign_repositories(spec, plan, base_url)
+        if dry_run:
+            status, repository = "dry-run", tree
+            logger.info("dry run: signed tree left in %s, nothing published", tree)
+        else:
+            published = publish_tree(spec, plan, tree)
+            status, repository = "published", str(published.path)
+    except BaseException as exc:
+        error = str(exc)
+        raise
+    finally:
+        try:
+            teardown_run(spec, plan, workdir)
+        finally:
+            shutil.rmtree(key_path.parent, ignore_errors=True)
+            summary = write_summary(
+                plan, results, status=status, error=error, repository=repository,
+                wall_seconds=time.monotonic() - clock,
+            )
+    return asdict(summary)
+

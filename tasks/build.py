@@ -1,0 +1,139 @@
+"""Building a target on its machine through the `build` deployment."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import WorkPoolCreate
+from prefect.client.schemas.objects import FlowRun
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from dropship.builder import BuildReport, build
+from dropship.collect import upload_source
+from dropship.errors import BuildFailed
+from dropship.machines import Machine, run_tag
+from dropship.manifest import Manifest
+from dropship.plan import ReleasePlan
+from tasks.machines import client_key_path, delete_machine
+from tasks.settings import BUILD_DEPLOYMENT, BUILDERS_POOL
+
+PICKUP_TIMEOUT = 180.0
+
+
+@task(name="ensure-build-deployment", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def ensure_build_deployment() -> None:
+    """The builders' work pool and the `build` deployment, created if missing.
+
+    The deployment's entrypoint is a module path (`flows.build.build`), not a
+    file: a machine's worker imports it from the installed dropship, so no
+    pull step and no path of the orchestrator's checkout is involved.
+    """
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.build import build as build_flow
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(BUILDERS_POOL)
+        except ObjectNotFound:
+            client.create_work_pool(
+                WorkPoolCreate(
+                    name=BUILDERS_POOL,
+                    type="process",
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                    description="dropship build machines; one work queue per machine",
+                )
+            )
+    build_flow.deploy(
+        name=BUILD_DEPLOYMENT.split("/")[1],
+        work_pool_name=BUILDERS_POOL,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        build=False,
+        push=False,
+        print_next_steps=False,
+        description="Builds one target on a dropship machine; started by the release flow.",
+    )
+
+
+def _wait(flow_run_id: UUID, target: str, queue: str, timeout: float) -> FlowRun:
+    """Wait for the child run to end; fail clearly if no worker picks it up."""
+    started = time.monotonic()
+    with get_client(sync_client=True) as client:
+        while True:
+            run = client.read_flow_run(flow_run_id)
+            state = run.state
+            if state is not None and state.is_final():
+                return run
+            waited = time.monotonic() - started
+            if state is not None and state.is_scheduled() and waited > PICKUP_TIMEOUT:
+                raise BuildFailed(target, f"no worker picked up the build on queue {queue} in {PICKUP_TIMEOUT:.0f} s")
+            if waited > timeout:
+                raise BuildFailed(target, f"build did not finish within {timeout:.0f} s")
+            time.sleep(1.0)
+
+
+@task(name="build", cache_policy=NO_CACHE)
+def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str) -> dict[str, object]:
+    """Upload the source, run the build deployment on the machine's queue, wait.
+
+    On failure the machine is deleted at once rather than at teardown.
+    """
+    logger = get_run_logger()
+    target = manifest.target(target_name)
+    try:
+        key = client_key_path(plan).read_text()
+        remote_archive = upload_source(machine, key, Path(plan.archive))
+        started = time.monotonic()
+        child = run_deployment(
+            BUILD_DEPLOYMENT,
+            parameters={
+                "target": target.name,
+                "workspace": machine.work_dir,
+                "archive": remote_archive,
+                "command": list(target.build),
+                "artifacts": list(target.artifacts),
+                "version": plan.version,
+                "env": dict(target.env),
+                "timeout": float(manifest.machines.build_timeout),
+            },
+            work_queue_name=machine.name,
+            timeout=0,
+            tags=[run_tag(plan.run_id), f"dropship-target-{target.name}"],
+            flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
+        )
+        logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
+        finished = _wait(child.id, target.name, machine.name, float(manifest.machines.build_timeout))
+        assert finished.state is not None
+        if not finished.state.is_completed():
+            raise BuildFailed(target.name, f"build flow run {finished.name} ended {finished.state.name}: {finished.state.message}")
+        return {"flow_run": finished.name, "seconds": round(time.monotonic() - started, 3)}
+    except BaseException:
+        try:
+            delete_machine(manifest, plan, workdir, machine)
+        except Exception as exc:  # noqa: BLE001 - keep the build's error; teardown retries the delete
+            logger.error("could not delete machine %s after the failed build: %s", machine.name, exc)
+        raise
+
+
+@task(name="run-build", cache_policy=NO_CACHE)
+def run_build(
+    target: str, workspace: str, archive: str, command: list[str], artifacts: list[str],
+    version: str, env: dict[str, str], timeout: float,
+) -> BuildReport:
+    """On the machine: the build itself (see `dropship.builder`)."""
+    report = build(
+        target=target, workspace=Path(workspace), archive=Path(archive), command=command,
+        artifacts=artifacts, version=version, env=env, timeout=timeout,
+    )
+    logger = get_run_logger()
+    logger.info("build output (last lines):\n%s", report.output_tail)
+    for artifact in report.artifacts:
+        logger.info("artifact %s: %d bytes, sha256 %s", artifact.name, artifact.size, artifact.sha256)
+    return report

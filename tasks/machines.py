@@ -1,0 +1,100 @@
+"""Creating and deleting build machines, and the teardown that always runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
+from prefect.client.schemas.objects import StateType
+from prefect.states import Cancelled
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from dropship import ledger
+from dropship.machines import Machine, run_tag
+from dropship.machines.factory import make_provider
+from dropship.machines.provision import machine_name, provision
+from dropship.manifest import Manifest
+from dropship.plan import ReleasePlan
+from tasks.settings import BUILDERS_POOL, local_worker
+
+
+def client_key_path(plan: ReleasePlan) -> Path:
+    return Path(plan.run_dir) / "ssh" / "id_ed25519"
+
+
+def _ensure_queue(name: str) -> None:
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_queue(name=name, work_pool_name=BUILDERS_POOL)
+        except ObjectAlreadyExists:
+            pass
+
+
+@task(name="provision", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str) -> Machine:
+    """One machine for one target, its worker serving a queue named after it."""
+    provider = make_provider(manifest.machines.provider, Path(workdir))
+    name = machine_name(plan.project, target_name, plan.short_id)
+    _ensure_queue(name)
+    public_key = client_key_path(plan).with_suffix(".pub").read_text().strip()
+    machine = provision(
+        provider, manifest, manifest.target(target_name), run_id=plan.run_id, short_run_id=plan.short_id,
+        client_public_key=public_key, worker=local_worker(name),
+    )
+    ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, target_name, machine.created_at)
+    get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
+    return machine
+
+
+def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine) -> None:
+    provider = make_provider(manifest.machines.provider, Path(workdir))
+    provider.delete(machine.id)
+    ledger.record(Path(plan.run_dir), "deleted", machine.id, machine.name)
+
+
+def teardown(provider_name: str, workdir: str, run_id: str, run_dir: str) -> list[str]:
+    """Delete every machine tagged with this run, and the run's work queues.
+
+    Called from the flow's `finally` and from its failure, crash and
+    cancellation hooks; safe to call more than once.
+    """
+    provider = make_provider(provider_name, Path(workdir))
+    deleted = []
+    for machine in provider.list(run_tag(run_id)):
+        provider.delete(machine.id)
+        ledger.record(Path(run_dir), "deleted", machine.id, machine.name)
+        deleted.append(machine.name)
+    created = {life.name for life in ledger.lives(Path(run_dir))}
+    with get_client(sync_client=True) as client:
+        # Build runs whose machine is gone would otherwise stay Running forever.
+        open_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[run_tag(run_id)]),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+                ),
+            )
+        )
+        for open_run in open_runs:
+            client.set_flow_run_state(
+                open_run.id, Cancelled(message="its build machine was deleted by the release's teardown"), force=True
+            )
+        for name in created:
+            try:
+                queue = client.read_work_queue_by_name(name, work_pool_name=BUILDERS_POOL)
+                client.delete_work_queue_by_id(queue.id)
+            except ObjectNotFound:
+                pass
+    return deleted
+
+
+@task(name="teardown", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def teardown_run(manifest: Manifest, plan: ReleasePlan, workdir: str) -> list[str]:
+    deleted = teardown(manifest.machines.provider, workdir, plan.run_id, plan.run_dir)
+    if deleted:
+        get_run_logger().info("teardown deleted %s", ", ".join(deleted))
+    return deleted
+

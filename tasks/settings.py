@@ -1,0 +1,36 @@
+"""Names shared by the tasks and flows, and what they need from Prefect's settings."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from prefect.settings import PREFECT_API_URL
+
+from dropship.errors import ConfigError
+from dropship.machines.userdata import WorkerSpec
+
+BUILDERS_POOL = "dropship-builders"
+BUILD_FLOW = "build"
+BUILD_DEPLOYMENT = f"{BUILD_FLOW}/build"
+
+
+def api_url() -> str:
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise ConfigError(
+            "build machines need a Prefect API server to take work from: set PREFECT_API_URL "
+            "(or use `dropship demo`, which starts one)"
+        )
+    return str(url)
+
+
+def local_worker(queue: str) -> WorkerSpec:
+    """A worker for a local machine: this interpreter, so it has dropship installed."""
+    return WorkerSpec(api_url=api_url(), pool=BUILDERS_POOL, queue=queue, prefect=[sys.executable, "-m", "prefect"], env={})
+
+
+def default_workdir() -> Path:
+    import os
+
+    return Path(os.environ.get("DROPSHIP_HOME", Path.home() / ".local/share/dropship"))
