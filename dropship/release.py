@@ -18,7 +18,7 @@ from dropship.manifest import Manifest
 STABLE_TAG = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 # A branch name or commit id for development builds; no `..`, no leading dash,
 # no characters git forbids in ref names.
-DEV_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+DEV_REF = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*\.lock$)[A-Za-z0-9][A-Za-z0-9._/+-]{0,199}$")
 MAX_TAG_LENGTH = 100
 
 
@@ -65,13 +65,14 @@ def classify(manifest: Manifest, *, tag: str | None = None, ref: str | None = No
 def package_version(classification: Classification, commit: str, commit_time: datetime) -> str:
     """The version packages are built with, valid for both dpkg and rpm.
 
-    `v1.4.2` -> `1.4.2`; an extra tag `v1.5.0-rc1` -> `1.5.0~rc1`, which both
-    dpkg and rpm sort before `1.5.0`; a development build of commit abc1234
+    `v1.4.2` -> `1.4.2`; a pre-release tag `v1.5.0-rc1` -> `1.5.0~rc1`, which
+    both dpkg and rpm sort before `1.5.0`; `v1.4.2+hotfix1` keeps its `+`, which
+    sorts after `1.4.2`; a development build of commit abc1234
     -> `0~dev20261122181500.gabc1234`, ordered by commit time so the
     nightly suite's newest build is the newest version.
     """
     if classification.is_tag:
-        return re.sub(r"[-+]", "~", classification.name[1:])
+        return classification.name[1:].replace("-", "~")
     stamp = commit_time.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
     return f"0~dev{stamp}.g{commit[:8]}"
 

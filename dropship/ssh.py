@@ -155,8 +155,8 @@ class SshSession:
         command = shlex.join(argv)
         try:
             _, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-            out = stdout.read().decode(errors="replace")
-            err = stderr.read().decode(errors="replace")
+            out: str = stdout.read().decode(errors="replace")
+            err: str = stderr.read().decode(errors="replace")
             status = stdout.channel.recv_exit_status()
         except (OSError, paramiko.SSHException, socket.timeout) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc

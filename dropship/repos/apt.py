@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
+from typing import Any
 
 from debian.deb822 import Deb822, Packages, Release
 from debian.debfile import DebError, DebFile
@@ -72,8 +73,9 @@ def read_deb(path: Path, component: str) -> Packages:
     for required in ("Package", "Version", "Architecture"):
         if required not in control:
             raise RepositoryError(f"{path.name}: control data has no {required} field")
-    source = str(control.get("Source", control["Package"])).split(" ")[0]
-    name = f"{control['Package']}_{Version(control['Version']).full_version.split(':')[-1]}_{control['Architecture']}.deb"
+    source = str(control.get("Source") or control["Package"]).split(" ", 1)[0]
+    version_without_epoch = str(control["Version"]).split(":", 1)[-1]
+    name = f"{control['Package']}_{version_without_epoch}_{control['Architecture']}.deb"
     stanza = Packages()
     for key in FIELD_ORDER:
         if key in control:
@@ -199,9 +201,8 @@ class AptRepository:
         release["Components"] = settings.component
         release["Acquire-By-Hash"] = "yes"
         for field_name, algo in INDEX_HASHES:
-            release[field_name] = [
-                {algo: digests[algo], "size": str(size), "name": name} for name, digests, size in entries
-            ]
+            hashes: Any = [{algo: digests[algo], "size": str(size), "name": name} for name, digests, size in entries]
+            release[field_name] = hashes  # python-debian renders a list of dicts as a multi-line field
         text = release.dump().encode("utf-8")
         write_atomic(suite_dir / "Release", text)
         write_atomic(suite_dir / "Release.gpg", signer.detach_sign(text))

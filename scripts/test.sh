@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs everything (scripts/setup.sh), then runs the type check and the
+# whole test suite, end-to-end tests included. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+unset PREFECT_API_URL
+.venv/bin/python -m mypy
+.venv/bin/python -m pytest "$@"

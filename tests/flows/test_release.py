@@ -1,0 +1,202 @@
+"""End to end: the release flow on a real Prefect server, with real workers on
+local machines (sshd + `prefect worker start`), real gpg/rpmsign/createrepo_c,
+and real apt-get, rpm and dnf reading the result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dropship.demo import GIT_IDENTITY, prepare_repository
+from dropship.ledger import lives
+from dropship.machines.local import LocalProvider
+from tests.clients import AptClient, DnfClient, rpm_verify, run_packaged_hello
+
+pytestmark = pytest.mark.e2e
+
+
+def processes_with_env(needle: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def machine_processes() -> list[int]:
+    """Every process on this host that belongs to some dropship machine."""
+    return processes_with_env(b"DROPSHIP_MACHINE_ID=")
+
+
+def child_runs(run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"dropship-run-{run_id}"])))
+
+
+def commit_and_tag(repo: Path, tag: str, edit: dict[str, Any] | None = None) -> None:
+    if edit:
+        text = (repo / "dropship.toml").read_text()
+        for old, new in edit.items():
+            assert old in text
+            text = text.replace(old, new)
+        (repo / "dropship.toml").write_text(text)
+    git = ["git", *GIT_IDENTITY, "-C", str(repo)]
+    subprocess.run([*git, "commit", "-qam", f"for {tag}"], check=True)
+    subprocess.run([*git, "tag", "-a", tag, "-m", tag], check=True)
+
+
+@pytest.fixture(scope="module")
+def demo(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The demo release, run once for the module."""
+    from flows.demo import run_demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    ok, message = run_demo(workdir, "v0.1.0")
+    assert ok, message
+    return {"workdir": workdir, "message": message, "summary": json.loads((workdir / "summary.json").read_text())}
+
+
+def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
+    workdir, summary = demo["workdir"], demo["summary"]
+    assert summary["status"] == "published" and summary["release_class"] == "stable"
+    assert summary["machines_created"] == 4
+    assert [t["name"] for t in summary["targets"]] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm"]
+    current = workdir / "published" / "current"
+    assert os.readlink(current) == f"releases/{summary['release_id']}"
+    for target in summary["targets"]:
+        assert target["status"] == "built" and target["machine_seconds"] > 0 and target["build_seconds"] >= 0
+        (artifact,) = target["artifacts"]
+        published = list(current.rglob(artifact["name"]))
+        assert published, f"{artifact['name']} is not in the published tree"
+        from dropship.repos.files import sha256_file
+        if artifact["name"].endswith(".deb"):
+            assert sha256_file(published[0]) == artifact["sha256"]  # RPMs are re-signed, so they differ
+    assert (current / "keys" / "hello-release.asc").exists() and (current / "keys" / "hello-release.gpg").exists()
+    assert "apt-get install hello=0.1.0" in demo["message"]
+
+
+def test_build_ran_on_each_machines_worker(demo: dict[str, Any]) -> None:
+    runs = child_runs(demo["summary"]["run_id"])
+    assert sorted(r.name for r in runs) == [f"hello-v0.1.0-{t}" for t in ("amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm")]
+    assert all(r.state.is_completed() for r in runs)
+    queues = {r.work_queue_name for r in runs}
+    assert len(queues) == 4 and all(q.startswith("hello-") for q in queues)
+
+
+def test_no_machine_or_worker_is_left(demo: dict[str, Any]) -> None:
+    assert machine_processes() == []
+    assert LocalProvider(demo["workdir"] / "state" / "local").list() == []
+    run_dir = demo["workdir"] / "state" / "runs" / demo["summary"]["run_id"]
+    assert all(life.deleted is not None for life in lives(run_dir))
+    assert not (run_dir / "ssh").exists(), "the run's SSH key is removed at the end"
+
+
+def test_apt_get_installs_the_published_hello(demo: dict[str, Any], tmp_path: Path, serve) -> None:
+    current = demo["workdir"] / "published" / "current"
+    client = AptClient(tmp_path / "apt", serve(current), current / "keys" / "hello-release.gpg", "stable")
+    client.update()
+    deb = client.download("hello")
+    assert run_packaged_hello(deb, tmp_path / "root") == "Hello from dropship 0.1.0!"
+
+
+def test_rpm_and_dnf_verify_the_published_rpms(demo: dict[str, Any], tmp_path: Path, serve) -> None:
+    current = demo["workdir"] / "published" / "current"
+    rpms = sorted(current.glob("rpm/stable/*/packages/*.rpm"))
+    assert [p.parent.parent.name for p in rpms] == ["aarch64", "x86_64"]
+    assert rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 2
+    url = serve(current)
+    repo_file = (current / "rpm" / "stable.repo").read_text().replace(f"file://{current}", url)
+    rpm = DnfClient(tmp_path / "dnf", repo_file, f"{url}/keys/hello-release.asc").download("hello")
+    assert rpm.name == "hello-0.1.0-1.x86_64.rpm"
+
+
+def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, Any]) -> None:
+    from flows.release import release
+
+    workdir = demo["workdir"]
+    repo = workdir / "hello"
+    before = os.readlink(workdir / "published" / "current")
+    commit_and_tag(repo, "v0.2.0", {'build = ["sh", "packaging/build.sh", "rpm", "arm64"]':
+                                    'build = ["sh", "-c", "echo arm64 toolchain is broken >&2; exit 3"]'})
+    state = release(manifest=str(repo / "dropship.toml"), tag="v0.2.0", workdir=str(workdir / "state"), return_state=True)
+    assert state.is_failed()
+    assert "arm64-rpm" in state.message and "exit code 3" in state.message and "nothing was published" in state.message
+    assert os.readlink(workdir / "published" / "current") == before
+    run_id = str(state.state_details.flow_run_id)
+    summary = json.loads((workdir / "state" / "runs" / run_id / "summary.json").read_text())
+    assert summary["status"] == "failed"
+    statuses = {t["name"]: t["status"] for t in summary["targets"]}
+    assert statuses["arm64-rpm"] == "failed" and "arm64 toolchain is broken" in summary["targets"][3]["reason"]
+    assert machine_processes() == []
+    assert LocalProvider(workdir / "state" / "local").list() == []
+    assert all(life.deleted is not None for life in lives(workdir / "state" / "runs" / run_id))
+    assert not any(r.state.is_running() or r.state.is_scheduled() for r in child_runs(run_id))
+
+
+@pytest.mark.parametrize(
+    ("tag", "edit", "expected"),
+    [
+        ("v1.2", None, "tag 'v1.2' is neither a stable release"),
+        ("v9.9.9", None, "tag 'v9.9.9' does not exist"),
+        ("v0.3.0", {'test = ["sh", "tests/run.sh"]': 'test = ["sh", "-c", "echo 1 test failed; exit 1"]'},
+         "test command failed with exit code 1"),
+        ("v0.4.0", {'arch = "arm64"\nformat = "rpm"': 'arch = "riscv"\nformat = "rpm"'},
+         "targets[3].arch: expected one of 'amd64' or 'arm64', got 'riscv'"),
+    ],
+)
+def test_bad_input_stops_before_any_machine(demo: dict[str, Any], tmp_path: Path, tag: str, edit: Any, expected: str) -> None:
+    from flows.release import release
+
+    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+    if edit:
+        commit_and_tag(repo, tag, edit)
+    state = release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(tmp_path / "state"), return_state=True)
+    assert state.is_failed() and expected in state.message
+    assert not list((tmp_path / "state").glob("runs/*/machines.jsonl")), "no machine may have been created"
+    assert not (tmp_path / "state" / "local").exists()
+
+
+def test_expiring_signing_key_stops_before_any_machine(demo: dict[str, Any], tmp_path: Path) -> None:
+    from blocks.signing_key import SigningKey
+    from dropship.signing import generate_key
+    from flows.release import release
+
+    saved = SigningKey.load("hello-signing-key")
+    try:
+        SigningKey(private_key=generate_key("soon", "soon@example.invalid", expire_days=5)).save("hello-signing-key", overwrite=True)
+        repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+        state = release(manifest=str(repo / "dropship.toml"), tag="v0.1.0", workdir=str(tmp_path / "state"), return_state=True)
+        assert state.is_failed() and "within the required 30 days" in state.message
+        assert not (tmp_path / "state" / "local").exists()
+    finally:
+        saved.save("hello-signing-key", overwrite=True)
+
+
+def test_dropship_demo_command(tmp_path: Path) -> None:
+    """The README's main job, as a user runs it: its own server, exit 0, nothing left."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(tmp_path / "demo"), "--tag", "v1.0.0"],
+        env=env, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Published hello v1.0.0 (stable" in done.stdout
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["status"] == "published" and summary["version"] == "1.0.0"
+    assert (tmp_path / "demo" / "published" / "current" / "dists" / "stable" / "InRelease").exists()
+    assert machine_processes() == []
+    # the demo's Prefect server runs with PREFECT_HOME under the demo folder
+    assert processes_with_env(f"PREFECT_HOME={tmp_path / 'demo'}".encode()) == [], "a process of the demo outlived it"
