@@ -17,13 +17,27 @@ from dropship.summary import ReleaseSummary
 from flows.release import release
 
 
+def demo_key(workdir: Path) -> str:
+    """The demo's signing key: generated once per demo folder, then reused.
+
+    A new key per run would orphan the signatures of packages published
+    before (RPMs keep the signature they were published with).
+    """
+    path = workdir / "signing-key.asc"
+    if path.exists():
+        return path.read_text()
+    key = generate_key("hello demo release key", "hello-release@example.invalid", expire_days=365)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
 def run_demo(workdir: Path, tag: str) -> tuple[bool, str]:
     """Run the example release; return (published, message to print)."""
     source = prepare_repository(workdir / "hello", tag)
     manifest_path = source / "dropship.toml"
     manifest = load_manifest(manifest_path)
-    key = generate_key("hello demo release key", "hello-release@example.invalid", expire_days=90)
-    SigningKey(private_key=key).save(manifest.blocks.signing_key, overwrite=True)
+    SigningKey(private_key=demo_key(workdir)).save(manifest.blocks.signing_key, overwrite=True)
     published = workdir / "published"
     RepoServer(path=str(published)).save(manifest.blocks.repo_server, overwrite=True)
 

@@ -123,6 +123,24 @@ def test_rpm_and_dnf_verify_the_published_rpms(demo: dict[str, Any], tmp_path: P
     assert rpm.name == "hello-0.1.0-1.x86_64.rpm"
 
 
+def test_second_release_keeps_both_versions_signed_by_the_same_key(demo: dict[str, Any], tmp_path: Path, serve) -> None:
+    from flows.demo import run_demo
+
+    workdir = demo["workdir"]
+    ok, message = run_demo(workdir, "v0.1.1")
+    assert ok, message
+    current = workdir / "published" / "current"
+    assert len(list((workdir / "published" / "releases").iterdir())) == 2
+    client = AptClient(tmp_path / "apt", serve(current), current / "keys" / "hello-release.gpg", "stable")
+    client.update()
+    policy = client.policy("hello")
+    assert "Candidate: 0.1.1" in policy and "0.1.0 500" in policy
+    assert run_packaged_hello(client.download("hello"), tmp_path / "root") == "Hello from dropship 0.1.1!"
+    rpms = sorted(current.glob("rpm/stable/*/packages/*.rpm"))
+    assert len(rpms) == 4
+    assert rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 4
+
+
 def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, Any]) -> None:
     from flows.release import release
 
