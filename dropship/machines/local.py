@@ -109,6 +109,20 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _signal_machine(machine_id: str, pgids: list[int], sig: signal.Signals) -> None:
+    """Signal the machine's process groups and every process carrying its marker."""
+    for pgid in pgids:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+    for pid in _pids_with_marker(machine_id):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def _wait_gone(machine_id: str, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while True:
@@ -237,29 +251,11 @@ class LocalProvider:
         """Stop every process of the machine, then remove its folder."""
         folder = self.machines_dir / machine_id
         loaded = self._load(folder)
-        pids = loaded[1] if loaded else {}
-        for pgid in pids.values():
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-        for pid in _pids_with_marker(machine_id):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        pgids = list((loaded[1] if loaded else {}).values())
+        _signal_machine(machine_id, pgids, signal.SIGTERM)
         # A droplet is switched off, not shut down: a short grace, then SIGKILL.
         if not _wait_gone(machine_id, 3.0):
-            for pgid in pids.values():
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            for pid in _pids_with_marker(machine_id):
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            _signal_machine(machine_id, pgids, signal.SIGKILL)
             if not _wait_gone(machine_id, 10.0):
                 raise MachineError(f"machine {machine_id}: processes survived SIGKILL")
         shutil.rmtree(folder, ignore_errors=True)

@@ -28,6 +28,17 @@ def _repo(tmp_path: Path, settings: AptSettings = SETTINGS) -> AptRepository:
     return AptRepository(tmp_path / "repo", settings)
 
 
+def _signed_repo(tmp_path: Path, example_packages, signing_key: str, client_key: str | None = None) -> tuple[AptRepository, Path]:
+    """A repository with 0.1.0 signed by `signing_key`, and the keyring of `client_key` (default: the same)."""
+    repo = _repo(tmp_path)
+    with Signer([signing_key]) as signer:
+        repo.add("stable", _debs(example_packages, "0.1.0"), signer)
+    with Signer([client_key or signing_key]) as client:
+        keyring = tmp_path / "client.gpg"
+        keyring.write_bytes(client.public_key_binary())
+    return repo, keyring
+
+
 def _golden(name: str, actual: str) -> None:
     path = GOLDEN / name
     if os.environ.get("DROPSHIP_UPDATE_GOLDEN"):
@@ -64,11 +75,7 @@ def test_indices_match_golden_files_and_parse_back(tmp_path: Path, example_packa
 
 
 def test_apt_get_installs_from_signed_repository(tmp_path: Path, example_packages, signing_key: str, serve) -> None:
-    repo = _repo(tmp_path)
-    with Signer([signing_key]) as signer:
-        repo.add("stable", _debs(example_packages, "0.1.0"), signer)
-        keyring = tmp_path / "key.gpg"
-        keyring.write_bytes(signer.public_key_binary())
+    repo, keyring = _signed_repo(tmp_path, example_packages, signing_key)
     client = AptClient(tmp_path / "apt", serve(repo.root), keyring, "stable")
     client.update()
     assert "Candidate: 0.1.0" in client.policy("hello")
@@ -77,11 +84,7 @@ def test_apt_get_installs_from_signed_repository(tmp_path: Path, example_package
 
 
 def test_apt_get_refuses_tampered_index(tmp_path: Path, example_packages, signing_key: str, serve) -> None:
-    repo = _repo(tmp_path)
-    with Signer([signing_key]) as signer:
-        repo.add("stable", _debs(example_packages, "0.1.0"), signer)
-        keyring = tmp_path / "key.gpg"
-        keyring.write_bytes(signer.public_key_binary())
+    repo, keyring = _signed_repo(tmp_path, example_packages, signing_key)
     index_dir = repo.root / "dists/stable/main/binary-amd64"
     altered = (index_dir / "Packages").read_bytes().replace(b"Version: 0.1.0", b"Version: 9.9.9")
     for path in [index_dir / "Packages", *index_dir.glob("by-hash/*/*")]:
@@ -96,12 +99,7 @@ def test_apt_get_refuses_tampered_index(tmp_path: Path, example_packages, signin
 
 
 def test_apt_get_refuses_other_key(tmp_path: Path, example_packages, signing_key: str, other_key: str, serve) -> None:
-    repo = _repo(tmp_path)
-    with Signer([signing_key]) as signer:
-        repo.add("stable", _debs(example_packages, "0.1.0"), signer)
-    with Signer([other_key]) as other:
-        keyring = tmp_path / "other.gpg"
-        keyring.write_bytes(other.public_key_binary())
+    repo, keyring = _signed_repo(tmp_path, example_packages, signing_key, client_key=other_key)
     client = AptClient(tmp_path / "apt", serve(repo.root), keyring, "stable")
     with pytest.raises(ClientFailed) as info:
         client.update()
