@@ -15,20 +15,31 @@ publications never sees "Hash Sum mismatch".
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import hashlib
+import io
+import lzma
+import zlib
+import multiprocessing
+import os
 import shutil
+import tarfile
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
-from debian.deb822 import Deb822, Packages, Release
-from debian.debfile import DebError, DebFile
+from debian.deb822 import Release
+from debian.arfile import ArError, ArFile
 from debian.debian_support import Version
 
 from dropship.errors import RepositoryError
-from dropship.repos.files import file_digests, gzip_bytes, link_or_copy, write_atomic, xz_bytes
+from dropship.repos.files import file_digests, stream_digests, gzip_bytes, link_or_copy, write_atomic, xz_bytes
 from dropship.signing import Signer
 
 INDEX_HASHES = (("SHA256", "sha256"), ("SHA512", "sha512"))
@@ -55,7 +66,43 @@ class SuiteResult:
     suite: str
     added: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    packages: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stanza of a Packages index, kept as the text that is published.
+
+    Carried-over stanzas are never re-parsed by a full deb822 parser: only the
+    four fields that identify and order them are read, which keeps adding one
+    package to a 10,000-package suite far below a second.
+    """
+
+    package: str
+    arch: str
+    version: str
+    filename: str
+    text: str
+    """The stanza, ending in one newline."""
+
+    @classmethod
+    def from_text(cls, text: str) -> Entry:
+        fields: dict[str, str] = {}
+        for line in text.splitlines():
+            name, sep, value = line.partition(":")
+            if sep and name in _KEY_FIELDS and name not in fields:
+                fields[name] = value.strip()
+        missing = _KEY_FIELDS - fields.keys()
+        if missing:
+            raise RepositoryError(f"a Packages stanza lacks {', '.join(sorted(missing))}: {text[:80]!r}")
+        return cls(fields["Package"], fields["Architecture"], fields["Version"], fields["Filename"],
+                   text.rstrip("\n") + "\n")
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.package, self.version)
+
+
+_KEY_FIELDS = frozenset({"Package", "Architecture", "Version", "Filename"})
 
 
 def pool_path(component: str, source: str, filename: str) -> str:
@@ -64,63 +111,158 @@ def pool_path(component: str, source: str, filename: str) -> str:
     return f"pool/{component}/{prefix}/{source}/{filename}"
 
 
-def read_deb(path: Path, component: str) -> Packages:
-    """A Packages stanza for `path`, from its own control data (python-debian)."""
+def _field_line(name: str, value: str) -> str:
+    """One deb822 field as python-debian would dump it (multi-line values kept)."""
+    return f"{name}:{'' if value.startswith(chr(10)) else ' '}{value}\n"
+
+
+def control_fields(handle: BinaryIO, name: str) -> dict[str, str]:
+    """The fields of a .deb's control file, in file order.
+
+    python-debian's ArFile finds the control member and tarfile opens it; only
+    the small control text is split here (its Deb822 parser costs more than the
+    rest of indexing a package together).
+    """
+    archive = ArFile(fileobj=handle)
+    member = next((m for m in archive.getmembers() if m.name.startswith("control.tar")), None)
+    if member is None:
+        raise RepositoryError(f"{name} is not a readable .deb: it has no control.tar member")
+    if member.name.endswith(".zst"):
+        raise RepositoryError(
+            f"{name}: {member.name} is zstd-compressed, which dropship cannot read; build it with dpkg-deb -Zxz"
+        )
+    # control.tar is a few KB: decompress it in one C call; tarfile then reads plain tar
+    decompress = DECOMPRESSORS.get(member.name.rsplit(".", 1)[-1])
+    data = member.read()
+    if decompress is not None:
+        tar = tarfile.open(fileobj=io.BytesIO(decompress(data)), mode="r:")
+    else:
+        tar = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    with tar:
+        info = next((i for i in tar if i.name in ("./control", "control")), None)
+        extracted = tar.extractfile(info) if info is not None else None
+        if extracted is None:
+            raise RepositoryError(f"{name} is not a readable .deb: control.tar has no control file")
+        return parse_stanza(extracted.read().decode("utf-8"))
+
+
+DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.decompress, "xz": lzma.decompress, "bz2": bz2.decompress, "tar": lambda data: data,
+}
+
+
+def parse_stanza(text: str) -> dict[str, str]:
+    """One deb822 paragraph; continuation lines stay in the value as python-debian keeps them."""
+    fields: dict[str, str] = {}
+    name = ""
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line[0] in " \t":
+            if not name:
+                raise ValueError(f"continuation line before any field: {line!r}")
+            fields[name] += "\n" + line
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            raise ValueError(f"not a field: {line!r}")
+        fields[name] = value.strip()
+    return fields
+
+
+def read_deb(path: Path, component: str) -> Entry:
+    """The Packages stanza of `path`, from its own control data (one open, one pass)."""
     try:
-        control = DebFile(str(path)).debcontrol()
-    except (DebError, OSError, ValueError, KeyError) as exc:
+        with path.open("rb") as handle:
+            control = control_fields(handle, path.name)
+            handle.seek(0)
+            digests = stream_digests(handle, "sha256", "sha512")
+            size = handle.tell()
+    except (ArError, tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error) as exc:
         raise RepositoryError(f"{path.name} is not a readable .deb: {exc}") from exc
     for required in ("Package", "Version", "Architecture"):
         if required not in control:
             raise RepositoryError(f"{path.name}: control data has no {required} field")
-    source = str(control.get("Source") or control["Package"]).split(" ", 1)[0]
-    version_without_epoch = str(control["Version"]).split(":", 1)[-1]
-    name = f"{control['Package']}_{version_without_epoch}_{control['Architecture']}.deb"
-    stanza = Packages()
-    for key in FIELD_ORDER:
-        if key in control:
-            stanza[key] = control[key]
-    for key, value in control.items():
-        if key not in stanza and key != "Description":
-            stanza[key] = value
-    digests = file_digests(path, "sha256", "sha512")
-    stanza["Filename"] = pool_path(component, source, name)
-    stanza["Size"] = str(path.stat().st_size)
-    stanza["SHA256"] = digests["sha256"]
-    stanza["SHA512"] = digests["sha512"]
+    package, version, arch = control["Package"], control["Version"], control["Architecture"]
+    source = (control.get("Source") or package).split(" ", 1)[0]
+    filename = pool_path(component, source, f"{package}_{version.split(':', 1)[-1]}_{arch}.deb")
+    ordered = [k for k in FIELD_ORDER if k in control]
+    ordered += [k for k in control if k not in _ORDERED and k != "Description"]
+    lines = [_field_line(k, control[k]) for k in ordered]
+    lines += [
+        _field_line("Filename", filename),
+        _field_line("Size", str(size)),
+        _field_line("SHA256", digests["sha256"]),
+        _field_line("SHA512", digests["sha512"]),
+    ]
     if "Description" in control:
-        stanza["Description"] = control["Description"]
-    return stanza
+        lines.append(_field_line("Description", control["Description"]))
+    return Entry(package, arch, version, filename, "".join(lines))
 
 
-def _read_index(path: Path) -> list[Packages]:
+_ORDERED = frozenset(FIELD_ORDER)
+
+
+def stage(root: Path, component: str, architectures: tuple[str, ...], debs: list[Path]) -> list[Entry]:
+    """Read each new package and link it into the pool, over every core when there are many.
+
+    A pool file that already exists with other content is refused: a
+    published version must never change under the clients that have it.
+    """
+    jobs = [(root, component, architectures, deb) for deb in debs]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(jobs) < PARALLEL_THRESHOLD or workers < 2:
+        return [_stage_one(job) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        return list(pool.map(_stage_one, jobs, chunksize=max(16, len(jobs) // (workers * 8))))
+
+
+def _stage_one(job: tuple[Path, str, tuple[str, ...], Path]) -> Entry:
+    root, component, architectures, deb = job
+    entry = read_deb(deb, component)
+    if entry.arch != "all" and entry.arch not in architectures:
+        raise RepositoryError(
+            f"{deb.name} is for {entry.arch}, not one of this repository's architectures ({', '.join(architectures)})"
+        )
+    pool_file = root / entry.filename
+    try:
+        existing = pool_file.stat()
+    except FileNotFoundError:
+        link_or_copy(deb, pool_file)
+        return entry
+    source = deb.stat()
+    same = (existing.st_dev, existing.st_ino) == (source.st_dev, source.st_ino)
+    if not same and file_digests(pool_file, "sha256")["sha256"] != _field(entry, "SHA256"):
+        raise RepositoryError(
+            f"{entry.filename} is already published with different content: a version must not be rebuilt differently"
+        )
+    return entry  # already in place
+
+
+PARALLEL_THRESHOLD = 256
+
+
+def read_index(path: Path) -> list[Entry]:
     if not path.exists():
         return []
-    with path.open("rb") as handle:
-        return [Packages(p) for p in Packages.iter_paragraphs(handle, use_apt_pkg=False)]
+    text = path.read_text(encoding="utf-8")
+    return [Entry.from_text(block) for block in text.split("\n\n") if block.strip()]
 
 
-def _key(stanza: Deb822) -> tuple[str, str, str]:
-    return (str(stanza["Package"]), str(stanza["Architecture"]), str(stanza["Version"]))
-
-
-def _retain(stanzas: list[Packages], keep: int) -> tuple[list[Packages], list[Packages]]:
-    """Keep the newest `keep` versions of each (package, arch); return (kept, dropped)."""
-    groups: dict[tuple[str, str], list[Packages]] = defaultdict(list)
-    for stanza in stanzas:
-        groups[(str(stanza["Package"]), str(stanza["Architecture"]))].append(stanza)
-    kept: list[Packages] = []
-    dropped: list[Packages] = []
-    for group in groups.values():
-        group.sort(key=lambda s: Version(str(s["Version"])), reverse=True)
-        kept += group[:keep]
+def _retain(entries: dict[tuple[str, str], Entry], keep: int) -> tuple[list[Entry], list[Entry]]:
+    """Keep the newest `keep` versions of each package; return (kept in index order, dropped)."""
+    groups: dict[str, list[Entry]] = defaultdict(list)
+    for entry in entries.values():
+        groups[entry.package].append(entry)
+    kept: list[Entry] = []
+    dropped: list[Entry] = []
+    for package in sorted(groups):
+        group = groups[package]
+        if len(group) > 1:
+            group.sort(key=lambda e: Version(e.version), reverse=True)
+        kept += reversed(group[:keep])
         dropped += group[keep:]
-    kept.sort(key=lambda s: (str(s["Package"]), str(s["Architecture"]), Version(str(s["Version"]))))
     return kept, dropped
-
-
-def _dump(stanzas: list[Packages]) -> bytes:
-    return b"\n".join(s.dump().encode("utf-8") for s in stanzas)
 
 
 class AptRepository:
@@ -139,56 +281,41 @@ class AptRepository:
         """Add `debs` to `suite`, apply retention, rewrite and sign its indices."""
         result = SuiteResult(suite)
         settings = self.settings
-        by_arch: dict[str, list[Packages]] = {
-            arch: _read_index(self._binary_dir(suite, arch) / "Packages") for arch in settings.architectures
+        by_arch: dict[str, dict[tuple[str, str], Entry]] = {
+            arch: {e.key: e for e in read_index(self._binary_dir(suite, arch) / "Packages")}
+            for arch in settings.architectures
         }
-        for deb in debs:
-            stanza = read_deb(deb, settings.component)
-            arch = str(stanza["Architecture"])
-            targets = list(settings.architectures) if arch == "all" else [arch]
-            if arch != "all" and arch not in settings.architectures:
-                raise RepositoryError(
-                    f"{deb.name} is for {arch}, not one of this repository's architectures "
-                    f"({', '.join(settings.architectures)})"
-                )
-            pool_file = self.root / str(stanza["Filename"])
-            if pool_file.exists() and file_digests(pool_file, "sha256")["sha256"] != stanza["SHA256"]:
-                raise RepositoryError(
-                    f"{pool_file.relative_to(self.root)} is already published with different "
-                    "content: a version must not be rebuilt differently"
-                )
-            link_or_copy(deb, pool_file)
-            for target_arch in targets:
-                entries = by_arch[target_arch]
-                entries[:] = [s for s in entries if _key(s) != _key(stanza)]
-                entries.append(stanza)
-            result.added.append(str(stanza["Filename"]))
+        for entry in stage(self.root, settings.component, settings.architectures, debs):
+            for arch in settings.architectures if entry.arch == "all" else (entry.arch,):
+                by_arch[arch][entry.key] = entry
+            result.added.append(entry.filename)
+        indices: dict[str, list[Entry]] = {}
         for arch, entries in by_arch.items():
             kept, dropped = _retain(entries, settings.keep_versions)
-            by_arch[arch] = kept
-            result.removed += [str(s["Filename"]) for s in dropped]
-            result.packages += [dict(s) for s in kept]
-        self._write_suite(suite, by_arch, signer, now or datetime.now(timezone.utc))
+            indices[arch] = kept
+            result.removed += [e.filename for e in dropped]
+        self._write_suite(suite, indices, signer, now or datetime.now(timezone.utc))
         return result
 
-    def _write_suite(
-        self, suite: str, by_arch: dict[str, list[Packages]], signer: Signer, now: datetime
-    ) -> None:
+    def _write_suite(self, suite: str, indices: dict[str, list[Entry]], signer: Signer, now: datetime) -> None:
         settings = self.settings
         suite_dir = self.root / "dists" / suite
         previous = _previous_hashes(suite_dir / "Release")
-        entries: list[tuple[str, dict[str, str], int]] = []
-        for arch, stanzas in sorted(by_arch.items()):
+        files: list[tuple[str, dict[str, str], int]] = []
+        for arch, entries in sorted(indices.items()):
             directory = self._binary_dir(suite, arch)
-            plain = _dump(stanzas)
-            for name, data in (("Packages", plain), ("Packages.gz", gzip_bytes(plain)), ("Packages.xz", xz_bytes(plain))):
+            plain = "\n".join(e.text for e in entries).encode("utf-8")
+            with ThreadPoolExecutor(max_workers=2) as compressors:  # zlib and lzma release the GIL
+                gz, xz = compressors.submit(gzip_bytes, plain), compressors.submit(xz_bytes, plain)
+                variants = (("Packages", plain), ("Packages.gz", gz.result()), ("Packages.xz", xz.result()))
+            for name, data in variants:
                 path = directory / name
                 write_atomic(path, data)
-                digests = file_digests(path, "sha256", "sha512")
+                digests = {algo: hashlib.new(algo, data).hexdigest() for _, algo in INDEX_HASHES}
                 for field_name, algo in INDEX_HASHES:
                     link_or_copy(path, directory / "by-hash" / field_name / digests[algo])
-                entries.append((str(path.relative_to(suite_dir)), digests, len(data)))
-            _prune_by_hash(directory, keep=previous | {d[a] for _, d, _ in entries for _, a in INDEX_HASHES})
+                files.append((str(path.relative_to(suite_dir)), digests, len(data)))
+            _prune_by_hash(directory, keep=previous | {d[a] for _, d, _ in files for _, a in INDEX_HASHES})
         release = Release()
         release["Origin"] = settings.origin
         release["Label"] = settings.label
@@ -201,7 +328,7 @@ class AptRepository:
         release["Components"] = settings.component
         release["Acquire-By-Hash"] = "yes"
         for field_name, algo in INDEX_HASHES:
-            hashes: Any = [{algo: digests[algo], "size": str(size), "name": name} for name, digests, size in entries]
+            hashes: Any = [{algo: digests[algo], "size": str(size), "name": name} for name, digests, size in files]
             release[field_name] = hashes  # python-debian renders a list of dicts as a multi-line field
         text = release.dump().encode("utf-8")
         write_atomic(suite_dir / "Release", text)
@@ -215,7 +342,7 @@ class AptRepository:
         if not dists.exists():
             return referenced
         for index in dists.glob(f"*/{self.settings.component}/binary-*/Packages"):
-            referenced |= {str(s["Filename"]) for s in _read_index(index)}
+            referenced |= {e.filename for e in read_index(index)}
         return referenced
 
     def prune_pool(self) -> list[str]:
@@ -234,6 +361,13 @@ class AptRepository:
             if directory.is_dir() and not any(directory.iterdir()):
                 directory.rmdir()
         return removed
+
+
+def _field(entry: Entry, name: str) -> str:
+    for line in entry.text.splitlines():
+        if line.startswith(name + ":"):
+            return line.split(":", 1)[1].strip()
+    return ""
 
 
 def _previous_hashes(release_path: Path) -> set[str]:

@@ -149,7 +149,7 @@ def test_indexing_is_incremental(tmp_path: Path, example_packages, signing_key: 
     read: list[str] = []
     original = apt_module.read_deb
 
-    def counting(path: Path, component: str) -> Packages:
+    def counting(path: Path, component: str) -> apt_module.Entry:
         read.append(path.name)
         return original(path, component)
 
