@@ -50,13 +50,31 @@ class RpmSuiteResult:
     removed: list[str] = field(default_factory=list)
 
 
+def read_headers(paths: list[Path]) -> list[RpmHeader]:
+    """Name, epoch, version, release and arch of each package, a few hundred per `rpm -qp`."""
+    headers: list[RpmHeader] = []
+    for start in range(0, len(paths), HEADER_BATCH):
+        batch = paths[start:start + HEADER_BATCH]
+        try:
+            out = run(["rpm", "-qp", "--nosignature", "--nodigest", "--queryformat", QUERY_FORMAT, *map(str, batch)],
+                      what="rpm -qp")
+        except CommandError as exc:
+            names = ", ".join(p.name for p in batch[:3]) + (" ..." if len(batch) > 3 else "")
+            raise RepositoryError(f"not a readable RPM among {names}: {exc.output.strip()[-300:]}") from exc
+        lines = out.splitlines()
+        if len(lines) != len(batch):
+            raise RepositoryError(f"rpm -qp answered {len(lines)} lines for {len(batch)} packages")
+        for line in lines:
+            name, epoch, version, release, arch = line.split("\t")
+            headers.append(RpmHeader(name, int(epoch or 0), version, release, arch))
+    return headers
+
+
+HEADER_BATCH = 400
+
+
 def read_header(path: Path) -> RpmHeader:
-    try:
-        out = run(["rpm", "-qp", "--nosignature", "--nodigest", "--queryformat", QUERY_FORMAT, str(path)], what="rpm -qp")
-    except CommandError as exc:
-        raise RepositoryError(f"{path.name} is not a readable RPM: {exc.output.strip()[-300:]}") from exc
-    name, epoch, version, release, arch = out.strip().split("\t")
-    return RpmHeader(name, int(epoch or 0), version, release, arch)
+    return read_headers([path])[0]
 
 
 def rpmvercmp(a: str, b: str) -> int:
@@ -181,8 +199,7 @@ class RpmRepository:
         with tempfile.TemporaryDirectory(prefix="dropship-rpmsign-") as scratch:
             signed = sign_rpms(rpms, signer, Path(scratch))
             by_arch: dict[str, list[tuple[RpmHeader, Path]]] = defaultdict(list)
-            for path in signed:
-                header = read_header(path)
+            for header, path in zip(read_headers(signed), signed):
                 by_arch[header.arch].append((header, path))
             results = []
             for arch, items in sorted(by_arch.items()):
@@ -199,8 +216,8 @@ class RpmRepository:
 
     def _retain(self, packages: Path) -> list[str]:
         groups: dict[tuple[str, str], list[tuple[RpmHeader, Path]]] = defaultdict(list)
-        for path in packages.glob("*.rpm"):
-            header = read_header(path)
+        paths = sorted(packages.glob("*.rpm"))
+        for header, path in zip(read_headers(paths), paths):
             groups[(header.name, header.arch)].append((header, path))
         removed = []
         for group in groups.values():
