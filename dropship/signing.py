@@ -207,11 +207,13 @@ class Signer:
         """An armored detached signature (Release.gpg, repomd.xml.asc)."""
         return self._sign(data, clearsign=False, detach=True)
 
-    def public_key_armored(self) -> str:
-        return str(self._gpg.export_keys(self.fingerprints, armor=True))
+    def public_key_armored(self, fingerprint: str | None = None) -> str:
+        """Every signing key's public part (or only `fingerprint`'s), armored."""
+        return str(self._gpg.export_keys([fingerprint] if fingerprint else self.fingerprints, armor=True))
 
-    def public_key_binary(self) -> bytes:
-        data = self._gpg.export_keys(self.fingerprints, armor=False)
+    def public_key_binary(self, fingerprint: str | None = None) -> bytes:
+        """The same as a binary keyring, as apt's Signed-By wants it."""
+        data = self._gpg.export_keys([fingerprint] if fingerprint else self.fingerprints, armor=False)
         return data if isinstance(data, bytes) else bytes(data, "latin-1")
 
 

@@ -1,8 +1,10 @@
 """The public side of the signing keys, published next to the repositories.
 
-`keys/<name>.asc` (armored), `keys/<name>.gpg` (binary keyring for apt's
-Signed-By) and `<project>.sources`, a deb822 snippet pointing apt at the
-keyring, so users never need `apt-key` or a trust-everything keyring.
+`keys/<name>.asc` (armored) and `keys/<name>.gpg` (binary keyring for apt's
+Signed-By) hold every key that signs; during a rotation each key is also
+published alone as `keys/<fingerprint>.asc` and `.gpg`. `<project>.sources`
+is a deb822 snippet pointing apt at the keyring, so users never need
+`apt-key` or a trust-everything keyring.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ def publish_keys(root: Path, name: str, signer: Signer) -> tuple[Path, Path]:
     binary = root / "keys" / f"{name}.gpg"
     write_atomic(armored, signer.public_key_armored().encode())
     write_atomic(binary, signer.public_key_binary())
+    for fingerprint in signer.fingerprints:
+        write_atomic(root / "keys" / f"{fingerprint}.asc", signer.public_key_armored(fingerprint).encode())
+        write_atomic(root / "keys" / f"{fingerprint}.gpg", signer.public_key_binary(fingerprint))
     return armored, binary
 
 
