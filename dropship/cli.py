@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     rel.add_argument("--target", action="append", dest="targets", help="build only this target (repeatable)")
     rel.add_argument("--dry-run", action="store_true", help="build, collect and sign, but publish nothing")
+    rel.add_argument("--force", action="store_true", help="rebuild targets even when their content hash has a stored build")
     rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     return parser
 
@@ -81,7 +82,8 @@ def _release(args: argparse.Namespace) -> int:
 
     state = release(
         manifest=str(args.manifest), tag=args.tag, ref=args.ref, targets=args.targets,
-        dry_run=args.dry_run, workdir=str(args.workdir) if args.workdir else None, return_state=True,
+        dry_run=args.dry_run, force=args.force, workdir=str(args.workdir) if args.workdir else None,
+        return_state=True,
     )
     if not state.is_completed():
         print(f"dropship: release failed: {state.message}", file=sys.stderr)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
+from dropship.cache import TargetHash, content_hashes, tree_files
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
 from dropship.release import Classification, ReleaseClass, classify, package_version, release_id
@@ -31,12 +32,16 @@ class ReleasePlan:
     """The tag, or the ref of a development build."""
     suites: tuple[str, ...]
     commit: str
+    source_date_epoch: int
+    """The commit's time: exported to builds so they can be reproducible."""
     version: str
     release_id: str
     run_dir: str
     archive: str
     targets: tuple[str, ...]
     dry_run: bool
+    content: dict[str, TargetHash]
+    """Each target's content hash and the files it covers."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -79,6 +84,10 @@ def make_plan(
     run_dir = workdir / "runs" / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     source_archive = archive(revision, run_dir / f"{manifest.project.name}-{revision.commit[:12]}.tar.gz")
+    version = package_version(classification, revision.commit, revision.commit_time)
+    content = content_hashes(
+        manifest, tree_files(repo, revision.commit), version=version if classification.is_tag else None
+    )
     plan = ReleasePlan(
         run_id=run_id,
         manifest_path=str(manifest_file),
@@ -87,12 +96,14 @@ def make_plan(
         name=classification.name,
         suites=classification.suites,
         commit=revision.commit,
-        version=package_version(classification, revision.commit, revision.commit_time),
+        source_date_epoch=int(revision.commit_time.timestamp()),
+        version=version,
         release_id=release_id(classification, started),
         run_dir=str(run_dir),
         archive=str(source_archive),
         targets=selected,
         dry_run=dry_run,
+        content={name: content[name] for name in selected},
     )
     (run_dir / "plan.json").write_text(plan.to_json())
     return manifest, plan

@@ -18,7 +18,7 @@ class ArtifactSummary:
 class TargetSummary:
     name: str
     status: str
-    """built | failed | not built"""
+    """built | reused | failed | not built"""
     machine: str | None = None
     build_seconds: float | None = None
     machine_seconds: float | None = None
@@ -67,13 +67,15 @@ class ReleaseSummary:
             lines += ["", "```", self.error, "```"]
         lines += [
             "",
-            "| target | status | machine | build s | machine s | artifacts |",
-            "|---|---|---|---|---|---|",
+            "| target | status | why | machine | build s | machine s | artifacts |",
+            "|---|---|---|---|---|---|---|",
         ]
         for t in self.targets:
-            arts = "<br>".join(f"{a.name} (`{a.sha256[:12]}`)" for a in t.artifacts) or t.reason.replace("\n", " ")[:200]
+            arts = "<br>".join(f"{a.name} (`{a.sha256[:12]}`)" for a in t.artifacts) or "-"
+            why = t.reason.replace("\n", " ").replace("|", "/")[:200] or "-"
             lines.append(
-                f"| {t.name} | {t.status} | {t.machine or '-'} | {_num(t.build_seconds)} | {_num(t.machine_seconds)} | {arts} |"
+                f"| {t.name} | {t.status} | {why} | {t.machine or '-'} | {_num(t.build_seconds)} | "
+                f"{_num(t.machine_seconds)} | {arts} |"
             )
         return "\n".join(lines) + "\n"
 

@@ -26,11 +26,13 @@ from prefect.runtime import flow_run as current_run
 
 from dropship.errors import ReleaseFailed
 from dropship.manifest import load_manifest
+from dropship.plan import ReleasePlan
 from dropship.ssh import generate_keypair
-from dropship.summary import TargetSummary
-from tasks.build import build_on_machine, ensure_build_deployment
-from tasks.collect import collect_artifacts
-from tasks.machines import client_key_path, provision_machine, teardown, teardown_run
+from dropship.repos.files import sha256_file
+from dropship.summary import ArtifactSummary, TargetSummary
+from tasks.build import ensure_build_deployment
+from tasks.cache import build_target, cache_policy, restore_artifacts
+from tasks.machines import client_key_path, teardown, teardown_run
 from tasks.prepare import check_signing_key, plan_release, test_source
 from tasks.repository import publish_tree, sign_repositories
 from tasks.settings import default_workdir
@@ -47,6 +49,15 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
         return
     run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
     teardown(provider, workdir, str(flow_run.id), run_dir)
+
+
+def _built_summary(plan: ReleasePlan, name: str, built: dict[str, Any]) -> TargetSummary:
+    folder = Path(plan.run_dir) / "artifacts" / name
+    return TargetSummary(
+        name=name, status="built", machine=built["machine"], build_seconds=built["build_seconds"],
+        reason=built["reason"],
+        artifacts=[ArtifactSummary(p.name, p.stat().st_size, sha256_file(p)) for p in sorted(folder.iterdir())],
+    )
 
 
 def _reason(future: PrefectFuture[Any]) -> str:
@@ -72,12 +83,14 @@ def release(
     dry_run: bool = False,
     workdir: str | None = None,
     base_url: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Release `tag` (stable/extra) or `ref` (development) of the project in `manifest`.
 
     `targets` limits the build to some targets; `dry_run` builds, collects and
     signs but publishes nothing; `base_url` overrides the URL written into the
-    .repo and .sources files.
+    .repo and .sources files; `force` rebuilds targets whose content hash has
+    a stored build.
     """
     clock = time.monotonic()
     started = datetime.now(timezone.utc)
@@ -100,22 +113,37 @@ def release(
     results: dict[str, TargetSummary] = {}
     status, error, repository = "failed", "", ""
     try:
-        chains = {}
-        for name in plan.targets:
-            machine = provision_machine.submit(spec, plan, name, workdir)
-            built = build_on_machine.submit(spec, plan, name, machine, workdir)
-            collected = collect_artifacts.submit(spec, plan, name, machine, built, workdir)
-            chains[name] = (machine, built, collected)
+        policy = cache_policy(workdir)
+        builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
+        futures = {
+            name: builder.submit(spec, plan, name, plan.content[name].digest, workdir, force) for name in plan.targets
+        }
         failures: dict[str, str] = {}
-        for name, chain in chains.items():
-            for future in chain:
-                future.wait()
-            failed = next((f for f in chain if not f.state.is_completed()), None)
-            if failed is None:
-                results[name] = chain[2].result()
-            else:
-                failures[name] = _reason(failed)
+        for name, future in futures.items():
+            future.wait()
+            if not future.state.is_completed():
+                failures[name] = _reason(future)
                 results[name] = TargetSummary(name=name, status="failed", reason=failures[name])
+                continue
+            if future.state.name == "Cached":
+                lookup = restore_artifacts(plan, name, workdir)
+                if lookup.build is not None:
+                    results[name] = TargetSummary(
+                        name=name, status="reused", reason=f"cache hit {plan.content[name].digest[:12]}",
+                        artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
+                    )
+                    continue
+                rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
+                try:  # the store lost or altered the cached build: make it again
+                    built = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
+                except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
+                    failures[name] = str(exc)
+                    results[name] = TargetSummary(name=name, status="failed", reason=failures[name])
+                    continue
+                built["reason"] = f"rebuilt: cached build unusable ({lookup.problem})"
+            else:
+                built = future.result()
+            results[name] = _built_summary(plan, name, built)
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
         tree = sign_repositories(spec, plan, base_url)

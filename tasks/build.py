@@ -100,7 +100,8 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
                 "command": list(target.build),
                 "artifacts": list(target.artifacts),
                 "version": plan.version,
-                "env": dict(target.env),
+                # the commit's time, so a rebuild of the same commit can be byte-identical
+                "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},
                 "timeout": float(manifest.machines.build_timeout),
             },
             work_queue_name=machine.name,

@@ -57,5 +57,5 @@ def test_source(plan: ReleasePlan, command: list[str] | None) -> None:
     if not command:
         logger.warning("the manifest has no test command: nothing was tested")
         return
-    output = run_tests(Path(plan.archive), command, version=plan.version)
+    output = run_tests(Path(plan.archive), command, version=plan.version, source_date_epoch=plan.source_date_epoch)
     logger.info("tests passed:\n%s", "\n".join(output.strip().splitlines()[-20:]))

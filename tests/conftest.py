@@ -56,16 +56,16 @@ def other_key() -> str:
     return generate_key("someone else", "else@example.invalid")
 
 
-def build_example(version: str, out: Path) -> dict[str, Path]:
+def build_example(version: str, out: Path, epoch: int = 1700000000) -> dict[str, Path]:
     """Build the example's four real packages for `version` into `out`."""
-    work = out / f"src-{version}"
+    work = out / f"src-{version}-{epoch}"
     shutil.copytree(EXAMPLE, work)
     built: dict[str, Path] = {}
     for fmt in ("deb", "rpm"):
         for arch in ("amd64", "arm64"):
             subprocess.run(
                 ["sh", "packaging/build.sh", fmt, arch], cwd=work, check=True, capture_output=True,
-                env={**os.environ, "DROPSHIP_VERSION": version, "SOURCE_DATE_EPOCH": "1700000000"},
+                env={**os.environ, "DROPSHIP_VERSION": version, "SOURCE_DATE_EPOCH": str(epoch)},
             )
             (package,) = (work / "out").glob(f"*.{fmt}")
             target = out / package.name

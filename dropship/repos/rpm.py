@@ -26,7 +26,8 @@ from dropship.process import run
 from dropship.repos.files import link_or_copy, write_atomic
 from dropship.signing import Signer
 
-QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\n"
+# SHA256HEADER and PAYLOADDIGEST identify a package's content; signing changes neither.
+QUERY_FORMAT = "%{NAME}\\t%{EPOCHNUM}\\t%{VERSION}\\t%{RELEASE}\\t%{ARCH}\\t%{SHA256HEADER} %{PAYLOADDIGEST}\\n"
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,7 @@ class RpmHeader:
     version: str
     release: str
     arch: str
+    identity: str = ""
 
     @property
     def filename(self) -> str:
@@ -65,8 +67,8 @@ def read_headers(paths: list[Path]) -> list[RpmHeader]:
         if len(lines) != len(batch):
             raise RepositoryError(f"rpm -qp answered {len(lines)} lines for {len(batch)} packages")
         for line in lines:
-            name, epoch, version, release, arch = line.split("\t")
-            headers.append(RpmHeader(name, int(epoch or 0), version, release, arch))
+            name, epoch, version, release, arch, identity = line.split("\t")
+            headers.append(RpmHeader(name, int(epoch or 0), version, release, arch, identity))
     return headers
 
 
@@ -195,17 +197,34 @@ class RpmRepository:
         return self.root / "rpm" / suite / arch
 
     def add(self, suite: str, rpms: list[Path], signer: Signer, project: str) -> list[RpmSuiteResult]:
-        """Sign and add `rpms` to `suite`; regenerate and sign each touched arch's metadata."""
+        """Sign and add `rpms` to `suite`; regenerate and sign each touched arch's metadata.
+
+        A package already published under the same file name is kept as it is
+        (not re-signed) when it is the same package, and refused when its
+        content differs: a published version never changes.
+        """
+        by_arch: dict[str, list[tuple[RpmHeader, Path]]] = defaultdict(list)
+        for header, path in zip(read_headers(rpms), rpms):
+            by_arch[header.arch].append((header, path))
+        results = []
         with tempfile.TemporaryDirectory(prefix="dropship-rpmsign-") as scratch:
-            signed = sign_rpms(rpms, signer, Path(scratch))
-            by_arch: dict[str, list[tuple[RpmHeader, Path]]] = defaultdict(list)
-            for header, path in zip(read_headers(signed), signed):
-                by_arch[header.arch].append((header, path))
-            results = []
             for arch, items in sorted(by_arch.items()):
                 result = RpmSuiteResult(suite, arch)
                 packages = self.arch_dir(suite, arch) / "packages"
+                present = [packages / h.filename for h, _ in items if (packages / h.filename).exists()]
+                published = {p.name: h for p, h in zip(present, read_headers(present))}
+                new = []
                 for header, path in items:
+                    if header.filename not in published:
+                        new.append(header)
+                        continue
+                    if published[header.filename].identity != header.identity:
+                        raise RepositoryError(
+                            f"{header.filename} is already published in {suite} with different content: "
+                            "a version must not be rebuilt differently"
+                        )
+                signed = sign_rpms([path for h, path in items if h in new], signer, Path(scratch) / arch)
+                for header, path in zip(new, signed):
                     link_or_copy(path, packages / header.filename)
                     result.added.append(header.filename)
                 result.removed = self._retain(packages)

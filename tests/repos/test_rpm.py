@@ -79,6 +79,22 @@ def test_retention_keeps_newest(tmp_path: Path, example_packages, signing_key: s
     assert len(primary) == 1
 
 
+def test_same_package_is_kept_other_content_refused(tmp_path: Path, example_packages, signing_key: str) -> None:
+    from tests.conftest import build_example
+
+    repo, _ = _publish(tmp_path, example_packages, signing_key)
+    published = repo.root / "rpm/stable/x86_64/packages/hello-0.1.0-1.x86_64.rpm"
+    before = published.read_bytes()
+    with Signer([signing_key]) as signer:
+        results = repo.add("stable", _rpms(example_packages, "0.1.0"), signer, "hello")  # e.g. reused from the store
+        assert all(r.added == [] for r in results)
+        assert published.read_bytes() == before, "a published package is not re-signed"
+        rebuilt = build_example("0.1.0", tmp_path / "rebuilt", epoch=1800000000)["amd64-rpm"]
+        with pytest.raises(RepositoryError, match="already published in stable with different content"):
+            repo.add("stable", [rebuilt], signer, "hello")
+    assert published.read_bytes() == before
+
+
 def test_not_an_rpm(tmp_path: Path, signing_key: str) -> None:
     bogus = tmp_path / "bogus.rpm"
     bogus.write_bytes(b"nope")

@@ -58,7 +58,8 @@ install -D -m 0755 %{_sourcedir}/hello %{buildroot}/usr/bin/hello
 %files
 /usr/bin/hello
 SPEC
-  rpmbuild --quiet --define "_topdir $top" --define "_rpmdir $(pwd)/out" \
+  rpmbuild --quiet --define "use_source_date_epoch_as_buildtime 1" --define "clamp_mtime_to_source_date_epoch 1" \
+    --define "_buildhost reproducible" --define "_topdir $top" --define "_rpmdir $(pwd)/out" \
     --define "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm" \
     --target "$rpmarch-linux" -bb "$top/SPECS/hello.spec"
   ;;

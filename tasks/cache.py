@@ -1,0 +1,73 @@
+"""Build-or-reuse: Prefect caching keyed on the target's content hash.
+
+The default cache policy includes the run id and never hits across runs, so
+`build-target` uses a policy whose key is only the target and its content
+hash, with its records kept under the orchestrator's workdir. A hit means
+the task does not run at all: no machine, no build. The artifacts then come
+from the store, each checked by sha256; a store entry that is missing or fails
+its check makes the flow rebuild that target (refresh_cache).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.context import TaskRunContext
+
+from dropship.cache import LocalArtifactStore, Lookup, why_built
+from dropship.manifest import Manifest
+from dropship.plan import ReleasePlan
+from tasks.build import build_on_machine
+from tasks.collect import collect_artifacts
+from tasks.machines import provision_machine
+
+
+@dataclass
+class ContentHashPolicy(CachePolicy):
+    """Cache key: the target's name and content hash, nothing else."""
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        return f"dropship-build-{inputs['target_name']}-{inputs['content_hash']}"
+
+
+def store_for(workdir: str) -> LocalArtifactStore:
+    return LocalArtifactStore(Path(workdir) / "store")
+
+
+def cache_policy(workdir: str) -> CachePolicy:
+    return ContentHashPolicy().configure(key_storage=str(Path(workdir) / "cache" / "keys"))
+
+
+@task(name="build-target", cache_policy=ContentHashPolicy(), persist_result=True)
+def build_target(
+    manifest: Manifest, plan: ReleasePlan, target_name: str, content_hash: str, workdir: str, forced: bool
+) -> dict[str, Any]:
+    """Provision, build, collect, delete; then keep the artifacts in the store."""
+    store = store_for(workdir)
+    reason = why_built(store.last(target_name), plan.content[target_name], forced=forced)
+    get_run_logger().info("building %s (%s), content hash %s", target_name, reason, content_hash[:12])
+    machine = provision_machine(manifest, plan, target_name, workdir)
+    built = build_on_machine(manifest, plan, target_name, machine, workdir)
+    summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
+    files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
+    store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
+    return {"machine": summary.machine, "build_seconds": summary.build_seconds, "reason": reason}
+
+
+@task(name="restore", cache_policy=NO_CACHE)
+def restore_artifacts(plan: ReleasePlan, target_name: str, workdir: str) -> Lookup:
+    """Copy a cached target's artifacts from the store into the run, checking each sha256."""
+    digest = plan.content[target_name].digest
+    lookup = store_for(workdir).get(digest, Path(plan.run_dir) / "artifacts" / target_name)
+    logger = get_run_logger()
+    if lookup.build is None:
+        logger.warning("%s: cached build %s is unusable (%s): rebuilding", target_name, digest[:12], lookup.problem)
+    else:
+        logger.info("%s: reused build %s (%s)", target_name, digest[:12], ", ".join(f.name for f in lookup.build.files))
+    return lookup
