@@ -58,11 +58,11 @@ def _machine_env(machine_id: str, root: Path) -> dict[str, str]:
     return env
 
 
-def _sshd_config(root: Path, port: int, user: str) -> str:
+def _sshd_config(root: Path, address: str, port: int, user: str) -> str:
     return "\n".join(
         [
             f"Port {port}",
-            "ListenAddress 127.0.0.1",
+            f"ListenAddress {address}",
             f"HostKey {root}/etc/ssh/ssh_host_ed25519_key",
             f"AuthorizedKeysFile {root}/etc/dropship/authorized_keys",
             f"PidFile {root}/run/sshd.pid",
@@ -147,19 +147,23 @@ class LocalProvider:
     def machines_dir(self) -> Path:
         return self.state_dir / "machines"
 
-    def create(self, request: MachineRequest) -> Machine:
+    def create(self, request: MachineRequest, *, address: str = "127.0.0.1", port: int | None = None) -> Machine:
+        """Boot a machine; `address` (a loopback address) and `port` let the
+        DigitalOcean emulator give each droplet its own IP with SSH on one port."""
+        if not address.startswith("127."):
+            raise MachineError(f"local machines listen on loopback addresses only, not {address}")
         machine_id = secrets.token_hex(6)
         folder = self.machines_dir / machine_id
         root = folder / "root"
         root.mkdir(parents=True)
         (root / "run").mkdir()
-        port = free_port()
+        port = port or free_port()
         machine = Machine(
             id=machine_id,
             name=request.name,
             provider=self.name,
             tags=tuple(dict.fromkeys((BASE_TAG, *request.tags))),
-            host="127.0.0.1",
+            host=address,
             port=port,
             user=self.user,
             work_dir=f"{root}{WORK_DIR}",
@@ -197,7 +201,7 @@ class LocalProvider:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         config = folder / "sshd_config"
-        config.write_text(_sshd_config(root, machine.port, self.user))
+        config.write_text(_sshd_config(root, machine.host, machine.port, self.user))
         with (folder / "sshd.log").open("wb") as log:
             sshd = subprocess.Popen(
                 [find_sshd(), "-D", "-e", "-f", str(config)], env=env, stdout=log,
