@@ -3,7 +3,8 @@
     prefect block register -m blocks
 """
 
+from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 
-__all__ = ["RepoServer", "SigningKey"]
+__all__ = ["DigitalOceanCredentials", "RepoServer", "SigningKey"]

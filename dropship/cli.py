@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--workdir", type=Path, default=Path("demo"), help="folder for everything the demo makes (default: ./demo)")
     demo.add_argument("--tag", default="v0.1.0", help="tag to release (default: v0.1.0)")
+    demo.add_argument("--provider", choices=["local", "digitalocean"], default="local",
+                      help="build machines: local sshd+worker (default), or droplets of --do-endpoint")
+    demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
 
     rel = commands.add_parser(
         "release",
@@ -47,6 +50,22 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--dry-run", action="store_true", help="build, collect and sign, but publish nothing")
     rel.add_argument("--force", action="store_true", help="rebuild targets even when their content hash has a stored build")
     rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
+    rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
+
+    emu = commands.add_parser(
+        "emulator",
+        help="serve the DigitalOcean API emulator on 127.0.0.1",
+        description="Serve the subset of DigitalOcean API v2 that dropship uses; droplets boot as local machines "
+        "(sshd + worker from their user_data) on their own loopback addresses. Runs until interrupted, then "
+        "deletes its droplets.",
+    )
+    emu.add_argument("--port", type=int, default=8090, help="HTTP port on 127.0.0.1 (default 8090)")
+    emu.add_argument("--token", default=os.environ.get("DIGITALOCEAN_TOKEN", ""),
+                     help="the token clients must send (default: $DIGITALOCEAN_TOKEN)")
+    emu.add_argument("--state", type=Path, default=Path("emulator-state"), help="folder for the droplets' machines")
+    emu.add_argument("--ssh-port", type=int, default=2222, help="SSH port of every droplet (default 2222)")
+    emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
+                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota (repeatable)")
     return parser
 
 
@@ -67,7 +86,7 @@ def _demo(args: argparse.Namespace) -> int:
     try:
         from flows.demo import run_demo
 
-        ok, message = run_demo(workdir, args.tag)
+        ok, message = run_demo(workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint)
     finally:
         if server is not None:
             server.stop()
@@ -82,7 +101,8 @@ def _release(args: argparse.Namespace) -> int:
 
     state = release(
         manifest=str(args.manifest), tag=args.tag, ref=args.ref, targets=args.targets,
-        dry_run=args.dry_run, force=args.force, workdir=str(args.workdir) if args.workdir else None,
+        dry_run=args.dry_run, force=args.force, provider=args.provider,
+        workdir=str(args.workdir) if args.workdir else None,
         return_state=True,
     )
     if not state.is_completed():
@@ -91,9 +111,37 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _emulator(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from dropship.emulator.server import EmulatorServer
+    from dropship.emulator.state import Emulator
+
+    if not args.token:
+        raise DropshipError("give the emulator a token: --token or $DIGITALOCEAN_TOKEN")
+    emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port)
+    for fault in args.fault:
+        try:
+            emulator.faults.apply(fault)
+        except ValueError as exc:
+            raise DropshipError(str(exc)) from exc
+    server = EmulatorServer(emulator, args.port).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"DigitalOcean API emulator on {server.url} (droplets' SSH on port {args.ssh_port}); Ctrl-C stops it", flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"demo": _demo, "release": _release}
+    handlers = {"demo": _demo, "release": _release, "emulator": _emulator}
     try:
         return handlers[args.command](args)
     except DropshipError as exc:

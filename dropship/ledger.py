@@ -23,6 +23,7 @@ class MachineLife:
     target: str
     created: datetime
     deleted: datetime | None
+    price_hourly: float | None = None
 
     @property
     def seconds(self) -> float | None:
@@ -30,14 +31,25 @@ class MachineLife:
             return None
         return round((self.deleted - self.created).total_seconds(), 3)
 
+    @property
+    def cost(self) -> float | None:
+        """Per-second billing at the size's hourly price (DigitalOcean's model)."""
+        if self.seconds is None or self.price_hourly is None:
+            return None
+        return round(self.seconds / 3600 * self.price_hourly, 6)
 
-def record(run_dir: Path, event: str, machine_id: str, name: str = "", target: str = "", at: datetime | None = None) -> None:
+
+def record(
+    run_dir: Path, event: str, machine_id: str, name: str = "", target: str = "", at: datetime | None = None,
+    price_hourly: str = "",
+) -> None:
     entry = {
         "event": event,
         "machine_id": machine_id,
         "name": name,
         "target": target,
         "at": (at or datetime.now(timezone.utc)).isoformat(),
+        "price_hourly": price_hourly,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
     with (run_dir / LEDGER).open("a") as handle:
@@ -64,6 +76,7 @@ def lives(run_dir: Path) -> list[MachineLife]:
             target=entry["target"],
             created=datetime.fromisoformat(entry["at"]),
             deleted=datetime.fromisoformat(deleted[mid]) if mid in deleted else None,
+            price_hourly=float(entry["price_hourly"]) if entry.get("price_hourly") else None,
         )
         for mid, entry in created.items()
     ]

@@ -128,6 +128,7 @@ class Blocks(_Model):
 
 class Machines(_Model):
     provider: str = Field(default="local", pattern=r"^(local|digitalocean)$")
+    credentials: str = Field(default="dropship-digitalocean", description="DigitalOceanCredentials block name")
     build_timeout: int = Field(default=1800, ge=10, description="seconds one build may take")
 
 

@@ -40,6 +40,8 @@ class ReleasePlan:
     archive: str
     targets: tuple[str, ...]
     dry_run: bool
+    provider: str
+    """local or digitalocean: the manifest's, unless the run overrides it."""
     content: dict[str, TargetHash]
     """Each target's content hash and the files it covers."""
 
@@ -71,10 +73,13 @@ def make_plan(
     run_id: str,
     started: datetime,
     dry_run: bool = False,
+    provider: str | None = None,
 ) -> tuple[Manifest, ReleasePlan]:
     """Validate the inputs and archive the source; raise `ConfigError`s on bad input."""
     if not RUN_ID_RE.match(run_id):
         raise ConfigError(f"invalid run id {run_id!r}")
+    if provider not in (None, "local", "digitalocean"):
+        raise ConfigError(f"unknown machine provider {provider!r}: use local or digitalocean")
     manifest_file = Path(manifest_path).resolve()
     manifest = load_manifest(manifest_file)
     classification: Classification = classify(manifest, tag=tag, ref=ref)
@@ -103,6 +108,7 @@ def make_plan(
         archive=str(source_archive),
         targets=selected,
         dry_run=dry_run,
+        provider=provider or manifest.machines.provider,
         content={name: content[name] for name in selected},
     )
     (run_dir / "plan.json").write_text(plan.to_json())

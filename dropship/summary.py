@@ -22,6 +22,8 @@ class TargetSummary:
     machine: str | None = None
     build_seconds: float | None = None
     machine_seconds: float | None = None
+    cost: float | None = None
+    """Machine seconds at the machine size's hourly price, in USD (cloud providers only)."""
     reason: str = ""
     artifacts: list[ArtifactSummary] = field(default_factory=list)
 
@@ -41,6 +43,8 @@ class ReleaseSummary:
     error: str = ""
     repository: str = ""
     machines_created: int = 0
+    machine_seconds: float = 0.0
+    cost: float = 0.0
     wall_seconds: float = 0.0
     targets: list[TargetSummary] = field(default_factory=list)
 
@@ -59,7 +63,8 @@ class ReleaseSummary:
             "",
             f"- class: **{self.release_class}**, suites: {', '.join(self.suites)}",
             f"- version {self.version}, commit `{self.commit[:12]}`",
-            f"- machines created: {self.machines_created}, wall time: {self.wall_seconds:.1f} s",
+            f"- machines created: {self.machines_created} ({self.machine_seconds:.0f} machine-seconds, "
+            f"${self.cost:.4f}), wall time: {self.wall_seconds:.1f} s",
         ]
         if self.repository:
             lines.append(f"- repository: {self.repository}")
@@ -67,15 +72,15 @@ class ReleaseSummary:
             lines += ["", "```", self.error, "```"]
         lines += [
             "",
-            "| target | status | why | machine | build s | machine s | artifacts |",
-            "|---|---|---|---|---|---|---|",
+            "| target | status | why | machine | build s | machine s | cost $ | artifacts |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for t in self.targets:
             arts = "<br>".join(f"{a.name} (`{a.sha256[:12]}`)" for a in t.artifacts) or "-"
             why = t.reason.replace("\n", " ").replace("|", "/")[:200] or "-"
             lines.append(
                 f"| {t.name} | {t.status} | {why} | {t.machine or '-'} | {_num(t.build_seconds)} | "
-                f"{_num(t.machine_seconds)} | {arts} |"
+                f"{_num(t.machine_seconds)} | {'-' if t.cost is None else f'{t.cost:.4f}'} | {arts} |"
             )
         return "\n".join(lines) + "\n"
 

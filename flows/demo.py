@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from prefect.logging.handlers import APILogHandler
 
+from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 from dropship.demo import prepare_repository
+from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
 from dropship.signing import generate_key
 from dropship.summary import ReleaseSummary
@@ -32,16 +36,29 @@ def demo_key(workdir: Path) -> str:
     return key
 
 
-def run_demo(workdir: Path, tag: str) -> tuple[bool, str]:
-    """Run the example release; return (published, message to print)."""
+def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str | None = None) -> tuple[bool, str]:
+    """Run the example release; return (published, message to print).
+
+    With `provider="digitalocean"` the machines are droplets of the API at
+    `do_endpoint` (the emulator: `dropship emulator`), with the token from
+    $DIGITALOCEAN_TOKEN; the droplets' worker is this interpreter's Prefect.
+    """
     source = prepare_repository(workdir / "hello", tag)
     manifest_path = source / "dropship.toml"
     manifest = load_manifest(manifest_path)
     SigningKey(private_key=demo_key(workdir)).save(manifest.blocks.signing_key, overwrite=True)
     published = workdir / "published"
     RepoServer(path=str(published)).save(manifest.blocks.repo_server, overwrite=True)
+    if provider == "digitalocean":
+        token = os.environ.get("DIGITALOCEAN_TOKEN", "")
+        if not token or not do_endpoint:
+            raise ConfigError("the digitalocean demo needs --do-endpoint and the token in $DIGITALOCEAN_TOKEN")
+        DigitalOceanCredentials(
+            token=token, endpoint=do_endpoint, worker_command=[sys.executable, "-m", "prefect"]
+        ).save(manifest.machines.credentials, overwrite=True)
 
-    state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), return_state=True)
+    state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), provider=provider,
+                    return_state=True)
     APILogHandler().flush()  # before the caller stops the server
     run_id = state.state_details.flow_run_id
     summary_file = workdir / "state" / "runs" / str(run_id) / "summary.json"
@@ -57,7 +74,8 @@ def run_demo(workdir: Path, tag: str) -> tuple[bool, str]:
     version = summary.version
     lines = [
         f"Published {summary.project} {summary.name} ({summary.release_class}, suites {', '.join(summary.suites)}) "
-        f"in {summary.wall_seconds:.1f} s with {summary.machines_created} machines.",
+        f"in {summary.wall_seconds:.1f} s with {summary.machines_created} {provider} machines"
+        + (f" (${summary.cost:.4f})." if summary.cost else "."),
         f"Repository: {current}",
         f"Summary:    {workdir / 'summary.json'}",
         "",

@@ -32,7 +32,7 @@ from dropship.repos.files import sha256_file
 from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, cache_policy, restore_artifacts
-from tasks.machines import client_key_path, teardown, teardown_run
+from tasks.machines import check_machines, client_key_path, teardown, teardown_run
 from tasks.prepare import check_signing_key, plan_release, test_source
 from tasks.repository import publish_tree, sign_repositories
 from tasks.settings import default_workdir
@@ -44,11 +44,11 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     params = flow_run.parameters
     workdir = params.get("workdir") or str(default_workdir())
     try:
-        provider = load_manifest(params["manifest"]).machines.provider
+        manifest = load_manifest(params["manifest"])
     except Exception:  # noqa: BLE001 - a run with no valid manifest created no machine
         return
     run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
-    teardown(provider, workdir, str(flow_run.id), run_dir)
+    teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
 
 
 def _built_summary(plan: ReleasePlan, name: str, built: dict[str, Any]) -> TargetSummary:
@@ -84,13 +84,14 @@ def release(
     workdir: str | None = None,
     base_url: str | None = None,
     force: bool = False,
+    provider: str | None = None,
 ) -> dict[str, Any]:
     """Release `tag` (stable/extra) or `ref` (development) of the project in `manifest`.
 
     `targets` limits the build to some targets; `dry_run` builds, collects and
     signs but publishes nothing; `base_url` overrides the URL written into the
     .repo and .sources files; `force` rebuilds targets whose content hash has
-    a stored build.
+    a stored build; `provider` (local or digitalocean) overrides the manifest's.
     """
     clock = time.monotonic()
     started = datetime.now(timezone.utc)
@@ -98,8 +99,9 @@ def release(
     run_id = str(current_run.id)
     logger = get_run_logger()
 
-    spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run)
+    spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     check_signing_key(spec.blocks.signing_key)
+    check_machines(spec, plan, workdir)
     test_source(plan, spec.project.test)
     ensure_build_deployment()
 

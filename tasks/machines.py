@@ -12,13 +12,48 @@ from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelled
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from blocks.digitalocean import DigitalOceanCredentials
 from dropship import ledger
-from dropship.machines import Machine, run_tag
+from dropship.errors import ConfigError
+from dropship.machines import Machine, Provider, run_tag
+from dropship.machines.digitalocean import DigitalOceanProvider
 from dropship.machines.factory import make_provider
 from dropship.machines.provision import machine_name, provision
+from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from tasks.settings import BUILDERS_POOL, local_worker
+from tasks.settings import BUILDERS_POOL, api_url, local_worker
+
+
+def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
+    name = manifest.machines.credentials
+    try:
+        return DigitalOceanCredentials.load(name)
+    except ValueError as exc:
+        raise ConfigError(f"DigitalOceanCredentials block {name!r} not found: create it before releasing on droplets") from exc
+
+
+def provider_for(manifest: Manifest, provider: str, workdir: str) -> Provider:
+    settings = _credentials(manifest).settings() if provider == "digitalocean" else None
+    return make_provider(provider, Path(workdir), settings)
+
+
+def worker_for(manifest: Manifest, provider: str, queue: str) -> WorkerSpec:
+    """The worker a machine starts: this interpreter locally, the image's Prefect on droplets."""
+    if provider != "digitalocean":
+        return local_worker(queue)
+    credentials = _credentials(manifest)
+    return WorkerSpec(api_url=credentials.api_url or api_url(), pool=BUILDERS_POOL, queue=queue,
+                      prefect=list(credentials.worker_command), env={})
+
+
+@task(name="check-machines", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def check_machines(manifest: Manifest, plan: ReleasePlan, workdir: str) -> None:
+    """Credentials, sizes and regions checked before any machine exists."""
+    provider = provider_for(manifest, plan.provider, workdir)
+    if isinstance(provider, DigitalOceanProvider):
+        specs = [manifest.machine_spec(manifest.target(name)) for name in plan.targets]
+        provider.preflight({s["size"] for s in specs}, {s["region"] for s in specs})
 
 
 def client_key_path(plan: ReleasePlan) -> Path:
@@ -36,32 +71,33 @@ def _ensure_queue(name: str) -> None:
 @task(name="provision", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str) -> Machine:
     """One machine for one target, its worker serving a queue named after it."""
-    provider = make_provider(manifest.machines.provider, Path(workdir))
+    provider = provider_for(manifest, plan.provider, workdir)
     name = machine_name(plan.project, target_name, plan.short_id)
     _ensure_queue(name)
     public_key = client_key_path(plan).with_suffix(".pub").read_text().strip()
     machine = provision(
         provider, manifest, manifest.target(target_name), run_id=plan.run_id, short_run_id=plan.short_id,
-        client_public_key=public_key, worker=local_worker(name),
+        client_public_key=public_key, worker=worker_for(manifest, plan.provider, name),
     )
-    ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, target_name, machine.created_at)
+    ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, target_name, machine.created_at,
+                  price_hourly=machine.details.get("price_hourly", ""))
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine
 
 
 def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine) -> None:
-    provider = make_provider(manifest.machines.provider, Path(workdir))
+    provider = provider_for(manifest, plan.provider, workdir)
     provider.delete(machine.id)
     ledger.record(Path(plan.run_dir), "deleted", machine.id, machine.name)
 
 
-def teardown(provider_name: str, workdir: str, run_id: str, run_dir: str) -> list[str]:
+def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, run_dir: str) -> list[str]:
     """Delete every machine tagged with this run, and the run's work queues.
 
     Called from the flow's `finally` and from its failure, crash and
     cancellation hooks; safe to call more than once.
     """
-    provider = make_provider(provider_name, Path(workdir))
+    provider = provider_for(manifest, provider_name, workdir)
     deleted = []
     for machine in provider.list(run_tag(run_id)):
         provider.delete(machine.id)
@@ -93,7 +129,7 @@ def teardown(provider_name: str, workdir: str, run_id: str, run_dir: str) -> lis
 
 @task(name="teardown", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def teardown_run(manifest: Manifest, plan: ReleasePlan, workdir: str) -> list[str]:
-    deleted = teardown(manifest.machines.provider, workdir, plan.run_id, plan.run_dir)
+    deleted = teardown(manifest, plan.provider, workdir, plan.run_id, plan.run_dir)
     if deleted:
         get_run_logger().info("teardown deleted %s", ", ".join(deleted))
     return deleted

@@ -25,10 +25,11 @@ def plan_release(
     run_id: str,
     started: datetime,
     dry_run: bool,
+    provider: str | None = None,
 ) -> tuple[Manifest, ReleasePlan]:
     manifest, plan = make_plan(
         manifest_path, tag=tag, ref=ref, targets=targets, workdir=Path(workdir),
-        run_id=run_id, started=started, dry_run=dry_run,
+        run_id=run_id, started=started, dry_run=dry_run, provider=provider,
     )
     get_run_logger().info(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",

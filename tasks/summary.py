@@ -32,12 +32,16 @@ def write_summary(
         if life is not None:
             summary.machine = summary.machine or life.name
             summary.machine_seconds = life.seconds
+            summary.cost = life.cost
         rows.append(summary)
     release = ReleaseSummary(
         run_id=plan.run_id, project=plan.project, name=plan.name, release_class=plan.release_class,
         suites=list(plan.suites), version=plan.version, commit=plan.commit, status=status,
         release_id=plan.release_id if status == "published" else "", error=error,
-        repository=repository, machines_created=len(lives), wall_seconds=round(wall_seconds, 3), targets=rows,
+        repository=repository, machines_created=len(lives),
+        machine_seconds=round(sum(life.seconds or 0.0 for life in lives), 3),
+        cost=round(sum(life.cost or 0.0 for life in lives), 6),
+        wall_seconds=round(wall_seconds, 3), targets=rows,
     )
     release.write(Path(plan.run_dir) / "summary.json")
     create_markdown_artifact(key="release-summary", markdown=release.to_markdown(), description=f"{plan.project} {plan.name}")

@@ -80,9 +80,9 @@ class _Handler(BaseHTTPRequestHandler):
         if route[:1] == ["droplets"]:
             if len(route) == 1:
                 if method == "POST":
-                    return 202, {"droplet": emulator.create(body).to_api(), "links": {"actions": []}}
+                    return 202, {"droplet": emulator.create(body).to_api(emulator.ssh_port, emulator.ssh_user), "links": {"actions": []}}
                 if method == "GET":
-                    droplets = [d.to_api() for d in emulator.tagged(query.get("tag_name"))]
+                    droplets = [d.to_api(emulator.ssh_port, emulator.ssh_user) for d in emulator.tagged(query.get("tag_name"))]
                     page, per_page = int(query.get("page", 1)), int(query.get("per_page", 20))
                     return 200, _page("droplets", droplets[(page - 1) * per_page: page * per_page], total=len(droplets))
                 if method == "DELETE" and "tag_name" in query:
@@ -91,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
             elif len(route) == 2 and route[1].isdigit():
                 droplet_id = int(route[1])
                 if method == "GET":
-                    return 200, {"droplet": emulator.get(droplet_id).to_api()}
+                    return 200, {"droplet": emulator.get(droplet_id).to_api(emulator.ssh_port, emulator.ssh_user)}
                 if method == "DELETE":
                     emulator.delete(droplet_id)
                     return 204, None

@@ -95,7 +95,7 @@ class Droplet:
     root: str = ""
     deleted: float | None = None
 
-    def to_api(self) -> dict[str, Any]:
+    def to_api(self, ssh_port: int, ssh_user: str) -> dict[str, Any]:
         size = {"slug": self.size, **SIZES[self.size], "regions": list(REGIONS), "available": True, "transfer": 4.0}
         network = {"ip_address": self.address, "netmask": "255.0.0.0", "gateway": "127.0.0.1"}
         return {
@@ -108,7 +108,7 @@ class Droplet:
             "networks": {"v4": [{**network, "type": "private"}, {**network, "type": "public"}], "v6": []},
             "region": {"slug": self.region, "name": REGIONS[self.region], "available": True},
             "tags": list(self.tags), "vpc_uuid": self.vpc_uuid or "00000000-0000-0000-0000-000000000000",
-            "dropship_emulator": {"root": self.root},
+            "dropship_emulator": {"root": self.root, "ssh_port": ssh_port, "ssh_user": ssh_user},
         }
 
 
@@ -121,6 +121,7 @@ class Emulator:
         self.droplet_limit = droplet_limit
         self.faults = Faults()
         self.machines = LocalProvider(state_dir)
+        self.ssh_user = self.machines.user
         self._lock = threading.Lock()
         self._droplets: dict[int, Droplet] = {}
         self._next_id = 1000

@@ -94,6 +94,18 @@ class DigitalOceanProvider:
                 self._sleep(delay)
         raise MachineError(f"could not {what} after {self.settings.max_attempts} attempts: last answer {last}")
 
+    def preflight(self, sizes: set[str], regions: set[str]) -> None:
+        """Check the token, sizes and regions before any droplet is created."""
+        self._call("read the account", self.client.account.get)
+        known_sizes = {s["slug"] for s in self._call("list sizes", self.client.sizes.list, per_page=200)["sizes"]}
+        known_regions = {r["slug"] for r in self._call("list regions", self.client.regions.list, per_page=200)["regions"]}
+        unknown = sorted(sizes - known_sizes)
+        if unknown:
+            raise ConfigError(f"DigitalOcean has no droplet size {', '.join(unknown)}: fix the size in dropship.toml")
+        unknown = sorted(regions - known_regions)
+        if unknown:
+            raise ConfigError(f"DigitalOcean has no region {', '.join(unknown)}: fix the region in dropship.toml")
+
     # --- Provider --------------------------------------------------------
     def create(self, request: MachineRequest) -> Machine:
         body: dict[str, Any] = {
@@ -136,13 +148,16 @@ class DigitalOceanProvider:
         kind = "private" if self.settings.private_network else "public"
         addresses = {n["type"]: n["ip_address"] for n in droplet.get("networks", {}).get("v4", [])}
         host = addresses.get(kind) or addresses.get("public") or ""
-        # The emulator says which folder plays the droplet's /; a real droplet has none.
-        root = str((droplet.get("dropship_emulator") or {}).get("root", ""))
+        # The emulator says which folder plays the droplet's /, and its SSH port
+        # and user; a real droplet has no such field.
+        emulated = droplet.get("dropship_emulator") or {}
+        root = str(emulated.get("root", ""))
         created = datetime.strptime(droplet["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
         size = droplet.get("size") or {}
         return Machine(
             id=str(droplet["id"]), name=droplet["name"], provider=self.name, tags=tuple(droplet.get("tags", [])),
-            host=host, port=self.settings.ssh_port, user=self.settings.ssh_user, work_dir=f"{root}{WORK_DIR}",
+            host=host, port=int(emulated.get("ssh_port", self.settings.ssh_port)),
+            user=str(emulated.get("ssh_user", self.settings.ssh_user)), work_dir=f"{root}{WORK_DIR}",
             created_at=created, host_public_key=host_public_key,
             details={"size": str(droplet.get("size_slug", "")), "region": str((droplet.get("region") or {}).get("slug", "")),
                      "price_hourly": str(size.get("price_hourly", ""))},

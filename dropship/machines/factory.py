@@ -1,4 +1,4 @@
-"""The provider a manifest asks for."""
+"""The provider a release asks for."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ from pathlib import Path
 
 from dropship.errors import ConfigError
 from dropship.machines import Provider
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
 from dropship.machines.local import LocalProvider
 
 
-def make_provider(name: str, workdir: Path) -> Provider:
+def make_provider(name: str, workdir: Path, digitalocean: DigitalOceanSettings | None = None) -> Provider:
     if name == "local":
         return LocalProvider(workdir / "local")
-    raise ConfigError(
-        f"machine provider {name!r} is not available in this version of dropship; use provider = \"local\""
-    )
+    if name == "digitalocean":
+        if digitalocean is None:
+            raise ConfigError("provider digitalocean needs DigitalOcean credentials")
+        return DigitalOceanProvider(digitalocean)
+    raise ConfigError(f"unknown machine provider {name!r}: use local or digitalocean")

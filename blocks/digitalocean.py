@@ -1,0 +1,38 @@
+"""Credentials and connection settings for DigitalOcean droplets."""
+
+from __future__ import annotations
+
+from prefect.blocks.core import Block
+from pydantic import Field, SecretStr
+
+from dropship.machines.digitalocean import DigitalOceanSettings
+
+
+class DigitalOceanCredentials(Block):
+    """The API token and how build droplets are reached and run their worker."""
+
+    _block_type_name = "dropship digitalocean credentials"
+    _block_type_slug = "dropship-digitalocean-credentials"
+    _description = "DigitalOcean API token and droplet connection settings for dropship's build machines."
+
+    token: SecretStr = Field(description="DigitalOcean API token (read and write).")
+    endpoint: str = Field(default="https://api.digitalocean.com", description="API endpoint; the emulator's URL in tests.")
+    ssh_port: int = Field(default=22, description="SSH port of the droplets.")
+    ssh_user: str = Field(default="root", description="User the orchestrator logs in as.")
+    vpc_uuid: str | None = Field(default=None, description="VPC the droplets join (private networking).")
+    private_network: bool = Field(default=True, description="Reach droplets on their private address.")
+    api_url: str | None = Field(
+        default=None,
+        description="Prefect API URL as the droplets reach it (the orchestrator's private address); "
+        "defaults to this process's PREFECT_API_URL.",
+    )
+    worker_command: list[str] = Field(
+        default_factory=lambda: ["/opt/dropship/bin/prefect"],
+        description="The Prefect CLI on the droplet image (a snapshot with dropship installed).",
+    )
+
+    def settings(self) -> DigitalOceanSettings:
+        return DigitalOceanSettings(
+            token=self.token.get_secret_value(), endpoint=self.endpoint, ssh_port=self.ssh_port,
+            ssh_user=self.ssh_user, vpc_uuid=self.vpc_uuid, private_network=self.private_network,
+        )
