@@ -52,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
 
+    reap = commands.add_parser(
+        "reap",
+        help="delete machines whose release is over or that outlived a TTL (needs PREFECT_API_URL)",
+        description="The backstop for teardown: delete machines tagged 'dropship' whose run has ended (or that "
+        "Prefect does not know), or that are older than --ttl-minutes.",
+    )
+    reap.add_argument("--provider", choices=["local", "digitalocean"], default="local")
+    reap.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
+    reap.add_argument("--credentials", default="dropship-digitalocean", help="DigitalOceanCredentials block name")
+    reap.add_argument("--ttl-minutes", type=float, default=120.0, help="age after which any machine is deleted (default 120)")
+
     emu = commands.add_parser(
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
@@ -111,6 +122,17 @@ def _release(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reap(args: argparse.Namespace) -> int:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DropshipError("set PREFECT_API_URL: the reaper asks Prefect whether each machine's run is over")
+    from flows.reap import reap
+
+    deleted = reap(provider=args.provider, workdir=str(args.workdir) if args.workdir else None,
+                   credentials=args.credentials, ttl_minutes=args.ttl_minutes)
+    print("\n".join(deleted) if deleted else "nothing to reap")
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -141,7 +163,7 @@ def _emulator(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"demo": _demo, "release": _release, "emulator": _emulator}
+    handlers = {"demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator}
     try:
         return handlers[args.command](args)
     except DropshipError as exc:

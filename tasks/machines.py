@@ -91,6 +91,23 @@ def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine:
     ledger.record(Path(plan.run_dir), "deleted", machine.id, machine.name)
 
 
+def cancel_open_build_runs(run_id: str) -> None:
+    """Build runs whose machine is gone would otherwise stay Running forever."""
+    with get_client(sync_client=True) as client:
+        open_runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[run_tag(run_id)]),
+                state=FlowRunFilterState(
+                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
+                ),
+            )
+        )
+        for open_run in open_runs:
+            client.set_flow_run_state(
+                open_run.id, Cancelled(message="its build machine was deleted by teardown or the reaper"), force=True
+            )
+
+
 def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, run_dir: str) -> list[str]:
     """Delete every machine tagged with this run, and the run's work queues.
 
@@ -103,21 +120,9 @@ def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, 
         provider.delete(machine.id)
         ledger.record(Path(run_dir), "deleted", machine.id, machine.name)
         deleted.append(machine.name)
+    cancel_open_build_runs(run_id)
     created = {life.name for life in ledger.lives(Path(run_dir))}
     with get_client(sync_client=True) as client:
-        # Build runs whose machine is gone would otherwise stay Running forever.
-        open_runs = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(
-                tags=FlowRunFilterTags(all_=[run_tag(run_id)]),
-                state=FlowRunFilterState(
-                    type=FlowRunFilterStateType(any_=[StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING])
-                ),
-            )
-        )
-        for open_run in open_runs:
-            client.set_flow_run_state(
-                open_run.id, Cancelled(message="its build machine was deleted by the release's teardown"), force=True
-            )
         for name in created:
             try:
                 queue = client.read_work_queue_by_name(name, work_pool_name=BUILDERS_POOL)

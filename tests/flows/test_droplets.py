@@ -96,3 +96,37 @@ def test_refused_machines_fail_clearly_with_no_droplet(emulator: tuple[Emulator,
     assert state.is_failed() and expected in state.message
     assert TOKEN not in state.message
     assert len(emu.lifetimes()) - before == droplets_made and emu.alive() == []
+
+
+def test_sigkilled_orchestrator_leaks_droplets_that_the_reaper_deletes(emulator: tuple[Emulator, str], demo: dict[str, Any], tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from prefect.settings import PREFECT_API_URL
+
+    from flows.reap import reap
+
+    emu, _ = emulator
+    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+    commit_and_tag(repo, "v0.5.0", {'build = ["sh", "packaging/build.sh", "deb", "amd64"]': 'build = ["sh", "-c", "sleep 600"]'})
+    workdir = tmp_path / "state"
+    code = (f"from flows.release import release; release(manifest={str(repo / 'dropship.toml')!r}, tag='v0.5.0', "
+            f"workdir={str(workdir)!r}, provider='digitalocean', targets=['amd64-deb'])")
+    orchestrator = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    while not [d for d in emu.alive() if d.status == "active"]:
+        assert orchestrator.poll() is None, "the orchestrator ended before its droplet booted"
+        assert time.monotonic() < deadline, "no droplet became active"
+        time.sleep(0.5)
+    time.sleep(5)  # the build is under way on the droplet
+    os.kill(orchestrator.pid, signal.SIGKILL)
+    orchestrator.wait()
+    leaked = emu.alive()
+    assert len(leaked) == 1, "SIGKILL skips finally and every hook: the droplet is left behind"
+
+    deleted = reap(provider="digitalocean", workdir=str(workdir), ttl_minutes=0)
+    assert len(deleted) == 1 and leaked[0].name in deleted[0]
+    assert emu.alive() == [] and machine_processes() == []
