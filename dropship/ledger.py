@@ -24,6 +24,8 @@ class MachineLife:
     created: datetime
     deleted: datetime | None
     price_hourly: float | None = None
+    collected: datetime | None = None
+    """When its artifacts were safe: the end of its useful work."""
 
     @property
     def seconds(self) -> float | None:
@@ -63,12 +65,15 @@ def lives(run_dir: Path) -> list[MachineLife]:
         return []
     created: dict[str, dict[str, str]] = {}
     deleted: dict[str, str] = {}
+    collected: dict[str, str] = {}
     for line in path.read_text().splitlines():
         entry = json.loads(line)
         if entry["event"] == "created":
             created[entry["machine_id"]] = entry
         elif entry["event"] == "deleted":
             deleted.setdefault(entry["machine_id"], entry["at"])
+        elif entry["event"] == "collected":
+            collected[entry["machine_id"]] = entry["at"]
     return [
         MachineLife(
             machine_id=mid,
@@ -77,6 +82,7 @@ def lives(run_dir: Path) -> list[MachineLife]:
             created=datetime.fromisoformat(entry["at"]),
             deleted=datetime.fromisoformat(deleted[mid]) if mid in deleted else None,
             price_hourly=float(entry["price_hourly"]) if entry.get("price_hourly") else None,
+            collected=datetime.fromisoformat(collected[mid]) if mid in collected else None,
         )
         for mid, entry in created.items()
     ]

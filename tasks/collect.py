@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from dropship import ledger
 from dropship.collect import collect
 from dropship.machines import Machine
 from dropship.manifest import Manifest
@@ -23,6 +24,7 @@ def collect_artifacts(
     destination = Path(plan.run_dir) / "artifacts" / target_name
     # On failure the machine stays for the retries; the flow's teardown deletes it.
     report, paths = collect(machine, client_key_path(plan).read_text(), destination)
+    ledger.record(Path(plan.run_dir), "collected", machine.id, machine.name, target_name)
     delete_machine(manifest, plan, workdir, machine)
     get_run_logger().info(
         "%s: collected %s; machine %s deleted", target_name, ", ".join(p.name for p in paths), machine.name
