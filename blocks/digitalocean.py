@@ -26,6 +26,8 @@ class DigitalOceanCredentials(Block):
         description="Prefect API URL as the droplets reach it (the orchestrator's private address); "
         "defaults to this process's PREFECT_API_URL.",
     )
+    ready_timeout: float = Field(default=300.0, description="Seconds a droplet may take to become active.")
+    poll_interval: float = Field(default=2.0, description="Seconds between status checks while a droplet boots.")
     worker_command: list[str] = Field(
         default_factory=lambda: ["/opt/dropship/bin/prefect"],
         description="The Prefect CLI on the droplet image (a snapshot with dropship installed).",
@@ -35,4 +37,5 @@ class DigitalOceanCredentials(Block):
         return DigitalOceanSettings(
             token=self.token.get_secret_value(), endpoint=self.endpoint, ssh_port=self.ssh_port,
             ssh_user=self.ssh_user, vpc_uuid=self.vpc_uuid, private_network=self.private_network,
+            ready_timeout=self.ready_timeout, poll_interval=self.poll_interval,
         )

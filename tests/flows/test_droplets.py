@@ -130,3 +130,40 @@ def test_sigkilled_orchestrator_leaks_droplets_that_the_reaper_deletes(emulator:
     deleted = reap(provider="digitalocean", workdir=str(workdir), ttl_minutes=0)
     assert len(deleted) == 1 and leaked[0].name in deleted[0]
     assert emu.alive() == [] and machine_processes() == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "published", "expected"),
+    [
+        ("rate-limit:3", True, ""),
+        ("server-error:3", True, ""),
+        ("slow-boot:3", True, ""),
+        ("delete-error:2", True, ""),
+        ("stuck-new", False, "was still 'new' after 4 s; deleted it"),
+    ],
+)
+def test_each_emulator_fault_recovers_or_fails_clearly(emulator: tuple[Emulator, str], demo: dict[str, Any],
+                                                      tmp_path: Path, fault: str, published: bool, expected: str) -> None:
+    from blocks.digitalocean import DigitalOceanCredentials
+    from blocks.repo_server import RepoServer
+    from flows.release import release
+
+    emu, _ = emulator
+    credentials = DigitalOceanCredentials.load("dropship-digitalocean")
+    fast = credentials.model_copy(update={"ready_timeout": 4.0, "poll_interval": 0.5})
+    fast.save("dropship-digitalocean", overwrite=True)
+    repo_server = RepoServer.load("hello-repo")
+    RepoServer(path=str(tmp_path / "published")).save("hello-repo", overwrite=True)  # its own repository
+    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+    emu.faults.apply(fault)
+    try:
+        state = release(manifest=str(repo / "dropship.toml"), tag="v0.1.0", workdir=str(tmp_path / "state"),
+                        provider="digitalocean", targets=["amd64-deb"], return_state=True)
+    finally:
+        emu.faults.__init__()  # type: ignore[misc]
+        credentials.save("dropship-digitalocean", overwrite=True)
+        repo_server.save("hello-repo", overwrite=True)
+    assert state.is_completed() == published, state.message
+    if expected:
+        assert expected in state.message
+    assert emu.alive() == [] and machine_processes() == []
