@@ -29,8 +29,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-droplets-"))
     server = LocalPrefectServer(work / "prefect")
     server.start()
-    os.environ.update(server.env())
-    os.environ["PREFECT_API_URL"] = server.api_url
+    server.export_env()
     os.environ["DIGITALOCEAN_TOKEN"] = TOKEN
     emulator = Emulator(work / "emulator", token=TOKEN, ssh_port=free_port())
     api = EmulatorServer(emulator).start()

@@ -9,7 +9,6 @@ created and wall time of each; goal for the re-run: 0 machines and <= 10 s.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -22,8 +21,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-release-"))
     server = LocalPrefectServer(work / "prefect")
     server.start()
-    os.environ.update(server.env())
-    os.environ["PREFECT_API_URL"] = server.api_url
+    server.export_env()
     try:
         from prefect.logging.handlers import APILogHandler
 

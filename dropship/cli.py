@@ -90,8 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"starting a local Prefect server (SQLite in {workdir / 'prefect'}) ...", flush=True)
         server = LocalPrefectServer(workdir / "prefect")
         server.start()
-        os.environ.update(server.env())
-        os.environ["PREFECT_API_URL"] = server.api_url
+        server.export_env()
         print(f"Prefect UI: {server.ui_url}", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:

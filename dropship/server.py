@@ -44,6 +44,15 @@ class LocalPrefectServer:
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
         }
 
+    def export_env(self) -> None:
+        """Point this process (and the machines it starts) at the server.
+
+        Call before anything imports Prefect: its settings are read from the
+        environment when it loads.
+        """
+        os.environ.update(self.env())
+        os.environ["PREFECT_API_URL"] = self.api_url
+
     def __enter__(self) -> LocalPrefectServer:
         self.start()
         return self

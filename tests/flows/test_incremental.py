@@ -4,7 +4,6 @@ unchanged is built twice, and a no-change release creates no machine."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
