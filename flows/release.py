@@ -51,6 +51,30 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
 
 
+def _outcome(
+    future: PrefectFuture[Any], spec: Any, plan: ReleasePlan, name: str, workdir: str, policy: Any
+) -> TargetSummary:
+    """What became of one target: failed, reused from the store, or built (again)."""
+    future.wait()
+    if not future.state.is_completed():
+        return TargetSummary(name=name, status="failed", reason=_reason(future))
+    if future.state.name != "Cached":
+        return _built_summary(plan, name, future.result())
+    lookup = restore_artifacts(plan, name, workdir)
+    if lookup.build is not None:
+        return TargetSummary(
+            name=name, status="reused", reason=f"cache hit {plan.content[name].digest[:12]}",
+            artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
+        )
+    rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
+    try:  # the store lost or altered the cached build: make it again
+        built = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
+    except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
+        return TargetSummary(name=name, status="failed", reason=str(exc))
+    built["reason"] = f"rebuilt: cached build unusable ({lookup.problem})"
+    return _built_summary(plan, name, built)
+
+
 def _built_summary(plan: ReleasePlan, name: str, built: dict[str, Any]) -> TargetSummary:
     folder = Path(plan.run_dir) / "artifacts" / name
     return TargetSummary(
@@ -120,32 +144,9 @@ def release(
         futures = {
             name: builder.submit(spec, plan, name, plan.content[name].digest, workdir, force) for name in plan.targets
         }
-        failures: dict[str, str] = {}
         for name, future in futures.items():
-            future.wait()
-            if not future.state.is_completed():
-                failures[name] = _reason(future)
-                results[name] = TargetSummary(name=name, status="failed", reason=failures[name])
-                continue
-            if future.state.name == "Cached":
-                lookup = restore_artifacts(plan, name, workdir)
-                if lookup.build is not None:
-                    results[name] = TargetSummary(
-                        name=name, status="reused", reason=f"cache hit {plan.content[name].digest[:12]}",
-                        artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
-                    )
-                    continue
-                rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
-                try:  # the store lost or altered the cached build: make it again
-                    built = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
-                except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
-                    failures[name] = str(exc)
-                    results[name] = TargetSummary(name=name, status="failed", reason=failures[name])
-                    continue
-                built["reason"] = f"rebuilt: cached build unusable ({lookup.problem})"
-            else:
-                built = future.result()
-            results[name] = _built_summary(plan, name, built)
+            results[name] = _outcome(future, spec, plan, name, workdir, policy)
+        failures = {name: r.reason for name, r in results.items() if r.status == "failed"}
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
         tree = sign_repositories(spec, plan, base_url)
