@@ -34,8 +34,19 @@ def processes_with_env(needle: bytes) -> list[int]:
 
 
 def machine_processes() -> list[int]:
-    """Every process on this host that belongs to some dropship machine."""
-    return processes_with_env(b"DROPSHIP_MACHINE_ID=")
+    """Every process on this host that belongs to some dropship machine: the ones
+    carrying the machine marker, and sshd listeners started from a machine's
+    sshd_config (sshd does not keep the marker in its environment)."""
+    found = processes_with_env(b"DROPSHIP_MACHINE_ID=")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sshd" in cmdline and b"/machines/" in cmdline and b"sshd_config" in cmdline:
+                found.append(int(entry.name))
+    return found
 
 
 def child_runs(run_id: str) -> list[Any]:
