@@ -16,7 +16,7 @@ from pathlib import Path
 from dropship.cache import TargetHash, content_hashes, tree_files
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
-from dropship.release import Classification, ReleaseClass, classify, package_version, release_id
+from dropship.release import Classification, classify, package_version, release_id
 from dropship.source import archive, repository_path, resolve
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
@@ -114,6 +114,3 @@ def make_plan(
     (run_dir / "plan.json").write_text(plan.to_json())
     return manifest, plan
 
-
-def is_stable(plan: ReleasePlan) -> bool:
-    return plan.release_class == ReleaseClass.STABLE.value

@@ -23,7 +23,6 @@ import lzma
 import zlib
 import multiprocessing
 import os
-import shutil
 import tarfile
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -390,6 +389,3 @@ def _prune_by_hash(directory: Path, keep: set[str]) -> None:
                 if path.name not in keep:
                     path.unlink()
 
-
-def remove_suite(root: Path, suite: str) -> None:
-    shutil.rmtree(root / "dists" / suite, ignore_errors=True)
