@@ -43,6 +43,16 @@ def generate_keypair(comment: str = "dropship") -> KeyPair:
         return KeyPair(path.read_text(), (path.with_suffix(".pub")).read_text().strip())
 
 
+def write_keypair(path: Path, comment: str) -> KeyPair:
+    """Generate a key pair into `path` (0600, folder 0700) and `path`.pub."""
+    pair = generate_keypair(comment)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(pair.private_openssh)
+    path.with_suffix(".pub").write_text(pair.public_line + "\n")
+    return pair
+
+
 def _load_private_key(text: str) -> paramiko.PKey:
     for kind in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:

@@ -27,8 +27,7 @@ from prefect.runtime import flow_run as current_run
 from dropship.errors import ReleaseFailed
 from dropship.manifest import load_manifest
 from dropship.plan import ReleasePlan
-from dropship.ssh import generate_keypair
-from dropship.repos.files import sha256_file
+from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, cache_policy, restore_artifacts
@@ -59,7 +58,8 @@ def _outcome(
     if not future.state.is_completed():
         return TargetSummary(name=name, status="failed", reason=_reason(future))
     if future.state.name != "Cached":
-        return _built_summary(plan, name, future.result())
+        built: TargetSummary = future.result()
+        return built
     lookup = restore_artifacts(plan, name, workdir)
     if lookup.build is not None:
         return TargetSummary(
@@ -68,20 +68,11 @@ def _outcome(
         )
     rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
     try:  # the store lost or altered the cached build: make it again
-        built = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
+        rebuilt: TargetSummary = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
     except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
         return TargetSummary(name=name, status="failed", reason=str(exc))
-    built["reason"] = f"rebuilt: cached build unusable ({lookup.problem})"
-    return _built_summary(plan, name, built)
-
-
-def _built_summary(plan: ReleasePlan, name: str, built: dict[str, Any]) -> TargetSummary:
-    folder = Path(plan.run_dir) / "artifacts" / name
-    return TargetSummary(
-        name=name, status="built", machine=built["machine"], build_seconds=built["build_seconds"],
-        reason=built["reason"],
-        artifacts=[ArtifactSummary(p.name, p.stat().st_size, sha256_file(p)) for p in sorted(folder.iterdir())],
-    )
+    rebuilt.reason = f"rebuilt: cached build unusable ({lookup.problem})"
+    return rebuilt
 
 
 def _reason(future: PrefectFuture[Any]) -> str:
@@ -129,12 +120,8 @@ def release(
     test_source(plan, spec.project.test)
     ensure_build_deployment()
 
-    key = generate_keypair(f"dropship-run-{plan.short_id}")
     key_path = client_key_path(plan)
-    key_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key_path.touch(mode=0o600)
-    key_path.write_text(key.private_openssh)
-    key_path.with_suffix(".pub").write_text(key.public_line + "\n")
+    write_keypair(key_path, f"dropship-run-{plan.short_id}")
 
     results: dict[str, TargetSummary] = {}
     status, error, repository = "failed", "", ""

@@ -21,6 +21,7 @@ from prefect.context import TaskRunContext
 from dropship.cache import LocalArtifactStore, Lookup, why_built
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.summary import TargetSummary
 from tasks.build import build_on_machine
 from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
@@ -47,7 +48,7 @@ def cache_policy(workdir: str) -> CachePolicy:
 @task(name="build-target", cache_policy=ContentHashPolicy(), persist_result=True)
 def build_target(
     manifest: Manifest, plan: ReleasePlan, target_name: str, content_hash: str, workdir: str, forced: bool
-) -> dict[str, Any]:
+) -> TargetSummary:
     """Provision, build, collect, delete; then keep the artifacts in the store."""
     store = store_for(workdir)
     reason = why_built(store.last(target_name), plan.content[target_name], forced=forced)
@@ -57,7 +58,8 @@ def build_target(
     summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
     files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
     store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
-    return {"machine": summary.machine, "build_seconds": summary.build_seconds, "reason": reason}
+    summary.reason = reason
+    return summary
 
 
 @task(name="restore", cache_policy=NO_CACHE)
