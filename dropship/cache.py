@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from dropship.errors import ConfigError
 from dropship.manifest import Manifest, Target
 from dropship.process import run
 from dropship.repos.files import sha256_file
@@ -68,20 +67,14 @@ def recipe(manifest: Manifest, target: Target) -> dict[str, object]:
 
 
 def _order(manifest: Manifest) -> list[Target]:
-    """Targets with every dependency before its dependents (cycles are refused)."""
+    """Targets with every dependency before its dependents (the manifest refuses cycles)."""
     done: dict[str, Target] = {}
-    visiting: set[str] = set()
 
     def visit(target: Target) -> None:
-        if target.name in done:
-            return
-        if target.name in visiting:
-            raise ConfigError(f"targets: dependency cycle through {target.name}")
-        visiting.add(target.name)
-        for dep in target.depends_on:
-            visit(manifest.target(dep))
-        visiting.discard(target.name)
-        done[target.name] = target
+        if target.name not in done:
+            for dep in target.depends_on:
+                visit(manifest.target(dep))
+            done[target.name] = target
 
     for target in manifest.targets:
         visit(target)

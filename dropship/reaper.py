@@ -14,9 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from dropship.machines import BASE_TAG, Machine, Provider
-
-RUN_PREFIX = f"{BASE_TAG}-run-"
+from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, Machine, Provider
 
 
 @dataclass(frozen=True)
@@ -26,7 +24,7 @@ class Reaped:
 
 
 def run_id_of(machine: Machine) -> str | None:
-    return next((t[len(RUN_PREFIX):] for t in machine.tags if t.startswith(RUN_PREFIX)), None)
+    return next((t[len(RUN_TAG_PREFIX):] for t in machine.tags if t.startswith(RUN_TAG_PREFIX)), None)
 
 
 def reap(

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from hashlib import sha256
 from pathlib import Path
 
-from dropship.errors import TagError
+from dropship.errors import CommandError, TagError
 from dropship.process import run
 
 
@@ -49,7 +49,7 @@ def resolve(repo: Path, name: str, *, is_tag: bool) -> Revision:
     spec = f"refs/tags/{name}^{{commit}}" if is_tag else f"{name}^{{commit}}"
     try:
         commit = _git(repo, "rev-parse", "--verify", "--quiet", "--end-of-options", spec).strip()
-    except Exception as exc:  # noqa: BLE001 - any git failure means "not there"
+    except CommandError as exc:
         kind = "tag" if is_tag else "ref"
         raise TagError(f"{kind} {name!r} does not exist in {repo}") from exc
     stamp = int(_git(repo, "show", "-s", "--format=%ct", commit).strip())

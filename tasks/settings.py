@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,4 @@ def local_worker(queue: str) -> WorkerSpec:
 
 
 def default_workdir() -> Path:
-    import os
-
     return Path(os.environ.get("DROPSHIP_HOME", Path.home() / ".local/share/dropship"))

@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Protocol
 
 BASE_TAG = "dropship"
+RUN_TAG_PREFIX = f"{BASE_TAG}-run-"
 
 
 def run_tag(run_id: str) -> str:
-    return f"{BASE_TAG}-run-{run_id}"
+    return f"{RUN_TAG_PREFIX}{run_id}"
 
 
 @dataclass(frozen=True)
