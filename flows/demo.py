@@ -17,7 +17,6 @@ from dropship.demo import prepare_repository
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
 from dropship.signing import generate_key
-from dropship.summary import ReleaseSummary
 from flows.release import release
 
 
@@ -66,16 +65,16 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
         shutil.copyfile(summary_file, workdir / "summary.json")
     if not state.is_completed():
         return False, f"release failed: {state.message}"
-    summary = ReleaseSummary(**{k: v for k, v in json.loads(summary_file.read_text()).items() if k != "targets"})
+    summary = json.loads(summary_file.read_text())
     current = published / "current"
     repo = manifest.repository
     keyring = f"/etc/apt/keyrings/{manifest.project.name}-{repo.key_name}.gpg"
-    suite = summary.suites[0]
-    version = summary.version
+    suite = summary["suites"][0]
+    version = summary["version"]
     lines = [
-        f"Published {summary.project} {summary.name} ({summary.release_class}, suites {', '.join(summary.suites)}) "
-        f"in {summary.wall_seconds:.1f} s with {summary.machines_created} {provider} machines"
-        + (f" (${summary.cost:.4f})." if summary.cost else "."),
+        f"Published {summary['project']} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
+        f"in {summary['wall_seconds']:.1f} s with {summary['machines_created']} {provider} machines"
+        + (f" (${summary['cost']:.4f})." if summary['cost'] else "."),
         f"Repository: {current}",
         f"Summary:    {workdir / 'summary.json'}",
         "",
