@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -33,5 +34,6 @@ def test_release_without_server_fails_in_one_line(monkeypatch: pytest.MonkeyPatc
 
 
 def test_console_script_is_installed() -> None:
-    done = subprocess.run([sys.executable, "-m", "dropship.cli", "--version"], capture_output=True, text=True, check=True)
+    script = Path(sys.executable).parent / "dropship"
+    done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("dropship ")
