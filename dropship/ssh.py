@@ -158,13 +158,21 @@ class SshSession:
             self._sftp = self._client.open_sftp()
         return self._sftp
 
-    def run(self, argv: Sequence[str], *, timeout: float = 600.0) -> str:
-        """Run a command remotely; each argument is quoted, never interpolated."""
+    def run(self, argv: Sequence[str], *, timeout: float = 600.0, stdin: bytes | None = None) -> str:
+        """Run a command remotely; each argument is quoted, never interpolated.
+
+        Lists of paths travel on `stdin` (NUL-separated, for `xargs -0`), so no
+        file name is ever part of a command line the remote shell parses.
+        """
         if self._client is None:
             raise MachineError("SSH session is not connected")
         command = shlex.join(argv)
         try:
-            _, stdout, stderr = self._client.exec_command(command, timeout=timeout)
+            channel_in, stdout, stderr = self._client.exec_command(command, timeout=timeout)
+            if stdin is not None:
+                channel_in.write(stdin)
+                channel_in.flush()
+            channel_in.channel.shutdown_write()
             out: str = stdout.read().decode(errors="replace")
             err: str = stderr.read().decode(errors="replace")
             status = stdout.channel.recv_exit_status()
@@ -173,6 +181,37 @@ class SshSession:
         if status != 0:
             raise MachineError(f"remote command {command!r} exited {status}: {(err or out).strip()[-500:]}")
         return out
+
+    def hold(self, argv: Sequence[str], *, ready: str, timeout: float) -> paramiko.Channel:
+        """Start a remote command that runs until its channel closes; wait for `ready` on its stdout.
+
+        Used for the repository server's lock: `flock` keeps the lock exactly as
+        long as this connection lives, so a dropped orchestrator never leaves a
+        stale lock behind.
+        """
+        if self._client is None:
+            raise MachineError("SSH session is not connected")
+        command = shlex.join(argv)
+        try:
+            _, stdout, _ = self._client.exec_command(command, timeout=timeout)
+            line = stdout.readline().strip()
+        except (OSError, paramiko.SSHException, socket.timeout) as exc:
+            raise MachineError(f"remote command {command!r} failed: {exc}") from exc
+        if line != ready:
+            status = stdout.channel.recv_exit_status() if stdout.channel.exit_status_ready() else None
+            raise MachineError(f"remote command {command!r} did not get ready (exit {status}, said {line!r})")
+        channel: paramiko.Channel = stdout.channel
+        channel.settimeout(None)
+        return channel
+
+    @property
+    def transport(self) -> paramiko.Transport:
+        if self._client is None:
+            raise MachineError("SSH session is not connected")
+        transport = self._client.get_transport()
+        if transport is None:
+            raise MachineError("SSH session lost its transport")
+        return transport
 
     def makedirs(self, path: str) -> None:
         current = ""

@@ -58,7 +58,7 @@ def _machine_env(machine_id: str, root: Path) -> dict[str, str]:
     return env
 
 
-def _sshd_config(root: Path, address: str, port: int, user: str) -> str:
+def sshd_config(root: Path, address: str, port: int, user: str) -> str:
     return "\n".join(
         [
             f"Port {port}",
@@ -201,7 +201,7 @@ class LocalProvider:
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         config = folder / "sshd_config"
-        config.write_text(_sshd_config(root, machine.host, machine.port, self.user))
+        config.write_text(sshd_config(root, machine.host, machine.port, self.user))
         with (folder / "sshd.log").open("wb") as log:
             sshd = subprocess.Popen(
                 [find_sshd(), "-D", "-e", "-f", str(config)], env=env, stdout=log,

@@ -1,15 +1,4 @@
-"""Atomic publication: `releases/<id>/` plus one rename of the `current` symlink.
-
-    <root>/releases/<id>/   a complete repository tree, never edited after the switch
-    <root>/current -> releases/<id>
-
-A publication fills a hidden `releases/.incoming-<id>/` (unchanged files are
-hard links to the previous release, so only new files take space), renames it
-to `releases/<id>`, then renames a fresh symlink over `current`. A reader
-(nginx, apt) therefore sees either the whole previous release or the whole
-new one. Anything that fails before the rename leaves `current` untouched;
-the next publication sweeps the leftover.
-"""
+"""Publication into a folder of this machine (the embedded default, and the demo's)."""
 
 from __future__ import annotations
 
@@ -18,23 +7,13 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
+from dropship.deploy.base import (
+    CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+)
+from dropship.deploy.listing import META_DIR, META_FILE, list_tree
 from dropship.errors import PublishError
-
-CURRENT = "current"
-RELEASES = "releases"
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    release_id: str
-    path: Path
-    files: int
-    linked: int
-    copied: int
-    removed_releases: tuple[str, ...]
 
 
 def hardlink_tree(source: Path, destination: Path) -> tuple[int, int]:
@@ -42,6 +21,8 @@ def hardlink_tree(source: Path, destination: Path) -> tuple[int, int]:
     linked = copied = 0
     for directory, dirnames, filenames in os.walk(source):
         relative = Path(directory).relative_to(source)
+        if relative == Path(".") and META_DIR in dirnames:
+            dirnames.remove(META_DIR)  # the listing belongs to that release only
         target_dir = destination / relative
         target_dir.mkdir(parents=True, exist_ok=True)
         for name in filenames:
@@ -60,7 +41,7 @@ def hardlink_tree(source: Path, destination: Path) -> tuple[int, int]:
 
 
 class LocalPublisher:
-    """Publishes into a folder on this machine (the embedded default)."""
+    """Publishes into `root` on this machine; a flock serialises publishers."""
 
     def __init__(self, root: Path, *, keep_releases: int = 5) -> None:
         if keep_releases < 1:
@@ -79,9 +60,14 @@ class LocalPublisher:
         return Path(os.readlink(link)).name
 
     def current_tree(self) -> Path | None:
-        """The tree clients see now, to seed the next release from."""
         current = self.current_id()
         return self.releases / current if current else None
+
+    def fetch_current(self, destination: Path) -> None:
+        destination.mkdir(parents=True, exist_ok=True)
+        current = self.current_tree()
+        if current is not None and current.is_dir():
+            hardlink_tree(current, destination)
 
     def release_ids(self) -> list[str]:
         if not self.releases.exists():
@@ -98,46 +84,48 @@ class LocalPublisher:
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
-    def publish(self, tree: Path, release_id: str) -> PublishResult:
+    def publish(self, tree: Path, release_id: str, progress: Progress | None = None) -> PublishResult:
         """Publish `tree` as `release_id` and switch `current` to it atomically."""
         if not tree.is_dir():
             raise PublishError(f"nothing to publish: {tree} is not a folder")
-        if "/" in release_id or release_id.startswith("."):
-            raise PublishError(f"invalid release id {release_id!r}")
+        check_release_id(release_id)
         with self._lock():
             final = self.releases / release_id
             if final.exists():
                 raise PublishError(f"release {release_id} is already published")
-            incoming = self.releases / f".incoming-{release_id}"
+            incoming = self.releases / f"{INCOMING_PREFIX}{release_id}"
             shutil.rmtree(incoming, ignore_errors=True)
             try:
                 linked, copied = hardlink_tree(tree, incoming)
+                listing = list_tree(incoming, release_id)
+                (incoming / META_DIR).mkdir(exist_ok=True)
+                (incoming / META_FILE).write_text(listing.to_json())
                 os.rename(incoming, final)
             except OSError as exc:
                 shutil.rmtree(incoming, ignore_errors=True)
                 raise PublishError(f"could not stage release {release_id}: {exc}") from exc
+            if progress is not None:
+                progress("staged", linked + copied, linked + copied)
             self.switch(release_id)
             removed = self._prune()
-        return PublishResult(release_id, final, linked + copied, linked, copied, tuple(removed))
+        return PublishResult(
+            release_id, str(final), linked + copied, linked, copied, 0, tuple(removed)
+        )
 
     def switch(self, release_id: str) -> None:
         """Point `current` at `release_id` with one rename (atomic on POSIX)."""
-        if not (self.releases / release_id).is_dir():
-            raise PublishError(f"release {release_id} does not exist under {self.releases}")
+        check_release_id(release_id)
+        if not (self.releases / release_id / META_FILE).is_file():
+            raise PublishError(f"release {release_id} does not exist (whole) under {self.releases}")
         tmp = self.root / f".{CURRENT}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         os.symlink(f"{RELEASES}/{release_id}", tmp)
         os.replace(tmp, self.root / CURRENT)
 
     def _prune(self) -> list[str]:
-        """Delete releases beyond the newest `keep_releases`, never the current one."""
-        for leftover in self.releases.glob(".incoming-*"):
+        for leftover in self.releases.glob(f"{INCOMING_PREFIX}*"):
             shutil.rmtree(leftover, ignore_errors=True)
-        ids = self.release_ids()
-        current = self.current_id()
-        removed = []
-        for release_id in ids[: max(0, len(ids) - self.keep_releases)]:
-            if release_id != current:
-                shutil.rmtree(self.releases / release_id, ignore_errors=True)
-                removed.append(release_id)
+        removed = prune_candidates(self.release_ids(), self.current_id(), self.keep_releases)
+        for release_id in removed:
+            shutil.rmtree(self.releases / release_id, ignore_errors=True)
         return removed

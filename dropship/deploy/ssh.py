@@ -1,0 +1,288 @@
+"""Publication to a repository server over SSH.
+
+Only the orchestrator's side needs software: the server needs sshd with SFTP,
+a POSIX shell and coreutils (`ln`, `mv`, `sha256sum`, `xargs`) and util-linux
+`flock`. Every remote command is a fixed script with its arguments quoted;
+lists of paths go over stdin, NUL-separated, so no published file name is
+ever parsed by the remote shell.
+
+A publication holds `flock <root>/.lock` on the server for its whole
+duration through one SSH channel: the lock ends with the connection, so an
+orchestrator that dies mid-upload leaves no stale lock, only an
+`.incoming-*` folder that the next publication sweeps.
+
+The orchestrator keeps a content-addressed mirror of what it last saw
+published (`<mirror>/objects/<sha256>`): the next release's tree is seeded
+from it by hard links, and files it lacks (another orchestrator published)
+are the only ones downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paramiko
+
+from dropship.deploy.base import (
+    CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+)
+from dropship.deploy.listing import CHUNK, META_DIR, META_FILE, Listing, list_tree
+from dropship.errors import DropshipError, MachineError, PublishError, TransferError
+from dropship.ssh import Endpoint, SshSession
+
+_SWEEP = 'cd "$1" || exit 1; for d in ' + INCOMING_PREFIX + '*; do [ -d "$d" ] && rm -rf -- "$d"; done; exit 0'
+_MKDIRS = 'cd "$1" && xargs -0 mkdir -p --'
+_LINK = 'cd "$1" && xargs -0 -n 2 ln --'
+_SHA256 = 'cd "$1" && xargs -0 sha256sum --'
+_SWITCH = 'cd "$1" && ln -s -- "$2" "$3" && mv -T -- "$3" ' + CURRENT
+_REMOVE = 'cd "$1" && shift && rm -rf -- "$@"'
+_LOCK = "echo locked; exec cat >/dev/null"
+
+
+def _nul(items: list[str]) -> bytes:
+    return b"".join(item.encode() + b"\0" for item in items)
+
+
+class SshPublisher:
+    """Publishes to `root` on a repository server reached over SSH."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        private_key: str,
+        root: str,
+        *,
+        mirror: Path,
+        keep_releases: int = 5,
+        lock_timeout: float = 600.0,
+        connect_timeout: float = 30.0,
+    ) -> None:
+        if keep_releases < 1:
+            raise PublishError("keep_releases must be at least 1")
+        if not root.startswith("/"):
+            raise PublishError(f"the repository server's root must be an absolute path, not {root!r}")
+        self.endpoint = endpoint
+        self._key = private_key
+        self.root = root.rstrip("/") or "/"
+        self.mirror = mirror
+        self.keep_releases = keep_releases
+        self.lock_timeout = lock_timeout
+        self.connect_timeout = connect_timeout
+
+    @property
+    def where(self) -> str:
+        return f"{self.endpoint.user}@{self.endpoint.host}:{self.endpoint.port}:{self.root}"
+
+    @property
+    def _releases(self) -> str:
+        return f"{self.root}/{RELEASES}"
+
+    @contextmanager
+    def session(self) -> Iterator[SshSession]:
+        """A connection whose SSH failures surface as `PublishError` naming the server."""
+        try:
+            with SshSession(self.endpoint, self._key, connect_timeout=self.connect_timeout) as session:
+                yield session
+        except (MachineError, TransferError) as exc:
+            raise PublishError(f"repository server {self.where}: {exc}; current release unchanged") from exc
+
+    @contextmanager
+    def _locked(self, session: SshSession) -> Iterator[None]:
+        session.run(["mkdir", "-p", "--", self._releases])
+        lock = session.hold(
+            ["flock", "-w", str(int(self.lock_timeout)), f"{self.root}/.lock", "sh", "-c", _LOCK],
+            ready="locked", timeout=self.lock_timeout + 30,
+        )
+        try:
+            yield
+        finally:
+            lock.close()
+
+    # -- reading the server ------------------------------------------------
+
+    def _current(self, session: SshSession) -> str | None:
+        try:
+            return Path(session.sftp.readlink(f"{self.root}/{CURRENT}") or "").name or None
+        except FileNotFoundError:
+            return None
+        except (OSError, paramiko.SSHException) as exc:
+            raise PublishError(f"cannot read {self.where}/{CURRENT}: {exc}") from exc
+
+    def _ids(self, session: SshSession) -> list[str]:
+        try:
+            names = session.sftp.listdir(self._releases)
+        except FileNotFoundError:
+            return []
+        except (OSError, paramiko.SSHException) as exc:
+            raise PublishError(f"cannot list {self.where}/{RELEASES}: {exc}") from exc
+        return sorted(n for n in names if not n.startswith("."))
+
+    def _listing(self, session: SshSession, release_id: str) -> Listing:
+        path = f"{self._releases}/{release_id}/{META_FILE}"
+        try:
+            text = session.read_text(path)
+        except DropshipError as exc:
+            raise PublishError(f"release {release_id} on {self.where} has no readable listing: {exc}") from exc
+        return Listing.from_json(text, path)
+
+    def current_id(self) -> str | None:
+        with self.session() as session:
+            return self._current(session)
+
+    def release_ids(self) -> list[str]:
+        with self.session() as session:
+            return self._ids(session)
+
+    # -- the orchestrator's mirror ----------------------------------------
+
+    @property
+    def _objects(self) -> Path:
+        return self.mirror / "objects"
+
+    def known_inodes(self) -> dict[tuple[int, int], str]:
+        if not self._objects.is_dir():
+            return {}
+        known = {}
+        for entry in os.scandir(self._objects):
+            stat = entry.stat(follow_symlinks=False)
+            known[(stat.st_dev, stat.st_ino)] = entry.name
+        return known
+
+    def fetch_current(self, destination: Path) -> None:
+        """Rebuild the current tree at `destination` from the mirror, downloading only what it lacks."""
+        destination.mkdir(parents=True, exist_ok=True)
+        self._objects.mkdir(parents=True, exist_ok=True)
+        with self.session() as session:
+            current = self._current(session)
+            if current is None:
+                return
+            listing = self._listing(session, current)
+            for path, entry in listing.files.items():
+                obj = self._objects / entry.sha256
+                if not obj.exists():
+                    session.get(f"{self._releases}/{current}/{path}", obj, sha256=entry.sha256)
+        for path, entry in listing.files.items():
+            target = destination / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(self._objects / entry.sha256, target)
+        for path, link in listing.symlinks.items():
+            (destination / path).parent.mkdir(parents=True, exist_ok=True)
+            os.symlink(link, destination / path)
+        self._keep_objects({e.sha256 for e in listing.files.values()})
+
+    def _remember(self, tree: Path, listing: Listing) -> None:
+        """Add the just-published files to the mirror, and forget what is no longer published."""
+        self._objects.mkdir(parents=True, exist_ok=True)
+        for path, entry in listing.files.items():
+            obj = self._objects / entry.sha256
+            if not obj.exists():
+                try:
+                    os.link(tree / path, obj)
+                except OSError:
+                    shutil.copyfile(tree / path, obj)
+        self._keep_objects({e.sha256 for e in listing.files.values()})
+
+    def _keep_objects(self, wanted: set[str]) -> None:
+        for entry in os.scandir(self._objects):
+            if entry.name not in wanted:
+                os.unlink(entry.path)
+
+    # -- publishing -------------------------------------------------------
+
+    def publish(self, tree: Path, release_id: str, progress: Progress | None = None) -> PublishResult:
+        """Stage `tree` as `releases/<release_id>` on the server, verify it, then switch `current`."""
+        if not tree.is_dir():
+            raise PublishError(f"nothing to publish: {tree} is not a folder")
+        check_release_id(release_id)
+        listing = list_tree(tree, release_id, known_inodes=self.known_inodes())
+        with self.session() as session, self._locked(session):
+            if release_id in self._ids(session):
+                raise PublishError(f"release {release_id} is already published on {self.where}")
+            current = self._current(session)
+            previous = self._listing(session, current).by_sha256() if current else {}
+            session.run(["sh", "-c", _SWEEP, "sh", self._releases])
+            incoming_name = f"{INCOMING_PREFIX}{release_id}"
+            incoming = f"{self._releases}/{incoming_name}"
+            session.run(["mkdir", "--", incoming])
+            session.run(["sh", "-c", _MKDIRS, "sh", incoming], stdin=_nul([META_DIR, *sorted(listing.directories())]))
+
+            reuse = {p: previous[e.sha256] for p, e in listing.files.items() if e.sha256 in previous}
+            if reuse:
+                pairs = [x for p, src in sorted(reuse.items()) for x in (f"{current}/{src}", f"{incoming_name}/{p}")]
+                session.run(["sh", "-c", _LINK, "sh", self._releases], stdin=_nul(pairs))
+            new = sorted(p for p in listing.files if p not in reuse)
+            sent = self._upload(session, tree, incoming, new, progress)
+            self._verify(session, incoming, listing, new)
+            for path, link in listing.symlinks.items():
+                session.run(["ln", "-s", "--", link, f"{incoming}/{path}"])
+            self._write(session, f"{incoming}/{META_FILE}", listing.to_json().encode())
+            try:
+                session.sftp.posix_rename(incoming, f"{self._releases}/{release_id}")
+            except (OSError, paramiko.SSHException) as exc:
+                raise PublishError(f"could not move {incoming_name} into place on {self.where}: {exc}") from exc
+            self._switch(session, release_id)
+            removed = prune_candidates(self._ids(session), release_id, self.keep_releases)
+            if removed:
+                session.run(["sh", "-c", _REMOVE, "sh", self._releases, *removed])
+        self._remember(tree, listing)
+        return PublishResult(
+            release_id, f"{self.where}/{RELEASES}/{release_id}", len(listing.files), len(reuse), len(new), sent,
+            tuple(removed),
+        )
+
+    def _upload(self, session: SshSession, tree: Path, incoming: str, paths: list[str], progress: Progress | None) -> int:
+        sent = 0
+        for done, path in enumerate(paths, 1):
+            try:
+                with (tree / path).open("rb") as src, session.sftp.open(f"{incoming}/{path}", "wb") as dst:
+                    dst.set_pipelined(True)
+                    while chunk := src.read(CHUNK):
+                        dst.write(chunk)
+                        sent += len(chunk)
+            except (OSError, paramiko.SSHException, EOFError) as exc:
+                raise PublishError(
+                    f"upload of {path} to {self.where} failed after {done - 1} of {len(paths)} files: {exc}; "
+                    "current release unchanged"
+                ) from exc
+            if progress is not None:
+                progress("upload", done, len(paths))
+        return sent
+
+    def _verify(self, session: SshSession, incoming: str, listing: Listing, paths: list[str]) -> None:
+        """sha256 of every uploaded file, computed by the server."""
+        if not paths:
+            return
+        output = session.run(["sh", "-c", _SHA256, "sh", incoming], stdin=_nul(paths))
+        seen = {}
+        for line in output.splitlines():
+            digest, _, name = line.partition("  ")
+            seen[name] = digest
+        for path in paths:
+            if seen.get(path) != listing.files[path].sha256:
+                raise PublishError(
+                    f"{path} on {self.where} has sha256 {seen.get(path)} after upload, expected "
+                    f"{listing.files[path].sha256}; current release unchanged"
+                )
+
+    def _write(self, session: SshSession, remote: str, data: bytes) -> None:
+        try:
+            with session.sftp.open(remote, "wb") as handle:
+                handle.write(data)
+        except (OSError, paramiko.SSHException) as exc:
+            raise PublishError(f"cannot write {remote} on {self.where}: {exc}") from exc
+
+    def _switch(self, session: SshSession, release_id: str) -> None:
+        tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
+        session.run(["sh", "-c", _SWITCH, "sh", self.root, f"{RELEASES}/{release_id}", tmp])
+
+    def switch(self, release_id: str) -> None:
+        """Point `current` at a release already on the server (a rollback), under the lock."""
+        check_release_id(release_id)
+        with self.session() as session, self._locked(session):
+            self._listing(session, release_id)  # refuses a release that was never completed
+            self._switch(session, release_id)

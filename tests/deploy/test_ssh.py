@@ -1,0 +1,122 @@
+"""SshPublisher against a real sshd on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dropship.deploy import SshPublisher, rollback_target
+from dropship.deploy.listing import META_FILE
+from dropship.errors import PublishError
+from tests.servers import RepoServerHost, start_repo_server
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[RepoServerHost]:
+    host = start_repo_server(tmp_path / "server")
+    yield host
+    host.stop()
+
+
+def _publisher(server: RepoServerHost, mirror: Path, keep: int = 3) -> SshPublisher:
+    return SshPublisher(server.endpoint, server.private_key, str(server.root), mirror=mirror, keep_releases=keep)
+
+
+def _tree(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return root
+
+
+def test_publish_uploads_only_new_files_and_switches(server: RepoServerHost, tmp_path: Path) -> None:
+    publisher = _publisher(server, tmp_path / "mirror")
+    packages = {f"pool/p{i:03}.deb": os.urandom(2000) for i in range(200)}
+    first = publisher.publish(_tree(tmp_path / "t1", {**packages, "dists/InRelease": b"one"}), "r1")
+    assert first.uploaded == 201 and first.reused == 0
+    assert os.readlink(server.root / "current") == "releases/r1"
+
+    seeded = tmp_path / "t2"
+    publisher.fetch_current(seeded)
+    assert (seeded / "pool/p007.deb").read_bytes() == packages["pool/p007.deb"]
+    (seeded / "pool/new.deb").write_bytes(os.urandom(3000))
+    (seeded / "dists/InRelease").unlink()
+    (seeded / "dists/InRelease").write_bytes(b"two")
+    second = publisher.publish(seeded, "r2")
+
+    assert (second.uploaded, second.reused) == (2, 200)
+    assert second.bytes_uploaded == 3000 + 3, "only the new package and the changed index crossed the network"
+    assert (server.root / "current/dists/InRelease").read_bytes() == b"two"
+    old, new = server.root / "releases/r1/pool/p007.deb", server.root / "releases/r2/pool/p007.deb"
+    assert os.stat(old).st_ino == os.stat(new).st_ino, "unchanged files are hard links on the server"
+    assert (server.root / "releases/r2" / META_FILE).is_file()
+
+
+def test_fetch_current_downloads_only_what_the_mirror_lacks(server: RepoServerHost, tmp_path: Path) -> None:
+    _publisher(server, tmp_path / "a").publish(_tree(tmp_path / "t1", {"x": b"1", "d/y": b"2"}), "r1")
+    other = _publisher(server, tmp_path / "b")  # another orchestrator, empty mirror
+    other.fetch_current(tmp_path / "copy")
+    assert (tmp_path / "copy/d/y").read_bytes() == b"2"
+    assert sorted(p.name for p in (tmp_path / "b/objects").iterdir()) == sorted(
+        __import__("hashlib").sha256(d).hexdigest() for d in (b"1", b"2")
+    )
+
+
+def test_interrupted_upload_leaves_current_and_next_publish_succeeds(server: RepoServerHost, tmp_path: Path) -> None:
+    publisher = _publisher(server, tmp_path / "mirror")
+    publisher.publish(_tree(tmp_path / "t1", {"a": b"old"}), "r1")
+    big = _tree(tmp_path / "t2", {f"f{i:02}": os.urandom(50_000) for i in range(40)})
+
+    def drop(step: str, done: int, total: int) -> None:
+        if step == "upload" and done == 10:
+            server.drop_connections()
+
+    with pytest.raises(PublishError, match="current release unchanged"):
+        publisher.publish(big, "r2", progress=drop)
+    assert os.readlink(server.root / "current") == "releases/r1"
+    assert (server.root / "current/a").read_bytes() == b"old"
+    assert list((server.root / "releases").glob(".incoming-*")), "the half upload stays staged, unseen"
+
+    publisher.publish(big, "r2")
+    assert os.readlink(server.root / "current") == "releases/r2"
+    assert not list((server.root / "releases").glob(".incoming-*")), "the next publication swept it"
+
+
+def test_retention_and_rollback(server: RepoServerHost, tmp_path: Path) -> None:
+    publisher = _publisher(server, tmp_path / "mirror", keep=2)
+    for n in (1, 2, 3):
+        publisher.publish(_tree(tmp_path / f"t{n}", {"v": str(n).encode()}), f"r{n}")
+    assert publisher.release_ids() == ["r2", "r3"]
+    target = rollback_target(publisher.release_ids(), publisher.current_id(), None)
+    publisher.switch(target)
+    assert (server.root / "current/v").read_bytes() == b"2"
+    with pytest.raises(PublishError, match="no release older"):
+        rollback_target(publisher.release_ids(), publisher.current_id(), None)
+    with pytest.raises(PublishError, match="not on the server"):
+        rollback_target(publisher.release_ids(), publisher.current_id(), "r1")
+    publisher.publish(_tree(tmp_path / "t4", {"v": b"4"}), "r4")
+    assert publisher.release_ids() == ["r3", "r4"]
+
+
+def test_half_staged_release_cannot_be_switched_to(server: RepoServerHost, tmp_path: Path) -> None:
+    publisher = _publisher(server, tmp_path / "mirror")
+    publisher.publish(_tree(tmp_path / "t1", {"a": b"1"}), "r1")
+    (server.root / "releases/broken").mkdir()
+    with pytest.raises(PublishError, match="no readable listing"):
+        publisher.switch("broken")
+    assert os.readlink(server.root / "current") == "releases/r1"
+
+
+def test_wrong_host_key_is_refused_before_anything_is_sent(server: RepoServerHost, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from dropship.ssh import generate_keypair
+
+    wrong = replace(server.endpoint, host_public_key=generate_keypair().public_line)
+    publisher = SshPublisher(wrong, server.private_key, str(server.root), mirror=tmp_path / "m")
+    with pytest.raises(PublishError, match="pinned"):
+        publisher.publish(_tree(tmp_path / "t", {"a": b"1"}), "r1")
+    assert not (server.root / "releases").exists()
