@@ -42,6 +42,9 @@ class ReleaseSummary:
     release_id: str = ""
     error: str = ""
     repository: str = ""
+    """Where the release went: the server's releases/<id> (or the signed tree of a dry run)."""
+    url: str = ""
+    """The URL clients use (the repository's `current`)."""
     machines_created: int = 0
     machine_seconds: float = 0.0
     cost: float = 0.0
@@ -66,8 +69,12 @@ class ReleaseSummary:
             f"- machines created: {self.machines_created} ({self.machine_seconds:.0f} machine-seconds, "
             f"${self.cost:.4f}), wall time: {self.wall_seconds:.1f} s",
         ]
-        if self.repository:
-            lines.append(f"- repository: {self.repository}")
+        reused = sum(1 for t in self.targets if t.status == "reused")
+        lines.append(f"- targets: {len(self.targets)}, cache hits: {reused}")
+        if self.url:
+            lines.append(f"- repository: [{self.url}]({self.url.rstrip('/')}/index.html) (published to `{self.repository}`)")
+        elif self.repository:
+            lines.append(f"- repository: `{self.repository}`")
         if self.error:
             lines += ["", "```", self.error, "```"]
         lines += [

@@ -35,7 +35,7 @@ from tasks.machines import check_machines, client_key_path, teardown, teardown_r
 from tasks.prepare import check_signing_key, plan_release, test_source
 from tasks.repository import publish_tree, sign_repositories
 from tasks.settings import default_workdir
-from tasks.summary import write_summary
+from tasks.summary import repository_url, write_summary
 
 
 def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -> None:
@@ -136,13 +136,13 @@ def release(
         failures = {name: r.reason for name, r in results.items() if r.status == "failed"}
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
-        tree = sign_repositories(spec, plan, base_url)
+        tree = sign_repositories(spec, plan, base_url, workdir)
         if dry_run:
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree)
         else:
-            published = publish_tree(spec, plan, tree)
-            status, repository = "published", str(published.path)
+            published = publish_tree(spec.blocks.repo_server, plan.release_id, tree, workdir)
+            status, repository = "published", published.location
     except BaseException as exc:
         error = str(exc)
         raise
@@ -153,7 +153,7 @@ def release(
             shutil.rmtree(key_path.parent, ignore_errors=True)
             summary = write_summary(
                 plan, results, status=status, error=error, repository=repository,
-                wall_seconds=time.monotonic() - clock,
+                wall_seconds=time.monotonic() - clock, url=None if dry_run else repository_url(spec, base_url),
             )
     return asdict(summary)
 

@@ -14,6 +14,10 @@ from dropship.machines.userdata import WorkerSpec
 BUILDERS_POOL = "dropship-builders"
 BUILD_FLOW = "build"
 BUILD_DEPLOYMENT = f"{BUILD_FLOW}/build"
+PUBLISH_LIMIT = "dropship-publish"
+"""Global concurrency limit (1 slot) held for a whole publication or rollback."""
+MACHINES_LIMIT = "dropship-machines"
+"""Global concurrency limit on build machines alive at once (one slot per machine)."""
 
 
 def api_url() -> str:
@@ -29,6 +33,26 @@ def api_url() -> str:
 def local_worker(queue: str) -> WorkerSpec:
     """A worker for a local machine: this interpreter, so it has dropship installed."""
     return WorkerSpec(api_url=api_url(), pool=BUILDERS_POOL, queue=queue, prefect=[sys.executable, "-m", "prefect"], env={})
+
+
+def ensure_concurrency_limit(name: str, limit: int) -> None:
+    """Create the global concurrency limit if it is missing (an existing one is left as configured).
+
+    `concurrency(..., strict=True)` refuses to run without the limit, which is
+    what we want once it exists: a typo must not silently mean "no lock".
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+            except ObjectAlreadyExists:
+                pass  # another release created it meanwhile
 
 
 def default_workdir() -> Path:

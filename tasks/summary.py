@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+from blocks.repo_server import RepoServer
 from dropship import ledger
+from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.summary import ReleaseSummary, TargetSummary
 
@@ -22,7 +24,9 @@ def write_summary(
     error: str,
     repository: str,
     wall_seconds: float,
+    url: str | None = None,
 ) -> ReleaseSummary:
+    """summary.json, and three artifacts in the UI: the summary, every package, a link to the repository."""
     lives = ledger.lives(Path(plan.run_dir))
     by_target = {life.target: life for life in lives}
     rows = []
@@ -41,7 +45,7 @@ def write_summary(
         repository=repository, machines_created=len(lives),
         machine_seconds=round(sum(life.seconds or 0.0 for life in lives), 3),
         cost=round(sum(life.cost or 0.0 for life in lives), 6),
-        wall_seconds=round(wall_seconds, 3), targets=rows,
+        wall_seconds=round(wall_seconds, 3), targets=rows, url=url or "",
     )
     release.write(Path(plan.run_dir) / "summary.json")
     create_markdown_artifact(key="release-summary", markdown=release.to_markdown(), description=f"{plan.project} {plan.name}")
@@ -51,4 +55,19 @@ def write_summary(
     ]
     if table:
         create_table_artifact(key="release-packages", table=table, description="every collected package")
+    if url and status == "published":
+        create_link_artifact(
+            key="release-repository", link=f"{url.rstrip('/')}/index.html",
+            link_text=f"{plan.project} repository ({plan.release_id})", description="the published release index",
+        )
     return release
+
+
+def repository_url(manifest: Manifest, base_url: str | None) -> str:
+    """The URL clients use, for the link artifact; never fails the summary."""
+    if base_url:
+        return base_url
+    try:
+        return RepoServer.load(manifest.blocks.repo_server).url()
+    except Exception:  # noqa: BLE001 - a missing block already failed the release with its own message
+        return ""

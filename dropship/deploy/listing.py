@@ -9,7 +9,6 @@ published tree rebuilds it from the listing, downloading only what it lacks.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,10 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dropship.errors import PublishError
+from dropship.repos.files import sha256_file
 
 META_DIR = ".dropship"
 META_FILE = f"{META_DIR}/release.json"
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -81,14 +80,6 @@ class Listing:
         return sum(e.size for e in self.files.values())
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def list_tree(tree: Path, release_id: str, *, known_inodes: dict[tuple[int, int], str] | None = None) -> Listing:
     """List `tree` with every file's sha256.
 
@@ -104,6 +95,8 @@ def list_tree(tree: Path, release_id: str, *, known_inodes: dict[tuple[int, int]
         for name in [*filenames, *[d for d in dirnames if os.path.islink(os.path.join(directory, d))]]:
             path = Path(directory) / name
             relative = path.relative_to(tree).as_posix()
+            if any(c in relative for c in "\n\\\0"):
+                raise PublishError(f"refusing to publish {relative!r}: newline or backslash in a file name")
             if path.is_symlink():
                 listing.symlinks[relative] = os.readlink(path)
                 continue

@@ -14,6 +14,7 @@ from pathlib import Path
 from dropship.deploy import hardlink_tree
 from dropship.manifest import Manifest, PackageFormat
 from dropship.repos.apt import AptRepository, AptSettings
+from dropship.repos.index import IndexedRelease, ReleaseIndex, locate_artifacts, update_index
 from dropship.repos.keys import publish_keys, write_sources
 from dropship.repos.rpm import RpmRepository
 from dropship.signing import Signer
@@ -80,3 +81,12 @@ def sign_release(
     all_suites = sorted({p.name for p in (tree / "dists").iterdir()} if (tree / "dists").exists() else set(suites))
     write_sources(tree, manifest.project.name, base_url, all_suites, repo.component, repo.key_name)
     return result
+
+
+def index_release(
+    tree: Path, manifest: Manifest, base_url: str, release: IndexedRelease, built: dict[str, list[str]]
+) -> ReleaseIndex:
+    """Record `release` (its packages as `built` per target) in the tree's index.json and index.html."""
+    release.artifacts = locate_artifacts(tree, built, release.suites)
+    index = ReleaseIndex(manifest.project.name, base_url, manifest.repository.key_name)
+    return update_index(tree, index, release)

@@ -1,0 +1,40 @@
+"""Promote a development build to a stable or extra release, without rebuilding.
+
+No machine is created: the packages come from the published repository, are
+added to the tag's suites, signed, and published like any release.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.runtime import flow_run as current_run
+
+from dropship.manifest import load_manifest
+from tasks.repository import publish_tree, sign_promotion
+from tasks.settings import default_workdir
+from tasks.summary import repository_url
+
+
+@flow(name="promote", log_prints=True)
+def promote(
+    manifest: str, build: str, as_tag: str, workdir: str | None = None, base_url: str | None = None
+) -> dict[str, Any]:
+    """Publish the packages of development release `build` as release `as_tag` (e.g. v1.4.2)."""
+    spec = load_manifest(manifest)
+    workdir = workdir or str(default_workdir())
+    run_dir = Path(workdir) / "runs" / str(current_run.id)
+    tree, new_id = sign_promotion(spec, build, as_tag, str(run_dir), workdir, base_url)
+    result = publish_tree(spec.blocks.repo_server, new_id, tree, workdir)
+    url = repository_url(spec, base_url)
+    create_markdown_artifact(
+        key="promotion",
+        markdown=f"# {spec.project.name} {as_tag}: promoted\n\n- from development build `{build}`\n"
+        f"- release `{new_id}`: {result.files} files, {result.uploaded} uploaded\n- machines created: 0\n",
+    )
+    if url:
+        create_link_artifact(key="release-repository", link=f"{url.rstrip('/')}/index.html", link_text=f"{as_tag}")
+    return {"release_id": new_id, "promoted_from": build, "tag": as_tag, "location": result.location}

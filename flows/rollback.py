@@ -1,0 +1,21 @@
+"""Roll the repository back: point `current` at an earlier release, atomically."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+
+from dropship.manifest import load_manifest
+from tasks.repository import switch_current
+from tasks.settings import default_workdir
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(manifest: str, to: str | None = None, workdir: str | None = None) -> dict[str, Any]:
+    """Switch `current` to release `to`, or to the one published before the current one."""
+    spec = load_manifest(manifest)
+    previous, target = switch_current(spec.blocks.repo_server, workdir or str(default_workdir()), to)
+    create_markdown_artifact(key="rollback", markdown=f"# {spec.project.name}: rolled back\n\n`{previous}` -> `{target}`\n")
+    return {"from": previous, "to": target}
