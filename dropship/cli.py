@@ -63,6 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     reap.add_argument("--credentials", default="dropship-digitalocean", help="DigitalOceanCredentials block name")
     reap.add_argument("--ttl-minutes", type=float, default=120.0, help="age after which any machine is deleted (default 120)")
 
+    promote = commands.add_parser(
+        "promote",
+        help="publish a development build as a stable (or extra) release, without rebuilding (needs PREFECT_API_URL)",
+        description="Take the packages a development release published, add them to the suites of --as (a release "
+        "tag), sign and publish. No machine is created; the packages keep the version they were built with.",
+    )
+    promote.add_argument("build", help="release id of the development build (see index.json or `dropship status`)")
+    promote.add_argument("--as", dest="as_tag", required=True, metavar="TAG", help="the release tag, e.g. v1.4.2")
+    promote.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
+    promote.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
+
+    back = commands.add_parser(
+        "rollback",
+        help="point the repository's `current` back at an earlier release (needs PREFECT_API_URL)",
+        description="Switch `current` atomically to --to, or to the release published before the current one.",
+    )
+    back.add_argument("--to", help="release id to switch to (default: the one before the current)")
+    back.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
+    back.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
+
     emu = commands.add_parser(
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
@@ -132,6 +152,39 @@ def _reap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _need_api(why: str) -> None:
+    if not os.environ.get("PREFECT_API_URL"):
+        raise DropshipError(f"set PREFECT_API_URL to the Prefect server: {why}")
+
+
+def _promote(args: argparse.Namespace) -> int:
+    _need_api("the promotion runs as a flow and holds the publish lock there")
+    from flows.promote import promote
+
+    state = promote(manifest=str(args.manifest), build=args.build, as_tag=args.as_tag,
+                    workdir=str(args.workdir) if args.workdir else None, return_state=True)
+    if not state.is_completed():
+        print(f"dropship: promotion failed: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    print(f"promoted {result['promoted_from']} as {result['tag']}: release {result['release_id']}")
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    _need_api("the rollback runs as a flow and holds the publish lock there")
+    from flows.rollback import rollback
+
+    state = rollback(manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None,
+                     return_state=True)
+    if not state.is_completed():
+        print(f"dropship: rollback failed: {state.message}", file=sys.stderr)
+        return 1
+    result = state.result()
+    print(f"current: {result['from']} -> {result['to']}")
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -162,7 +215,10 @@ def _emulator(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator}
+    handlers = {
+        "demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
+        "rollback": _rollback,
+    }
     try:
         return handlers[args.command](args)
     except DropshipError as exc:

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what dropship needs on a fresh Debian/Ubuntu machine: the system
 # tools it drives (sshd, gpg, rpm, createrepo_c, dpkg-dev, dnf, an arm64 cross
-# compiler for the example) and a virtualenv in .venv with dropship itself.
-# Safe to re-run: it installs only what is missing.
+# compiler for the example, nginx to serve repositories) and a virtualenv in
+# .venv with dropship itself. `--test` adds what only the tests use (Chromium,
+# to look at the release index page). Safe to re-run: it installs only what
+# is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(openssh-server openssh-client gnupg rpm createrepo-c dpkg-dev apt-utils dnf dnf-plugins-core
-          xz-utils git gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross)
+          xz-utils git gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross nginx util-linux)
+if [ "${1:-}" = "--test" ]; then packages+=(chromium); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

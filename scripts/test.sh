@@ -3,7 +3,7 @@
 # whole test suite, end-to-end tests included. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 export PREFECT_SERVER_ANALYTICS_ENABLED=false
 unset PREFECT_API_URL
 .venv/bin/python -m mypy

@@ -66,8 +66,12 @@ def load_index(tree: Path) -> list[IndexedRelease]:
         return []
     try:
         data = json.loads(path.read_text())
+        fields = set(IndexedRelease.__dataclass_fields__)
         return [
-            IndexedRelease(**{**r, "artifacts": [IndexedArtifact(**a) for a in r["artifacts"]]})
+            IndexedRelease(**{
+                **{k: v for k, v in r.items() if k in fields},
+                "artifacts": [IndexedArtifact(**a) for a in r["artifacts"]],
+            })
             for r in data["releases"]
         ]
     except (ValueError, KeyError, TypeError) as exc:
