@@ -6,5 +6,6 @@
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
+from blocks.webhook import WebhookSecrets
 
-__all__ = ["DigitalOceanCredentials", "RepoServer", "SigningKey"]
+__all__ = ["DigitalOceanCredentials", "RepoServer", "SigningKey", "WebhookSecrets"]

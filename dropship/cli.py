@@ -51,6 +51,62 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--force", action="store_true", help="rebuild targets even when their content hash has a stored build")
     rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
+    rel.add_argument("--submit", action="store_true",
+                     help="don't run here: create a run of the release-tag deployment for a worker, print its id")
+
+    status = commands.add_parser(
+        "status", help="recent releases, promotions and rollbacks and their state (needs PREFECT_API_URL)",
+        description="List the latest runs of the release, promote and rollback flows, newest first.",
+    )
+    status.add_argument("--limit", type=int, default=15, help="how many runs (default 15)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    hook = commands.add_parser(
+        "webhook", help="serve the forge webhook receiver on 127.0.0.1 (needs PREFECT_API_URL)",
+        description="Accept GitLab tag-push and GitHub push/create tag events at POST /hooks/release; start one run "
+        "of the release-tag deployment per project, tag and commit. Secrets come from a WebhookSecrets block.",
+    )
+    hook.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787)")
+    hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    hook.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml (tag rules)")
+    hook.add_argument("--secrets-block", default="dropship-webhook", help="WebhookSecrets block name")
+    hook.add_argument("--deployment", default="release/release-tag", help="deployment to run (default release/release-tag)")
+
+    deps = commands.add_parser(
+        "deployments", help="create the deployments, work pools, limits and automation (needs PREFECT_API_URL)",
+        description="Manage dropship's Prefect deployments (the same set as deployments/prefect.yaml).",
+    )
+    deps_commands = deps.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
+    apply = deps_commands.add_parser(
+        "apply", help="create or update everything; a second apply changes nothing",
+        description="Create the orchestrator and builders work pools, the global concurrency limits "
+        "dropship-publish (1) and dropship-machines, the deployments release-tag, release-weekly, promote, "
+        "rollback, reap and build, and the automation that marks zombie flow runs Crashed.",
+    )
+    apply.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="the project's dropship.toml")
+    apply.add_argument("--workdir", type=Path, help="orchestrator state folder the runs use (default: the worker's $DROPSHIP_HOME)")
+    apply.add_argument("--weekly-cron", default="0 3 * * 1", help="cron of the weekly development build (default: Monday 03:00)")
+    apply.add_argument("--timezone", default="UTC", help="IANA timezone of --weekly-cron (default UTC)")
+    apply.add_argument("--weekly-ref", default="main", help="branch the weekly build releases (default main)")
+    apply.add_argument("--reap-minutes", type=float, default=10.0, help="how often the reaper runs (default 10)")
+    apply.add_argument("--provider", choices=["local", "digitalocean"], default="local", help="machines the reaper checks")
+    apply.add_argument("--machines", type=int, default=8, help="slots of the dropship-machines limit (default 8)")
+
+    keys = commands.add_parser("keys", help="generate or export a repository signing key",
+                               description="Make the GnuPG key that signs the repositories, or print its public part.")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    gen = keys_commands.add_parser("generate", help="generate an ed25519 signing key (no passphrase)",
+                                   description="Write a new armored secret key to --out (mode 0600) and/or save it "
+                                   "as a SigningKey block (--block, needs PREFECT_API_URL).")
+    gen.add_argument("--name", required=True, help='user id name, e.g. "Example Project release key"')
+    gen.add_argument("--email", required=True, help="user id email")
+    gen.add_argument("--expire-days", type=int, default=730, help="validity in days (default 730)")
+    gen.add_argument("--out", type=Path, help="file to write the secret key to")
+    gen.add_argument("--block", help="SigningKey block name to save the key as")
+    exp = keys_commands.add_parser("export", help="print the public key of a key file or SigningKey block",
+                                   description="Print the armored public key (what users import) of --file or --block.")
+    exp.add_argument("--file", type=Path, help="armored secret key file")
+    exp.add_argument("--block", help="SigningKey block name (needs PREFECT_API_URL)")
 
     reap = commands.add_parser(
         "reap",
@@ -127,6 +183,17 @@ def _demo(args: argparse.Namespace) -> int:
 def _release(args: argparse.Namespace) -> int:
     if not os.environ.get("PREFECT_API_URL"):
         raise DropshipError("set PREFECT_API_URL to the Prefect server the build machines' workers use")
+    if args.submit:
+        from deployments.runs import RELEASE_TAG, submit
+
+        if not args.tag or args.ref:
+            raise DropshipError("--submit starts the release-tag deployment: give a tag, not --ref")
+        params: dict[str, object] = {"tag": args.tag, "dry_run": args.dry_run, "force": args.force}
+        if args.targets:
+            params["targets"] = args.targets
+        run_id = submit(RELEASE_TAG, params)
+        print(f"submitted {args.tag}: flow run {run_id} of {RELEASE_TAG}; `dropship status` follows it")
+        return 0
     from flows.release import release
 
     state = release(
@@ -185,6 +252,121 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    _need_api("the releases are runs on that server")
+    import json
+
+    from deployments.runs import recent_releases
+
+    rows = recent_releases(args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no release, promotion or rollback has run yet")
+        return 0
+    columns = ("start", "deployment", "what", "state", "seconds", "name", "id")
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+    return 0
+
+
+def _webhook(args: argparse.Namespace) -> int:
+    _need_api("the receiver creates flow runs there")
+    import logging
+
+    import uvicorn
+
+    from blocks.webhook import WebhookSecrets
+    from deployments.runs import release_starter
+    from dropship.manifest import load_manifest
+    from dropship.webhook import create_app
+
+    manifest = load_manifest(args.manifest)
+    try:
+        secrets = WebhookSecrets.load(args.secrets_block).secrets()
+    except ValueError as exc:
+        raise DropshipError(f"no WebhookSecrets block named {args.secrets_block!r}: {exc}") from exc
+    if not (secrets.gitlab_token or secrets.github_secret):
+        raise DropshipError(f"block {args.secrets_block!r} has neither a GitLab token nor a GitHub secret")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = create_app(manifest, secrets, release_starter(args.deployment))
+    print(f"webhook receiver on http://{args.host}:{args.port}/hooks/release -> {args.deployment}", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _deployments(args: argparse.Namespace) -> int:
+    _need_api("that is where the deployments go")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    from prefect.client.schemas.schedules import CronSchedule
+
+    from deployments import Settings
+    from deployments.apply import apply
+    from dropship.manifest import load_manifest
+
+    manifest = args.manifest.resolve()
+    load_manifest(manifest)
+    try:
+        ZoneInfo(args.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise DropshipError(f"--timezone {args.timezone!r} is not an IANA timezone") from exc
+    try:
+        CronSchedule(cron=args.weekly_cron, timezone=args.timezone)
+    except ValueError as exc:
+        raise DropshipError(f"--weekly-cron {args.weekly_cron!r} is not a cron expression") from exc
+    settings = Settings(
+        manifest=str(manifest), workdir=str(args.workdir.resolve()) if args.workdir else None,
+        weekly_cron=args.weekly_cron, timezone=args.timezone, weekly_ref=args.weekly_ref,
+        reap_minutes=args.reap_minutes, provider=args.provider, machines_limit=args.machines,
+    )
+    for line in apply(settings).lines():
+        print(line, flush=True)
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from dropship.signing import Signer, generate_key
+
+    if args.keys_command == "generate":
+        if not args.out and not args.block:
+            raise DropshipError("say where the key goes: --out FILE and/or --block NAME")
+        print(f"generating an ed25519 key for {args.name} <{args.email}> ...", flush=True)
+        key = generate_key(args.name, args.email, expire_days=args.expire_days)
+        if args.out:
+            args.out.touch(mode=0o600, exist_ok=False)
+            args.out.write_text(key)
+            print(f"secret key written to {args.out} (mode 0600)")
+        if args.block:
+            _need_api("blocks live on the Prefect server")
+            from blocks.signing_key import SigningKey
+
+            SigningKey(private_key=key).save(args.block, overwrite=False)
+            print(f"saved as SigningKey block {args.block!r}")
+        with Signer([key]) as signer:
+            print(f"fingerprint: {signer.fingerprints[0]}")
+        return 0
+    if bool(args.file) == bool(args.block):
+        raise DropshipError("give exactly one of --file or --block")
+    if args.block:
+        _need_api("blocks live on the Prefect server")
+        from blocks.signing_key import SigningKey
+
+        with SigningKey.load(args.block).signer() as signer:
+            print(signer.public_key_armored(), end="")
+        return 0
+    try:
+        text = args.file.read_text()
+    except OSError as exc:
+        raise DropshipError(f"cannot read {args.file}: {exc.strerror}") from exc
+    with Signer([text]) as signer:
+        print(signer.public_key_armored(), end="")
+    return 0
+
+
 def _emulator(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -217,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     handlers = {
         "demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
-        "rollback": _rollback,
+        "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
     }
     try:
         return handlers[args.command](args)

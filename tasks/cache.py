@@ -16,6 +16,7 @@ from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 
 from dropship.cache import LocalArtifactStore, Lookup, why_built
@@ -25,6 +26,7 @@ from dropship.summary import TargetSummary
 from tasks.build import build_on_machine
 from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
+from tasks.settings import MACHINES_LIMIT
 
 
 @dataclass
@@ -53,9 +55,12 @@ def build_target(
     store = store_for(workdir)
     reason = why_built(store.last(target_name), plan.content[target_name], forced=forced)
     get_run_logger().info("building %s (%s), content hash %s", target_name, reason, content_hash[:12])
-    machine = provision_machine(manifest, plan, target_name, workdir)
-    built = build_on_machine(manifest, plan, target_name, machine, workdir)
-    summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
+    # One slot of `dropship-machines` per machine alive, when `dropship
+    # deployments apply` created the limit; without it, no cap (the demo).
+    with concurrency(MACHINES_LIMIT, occupy=1, strict=False, timeout_seconds=3600):
+        machine = provision_machine(manifest, plan, target_name, workdir)
+        built = build_on_machine(manifest, plan, target_name, machine, workdir)
+        summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
     files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
     store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
     summary.reason = reason

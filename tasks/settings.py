@@ -11,13 +11,10 @@ from prefect.settings import PREFECT_API_URL
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
 
-BUILDERS_POOL = "dropship-builders"
+from deployments import BUILDERS_POOL, MACHINES_LIMIT, PUBLISH_LIMIT  # noqa: F401 - re-exported names
+
 BUILD_FLOW = "build"
 BUILD_DEPLOYMENT = f"{BUILD_FLOW}/build"
-PUBLISH_LIMIT = "dropship-publish"
-"""Global concurrency limit (1 slot) held for a whole publication or rollback."""
-MACHINES_LIMIT = "dropship-machines"
-"""Global concurrency limit on build machines alive at once (one slot per machine)."""
 
 
 def api_url() -> str:

@@ -47,13 +47,25 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing_key: str) -> Iterator[World]:
+    base = tmp_path_factory.mktemp("publication")
+    server = start_repo_server(base / "server")
+    try:
+        web = start_nginx(base / "nginx", server.root / "current")
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        yield _publish_two_releases(base, server, web, signing_key)
+    finally:
+        web.stop()
+        server.stop()
+
+
+def _publish_two_releases(base: Path, server: RepoServerHost, web: Nginx, signing_key: str) -> World:
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
     from flows.release import release
 
-    base = tmp_path_factory.mktemp("publication")
-    server = start_repo_server(base / "server")
-    web = start_nginx(base / "nginx", server.root / "current")
     repo = prepare_repository(base / "hello", "v0.1.0")
     manifest = repo / "dropship.toml"
     text = manifest.read_text().replace('signing_key = "hello-signing-key"', 'signing_key = "hello-ssh-signing-key"')
@@ -72,9 +84,7 @@ def world(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing
         state = release(manifest=str(manifest), workdir=str(world.workdir), return_state=True, **kwargs)
         assert state.is_completed(), state.message
         world.runs[name] = state.result()
-    yield world
-    web.stop()
-    server.stop()
+    return world
 
 
 def test_releases_are_published_over_ssh_and_served_by_nginx(world: World, tmp_path: Path) -> None:

@@ -1,0 +1,82 @@
+"""What dropship deploys to Prefect, as data: deployments, schedules, work pools, limits.
+
+`deployments/prefect.yaml` says the same for `prefect deploy --all`;
+`dropship deployments apply` (`deployments.apply`) creates it from this
+module, plus what a prefect.yaml can't hold: the global concurrency limits
+and the zombie-run automation. A test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+ORCHESTRATOR_POOL = "dropship-orchestrator"
+"""Process work pool of the orchestrator: releases, promotion, rollback, reaping."""
+BUILDERS_POOL = "dropship-builders"
+"""Process work pool the build machines' workers serve, one work queue per machine."""
+PUBLISH_LIMIT = "dropship-publish"
+MACHINES_LIMIT = "dropship-machines"
+ZOMBIE_AUTOMATION = "dropship: crash zombie flow runs"
+HEARTBEAT_SECONDS = 30
+"""Flow runs of these deployments send a heartbeat this often; 3 missed ones make a run a zombie."""
+DEFAULT_WEEKLY_CRON = "0 3 * * 1"
+DEFAULT_TIMEZONE = "UTC"
+DEFAULT_REAP_MINUTES = 10
+
+
+@dataclass(frozen=True)
+class DeploymentSpec:
+    flow: str
+    """Flow name (the deployment is `<flow>/<name>`)."""
+    name: str
+    entrypoint: str
+    """Module path: workers import the installed dropship, no source is pulled."""
+    pool: str
+    description: str
+    parameters: dict[str, Any] = field(default_factory=dict)
+    cron: str | None = None
+    timezone: str | None = None
+    interval_minutes: float | None = None
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.flow}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    manifest: str
+    """Absolute path of the project's dropship.toml on the orchestrator."""
+    workdir: str | None = None
+    weekly_cron: str = DEFAULT_WEEKLY_CRON
+    timezone: str = DEFAULT_TIMEZONE
+    weekly_ref: str = "main"
+    reap_minutes: float = DEFAULT_REAP_MINUTES
+    provider: str = "local"
+    machines_limit: int = 8
+
+
+def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
+    common: dict[str, Any] = {"manifest": settings.manifest}
+    if settings.workdir:
+        common["workdir"] = settings.workdir
+    return [
+        DeploymentSpec("release", "release-tag", "flows.release.release", ORCHESTRATOR_POOL,
+                       "Release a tag (vX.Y.Z or the manifest's extra pattern): run with -p tag=v1.4.2.", dict(common)),
+        DeploymentSpec("release", "release-weekly", "flows.release.release", ORCHESTRATOR_POOL,
+                       f"Weekly development build of {settings.weekly_ref} into the nightly suites.",
+                       {**common, "ref": settings.weekly_ref}, cron=settings.weekly_cron, timezone=settings.timezone),
+        DeploymentSpec("promote", "promote", "flows.promote.promote", ORCHESTRATOR_POOL,
+                       "Publish a development build as a release tag, without rebuilding: -p build=<id> -p as_tag=vX.Y.Z.",
+                       dict(common)),
+        DeploymentSpec("rollback", "rollback", "flows.rollback.rollback", ORCHESTRATOR_POOL,
+                       "Point the repository's current back at an earlier release (-p to=<id>, default: the previous).",
+                       dict(common)),
+        DeploymentSpec("reap", "reap", "flows.reap.reap", ORCHESTRATOR_POOL,
+                       "Delete build machines whose release is over or that outlived their TTL.",
+                       {"provider": settings.provider, **({"workdir": settings.workdir} if settings.workdir else {})},
+                       interval_minutes=settings.reap_minutes),
+        DeploymentSpec("build", "build", "flows.build.build", BUILDERS_POOL,
+                       "One target's build, run by the worker on that target's machine (started by the release flow)."),
+    ]

@@ -1,0 +1,184 @@
+"""`dropship deployments apply`: create or update everything dropship needs on a Prefect server.
+
+Idempotent: pools, limits and the automation are created only when missing
+(an operator's later change to a limit is kept), deployments are upserted by
+name, so a second apply leaves the server as it was.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoolCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.workers.process import ProcessWorker
+
+from deployments import (
+    BUILDERS_POOL, HEARTBEAT_SECONDS, MACHINES_LIMIT, ORCHESTRATOR_POOL, PUBLISH_LIMIT, ZOMBIE_AUTOMATION,
+    DeploymentSpec, Settings, deployment_specs,
+)
+
+POOLS = {
+    ORCHESTRATOR_POOL: "dropship orchestrator: releases, promotion, rollback, reaping",
+    BUILDERS_POOL: "dropship build machines; one work queue per machine",
+}
+
+
+@dataclass
+class Applied:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        return [f"created   {x}" for x in self.created] + [f"updated   {x}" for x in self.updated] + [
+            f"unchanged {x}" for x in self.unchanged
+        ]
+
+
+def heartbeat_env() -> dict[str, str]:
+    return {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+
+
+def ensure_pools(applied: Applied) -> None:
+    with get_client(sync_client=True) as client:
+        for name, description in POOLS.items():
+            try:
+                client.read_work_pool(name)
+                applied.unchanged.append(f"work pool {name}")
+            except ObjectNotFound:
+                client.create_work_pool(WorkPoolCreate(
+                    name=name, type="process", description=description,
+                    base_job_template=ProcessWorker.get_default_base_job_template(),
+                ))
+                applied.created.append(f"work pool {name}")
+
+
+def ensure_limits(applied: Applied, machines: int) -> None:
+    with get_client(sync_client=True) as client:
+        for name, limit in ((PUBLISH_LIMIT, 1), (MACHINES_LIMIT, machines)):
+            try:
+                client.read_global_concurrency_limit_by_name(name)
+                applied.unchanged.append(f"concurrency limit {name}")
+            except ObjectNotFound:
+                try:
+                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+                    applied.created.append(f"concurrency limit {name} ({limit})")
+                except ObjectAlreadyExists:
+                    applied.unchanged.append(f"concurrency limit {name}")
+
+
+def zombie_automation() -> Any:
+    """Prefect's recipe for self-hosted servers: a running flow run that misses
+    heartbeats for three periods is marked Crashed, which runs the release
+    flow's crash hook (teardown) and lets the reaper take its machines."""
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return Automation(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks flow runs Crashed when their heartbeats stop (dropship deployments apply).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="no heartbeat for 3 periods: the run's process is gone")],
+    )
+
+
+def ensure_automation(applied: Applied) -> None:
+    from prefect.automations import Automation
+
+    try:
+        Automation.read(name=ZOMBIE_AUTOMATION)
+        applied.unchanged.append(f"automation {ZOMBIE_AUTOMATION!r}")
+    except ValueError:
+        zombie_automation().create()
+        applied.created.append(f"automation {ZOMBIE_AUTOMATION!r}")
+
+
+def _flow(entrypoint: str) -> Any:
+    module, name = entrypoint.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
+
+
+def _schedules(spec: DeploymentSpec) -> list[Any]:
+    from prefect.schedules import Cron, Interval
+
+    if spec.cron:
+        return [Cron(spec.cron, timezone=spec.timezone)]
+    if spec.interval_minutes:
+        return [Interval(timedelta(minutes=spec.interval_minutes))]
+    return []
+
+
+def _job_variables(spec: DeploymentSpec) -> dict[str, Any]:
+    return {"env": heartbeat_env()} if spec.pool == ORCHESTRATOR_POOL else {}
+
+
+def _wanted(spec: DeploymentSpec) -> tuple[Any, ...]:
+    schedules: list[tuple[Any, ...]] = []
+    if spec.cron:
+        schedules.append(("cron", spec.cron, spec.timezone))
+    if spec.interval_minutes:
+        schedules.append(("interval", spec.interval_minutes * 60))
+    return (spec.parameters, spec.pool, spec.entrypoint, spec.description, schedules, _job_variables(spec))
+
+
+def _actual(deployment: Any) -> tuple[Any, ...]:
+    schedules: list[tuple[Any, ...]] = []
+    for item in deployment.schedules:
+        schedule = item.schedule
+        if getattr(schedule, "cron", None):
+            schedules.append(("cron", schedule.cron, schedule.timezone))
+        elif getattr(schedule, "interval", None):
+            schedules.append(("interval", schedule.interval.total_seconds()))
+    return (
+        deployment.parameters, deployment.work_pool_name, deployment.entrypoint, deployment.description,
+        schedules, deployment.job_variables or {},
+    )
+
+
+def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
+    """Upsert `spec`; a deployment already as wanted is not touched (its schedule keeps its planned runs)."""
+    from prefect.deployments.runner import EntrypointType
+
+    with get_client(sync_client=True) as client:
+        try:
+            existing = client.read_deployment_by_name(spec.full_name)
+        except ObjectNotFound:
+            existing = None
+    if existing is not None and _actual(existing) == _wanted(spec):
+        applied.unchanged.append(f"deployment {spec.full_name}")
+        return
+    _flow(spec.entrypoint).deploy(
+        name=spec.name, work_pool_name=spec.pool, entrypoint_type=EntrypointType.MODULE_PATH,
+        parameters=spec.parameters, description=spec.description, schedules=_schedules(spec),
+        job_variables=_job_variables(spec), build=False, push=False, print_next_steps=False,
+    )
+    (applied.updated if existing is not None else applied.created).append(f"deployment {spec.full_name}")
+
+
+def apply(settings: Settings) -> Applied:
+    applied = Applied()
+    ensure_pools(applied)
+    ensure_limits(applied, settings.machines_limit)
+    for spec in deployment_specs(settings):
+        ensure_deployment(spec, applied)
+    ensure_automation(applied)
+    return applied
