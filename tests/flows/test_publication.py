@@ -192,3 +192,23 @@ def test_rollback_switches_back_and_clients_follow(world: World, tmp_path: Path)
     assert world.current == world.runs["promoted"]["release_id"]
     with pytest.raises(Exception, match="not on the server"):
         rollback(manifest=str(world.manifest), to="20990101T000000Z-v9.9.9", workdir=str(world.workdir))
+
+
+def test_dry_run_builds_and_signs_but_publishes_nothing(world: World) -> None:
+    from dropship.demo import GIT_IDENTITY
+    from flows.release import release
+
+    before = world.current
+    releases_before = sorted(p.name for p in (world.server.root / "releases").iterdir())
+    subprocess.run(["git", *GIT_IDENTITY, "-C", str(world.manifest.parent), "tag", "-a", "v0.3.0", "-m", "v0.3.0"], check=True)
+    state = release(manifest=str(world.manifest), tag="v0.3.0", targets=["amd64-deb"], dry_run=True,
+                    workdir=str(world.workdir), return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+    assert summary["status"] == "dry-run" and summary["machines_created"] == 1
+    assert summary["targets"][0]["status"] == "built"
+    tree = Path(summary["repository"])
+    assert (tree / "pool/main/h/hello/hello_0.3.0_amd64.deb").exists(), "the signed tree is left for inspection"
+    assert world.current == before
+    assert sorted(p.name for p in (world.server.root / "releases").iterdir()) == releases_before
+    assert machine_processes() == []

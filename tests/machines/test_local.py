@@ -28,7 +28,8 @@ def test_create_list_delete_leaves_no_process(tmp_path: Path) -> None:
     # a child that escaped the worker's process group is still found and stopped
     escaped = subprocess.Popen(["sleep", "300"], env={**os.environ, "DROPSHIP_MACHINE_ID": a.id}, start_new_session=True)
     provider.delete(a.id)
-    assert escaped.wait(timeout=10) == -signal.SIGTERM
+    # SIGTERM, or SIGKILL after the grace period when a loaded machine is slow to stop
+    assert escaped.wait(timeout=20) in (-signal.SIGTERM, -signal.SIGKILL)
     assert _pids_with_marker(a.id) == []
     assert not root.exists()
     assert [m.name for m in provider.list()] == ["b"]
