@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from dropship import __version__
 from dropship.errors import DropshipError
@@ -202,10 +203,7 @@ def _release(args: argparse.Namespace) -> int:
         workdir=str(args.workdir) if args.workdir else None,
         return_state=True,
     )
-    if not state.is_completed():
-        print(f"dropship: release failed: {state.message}", file=sys.stderr)
-        return 1
-    return 0
+    return 0 if _outcome(state, "release") is not None else 1
 
 
 def _reap(args: argparse.Namespace) -> int:
@@ -224,16 +222,23 @@ def _need_api(why: str) -> None:
         raise DropshipError(f"set PREFECT_API_URL to the Prefect server: {why}")
 
 
+def _outcome(state: Any, what: str) -> Any:
+    """The flow's return value, or None after printing why it failed (one line)."""
+    if not state.is_completed():
+        print(f"dropship: {what} failed: {state.message}", file=sys.stderr)
+        return None
+    return state.result()
+
+
 def _promote(args: argparse.Namespace) -> int:
     _need_api("the promotion runs as a flow and holds the publish lock there")
     from flows.promote import promote
 
     state = promote(manifest=str(args.manifest), build=args.build, as_tag=args.as_tag,
                     workdir=str(args.workdir) if args.workdir else None, return_state=True)
-    if not state.is_completed():
-        print(f"dropship: promotion failed: {state.message}", file=sys.stderr)
+    result = _outcome(state, "promotion")
+    if result is None:
         return 1
-    result = state.result()
     print(f"promoted {result['promoted_from']} as {result['tag']}: release {result['release_id']}")
     return 0
 
@@ -244,10 +249,9 @@ def _rollback(args: argparse.Namespace) -> int:
 
     state = rollback(manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None,
                      return_state=True)
-    if not state.is_completed():
-        print(f"dropship: rollback failed: {state.message}", file=sys.stderr)
+    result = _outcome(state, "rollback")
+    if result is None:
         return 1
-    result = state.result()
     print(f"current: {result['from']} -> {result['to']}")
     return 0
 
