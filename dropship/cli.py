@@ -338,6 +338,8 @@ def _keys(args: argparse.Namespace) -> int:
     if args.keys_command == "generate":
         if not args.out and not args.block:
             raise DropshipError("say where the key goes: --out FILE and/or --block NAME")
+        if args.out and args.out.exists():
+            raise DropshipError(f"{args.out} exists; a signing key is never overwritten")
         print(f"generating an ed25519 key for {args.name} <{args.email}> ...", flush=True)
         key = generate_key(args.name, args.email, expire_days=args.expire_days)
         if args.out:

@@ -18,12 +18,45 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
         assert command in out
 
 
-@pytest.mark.parametrize("command", ["demo", "release", "reap", "emulator"])
+@pytest.mark.parametrize(
+    "command",
+    ["demo", "release", "reap", "emulator", "status", "webhook", "promote", "rollback", "deployments", "keys",
+     "deployments apply", "keys generate", "keys export"],
+)
 def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
-        main([command, "--help"])
+        main([*command.split(), "--help"])
     assert info.value.code == 0
     assert "usage: dropship " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv", [["release", "v1.0.0"], ["status"], ["promote", "x", "--as", "v1.0.0"], ["rollback"], ["webhook"],
+             ["deployments", "apply"]],
+)
+def test_server_commands_without_server_fail_in_one_line(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dropship: set PREFECT_API_URL") and err.count("\n") == 1
+
+
+def test_keys_generate_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "release.asc"
+    assert main(["keys", "generate", "--name", "Example release key", "--email", "rel@example.invalid", "--out", str(key)]) == 0
+    assert key.stat().st_mode & 0o077 == 0 and "PRIVATE KEY BLOCK" in key.read_text()
+    fingerprint = capsys.readouterr().out.split("fingerprint: ")[1].strip()
+    assert main(["keys", "export", "--file", str(key)]) == 0
+    public = capsys.readouterr().out
+    assert public.startswith("-----BEGIN PGP PUBLIC KEY BLOCK-----") and "PRIVATE" not in public
+    from dropship.signing import Signer
+
+    with Signer([key.read_text()]) as signer:
+        assert signer.fingerprints == [fingerprint]
+    assert main(["keys", "generate", "--name", "x", "--email", "x@example.invalid", "--out", str(key)]) == 1
+    assert capsys.readouterr().err == f"dropship: {key} exists; a signing key is never overwritten\n"
 
 
 def test_release_without_server_fails_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:

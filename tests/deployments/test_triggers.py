@@ -172,7 +172,50 @@ def test_deployment_run_is_picked_up_by_a_process_worker(prefect_server: str, tm
         index = json.loads((current / "index.json").read_text())
         assert [r["name"] for r in index["releases"]] == ["v0.2.0"]
         assert machine_processes() == []
+        status = subprocess.run([sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
+                                env=env, capture_output=True, text=True, timeout=120, check=True)
+        row = next(r for r in json.loads(status.stdout) if r["id"] == run_id.group(1))
+        assert (row["deployment"], row["what"], row["state"]) == ("release-tag", "v0.2.0", "Completed")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
+        log.close()
+
+
+def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, tmp_path: Path) -> None:
+    """`dropship webhook` as a user starts it: the block's token guards it."""
+    from blocks.webhook import WebhookSecrets
+
+    WebhookSecrets(gitlab_token="block-token").save("dropship-webhook-cli-test", overwrite=True)
+    port = free_port()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}
+    log = (tmp_path / "webhook.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dropship.cli", "webhook", "--port", str(port), "--manifest",
+         str(ROOT / "examples/hello/dropship.toml"), "--secrets-block", "dropship-webhook-cli-test"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "webhook.log").read_text()
+            time.sleep(0.2)
+        headers, body = _gitlab("v1.0.0", token="gl-token")
+        assert httpx.post(f"{url}/hooks/release", headers=headers, content=body).status_code == 401
+        headers, body = _gitlab("main", token="block-token", ref_kind="heads")
+        assert httpx.post(f"{url}/hooks/release", headers=headers, content=body).status_code == 200
+        headers, body = _gitlab("v1.0", token="block-token")
+        assert httpx.post(f"{url}/hooks/release", headers=headers, content=body).status_code == 400
+        github_headers, github_body = _github("refs/tags/v1.0.0")
+        assert httpx.post(f"{url}/hooks/release", headers=github_headers, content=github_body).status_code == 401, \
+            "no GitHub secret in the block: GitHub deliveries are refused"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
         log.close()
