@@ -124,6 +124,7 @@ def test_atomic_publication_never_fails_a_client(tmp_path: Path, server: RepoSer
     assert loop.runs >= 2 * RELEASES, f"only {loop.runs} apt-get runs overlapped the publications"
     assert loop.failures == [], f"{len(loop.failures)} of {loop.runs} clients failed:\n{loop.failures[0]}"
     assert os.readlink(server.root / "current") == f"releases/r{RELEASES:02}"
+    print(f"atomic SSH publication: 0 of {loop.runs} apt-get runs failed")
 
 
 def _upload_in_place(session: SshSession, tree: Path, live: str, previous: Path | None) -> None:
