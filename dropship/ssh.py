@@ -82,6 +82,18 @@ class Endpoint:
     host_public_key: str
 
 
+@dataclass
+class Held:
+    """A remote command kept running (see `SshSession.hold`); `close()` ends it."""
+
+    stdin: paramiko.ChannelFile
+    channel: paramiko.Channel
+
+    def close(self) -> None:
+        self.stdin.close()
+        self.channel.close()
+
+
 class SshSession:
     """One authenticated SSH connection; use as a context manager."""
 
@@ -182,27 +194,26 @@ class SshSession:
             raise MachineError(f"remote command {command!r} exited {status}: {(err or out).strip()[-500:]}")
         return out
 
-    def hold(self, argv: Sequence[str], *, ready: str, timeout: float) -> paramiko.Channel:
-        """Start a remote command that runs until its channel closes; wait for `ready` on its stdout.
+    def hold(self, argv: Sequence[str], *, ready: str, timeout: float) -> Held:
+        """Start a remote command that runs until we close it; wait for `ready` on its stdout.
 
         Used for the repository server's lock: `flock` keeps the lock exactly as
-        long as this connection lives, so a dropped orchestrator never leaves a
-        stale lock behind.
+        long as this channel lives, so a dropped orchestrator never leaves a
+        stale lock behind. The command's stdin stays open until `close()`
+        (closing paramiko's stdin file, even by garbage collection, sends EOF).
         """
         if self._client is None:
             raise MachineError("SSH session is not connected")
         command = shlex.join(argv)
         try:
-            _, stdout, _ = self._client.exec_command(command, timeout=timeout)
+            stdin, stdout, _ = self._client.exec_command(command, timeout=timeout)
             line = stdout.readline().strip()
         except (OSError, paramiko.SSHException, socket.timeout) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if line != ready:
             status = stdout.channel.recv_exit_status() if stdout.channel.exit_status_ready() else None
             raise MachineError(f"remote command {command!r} did not get ready (exit {status}, said {line!r})")
-        channel: paramiko.Channel = stdout.channel
-        channel.settimeout(None)
-        return channel
+        return Held(stdin, stdout.channel)
 
     @property
     def transport(self) -> paramiko.Transport:

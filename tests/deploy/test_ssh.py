@@ -120,3 +120,32 @@ def test_wrong_host_key_is_refused_before_anything_is_sent(server: RepoServerHos
     with pytest.raises(PublishError, match="pinned"):
         publisher.publish(_tree(tmp_path / "t", {"a": b"1"}), "r1")
     assert not (server.root / "releases").exists()
+
+
+def test_two_publishers_at_once_do_not_interleave(server: RepoServerHost, tmp_path: Path) -> None:
+    """Two orchestrators (own mirrors) publish at the same moment: the server's lock serialises them."""
+    import threading
+    import time
+
+    uploads: dict[str, list[float]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+
+    def publish(name: str) -> None:
+        tree = _tree(tmp_path / f"t-{name}", {f"{name}/{i:02}": os.urandom(20_000) for i in range(30)})
+        try:
+            _publisher(server, tmp_path / f"mirror-{name}").publish(
+                tree, f"r-{name}", progress=lambda step, done, total: uploads[name].append(time.monotonic())
+            )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(n,)) for n in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    first, second = sorted(uploads.values(), key=lambda times: times[0])
+    assert first[-1] < second[0], "the second upload started before the first publication ended"
+    for name in ("a", "b"):
+        assert sorted(p.name for p in (server.root / "releases" / f"r-{name}" / name).iterdir()) == [f"{i:02}" for i in range(30)]
