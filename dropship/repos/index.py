@@ -176,7 +176,7 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
             promoted = f" · promoted from {e(r.promoted_from)}" if r.promoted_from else ""
             parts += [
                 f'<section class="release" id="{e(r.id)}"><h3>{e(r.name)}{badge}</h3>',
-                f'<div class="meta">version {e(r.version)} · {e(r.date)} · commit <code>{e(r.commit[:12])}</code>'
+                f'<div class="meta">release <code>{e(r.id)}</code> · version {e(r.version)} · {e(r.date)} · commit <code>{e(r.commit[:12])}</code>'
                 f" · suites {e(', '.join(r.suites))} · targets {e(', '.join(r.targets))}{promoted}</div>",
                 "<table><thead><tr><th>target</th><th>package</th><th>size</th><th>sha256</th></tr></thead><tbody>",
             ]

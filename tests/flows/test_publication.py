@@ -126,7 +126,7 @@ def test_index_page_renders_in_chromium(world: World, tmp_path: Path) -> None:
     url = f"{world.web.url}/index.html"
     dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
     assert "hello releases" in dom and "Stable releases" in dom and "Development releases" in dom
-    assert "v0.1.0" in dom and world.runs["nightly"]["version"] in dom
+    assert "v0.1.0" in dom and world.runs["nightly"]["version"] in dom and world.runs["stable"]["release_id"] in dom
     shot = Path(os.environ.get("DROPSHIP_SCREENSHOT_DIR", tmp_path)) / "index.png"
     subprocess.run([chromium, *flags, "--window-size=1280,1400", f"--screenshot={shot}", url],
                    capture_output=True, timeout=120, check=True)
