@@ -145,3 +145,18 @@ http {{
         )
     _wait_port(port, log, "nginx")
     return Nginx(f"http://127.0.0.1:{port}", process, folder)
+
+
+def stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    """SIGTERM the process group started with start_new_session; SIGKILL what outlives `grace`.
+
+    A Prefect worker's graceful shutdown can take longer than a test wants to wait.
+    """
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)

@@ -9,7 +9,6 @@ import hmac
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -27,6 +26,7 @@ from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
 from dropship.webhook import Secrets, create_app
 from tests.flows.test_release import machine_processes
+from tests.servers import stop_group
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -177,8 +177,7 @@ def test_deployment_run_is_picked_up_by_a_process_worker(prefect_server: str, tm
         row = next(r for r in json.loads(status.stdout) if r["id"] == run_id.group(1))
         assert (row["deployment"], row["what"], row["state"]) == ("release-tag", "v0.2.0", "Completed")
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop_group(worker, grace=10)
         log.close()
 
 
@@ -216,6 +215,5 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
         assert httpx.post(f"{url}/hooks/release", headers=github_headers, content=github_body).status_code == 401, \
             "no GitHub secret in the block: GitHub deliveries are refused"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        stop_group(process)
         log.close()
