@@ -137,13 +137,29 @@ def test_webhook_deliveries_start_exactly_the_right_runs(receiver: str) -> None:
     assert all(r.state.is_scheduled() for r in runs)
 
 
-def test_deployment_run_is_picked_up_by_a_process_worker(prefect_server: str, tmp_path: Path, signing_key: str) -> None:
+def _remove_server_wide_settings() -> None:
+    """The session's server is shared: drop the automation and the machines limit that apply made,
+    so later tests' flows don't pay for them (SQLite serialises the automation's writes)."""
+    from prefect.automations import Automation
+    from prefect.client.orchestration import get_client
+
+    from deployments import MACHINES_LIMIT, ZOMBIE_AUTOMATION
+
+    Automation.read(name=ZOMBIE_AUTOMATION).delete()
+    with get_client(sync_client=True) as client:
+        client.delete_global_concurrency_limit_by_name(MACHINES_LIMIT)
+
+
+def test_deployment_run_is_picked_up_by_a_process_worker(
+    prefect_server: str, tmp_path: Path, signing_key: str, request: pytest.FixtureRequest
+) -> None:
     from prefect.client.orchestration import get_client
 
     from deployments.apply import apply
 
     manifest = _project(tmp_path, "v0.2.0", signing_key)
     apply(Settings(manifest=str(manifest), workdir=str(tmp_path / "state")))
+    request.addfinalizer(_remove_server_wide_settings)
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "DROPSHIP_HOME": str(tmp_path / "state")}
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
