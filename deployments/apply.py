@@ -8,6 +8,7 @@ name, so a second apply leaves the server as it was.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -30,14 +31,16 @@ POOLS = {
 
 @dataclass
 class Applied:
-    created: list[str] = field(default_factory=list)
-    updated: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
+    """What apply did to each thing, in order; `echo` shows each line as it happens (the CLI's progress)."""
 
-    def lines(self) -> list[str]:
-        return [f"created   {x}" for x in self.created] + [f"updated   {x}" for x in self.updated] + [
-            f"unchanged {x}" for x in self.unchanged
-        ]
+    lines: list[str] = field(default_factory=list)
+    echo: Callable[[str], None] | None = None
+
+    def note(self, what: str, thing: str) -> None:
+        line = f"{what:<9} {thing}"
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo(line)
 
 
 def heartbeat_env() -> dict[str, str]:
@@ -49,13 +52,13 @@ def ensure_pools(applied: Applied) -> None:
         for name, description in POOLS.items():
             try:
                 client.read_work_pool(name)
-                applied.unchanged.append(f"work pool {name}")
+                applied.note("unchanged", f"work pool {name}")
             except ObjectNotFound:
                 client.create_work_pool(WorkPoolCreate(
                     name=name, type="process", description=description,
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 ))
-                applied.created.append(f"work pool {name}")
+                applied.note("created", f"work pool {name}")
 
 
 def ensure_limits(applied: Applied, machines: int) -> None:
@@ -63,13 +66,13 @@ def ensure_limits(applied: Applied, machines: int) -> None:
         for name, limit in ((PUBLISH_LIMIT, 1), (MACHINES_LIMIT, machines)):
             try:
                 client.read_global_concurrency_limit_by_name(name)
-                applied.unchanged.append(f"concurrency limit {name}")
+                applied.note("unchanged", f"concurrency limit {name}")
             except ObjectNotFound:
                 try:
                     client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-                    applied.created.append(f"concurrency limit {name} ({limit})")
+                    applied.note("created", f"concurrency limit {name} ({limit})")
                 except ObjectAlreadyExists:
-                    applied.unchanged.append(f"concurrency limit {name}")
+                    applied.note("unchanged", f"concurrency limit {name}")
 
 
 def zombie_automation() -> Any:
@@ -106,10 +109,10 @@ def ensure_automation(applied: Applied) -> None:
 
     try:
         Automation.read(name=ZOMBIE_AUTOMATION)
-        applied.unchanged.append(f"automation {ZOMBIE_AUTOMATION!r}")
+        applied.note("unchanged", f"automation {ZOMBIE_AUTOMATION!r}")
     except ValueError:
         zombie_automation().create()
-        applied.created.append(f"automation {ZOMBIE_AUTOMATION!r}")
+        applied.note("created", f"automation {ZOMBIE_AUTOMATION!r}")
 
 
 def _flow(entrypoint: str) -> Any:
@@ -164,18 +167,18 @@ def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
         except ObjectNotFound:
             existing = None
     if existing is not None and _actual(existing) == _wanted(spec):
-        applied.unchanged.append(f"deployment {spec.full_name}")
+        applied.note("unchanged", f"deployment {spec.full_name}")
         return
     _flow(spec.entrypoint).deploy(
         name=spec.name, work_pool_name=spec.pool, entrypoint_type=EntrypointType.MODULE_PATH,
         parameters=spec.parameters, description=spec.description, schedules=_schedules(spec),
         job_variables=_job_variables(spec), build=False, push=False, print_next_steps=False,
     )
-    (applied.updated if existing is not None else applied.created).append(f"deployment {spec.full_name}")
+    applied.note("updated" if existing is not None else "created", f"deployment {spec.full_name}")
 
 
-def apply(settings: Settings) -> Applied:
-    applied = Applied()
+def apply(settings: Settings, echo: Callable[[str], None] | None = None) -> Applied:
+    applied = Applied(echo=echo)
     ensure_pools(applied)
     ensure_limits(applied, settings.machines_limit)
     for spec in deployment_specs(settings):

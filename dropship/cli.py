@@ -327,8 +327,7 @@ def _deployments(args: argparse.Namespace) -> int:
         weekly_cron=args.weekly_cron, timezone=args.timezone, weekly_ref=args.weekly_ref,
         reap_minutes=args.reap_minutes, provider=args.provider, machines_limit=args.machines,
     )
-    for line in apply(settings).lines():
-        print(line, flush=True)
+    apply(settings, echo=lambda line: print(line, flush=True))
     return 0
 
 
