@@ -19,6 +19,7 @@ as ``__cause__`` but no third-party exception type leaks upwards.
     ├── BuildFailed            a target's build did not complete
     ├── RepositoryError        indexing or signing a repository failed
     ├── PublishError           the atomic publication failed (nothing switched)
+    ├── WebhookRejected        a forge delivery refused; carries the HTTP status (401/400)
     └── ReleaseFailed          the release ended without publishing; lists causes
 """
 
@@ -116,3 +117,11 @@ class ReleaseFailed(DropshipError):
         if self.causes:
             message += "".join(f"\n  {name}: {why}" for name, why in sorted(self.causes.items()))
         super().__init__(message)
+
+
+class WebhookRejected(DropshipError):
+    """A webhook delivery the receiver refuses; `status` is the HTTP answer."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        self.status = status
+        super().__init__(reason)

@@ -36,20 +36,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from dropship.errors import ConfigError, DropshipError
+from dropship.errors import ConfigError
+from dropship.errors import WebhookRejected as Rejected
 from dropship.manifest import Manifest
 from dropship.release import ReleaseClass, classify
 
 ZERO_SHA = "0" * 40
 logger = logging.getLogger("dropship.webhook")
-
-
-class Rejected(DropshipError):
-    """A delivery the receiver refuses; `status` is the HTTP answer."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        self.status = status
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)
