@@ -12,7 +12,7 @@ from prefect.concurrency.sync import concurrency
 
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.deploy import PublishResult, rollback_target
+from dropship.deploy import PublishResult
 from dropship.errors import RepositoryError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
@@ -92,9 +92,7 @@ def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str 
     publisher = RepoServer.load(repo_server).publisher(workdir)
     ensure_concurrency_limit(PUBLISH_LIMIT, 1)
     with concurrency(PUBLISH_LIMIT, occupy=1, strict=True, timeout_seconds=1800):
-        current = publisher.current_id()
-        target = rollback_target(publisher.release_ids(), current, to)
-        publisher.switch(target)
+        current, target = publisher.rollback(to)
     get_run_logger().info("current: %s -> %s", current, target)
     return current, target
 

@@ -43,6 +43,9 @@ class Publisher(Protocol):
 
     def switch(self, release_id: str) -> None: ...
 
+    def rollback(self, to: str | None = None) -> tuple[str | None, str]:
+        """Switch `current` to `to`, or to the release before it; return (previous, new)."""
+
 
 def check_release_id(release_id: str) -> None:
     if not release_id or "/" in release_id or release_id.startswith(".") or release_id in (CURRENT, RELEASES):

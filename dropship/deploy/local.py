@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dropship.deploy.base import (
     CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+    rollback_target,
 )
 from dropship.deploy.listing import META_DIR, META_FILE, list_tree
 from dropship.errors import PublishError
@@ -106,13 +107,26 @@ class LocalPublisher:
                 raise PublishError(f"could not stage release {release_id}: {exc}") from exc
             if progress is not None:
                 progress("staged", linked + copied, linked + copied)
-            self.switch(release_id)
+            self._switch(release_id)
             removed = self._prune()
         return PublishResult(
             release_id, str(final), linked + copied, linked, copied, 0, tuple(removed)
         )
 
     def switch(self, release_id: str) -> None:
+        """Point `current` at a release already published, under the lock."""
+        with self._lock():
+            self._switch(release_id)
+
+    def rollback(self, to: str | None = None) -> tuple[str | None, str]:
+        """Switch to `to` or the release before the current one; return (from, to). One locked step."""
+        with self._lock():
+            current = self.current_id()
+            target = rollback_target(self.release_ids(), current, to)
+            self._switch(target)
+        return current, target
+
+    def _switch(self, release_id: str) -> None:
         """Point `current` at `release_id` with one rename (atomic on POSIX)."""
         check_release_id(release_id)
         if not (self.releases / release_id / META_FILE).is_file():

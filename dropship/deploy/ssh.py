@@ -30,6 +30,7 @@ import paramiko
 
 from dropship.deploy.base import (
     CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+    rollback_target,
 )
 from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
 from dropship.repos.files import CHUNK
@@ -287,9 +288,24 @@ class SshPublisher:
             raise PublishError(f"cannot write {remote} on {self.where}: {exc}") from exc
 
     def switch(self, release_id: str) -> None:
-        """Point `current` at a release already on the server (a rollback), under the lock."""
+        """Point `current` at a release already on the server, under the lock."""
         check_release_id(release_id)
         with self.session() as session, self._locked(session):
-            self._listing(session, release_id)  # refuses a release that was never completed
-            tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
-            session.run(["sh", "-c", _SWITCH, "sh", self.root, release_id, tmp])
+            self._switch(session, release_id)
+
+    def rollback(self, to: str | None = None) -> tuple[str | None, str]:
+        """Switch to `to` or the release before the current one; return (from, to).
+
+        Chosen and switched in one connection under the server's lock, so a
+        publish can't slip in between reading `current` and replacing it.
+        """
+        with self.session() as session, self._locked(session):
+            current = self._current(session)
+            target = rollback_target(self._ids(session), current, to)
+            self._switch(session, target)
+        return current, target
+
+    def _switch(self, session: SshSession, release_id: str) -> None:
+        self._listing(session, release_id)  # refuses a release that was never completed
+        tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
+        session.run(["sh", "-c", _SWITCH, "sh", self.root, release_id, tmp])

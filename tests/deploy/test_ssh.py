@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import SshPublisher, rollback_target
+from dropship.deploy import SshPublisher
 from dropship.deploy.listing import META_FILE
 from dropship.errors import PublishError
 from tests.servers import RepoServerHost, start_repo_server
@@ -90,13 +90,12 @@ def test_retention_and_rollback(server: RepoServerHost, tmp_path: Path) -> None:
     for n in (1, 2, 3):
         publisher.publish(_tree(tmp_path / f"t{n}", {"v": str(n).encode()}), f"r{n}")
     assert publisher.release_ids() == ["r2", "r3"]
-    target = rollback_target(publisher.release_ids(), publisher.current_id(), None)
-    publisher.switch(target)
+    assert publisher.rollback() == ("r3", "r2")
     assert (server.root / "current/v").read_bytes() == b"2"
     with pytest.raises(PublishError, match="no release older"):
-        rollback_target(publisher.release_ids(), publisher.current_id(), None)
+        publisher.rollback()
     with pytest.raises(PublishError, match="not on the server"):
-        rollback_target(publisher.release_ids(), publisher.current_id(), "r1")
+        publisher.rollback("r1")
     publisher.publish(_tree(tmp_path / "t4", {"v": b"4"}), "r4")
     assert publisher.release_ids() == ["r3", "r4"]
 
