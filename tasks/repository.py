@@ -19,7 +19,7 @@ from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
 from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
-from dropship.repos.tree import index_release, sign_release
+from dropship.repos.tree import sign_and_index
 from tasks.settings import PUBLISH_LIMIT, ensure_concurrency_limit
 
 
@@ -40,26 +40,26 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _published_tree(server: RepoServer, run_dir: str, workdir: str) -> Path:
+    """A fresh copy of what clients see now, to add this release to."""
+    tree = Path(run_dir) / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    server.publisher(workdir).fetch_current(tree)
+    return tree
+
+
 @task(name="sign", cache_policy=NO_CACHE)
 def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> str:
     """Build the new repository tree from the published one plus this release; return its path."""
     server = RepoServer.load(manifest.blocks.repo_server)
-    url = base_url or server.url()
-    tree = Path(plan.run_dir) / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    server.publisher(workdir).fetch_current(tree)
-    built = _packages(manifest, plan)
-    files = [f for fs in built.values() for f in fs]
-    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
-        result = sign_release(
-            tree, manifest, list(plan.suites), [f for f in files if f.suffix == ".deb"],
-            [f for f in files if f.suffix == ".rpm"], signer, base_url=url,
-        )
+    tree = _published_tree(server, plan.run_dir, workdir)
     release = IndexedRelease(
         id=plan.release_id, name=plan.name, release_class=plan.release_class, version=plan.version,
         commit=plan.commit, date=now_utc(), suites=list(plan.suites), targets=list(plan.targets),
     )
-    index_release(tree, manifest, url, release, {t: [f.name for f in fs] for t, fs in built.items()})
+    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
+        result = sign_and_index(tree, manifest, release, _packages(manifest, plan), signer,
+                                base_url=base_url or server.url())
     logger = get_run_logger()
     logger.info("APT: added %s; removed %s", result.apt_added, result.apt_removed or "nothing")
     logger.info("RPM: added %s; removed %s", result.rpm_added, result.rpm_removed or "nothing")
@@ -101,24 +101,15 @@ def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str 
 def sign_promotion(manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None) -> tuple[str, str]:
     """The published tree plus `build`'s packages in the tag's suites, signed; return (tree, release id)."""
     server = RepoServer.load(manifest.blocks.repo_server)
-    url = base_url or server.url()
-    tree = Path(run_dir) / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    server.publisher(workdir).fetch_current(tree)
+    tree = _published_tree(server, run_dir, workdir)
     promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
-    files = [f for fs in promotion.packages.values() for f in fs]
-    suites = list(promotion.classification.suites)
-    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
-        sign_release(
-            tree, manifest, suites, [f for f in files if f.suffix == ".deb"], [f for f in files if f.suffix == ".rpm"],
-            signer, base_url=url,
-        )
-    new_id = release_id(promotion.classification, datetime.now(timezone.utc))
     source = promotion.source
     release = IndexedRelease(
-        id=new_id, name=as_tag, release_class=promotion.classification.release_class.value, version=source.version,
-        commit=source.commit, date=now_utc(), suites=suites, targets=source.targets, promoted_from=source.id,
+        id=release_id(promotion.classification, datetime.now(timezone.utc)), name=as_tag,
+        release_class=promotion.classification.release_class.value, version=source.version, commit=source.commit,
+        date=now_utc(), suites=list(promotion.classification.suites), targets=source.targets, promoted_from=source.id,
     )
-    index_release(tree, manifest, url, release, {t: [f.name for f in fs] for t, fs in promotion.packages.items()})
-    get_run_logger().info("promoting %s (%s) as %s into %s: %d packages", source.id, source.version, as_tag, suites, len(files))
-    return str(tree), new_id
+    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
+        sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
+    get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
+    return str(tree), release.id

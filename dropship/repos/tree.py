@@ -83,10 +83,25 @@ def sign_release(
     return result
 
 
-def index_release(
-    tree: Path, manifest: Manifest, base_url: str, release: IndexedRelease, built: dict[str, list[str]]
-) -> ReleaseIndex:
-    """Record `release` (its packages as `built` per target) in the tree's index.json and index.html."""
-    release.artifacts = locate_artifacts(tree, built, release.suites)
-    index = ReleaseIndex(manifest.project.name, base_url, manifest.repository.key_name)
-    return update_index(tree, index, release)
+def sign_and_index(
+    tree: Path,
+    manifest: Manifest,
+    release: IndexedRelease,
+    packages: dict[str, list[Path]],
+    signer: Signer,
+    *,
+    base_url: str,
+) -> TreeResult:
+    """Add each target's `packages` to `release.suites`, sign, and record `release` in the tree's index.
+
+    The one path for a built release and a promoted one: they differ only in
+    where the packages come from and what the index says about them.
+    """
+    files = [f for fs in packages.values() for f in fs]
+    result = sign_release(
+        tree, manifest, list(release.suites), [f for f in files if f.suffix == ".deb"],
+        [f for f in files if f.suffix == ".rpm"], signer, base_url=base_url,
+    )
+    release.artifacts = locate_artifacts(tree, {t: [f.name for f in fs] for t, fs in packages.items()}, release.suites)
+    update_index(tree, ReleaseIndex(manifest.project.name, base_url, manifest.repository.key_name), release)
+    return result
