@@ -44,6 +44,13 @@ class DeploymentSpec:
         return f"{self.flow}/{self.name}"
 
 
+BUILD = DeploymentSpec(
+    "build", "build", "flows.build.build", BUILDERS_POOL,
+    "One target's build, run by the worker on that target's machine (started by the release flow).",
+)
+"""Also ensured by every release run, so a server without `apply` still works."""
+
+
 @dataclass(frozen=True)
 class Settings:
     manifest: str
@@ -77,6 +84,5 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
                        "Delete build machines whose release is over or that outlived their TTL.",
                        {"provider": settings.provider, **({"workdir": settings.workdir} if settings.workdir else {})},
                        interval_minutes=settings.reap_minutes),
-        DeploymentSpec("build", "build", "flows.build.build", BUILDERS_POOL,
-                       "One target's build, run by the worker on that target's machine (started by the release flow)."),
+        BUILD,
     ]

@@ -47,32 +47,49 @@ def heartbeat_env() -> dict[str, str]:
     return {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
 
 
-def ensure_pools(applied: Applied) -> None:
+def ensure_pool(name: str, applied: Applied) -> None:
     with get_client(sync_client=True) as client:
-        for name, description in POOLS.items():
+        try:
+            client.read_work_pool(name)
+            applied.note("unchanged", f"work pool {name}")
+        except ObjectNotFound:
             try:
-                client.read_work_pool(name)
-                applied.note("unchanged", f"work pool {name}")
-            except ObjectNotFound:
                 client.create_work_pool(WorkPoolCreate(
-                    name=name, type="process", description=description,
+                    name=name, type="process", description=POOLS[name],
                     base_job_template=ProcessWorker.get_default_base_job_template(),
                 ))
-                applied.note("created", f"work pool {name}")
+            except ObjectAlreadyExists:
+                applied.note("unchanged", f"work pool {name}")  # a concurrent release made it
+                return
+            applied.note("created", f"work pool {name}")
+
+
+def ensure_concurrency_limit(name: str, limit: int) -> bool:
+    """Create the global concurrency limit if it is missing; True if this call created it.
+
+    An existing limit is left as an operator set it. The publish task calls
+    this too: `concurrency(..., strict=True)` refuses to run without the limit,
+    which is what we want once it exists, so a typo can't mean "no lock".
+    """
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+            return False
+        except ObjectNotFound:
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+        except ObjectAlreadyExists:
+            return False  # another release created it meanwhile
+    return True
 
 
 def ensure_limits(applied: Applied, machines: int) -> None:
-    with get_client(sync_client=True) as client:
-        for name, limit in ((PUBLISH_LIMIT, 1), (MACHINES_LIMIT, machines)):
-            try:
-                client.read_global_concurrency_limit_by_name(name)
-                applied.note("unchanged", f"concurrency limit {name}")
-            except ObjectNotFound:
-                try:
-                    client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
-                    applied.note("created", f"concurrency limit {name} ({limit})")
-                except ObjectAlreadyExists:
-                    applied.note("unchanged", f"concurrency limit {name}")
+    for name, limit in ((PUBLISH_LIMIT, 1), (MACHINES_LIMIT, machines)):
+        if ensure_concurrency_limit(name, limit):
+            applied.note("created", f"concurrency limit {name} ({limit})")
+        else:
+            applied.note("unchanged", f"concurrency limit {name}")
 
 
 def zombie_automation() -> Any:
@@ -179,7 +196,8 @@ def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
 
 def apply(settings: Settings, echo: Callable[[str], None] | None = None) -> Applied:
     applied = Applied(echo=echo)
-    ensure_pools(applied)
+    for pool in POOLS:
+        ensure_pool(pool, applied)
     ensure_limits(applied, settings.machines_limit)
     for spec in deployment_specs(settings):
         ensure_deployment(spec, applied)

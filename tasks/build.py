@@ -9,11 +9,8 @@ from uuid import UUID
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import WorkPoolCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
-from prefect.exceptions import ObjectNotFound
-from prefect.workers.process import ProcessWorker
 
 from dropship.builder import BuildReport, build
 from dropship.collect import upload_source
@@ -22,7 +19,8 @@ from dropship.machines import Machine, run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from tasks.machines import client_key_path, delete_machine
-from tasks.settings import BUILD_DEPLOYMENT, BUILDERS_POOL
+from deployments import BUILD
+from deployments.apply import Applied, ensure_deployment, ensure_pool
 
 PICKUP_TIMEOUT = 180.0
 
@@ -31,35 +29,14 @@ PICKUP_TIMEOUT = 180.0
 def ensure_build_deployment() -> None:
     """The builders' work pool and the `build` deployment, created if missing.
 
-    The deployment's entrypoint is a module path (`flows.build.build`), not a
-    file: a machine's worker imports it from the installed dropship, so no
-    pull step and no path of the orchestrator's checkout is involved.
+    The same spec `dropship deployments apply` uses, so the two never undo
+    each other; a deployment already as wanted is left alone. Its entrypoint
+    is a module path (`flows.build.build`): a machine's worker imports it from
+    the installed dropship, so no pull step and no checkout path is involved.
     """
-    from prefect.deployments.runner import EntrypointType
-
-    from flows.build import build as build_flow
-
-    with get_client(sync_client=True) as client:
-        try:
-            client.read_work_pool(BUILDERS_POOL)
-        except ObjectNotFound:
-            client.create_work_pool(
-                WorkPoolCreate(
-                    name=BUILDERS_POOL,
-                    type="process",
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                    description="dropship build machines; one work queue per machine",
-                )
-            )
-    build_flow.deploy(
-        name=BUILD_DEPLOYMENT.split("/")[1],
-        work_pool_name=BUILDERS_POOL,
-        entrypoint_type=EntrypointType.MODULE_PATH,
-        build=False,
-        push=False,
-        print_next_steps=False,
-        description="Builds one target on a dropship machine; started by the release flow.",
-    )
+    applied = Applied()
+    ensure_pool(BUILD.pool, applied)
+    ensure_deployment(BUILD, applied)
 
 
 def _wait(flow_run_id: UUID, target: str, queue: str, timeout: float) -> FlowRun:
@@ -92,7 +69,7 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
         remote_archive = upload_source(machine, key, Path(plan.archive))
         started = time.monotonic()
         child = run_deployment(
-            BUILD_DEPLOYMENT,
+            BUILD.full_name,
             parameters={
                 "target": target.name,
                 "workspace": machine.work_dir,

@@ -20,7 +20,8 @@ from dropship.promote import prepare_promotion
 from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
-from tasks.settings import PUBLISH_LIMIT, ensure_concurrency_limit
+from deployments import PUBLISH_LIMIT
+from deployments.apply import ensure_concurrency_limit
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
