@@ -13,7 +13,7 @@ from dropship.deploy.base import (
     CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
     rollback_target,
 )
-from dropship.deploy.listing import META_DIR, META_FILE, list_tree
+from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
 from dropship.errors import PublishError
 
 
@@ -70,6 +70,22 @@ class LocalPublisher:
         if current is not None and current.is_dir():
             hardlink_tree(current, destination)
 
+    def _known_inodes(self) -> dict[tuple[int, int], str]:
+        """sha256 of the current release's files by inode: a tree seeded from it (hard links)
+        is then listed without reading a single unchanged package again."""
+        current = self.current_tree()
+        if current is None or not (current / META_FILE).is_file():
+            return {}
+        listing = Listing.from_json((current / META_FILE).read_text(), str(current / META_FILE))
+        known = {}
+        for path, entry in listing.files.items():
+            try:
+                stat = (current / path).stat()
+            except OSError:
+                continue
+            known[(stat.st_dev, stat.st_ino)] = entry.sha256
+        return known
+
     def release_ids(self) -> list[str]:
         if not self.releases.exists():
             return []
@@ -98,7 +114,7 @@ class LocalPublisher:
             shutil.rmtree(incoming, ignore_errors=True)
             try:
                 linked, copied = hardlink_tree(tree, incoming)
-                listing = list_tree(incoming, release_id)
+                listing = list_tree(incoming, release_id, known_inodes=self._known_inodes())
                 (incoming / META_DIR).mkdir(exist_ok=True)
                 (incoming / META_FILE).write_text(listing.to_json())
                 os.rename(incoming, final)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -55,3 +57,21 @@ def test_failures_leave_current_untouched(tmp_path: Path) -> None:
         publisher.switch("r9")
     assert os.readlink(tmp_path / "pub/current") == "releases/r1"
     assert (tmp_path / "pub/current/a").read_text() == "1"
+
+
+def test_a_seeded_tree_is_listed_without_reading_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dropship.deploy.listing as listing
+
+    publisher = LocalPublisher(tmp_path / "pub")
+    publisher.publish(_tree(tmp_path / "t1", {f"pool/p{i}": str(i) for i in range(50)}), "r1")
+    seeded = tmp_path / "seed"
+    publisher.fetch_current(seeded)
+    (seeded / "pool/new").write_text("new")
+    read: list[Path] = []
+    real = listing.sha256_file
+    monkeypatch.setattr(listing, "sha256_file", lambda path: read.append(path) or real(path))
+    publisher.publish(seeded, "r2")
+    assert [p.name for p in read] == ["new"], "only the new file is read; the 50 hard links are known by inode"
+    assert json.loads((tmp_path / "pub/releases/r2/.dropship/release.json").read_text())["files"]["pool/p7"][0] == (
+        hashlib.sha256(b"7").hexdigest()
+    )
