@@ -215,15 +215,6 @@ class SshSession:
             raise MachineError(f"remote command {command!r} did not get ready (exit {status}, said {line!r})")
         return Held(stdin, stdout.channel)
 
-    @property
-    def transport(self) -> paramiko.Transport:
-        if self._client is None:
-            raise MachineError("SSH session is not connected")
-        transport = self._client.get_transport()
-        if transport is None:
-            raise MachineError("SSH session lost its transport")
-        return transport
-
     def makedirs(self, path: str) -> None:
         current = ""
         for part in [p for p in path.split("/") if p]:

@@ -75,10 +75,6 @@ class Listing:
                 parent = os.path.dirname(parent)
         return dirs
 
-    @property
-    def total_bytes(self) -> int:
-        return sum(e.size for e in self.files.values())
-
 
 def list_tree(tree: Path, release_id: str, *, known_inodes: dict[tuple[int, int], str] | None = None) -> Listing:
     """List `tree` with every file's sha256.

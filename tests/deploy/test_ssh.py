@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -61,7 +62,7 @@ def test_fetch_current_downloads_only_what_the_mirror_lacks(server: RepoServerHo
     other.fetch_current(tmp_path / "copy")
     assert (tmp_path / "copy/d/y").read_bytes() == b"2"
     assert sorted(p.name for p in (tmp_path / "b/objects").iterdir()) == sorted(
-        __import__("hashlib").sha256(d).hexdigest() for d in (b"1", b"2")
+        hashlib.sha256(d).hexdigest() for d in (b"1", b"2")
     )
 
 

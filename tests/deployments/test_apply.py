@@ -41,7 +41,6 @@ def _run(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> str:
 
 
 def _server_state(url: str) -> dict[str, Any]:
-    from prefect.automations import Automation
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -59,7 +58,6 @@ def _server_state(url: str) -> dict[str, Any]:
         pools = {p.name: p.type for p in client.read_work_pools()}
         limits = {limit.name: limit.limit for limit in client.read_global_concurrency_limits(limit=50)}
         automations = [(a.name, a.trigger.within.total_seconds()) for a in client.read_automations()]
-    assert Automation.read is not None
     return {"deployments": deployments, "pools": pools, "limits": limits, "automations": automations}
 
 

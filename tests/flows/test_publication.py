@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from dropship.demo import prepare_repository
+from dropship.errors import ConfigError, PublishError
 from tests.clients import AptClient, DnfClient, run_packaged_hello
 from tests.flows.test_release import machine_processes
 from tests.servers import Nginx, RepoServerHost, start_nginx, start_repo_server
@@ -148,7 +149,7 @@ def test_summary_artifacts_are_in_the_prefect_ui(world: World) -> None:
     rows = json.loads(table) if isinstance(table, str) else table
     assert {r["artifact"] for r in rows} >= {"hello_0.1.0_amd64.deb", "hello-0.1.0-1.x86_64.rpm"}
     assert all(len(r["sha256"]) == 64 for r in rows)
-    assert str(by_key["release-repository"].data).startswith(f"[") and f"{world.web.url}/index.html" in str(by_key["release-repository"].data)
+    assert str(by_key["release-repository"].data).startswith("[") and f"{world.web.url}/index.html" in str(by_key["release-repository"].data)
 
 
 def test_promotion_publishes_the_development_build_as_stable_without_machines(world: World, tmp_path: Path) -> None:
@@ -170,9 +171,9 @@ def test_promotion_publishes_the_development_build_as_stable_without_machines(wo
     promoted = next(r for r in index["releases"] if r["id"] == result["release_id"])
     assert promoted["name"] == "v0.2.0" and promoted["promoted_from"] == nightly["release_id"]
     assert machine_processes() == []
-    with pytest.raises(Exception, match="already released"):
+    with pytest.raises(ConfigError, match="already released"):
         promote(manifest=str(world.manifest), build=nightly["release_id"], as_tag="v0.2.0", workdir=str(world.workdir))
-    with pytest.raises(Exception, match="not a development build"):
+    with pytest.raises(ConfigError, match="not a development build"):
         promote(manifest=str(world.manifest), build=world.runs["stable"]["release_id"], as_tag="v0.3.0",
                 workdir=str(world.workdir))
 
@@ -190,7 +191,7 @@ def test_rollback_switches_back_and_clients_follow(world: World, tmp_path: Path)
     assert rpm.name == "hello-0.1.0-1.x86_64.rpm"
     rollback(manifest=str(world.manifest), to=world.runs["promoted"]["release_id"], workdir=str(world.workdir))
     assert world.current == world.runs["promoted"]["release_id"]
-    with pytest.raises(Exception, match="not on the server"):
+    with pytest.raises(PublishError, match="not on the server"):
         rollback(manifest=str(world.manifest), to="20990101T000000Z-v9.9.9", workdir=str(world.workdir))
 
 
