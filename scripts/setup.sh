@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 packages=(openssh-server openssh-client gnupg rpm createrepo-c dpkg-dev apt-utils dnf dnf-plugins-core
           xz-utils git gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross nginx util-linux)
-if [ "${1:-}" = "--test" ]; then packages+=(chromium); fi
+# The tests also boot emulated droplets as containers (their own dockerd, a
+# debootstrap image) and run a real registry.
+if [ "${1:-}" = "--test" ]; then packages+=(chromium docker.io debootstrap skopeo docker-registry apache2-utils); fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
