@@ -39,6 +39,21 @@ def _parser() -> argparse.ArgumentParser:
                       help="build machines: local sshd+worker (default), or droplets of --do-endpoint")
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
 
+    init = commands.add_parser(
+        "init",
+        help="write a commented dropship.toml for the project in this folder",
+        description="Write DIR/dropship.toml: the project named after its git origin (or folder), one target per "
+        "--arch and --format, block names, and comments saying what to change. Replace each target's build "
+        "command, then run `dropship check`.",
+    )
+    init.add_argument("--dir", type=Path, default=Path("."), help="the project's folder (default: here)")
+    init.add_argument("--name", help="project name (default: from the git origin, else the folder)")
+    init.add_argument("--arch", action="append", choices=["amd64", "arm64"], dest="arches",
+                      help="a target architecture (repeatable; default: amd64 and arm64)")
+    init.add_argument("--format", action="append", choices=["deb", "rpm"], dest="formats",
+                      help="a package format (repeatable; default: deb and rpm)")
+    init.add_argument("--force", action="store_true", help="replace an existing dropship.toml")
+
     rel = commands.add_parser(
         "release",
         help="run the release flow for a project (needs PREFECT_API_URL)",
@@ -179,6 +194,15 @@ def _demo(args: argparse.Namespace) -> int:
             server.stop()
     print(message, file=sys.stdout if ok else sys.stderr)
     return 0 if ok else 1
+
+
+def _init(args: argparse.Namespace) -> int:
+    from dropship.scaffold import write_manifest
+
+    path = write_manifest(args.dir, name=args.name, arches=args.arches or ["amd64", "arm64"],
+                          formats=args.formats or ["deb", "rpm"], force=args.force)
+    print(f"wrote {path}: replace each target's build command, then run `dropship check --manifest {path}`")
+    return 0
 
 
 def _release(args: argparse.Namespace) -> int:
@@ -400,10 +424,20 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _absolute_paths(args: argparse.Namespace) -> None:
+    """Every path option made absolute once, here: flows and subprocesses
+    (`git archive`, workers) run in other folders, where a relative path
+    would name something else."""
+    for name, value in vars(args).items():
+        if isinstance(value, Path):
+            setattr(args, name, value.expanduser().absolute())
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    _absolute_paths(args)
     handlers = {
-        "demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
+        "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
     }
     try:

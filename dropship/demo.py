@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from importlib import resources
 from pathlib import Path
 
 from dropship.errors import ConfigError
@@ -12,10 +13,11 @@ GIT_IDENTITY = ["-c", "user.name=dropship demo", "-c", "user.email=demo@example.
 
 
 def example_source() -> Path:
-    """examples/hello of this checkout."""
-    path = Path(__file__).resolve().parents[1] / "examples" / "hello"
+    """examples/hello as installed: the `examples` package ships it, in a wheel
+    as in a checkout, so `pip install dropship && dropship demo` works."""
+    path = Path(str(resources.files("examples"))) / "hello"
     if not (path / "dropship.toml").exists():
-        raise ConfigError(f"the example project is not at {path}: run the demo from a dropship checkout")
+        raise ConfigError(f"the example project is not at {path}: reinstall dropship (pip install .)")
     return path
 
 

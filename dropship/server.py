@@ -42,6 +42,8 @@ class LocalPrefectServer:
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            # The UI otherwise asks for port 4200 whatever port the server has.
+            "PREFECT_UI_API_URL": self.api_url,
         }
 
     def export_env(self) -> None:

@@ -19,7 +19,7 @@ from tasks.settings import default_workdir
 from tasks.summary import repository_url
 
 
-@flow(name="promote", log_prints=True)
+@flow(name="promote", flow_run_name="promote {build} as {as_tag}", log_prints=True)
 def promote(
     manifest: str, build: str, as_tag: str, workdir: str | None = None, base_url: str | None = None
 ) -> dict[str, Any]:

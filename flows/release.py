@@ -24,7 +24,7 @@ from prefect.flows import Flow
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run as current_run
 
-from dropship.errors import ReleaseFailed
+from dropship.errors import DropshipError, ReleaseFailed
 from dropship.manifest import load_manifest
 from dropship.plan import ReleasePlan
 from dropship.ssh import write_keypair
@@ -83,8 +83,20 @@ def _reason(future: PrefectFuture[Any]) -> str:
     return str(future.state.message or future.state.name)
 
 
+def _run_name() -> str:
+    """`hello v1.4.2` (or `hello main`): what a person looks for in the UI."""
+    params = current_run.parameters
+    what = params.get("tag") or params.get("ref") or "HEAD"
+    try:
+        project = load_manifest(params["manifest"]).project.name
+    except (DropshipError, KeyError, OSError):
+        project = "release"
+    return f"{project} {what}"
+
+
 @flow(
     name="release",
+    flow_run_name=_run_name,
     log_prints=True,
     on_failure=[_teardown_hook],
     on_crashed=[_teardown_hook],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect.runtime import flow_run as current_run
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
@@ -12,7 +13,11 @@ from tasks.repository import switch_current
 from tasks.settings import default_workdir
 
 
-@flow(name="rollback", log_prints=True)
+def _run_name() -> str:
+    return f"rollback to {current_run.parameters.get('to') or 'the previous release'}"
+
+
+@flow(name="rollback", flow_run_name=_run_name, log_prints=True)
 def rollback(manifest: str, to: str | None = None, workdir: str | None = None) -> dict[str, Any]:
     """Switch `current` to release `to`, or to the one published before the current one."""
     spec = load_manifest(manifest)

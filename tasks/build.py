@@ -56,7 +56,7 @@ def _wait(flow_run_id: UUID, target: str, queue: str, timeout: float) -> FlowRun
             time.sleep(1.0)
 
 
-@task(name="build", cache_policy=NO_CACHE)
+@task(name="build", task_run_name="build {target_name}", cache_policy=NO_CACHE)
 def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str) -> dict[str, object]:
     """Upload the source, run the build deployment on the machine's queue, wait.
 
@@ -100,7 +100,7 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
         raise
 
 
-@task(name="run-build", cache_policy=NO_CACHE)
+@task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
     target: str, workspace: str, archive: str, command: list[str], artifacts: list[str],
     version: str, env: dict[str, str], timeout: float,

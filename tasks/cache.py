@@ -47,7 +47,7 @@ def cache_policy(workdir: str) -> CachePolicy:
     return ContentHashPolicy().configure(key_storage=str(Path(workdir) / "cache" / "keys"))
 
 
-@task(name="build-target", cache_policy=ContentHashPolicy(), persist_result=True)
+@task(name="build-target", task_run_name="target {target_name}", cache_policy=ContentHashPolicy(), persist_result=True)
 def build_target(
     manifest: Manifest, plan: ReleasePlan, target_name: str, content_hash: str, workdir: str, forced: bool
 ) -> TargetSummary:

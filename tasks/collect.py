@@ -16,7 +16,7 @@ from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.machines import client_key_path, delete_machine
 
 
-@task(name="collect", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+@task(name="collect", task_run_name="collect {target_name}", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def collect_artifacts(
     manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, built: dict[str, object], workdir: str
 ) -> TargetSummary:

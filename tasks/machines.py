@@ -68,7 +68,7 @@ def _ensure_queue(name: str) -> None:
             pass
 
 
-@task(name="provision", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="provision", task_run_name="provision {target_name}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str) -> Machine:
     """One machine for one target, its worker serving a queue named after it."""
     provider = provider_for(manifest, plan.provider, workdir)

@@ -107,6 +107,21 @@ def test_build_ran_on_each_machines_worker(demo: dict[str, Any]) -> None:
     assert len(queues) == 4 and all(q.startswith("hello-") for q in queues)
 
 
+def test_runs_are_named_after_what_they_do(demo: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+
+    run_id = demo["summary"]["run_id"]
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
+                                      task_run_filter=TaskRunFilter())
+    assert run.name == "hello v0.1.0"
+    names = {t.name for t in tasks}
+    for target in ("amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm"):
+        assert {f"provision {target}", f"build {target}", f"collect {target}"} <= names, sorted(names)
+
+
 def test_no_machine_or_worker_is_left(demo: dict[str, Any]) -> None:
     assert machine_processes() == []
     assert LocalProvider(demo["workdir"] / "state" / "local").list() == []

@@ -1,0 +1,1 @@
+"""Example projects released by `dropship demo` (data: see examples/hello)."""
