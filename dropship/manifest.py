@@ -198,7 +198,7 @@ class ClassSettings(_Model):
 class ReleaseClasses(_Model):
     stable: ClassSettings = ClassSettings(suites=["stable"])
     extra: ClassSettings = ClassSettings(
-        suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z][0-9A-Za-z.]*$"
+        suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]+$"
     )
     development: ClassSettings = ClassSettings(suites=["nightly"])
 
