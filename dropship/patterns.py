@@ -81,7 +81,7 @@ def _check_items(items: list[tuple[Any, Any]], flags: int) -> None:
         if op in _REFUSED:
             raise UnsafePattern(f"uses {_REFUSED[op]}, which dropship patterns do not support")
         if op in _LOOPS:
-            low, high, body = av
+            _low, high, body = av
             if high > 1:
                 _check_loop_body(list(body), flags)
             _check_items(list(body), flags)

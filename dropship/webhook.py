@@ -125,10 +125,10 @@ def _json(body: bytes) -> dict[str, Any]:
         raise Rejected(400, f"body is not JSON: {exc}") from exc
     except RecursionError as exc:
         raise Rejected(400, f"body is JSON nested deeper than {MAX_DEPTH} levels") from exc
-    if not isinstance(payload, dict):
-        raise Rejected(400, "body is not a JSON object")
     if _depth(payload) > MAX_DEPTH:
         raise Rejected(400, f"body is JSON nested deeper than {MAX_DEPTH} levels")
+    if not isinstance(payload, dict):
+        raise Rejected(400, "body is not a JSON object")
     return payload
 
 
@@ -285,7 +285,7 @@ def create_app(
             body = await asyncio.wait_for(_read_body(request), body_seconds)
         except _BodyTooLarge:
             return _refuse(413, f"body is larger than {MAX_BODY} bytes", close=True)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _refuse(408, f"body did not arrive within {body_seconds:g} s", close=True)
         except ClientDisconnect:
             logger.warning("client disconnected before sending its whole body")
@@ -300,7 +300,7 @@ def create_app(
             return _refuse(exc.status, str(exc))
         try:
             run_id = await asyncio.wait_for(run_in_threadpool(start, event), START_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return _unavailable(event, f"the Prefect API did not answer within {START_SECONDS:g} s")
         except DropshipError as exc:
             return _unavailable(event, str(exc))

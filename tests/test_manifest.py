@@ -95,8 +95,8 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         (lambda d: d["targets"][0].__setitem__("artifacts", ["."]), "targets[0].artifacts: '.' names no file"),
         (lambda d: d["targets"][0].__setitem__("artifacts", ["out/"]), "'out/' names no file"),
         (lambda d: d["targets"][0].__setitem__("build", ["make && make install"]),
-         'targets[0].build: the program \'make && make install\' contains spaces or shell characters: a command is an '
-         'argument list run without a shell; split it, or run a shell explicitly, e.g. ["sh", "-c", "make && make install"]'),
+         ('targets[0].build: the program \'make && make install\' contains spaces or shell characters: a command is an '
+          'argument list run without a shell; split it, or run a shell explicitly, e.g. ["sh", "-c", "make && make install"]')),
         (lambda d: d["project"].__setitem__("test", ["./run tests", "x"]), "project.test: the program './run tests' contains"),
         (lambda d: d.__setitem__("machines", {"build_timeout": 10**12}),
          "machines.build_timeout: Input should be less than or equal to 86400, got 1000000000000"),
