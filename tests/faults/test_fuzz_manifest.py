@@ -74,7 +74,7 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
             for part in path[:-1]:
                 parent = parent[part]
             last = path[-1]
-            parent[last]  # noqa: B018 - the path may be gone after an earlier mutation
+            parent[last]  # the path may be gone after an earlier mutation
         except (KeyError, IndexError, TypeError):
             continue
         match draw(st.sampled_from(["replace", "delete", "add-key", "append"])):
