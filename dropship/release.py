@@ -97,8 +97,9 @@ def parse_tag(tag: str) -> TagVersion:
     match = TAG_GRAMMAR.fullmatch(tag)
     if match is None:
         raise TagError(
-            f"tag {shown} is not a release tag: expected vMAJOR.MINOR.PATCH in ASCII digits without leading "
-            "zeros, optionally followed by -PRERELEASE and/or +BUILD (dot-separated ASCII letters and digits), "
+            f"tag {shown} is neither a stable release nor an extra release: expected vMAJOR.MINOR.PATCH in "
+            "ASCII digits without leading zeros, optionally followed by -PRERELEASE and/or +BUILD "
+            "(dot-separated ASCII letters and digits), "
             "e.g. v1.4.2, v1.5.0-rc1, v1.4.2+hotfix1"
         )
     numbers = [match["major"], match["minor"], match["patch"]]

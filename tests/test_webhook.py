@@ -151,7 +151,7 @@ def test_tags_the_battery_found_are_400_through_the_app(tag: str) -> None:
     client, recorder = _client()
     answer = client.post("/hooks/release", content=gitlab_tag(tag), headers=GITLAB)
     assert answer.status_code == 400, answer.text
-    assert "not a release tag" in answer.json()["error"]
+    assert "neither a stable release nor an extra release" in answer.json()["error"]
     assert recorder.pushes == []
     good = client.post("/hooks/release", content=gitlab_tag("v1.2.3-rc1"), headers=GITLAB)
     assert good.status_code == 202 and good.json()["class"] == "extra"

@@ -60,3 +60,22 @@ def test_local_root_must_be_absolute_and_writable(tmp_path: Path) -> None:
         check_local_root(tmp_path / "file" / "repo", "block 'l'")
     with pytest.raises(ConfigError, match="must be absolute"):
         check_local_root(Path("relative/repo"), "block 'l'")
+
+
+def test_the_release_task_refuses_a_broken_repo_server_block(prefect_server: str, server: RepoServerHost) -> None:
+    """`check-repo-server` as the flow calls it: the block from the Prefect server, the check against sshd."""
+    from pydantic import SecretStr
+
+    from blocks.repo_server import RepoServer
+    from tasks.prepare import check_repo_server
+
+    good = RepoServer(path=str(server.root / "repo"), host=server.endpoint.host, port=server.endpoint.port,
+                      user=server.endpoint.user, ssh_private_key=SecretStr(server.private_key),
+                      host_public_key=server.endpoint.host_public_key)
+    good.save("preflight-good", overwrite=True)
+    assert check_repo_server("preflight-good").endswith(str(server.root / "repo"))
+    good.model_copy(update={"host_public_key": generate_keypair("other").public_line}).save("preflight-rekeyed", overwrite=True)
+    with pytest.raises(ConfigError, match="RepoServer block 'preflight-rekeyed': .*instead of the pinned"):
+        check_repo_server("preflight-rekeyed")
+    with pytest.raises(ConfigError, match="RepoServer block 'preflight-missing' not found"):
+        check_repo_server("preflight-missing")
