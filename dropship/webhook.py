@@ -275,7 +275,7 @@ def create_app(
         length = headers.get("content-length")
         if length is not None and (not length.isascii() or not length.isdigit()):
             return _refuse(400, "Content-Length is not a number", close=True)
-        if length is not None and int(length) > MAX_BODY:
+        if length is not None and (len(length) > 18 or int(length) > MAX_BODY):
             return _refuse(413, f"body of {length} bytes is larger than {MAX_BODY} bytes", close=True)
         try:
             _authenticate_early(headers, secrets)

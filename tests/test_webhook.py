@@ -161,6 +161,8 @@ def test_size_is_refused_by_content_length_and_while_streaming() -> None:
     client, recorder = _client()
     declared = client.post("/hooks/release", content=b"{}", headers={**GITLAB, "content-length": str(MAX_BODY + 1)})
     assert declared.status_code == 413 and declared.headers["connection"] == "close"
+    huge = client.post("/hooks/release", content=b"{}", headers={**GITLAB, "content-length": "9" * 5000})
+    assert huge.status_code == 413
 
     sent = 0
 
