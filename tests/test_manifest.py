@@ -90,6 +90,8 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         (lambda d: d["targets"][0].__setitem__("env", {"DROPSHIP_VERSION": "1"}), "DROPSHIP_VERSION is set by dropship"),
         (lambda d: d["targets"][0].__setitem__("env", {"PREFECT_API_URL": "x"}), "PREFECT_API_URL is set by dropship"),
         (lambda d: d["targets"][0].__setitem__("build", ["make", "a\0"]), "targets[0].build[1]: contains a NUL byte"),
+        (lambda d: d["targets"][0].__setitem__("build", ["make", "\ud800"]), "targets[0].build[1]: contains the lone surrogate"),
+        (lambda d: d["targets"][0].__setitem__("env", {"A": "\udfff"}), "the value of A contains a lone surrogate"),
         (lambda d: d["project"].__setitem__("test", ["sh", "-c", "x\0"]), "project.test[2]: contains a NUL byte"),
         (lambda d: d["targets"][0].__setitem__("artifacts", [""]), "targets[0].artifacts: '' names no file"),
         (lambda d: d["targets"][0].__setitem__("artifacts", ["."]), "targets[0].artifacts: '.' names no file"),
