@@ -58,8 +58,6 @@ def _text(value: str) -> str:
             raise ValueError("contains a NUL byte: remove it")
         if ord(char) < 32 or ord(char) == 127:
             raise ValueError(f"contains the control character {char!r}: remove it")
-        if 0xD800 <= ord(char) <= 0xDFFF:
-            raise ValueError(f"contains the lone surrogate {char!r}, which is not text: remove it")
     return value
 
 
@@ -175,8 +173,6 @@ class Target(_Model):
                 raise ValueError(f"{name} is set by dropship, not by the manifest: rename it")
             if "\x00" in text:
                 raise ValueError(f"the value of {name} contains a NUL byte: remove it")
-            if any(0xD800 <= ord(char) <= 0xDFFF for char in text):
-                raise ValueError(f"the value of {name} contains a lone surrogate, which is not text: remove it")
         return value
 
     @field_validator("depends_on")
