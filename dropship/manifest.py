@@ -37,7 +37,8 @@ BLOCK_RE = r"^[a-z0-9][a-z0-9-]{0,99}$"
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
 RESERVED_ENV = ("DROPSHIP_", "PREFECT_", "SOURCE_DATE_EPOCH")
 """Set by dropship for the build (or the worker's own): a manifest may not set them."""
-SHELL_CHARS = set(" \t\n;&|<>$`()*?!{}[]\\'\"#~")
+SHELL_CHARS = set(" \t\n;&|<>$`()*?\\'\"")
+"""Characters that mean a shell string was given as the program: spaces, operators, quotes, globs."""
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_ARG = 4096
 MAX_ARGS = 256
