@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import time
 import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -111,12 +110,10 @@ def test_the_extra_pattern_must_match_the_whole_tag() -> None:
 
 
 def test_a_catastrophic_extra_pattern_is_refused_at_load_not_at_the_tag() -> None:
-    started = time.monotonic()
     with pytest.raises(ManifestError, match=r"classes.extra.pattern: .*backtrack catastrophically"):
         _with_pattern(r"v1\.0\.0-(a+)+b")
     with pytest.raises(ManifestError, match=r"classes.extra.pattern: .*took more than"):
         _with_pattern("v" + "[0-9a-z.+-]*" * 8 + "Q")
-    assert time.monotonic() - started < 10
 
 
 def test_development_refs_follow_git_rules() -> None:
