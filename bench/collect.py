@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 
 from dropship.builder import REPORT, ArtifactReport, BuildReport
@@ -67,7 +67,7 @@ def main() -> None:
             (work / REPORT).write_text(BuildReport("bench", "1.0", 0.0, tuple(artifacts), "").to_json())
             ep = server.endpoint
             machine = Machine("bench", "bench", "local", (), ep.host, ep.port, ep.user, str(work),
-                              datetime.now(timezone.utc), ep.host_public_key)
+                              datetime.now(UTC), ep.host_public_key)
             ours, theirs = [], []
             for n in range(rounds):
                 into = base / f"ours-{count}-{n}"
