@@ -51,31 +51,48 @@ from dropship.ssh import (
     Upload,
 )
 
-# Each remote command costs a session on the server (about 0.1 s with OpenSSH),
-# so a publication uses two: the lock (which also sweeps leftovers) and the
-# check-and-switch, which is started with the lock and waits for its input until
-# the release is staged. Everything else (folders, hard links to the previous
-# release's unchanged files, uploads, symlinks, the listing) is SFTP requests
-# pipelined on one channel.
+# Each remote command costs a session on the server (about 0.1 s with OpenSSH,
+# more on a busy one), so a publication uses two: the lock (which also sweeps
+# leftovers) and the stage-check-and-switch, which is started together with the
+# lock and waits for its input. Folders, new files, symlinks and the listing go
+# as SFTP requests pipelined on one channel; the unchanged files are hard-linked
+# by one `cp -l` on the server (an SFTP hard link each would cost a reply each).
 _LOCK = (
     'mkdir -p -- "$1/' + RELEASES + '" && exec flock -w "$2" "$1/.lock" sh -c '
     "'cd \"$1/" + RELEASES + "\" && for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done; "
     "echo locked; exec cat >/dev/null' sh \"$1\""
 )
-# stdin: `go`, the releases to prune one a line, an empty line, then
-# `sha256  path` lines of the uploaded files. Nothing happens before `go` (EOF
-# instead: the publication failed, exit). Only if every file matches is the
-# staged folder moved into place and `current` switched.
+# stdin, once the new files are uploaded: `go`; the current release; the
+# releases to prune, one a line, and an empty line; the `sha256  path` lines
+# of the uploaded files and an empty line; then, NUL-separated, the files of
+# the current release to hard-link at the same path into the staged one. An
+# EOF before `go` (the publication failed) exits without doing anything. Only
+# if every uploaded file matches is the staged folder moved into place and
+# `current` switched.
 _CHECK_AND_SWITCH = (
-    'IFS= read -r go && [ "$go" = go ] || exit 1; root=$1 incoming=$2 release=$3 tmp=$4; set --; '
+    'IFS= read -r go && [ "$go" = go ] || exit 1; root=$1 incoming=$2 release=$3 tmp=$4; '
+    'IFS= read -r previous; set --; '
     'while IFS= read -r old && [ -n "$old" ]; do set -- "$@" "$old"; done; '
-    'set -e; cd "$root/' + RELEASES + '/$incoming"; '
-    "sha256sum --quiet --strict -c -; "
+    'checks=; while IFS= read -r line && [ -n "$line" ]; do checks="$checks$line\n"; done; '
+    'set -e; cd "$root/' + RELEASES + '"; '
+    'if [ -n "$previous" ]; then (cd "$previous" && xargs -0 -r cp -l --parents -t "../$incoming" --); fi; '
+    'cd "$incoming"; printf %s "$checks" | sha256sum --quiet --strict -c -; '
     'cd "$root"; mv -T -- "' + RELEASES + '/$incoming" "' + RELEASES + '/$release"; '
     'ln -s -- "' + RELEASES + '/$release" "$tmp"; mv -T -- "$tmp" ' + CURRENT + '; '
     'cd "$root/' + RELEASES + '"; rm -rf -- "$@"'
 )
 _SWITCH = 'cd "$1" && test -f "' + RELEASES + '/$2/' + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && mv -T -- "$3" ' + CURRENT
+
+
+def _ancestors(paths: list[str]) -> set[str]:
+    """Every folder above `paths` (relative, `/`-separated)."""
+    found: set[str] = set()
+    for path in paths:
+        parent = os.path.dirname(path)
+        while parent and parent not in found:
+            found.add(parent)
+            parent = os.path.dirname(parent)
+    return found
 
 
 class SshPublisher:
@@ -245,12 +262,16 @@ class SshPublisher:
                     current = self._current(session)
                     previous = self._listing(session, current).by_sha256() if current else {}
                     reuse = {p: previous[e.sha256] for p, e in listing.files.items() if e.sha256 in previous}
+                    # same path as in the current release: `cp -l` on the server; moved or copied: SFTP
+                    same = sorted(p for p, src in reuse.items() if p == src and current and "\n" not in current)
+                    moved = sorted(set(reuse) - set(same))
                     new = sorted(p for p in listing.files if p not in reuse)
                     meta = listing.to_json().encode()
+                    by_cp = _ancestors(same) - _ancestors([*moved, *new, *listing.symlinks])
                     steps: list[Operation] = [
                         Mkdir(incoming),
-                        *[Mkdir(f"{incoming}/{d}") for d in [META_DIR, *sorted(listing.directories())]],
-                        *[Hardlink(f"{self._releases}/{current}/{src}", f"{incoming}/{p}") for p, src in sorted(reuse.items())],
+                        *[Mkdir(f"{incoming}/{d}") for d in [META_DIR, *sorted(listing.directories() - by_cp)]],
+                        *[Hardlink(f"{self._releases}/{current}/{reuse[p]}", f"{incoming}/{p}") for p in moved],
                         *[Upload(tree / p, f"{incoming}/{p}") for p in new],
                         *[Symlink(link, f"{incoming}/{p}") for p, link in sorted(listing.symlinks.items())],
                         Upload(None, f"{incoming}/{META_FILE}", data=meta),
@@ -263,7 +284,10 @@ class SshPublisher:
                     checks = "".join(f"{listing.files[p].sha256}  {p}\n" for p in new)
                     checks += f"{hashlib.sha256(meta).hexdigest()}  {META_FILE}\n"
                     try:
-                        switch.finish(("go\n" + "".join(f"{r}\n" for r in removed) + "\n" + checks).encode())
+                        switch.finish(
+                            f"go\n{current if same else ''}\n".encode() + "".join(f"{r}\n" for r in removed).encode()
+                            + b"\n" + checks.encode() + b"\n" + b"".join(p.encode() + b"\0" for p in same)
+                        )
                     except MachineError as exc:
                         raise PublishError(
                             f"{self.where}: the uploaded release {release_id} did not check out, "
