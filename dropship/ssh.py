@@ -43,6 +43,7 @@ from paramiko.sftp import (
     SFTP_FLAG_TRUNC,
     SFTP_FLAG_WRITE,
     SFTP_OK,
+    SFTPError,
     int64,
 )
 from paramiko.sftp_attr import SFTPAttributes
@@ -372,10 +373,14 @@ class SshSession:
                     pipeline.wait()
             current = None
             pipeline.drain()
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, SFTPError, EOFError) as exc:
             self._abandon(pipeline)
-            what = f"{self.endpoint.host}:{current.remote}" if current else f"from {self.endpoint.host}"
-            raise TransferError(f"download {what} failed: {exc or type(exc).__name__}") from exc
+            names = [current.remote] if current else [d.remote for d in active]
+            what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            raise TransferError(
+                f"download of {what} from {self.endpoint.host} failed: {_reason(exc)}; "
+                "no unverified file was kept"
+            ) from exc
         finally:
             for download in [*active, *waiting]:
                 download.discard()
@@ -425,13 +430,13 @@ class SshSession:
             pipeline.drain()
             if failed:
                 raise OSError(failed[0])
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, SFTPError, EOFError) as exc:
             self._abandon(pipeline)
             for upload in running:
                 upload.discard()
             where = f" ({current})" if current and not failed else ""
             raise TransferError(
-                f"SFTP on {self.endpoint.host} failed{where}: {exc or type(exc).__name__}"
+                f"SFTP on {self.endpoint.host} failed{where}: {_reason(exc)}"
             ) from exc
         return sent
 
@@ -469,6 +474,10 @@ MAX_REQUESTS = 512
 FILES_AT_ONCE = 16
 SFTP_WINDOW = 16 << 20
 SFTP_MAX_PACKET = 256 << 10
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or f"the connection was lost ({type(exc).__name__})"
 
 
 def _status(t: int, msg: paramiko.Message, what: str) -> None:
