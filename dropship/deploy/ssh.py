@@ -24,6 +24,7 @@ import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from dropship.ssh import (
     Mkdir,
     Operation,
     SshSession,
+    Started,
     Symlink,
     Upload,
 )
@@ -249,13 +251,13 @@ class SshPublisher:
         incoming_name = f"{INCOMING_PREFIX}{release_id}"
         incoming = f"{self._releases}/{incoming_name}"
         tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
-        with self.session() as session:
-            switch = session.start(
-                ["sh", "-c", _CHECK_AND_SWITCH, "sh", self.root, incoming_name, release_id, tmp],
-                timeout=self.lock_timeout + 600,
-            )
+        argv = ["sh", "-c", _CHECK_AND_SWITCH, "sh", self.root, incoming_name, release_id, tmp]
+        with self.session() as session, ThreadPoolExecutor(1) as ahead:
+            # while the server takes the lock: open the SFTP channel, start the switch command
+            switching = ahead.submit(self._start_switch, session, argv)
             try:
                 with self._locked(session):
+                    switch = switching.result()
                     ids = self._ids(session)
                     if release_id in ids:
                         raise PublishError(f"release {release_id} is already published on {self.where}")
@@ -294,12 +296,20 @@ class SshPublisher:
                             f"current release unchanged: {exc}"
                         ) from exc
             finally:
-                switch.close()
+                if switching.exception() is None:
+                    switching.result().close()
         self._remember(tree, listing)
         return PublishResult(
             release_id, f"{self.where}/{RELEASES}/{release_id}", len(listing.files), len(reuse), len(new), sent,
             tuple(removed),
         )
+
+    def _start_switch(self, session: SshSession, argv: list[str]) -> Started:
+        try:
+            _ = session.sftp  # opened now, used under the lock
+        except (OSError, paramiko.SSHException) as exc:
+            raise MachineError(f"cannot open SFTP: {exc}") from exc
+        return session.start(argv, timeout=self.lock_timeout + 600)
 
     def _stage(self, session: SshSession, steps: list[Operation], uploads: int, progress: Progress | None) -> int:
         """Create the staged release over SFTP, pipelined; return the bytes sent."""
