@@ -8,13 +8,21 @@ adds another package; both sides run `rounds` times, alternating, and the
 best time counts (the machine is shared). Prints wall time and bytes sent for
 both, and the ratios.
 
-    .venv/bin/python -m bench.publish [packages] [kib-per-package] [rounds]
+Every remote command (`exec`) runs through the user's login shell, which for
+bash started by sshd reads `~/.bashrc`; scp's SFTP session runs no shell. On a
+machine whose root `~/.bashrc` runs `pyenv init` (this one), each command costs
+dozens of processes, a cost of that machine, not of dropship. `--no-bashrc`
+restarts the bench's sshd with `SetEnv SHLVL=1` (bash then skips `~/.bashrc`)
+to measure the transfer without it.
+
+    .venv/bin/python -m bench.publish [packages] [kib-per-package] [rounds] [--no-bashrc]
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -22,7 +30,31 @@ import time
 from pathlib import Path
 
 from dropship.deploy import SshPublisher
-from tests.servers import start_repo_server
+from dropship.machines.local import find_sshd
+from tests.servers import RepoServerHost, start_repo_server
+
+
+def _without_bashrc(server: RepoServerHost) -> None:
+    """Restart the server's sshd so that bash, run by it, does not read ~/.bashrc."""
+    server.stop()
+    config = server.folder / "sshd_config"
+    config.write_text(config.read_text() + "SetEnv SHLVL=1\n")
+    log = server.folder / "sshd-no-bashrc.log"
+    with log.open("wb") as out:
+        server.process = subprocess.Popen(
+            [find_sshd(), "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            with socket.create_connection((server.endpoint.host, server.endpoint.port), timeout=1) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"sshd did not come back: {log.read_text(errors='replace')[-500:]}") from None
+            time.sleep(0.05)
 
 
 def _tree(root: Path, count: int, size: int) -> Path:
@@ -36,11 +68,15 @@ def _tree(root: Path, count: int, size: int) -> Path:
 
 
 def main() -> None:
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 200
-    size = (int(sys.argv[2]) if len(sys.argv) > 2 else 100) * 1024
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 5
+    no_bashrc = "--no-bashrc" in sys.argv
+    args = [a for a in sys.argv[1:] if a != "--no-bashrc"]
+    count = int(args[0]) if len(args) > 0 else 200
+    size = (int(args[1]) if len(args) > 1 else 100) * 1024
+    rounds = int(args[2]) if len(args) > 2 else 5
     base = Path(tempfile.mkdtemp(prefix="dropship-bench-publish-"))
     server = start_repo_server(base / "server")
+    if no_bashrc:
+        _without_bashrc(server)
     ours, theirs = [], []
     try:
         publisher = SshPublisher(
@@ -78,7 +114,9 @@ def main() -> None:
         server.stop()
         shutil.rmtree(base, ignore_errors=True)
     best_ours, best_theirs = min(ours), min(theirs)
-    print(f"add 1 package ({size // 1024} KiB) to {count}: repository of {tree_bytes / 1e6:.1f} MB, best of {rounds}")
+    shell = "login shell without ~/.bashrc" if no_bashrc else "login shell as configured"
+    print(f"add 1 package ({size // 1024} KiB) to {count}: repository of {tree_bytes / 1e6:.1f} MB, "
+          f"best of {rounds}, {shell}")
     print(f"  dropship publish: {best_ours:.2f} s, {result.bytes_uploaded / 1e3:.0f} kB sent "
           f"({result.uploaded} files sent, {result.reused} hard-linked on the server)")
     print(f"  scp -r (baseline): {best_theirs:.2f} s, {tree_bytes / 1e3:.0f} kB sent")
