@@ -1,10 +1,11 @@
 """Publication to a repository server over SSH.
 
-Only the orchestrator's side needs software: the server needs sshd with SFTP,
-a POSIX shell and coreutils (`ln`, `mv`, `sha256sum`, `xargs`) and util-linux
-`flock`. Every remote command is a fixed script with its arguments quoted;
-lists of paths go over stdin, NUL-separated, so no published file name is
-ever parsed by the remote shell.
+Only the orchestrator's side needs software: the server needs OpenSSH's sshd
+with its SFTP server (for `hardlink@openssh.com`), a POSIX shell, coreutils
+(`cp`, `ln`, `mv`, `rm`, `sha256sum`, `xargs`) and util-linux `flock`. Every
+remote command is a fixed script with its arguments quoted; lists of paths go
+over stdin (or SFTP), so no published file name is ever parsed by the remote
+shell.
 
 A publication holds `flock <root>/.lock` on the server for its whole
 duration through one SSH channel: the lock ends with the connection, so an
