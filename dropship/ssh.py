@@ -48,15 +48,8 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from dropship.errors import (
-    ChecksumMismatch,
-    HostKeyMismatch,
-    MachineError,
-    TransferError,
-)
+from dropship.errors import ChecksumMismatch, HostKeyMismatch, MachineError, TransferError
 from dropship.process import run
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -121,8 +114,11 @@ class Held:
     channel: paramiko.Channel
 
     def close(self) -> None:
-        self.stdin.close()
-        self.channel.close()
+        try:
+            self.stdin.close()
+            self.channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the connection is gone: so is the command, and with it the lock
 
 
 @dataclass
@@ -150,8 +146,11 @@ class Started:
         return out
 
     def close(self) -> None:
-        self.stdin.close()
-        self.stdin.channel.close()
+        try:
+            self.stdin.close()
+            self.stdin.channel.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass  # the connection is gone, and the command with it
 
 
 class SshSession:
@@ -381,6 +380,9 @@ class SshSession:
                 f"download of {what} from {self.endpoint.host} failed: {_reason(exc)}; "
                 "no unverified file was kept"
             ) from exc
+        except BaseException:  # a refused file: the replies still due for the others must not reach anyone
+            self._abandon(pipeline)
+            raise
         finally:
             for download in [*active, *waiting]:
                 download.discard()
@@ -435,9 +437,12 @@ class SshSession:
             for upload in running:
                 upload.discard()
             where = f" ({current})" if current and not failed else ""
-            raise TransferError(
-                f"SFTP on {self.endpoint.host} failed{where}: {_reason(exc)}"
-            ) from exc
+            raise TransferError(f"SFTP on {self.endpoint.host} failed{where}: {_reason(exc)}") from exc
+        except BaseException:
+            self._abandon(pipeline)
+            for upload in running:
+                upload.discard()
+            raise
         return sent
 
     def _abandon(self, pipeline: _Pipeline) -> None:
