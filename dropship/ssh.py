@@ -397,7 +397,8 @@ class SshSession:
         everything and raises `TransferError` naming its operation.
         """
         pipeline = _Pipeline(self.sftp)
-        uploads = sum(isinstance(op, Upload) for op in operations)
+        uploads = sum(isinstance(op, Upload) and op.counted for op in operations)
+        reported = 0
         running: list[_Upload] = []
         done = sent = 0
         position = 0
@@ -420,8 +421,9 @@ class SshSession:
                 for upload in [u for u in running if u.finished]:
                     running.remove(upload)
                     done += 1
-                    if progress is not None:
-                        progress(done, uploads)
+                    if progress is not None and upload.op.counted:
+                        reported += 1
+                        progress(reported, uploads)
                 if failed:
                     raise OSError(failed[0])
                 if pipeline.requests == requests and done == finished:  # nothing more to send until replies come
@@ -742,6 +744,8 @@ class Upload(Operation):
     remote: str
     digest: Any = None
     data: bytes | None = None
+    counted: bool = True
+    """Whether `apply`'s progress counts it."""
 
     def describe(self) -> str:
         return f"upload of {self.local.name if self.local else 'data'} to {self.remote}"

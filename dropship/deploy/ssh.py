@@ -277,9 +277,9 @@ class SshPublisher:
                         *[Hardlink(f"{self._releases}/{current}/{reuse[p]}", f"{incoming}/{p}") for p in moved],
                         *[Upload(tree / p, f"{incoming}/{p}") for p in new],
                         *[Symlink(link, f"{incoming}/{p}") for p, link in sorted(listing.symlinks.items())],
-                        Upload(None, f"{incoming}/{META_FILE}", data=meta),
+                        Upload(None, f"{incoming}/{META_FILE}", data=meta, counted=False),
                     ]
-                    sent = self._stage(session, steps, len(new), progress) - len(meta)
+                    sent = self._stage(session, steps, progress) - len(meta)
                     removed = [  # one a line on the switch's stdin: a name with a newline is not ours to prune
                         r for r in prune_candidates(sorted([*ids, release_id]), release_id, self.keep_releases)
                         if "\n" not in r
@@ -312,11 +312,11 @@ class SshPublisher:
             raise MachineError(f"cannot open SFTP: {exc}") from exc
         return session.start(argv, timeout=self.lock_timeout + 600)
 
-    def _stage(self, session: SshSession, steps: list[Operation], uploads: int, progress: Progress | None) -> int:
+    def _stage(self, session: SshSession, steps: list[Operation], progress: Progress | None) -> int:
         """Create the staged release over SFTP, pipelined; return the bytes sent."""
         def report(done: int, total: int) -> None:
-            if progress is not None and done <= uploads:
-                progress("upload", done, uploads)
+            if progress is not None:
+                progress("upload", done, total)
 
         try:
             return session.apply(steps, report)
