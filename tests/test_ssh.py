@@ -155,9 +155,10 @@ def test_get_refuses_a_file_that_is_not_the_reported_one(server: RepoServerHost,
 
 
 def test_missing_remote_file_is_a_transfer_error(server: RepoServerHost, tmp_path: Path) -> None:
-    with SshSession(server.endpoint, server.private_key) as session:
-        with pytest.raises(TransferError, match=r"cannot open .*/absent"):
-            session.get(str(server.root / "absent"), tmp_path / "absent", sha256="0" * 64)
+    with SshSession(server.endpoint, server.private_key) as session, pytest.raises(
+        TransferError, match=r"cannot open .*/absent"
+    ):
+        session.get(str(server.root / "absent"), tmp_path / "absent", sha256="0" * 64)
     assert not list(tmp_path.glob("absent*"))
 
 
@@ -181,7 +182,7 @@ def test_connection_dropped_mid_download_leaves_no_file(server: RepoServerHost, 
 
     cutter = threading.Thread(target=cut_when_bytes_arrive)
     with SshSession(server.endpoint, server.private_key) as session:
-        session.sftp  # connected before the cutter starts looking
+        _ = session.sftp  # connected before the cutter starts looking
         cutter.start()
         with pytest.raises(TransferError, match=r"download of .*/huge.deb from 127.0.0.1 failed: .*(dropped|lost)"):
             session.get(str(server.root / "huge.deb"), local, sha256="0" * 64)
