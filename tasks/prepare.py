@@ -1,17 +1,19 @@
-"""Stages that run before any machine exists: plan, key check, tests."""
+"""Stages that run before any machine exists: plan, preflight checks, tests."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.signing_key import SigningKey
-from dropship.errors import SigningKeyError
+from blocks.values import load_inputs
+from dropship.checks import require, run_checks
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
+from dropship.progress import event
 from dropship.testing import run_tests
 
 
@@ -35,28 +37,36 @@ def plan_release(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",
         plan.project, plan.name, plan.release_class, plan.commit[:12], plan.version,
         ", ".join(plan.suites), ", ".join(plan.targets),
+        extra=event("plan"),
     )
     return manifest, plan
 
 
-@task(name="check-signing-key", cache_policy=NO_CACHE)
-def check_signing_key(block_name: str) -> list[str]:
-    """Load and open the key before any machine exists; return its fingerprints."""
-    try:
-        block = SigningKey.load(block_name)
-    except ValueError as exc:
-        raise SigningKeyError(f"signing key block {block_name!r} not found: create it (see `dropship --help`)") from exc
-    with block.signer() as signer:
-        fingerprints = signer.fingerprints
-    get_run_logger().info("signing with %s", ", ".join(fingerprints))
-    return fingerprints
+@task(name="preflight", cache_policy=NO_CACHE)
+def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
+    """Every block, the key's expiry, the provider and the repository server, before any test or machine.
+
+    The same checks and one-line messages as `dropship check`; raises
+    `PreflightFailed` (a ConfigError) naming what is missing and the fixing command.
+    """
+    checks = run_checks(manifest, plan.manifest_path, load_inputs(manifest, plan.provider),
+                        provider=plan.provider, targets=plan.targets)
+    logger = get_run_logger()
+    for check in checks:
+        logger.info("%s", check.line())
+    require(checks)
+    logger.info("%s", "; ".join(c.what for c in checks), extra=event("check"))
+    return [check.line() for check in checks]
 
 
 @task(name="test", cache_policy=NO_CACHE)
 def test_source(plan: ReleasePlan, command: list[str] | None) -> None:
     logger = get_run_logger()
     if not command:
-        logger.warning("the manifest has no test command: nothing was tested")
+        logger.warning("the manifest has no test command: nothing was tested", extra=event("test", "warning"))
         return
+    started = time.monotonic()
     output = run_tests(Path(plan.archive), command, version=plan.version, source_date_epoch=plan.source_date_epoch)
-    logger.info("tests passed:\n%s", "\n".join(output.strip().splitlines()[-20:]))
+    tail = "\n".join(output.strip().splitlines()[-20:])
+    logger.info("%s exited 0%s", " ".join(command), f"; its last lines:\n{tail}" if tail else "")
+    logger.info("%s", " ".join(command), extra=event("test", seconds=time.monotonic() - started))
