@@ -442,6 +442,8 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _absolute_paths(args)
+    if not getattr(args, "verbose", False):  # Prefect's "Still processing items" while it drains at exit
+        os.environ.setdefault("PREFECT_INTERNAL_LOGGING_LEVEL", "ERROR")
     handlers = {
         "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,

@@ -15,7 +15,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +51,7 @@ def quiet_prefect(log_file: Path, *, verbose: bool = False, stream: TextIO | Non
 
 
 def log_path(workdir: Path, what: str) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return workdir / "logs" / f"{what.replace('/', '-').replace(' ', '-')}-{stamp}.log"
 
 

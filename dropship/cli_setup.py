@@ -277,10 +277,19 @@ def blocks_command(args: argparse.Namespace) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
-    _signing_key(args, manifest, say)
-    _repo_server(args, manifest, say)
-    _digitalocean(args, manifest, say)
-    _webhook(args, say)
+    failed = 0
+    steps: list[Callable[[], None]] = [
+        lambda: _signing_key(args, manifest, say), lambda: _repo_server(args, manifest, say),
+        lambda: _digitalocean(args, manifest, say), lambda: _webhook(args, say),
+    ]
+    for step in steps:  # each block on its own: one that can't be made doesn't stop the others
+        try:
+            step()
+        except ConfigError as exc:
+            print(f"dropship: {exc}", file=sys.stderr, flush=True)
+            failed += 1
+    if failed:
+        return 1
     print(f"next: dropship check --manifest {args.manifest}")
     return 0
 
@@ -293,7 +302,7 @@ def check_command(args: argparse.Namespace) -> int:
     except DropshipError as exc:
         print(Check("manifest", FAILED, str(exc), "fix it, or `dropship init` to start one").line())
         return 1
-    lines = [Check("manifest", OK, f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} targets)")]
+    lines = [Check("manifest", OK, f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} target{'' if len(manifest.targets) == 1 else 's'})")]
     url = os.environ.get("PREFECT_API_URL", "")
     fix_server = "dropship ui --workdir DIR (or prefect server start), then export PREFECT_API_URL"
     if not url:

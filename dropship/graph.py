@@ -45,18 +45,21 @@ def skip_reason(target_deps: Sequence[str], finished: Mapping[str, str]) -> str 
 
 def archive_with_dependencies(archive: Path, artifacts: Mapping[str, Sequence[Path]], destination: Path) -> Path:
     """A copy of the source archive with each dependency's artifacts under `.dropship-deps/<name>/`."""
-    with tarfile.open(archive, "r:gz") as source, gzip.GzipFile(destination, "wb", mtime=0) as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as out:
-            for member in source:
-                out.addfile(member, source.extractfile(member) if member.isfile() else None)
-            for folder in sorted({DEPS_DIR, *(f"{DEPS_DIR}/{n}" for n in artifacts)}):
-                info = tarfile.TarInfo(folder)
-                info.type, info.mode = tarfile.DIRTYPE, 0o755
-                out.addfile(info)
-            for name, files in sorted(artifacts.items()):
-                for path in sorted(files):
-                    data = path.read_bytes()
-                    info = tarfile.TarInfo(f"{DEPS_DIR}/{name}/{path.name}")
-                    info.size, info.mode = len(data), 0o644
-                    out.addfile(info, io.BytesIO(data))
+    with (
+        tarfile.open(archive, "r:gz") as source,
+        gzip.GzipFile(destination, "wb", mtime=0) as raw,
+        tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as out,
+    ):
+        for member in source:
+            out.addfile(member, source.extractfile(member) if member.isfile() else None)
+        for folder in sorted({DEPS_DIR, *(f"{DEPS_DIR}/{n}" for n in artifacts)}):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            out.addfile(info)
+        for name, files in sorted(artifacts.items()):
+            for path in sorted(files):
+                data = path.read_bytes()
+                info = tarfile.TarInfo(f"{DEPS_DIR}/{name}/{path.name}")
+                info.size, info.mode = len(data), 0o644
+                out.addfile(info, io.BytesIO(data))
     return destination

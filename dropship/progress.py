@@ -64,7 +64,10 @@ def closing_lines(summary: Mapping[str, Any], *, key_name: str, component: str, 
     root = url[len("file://"):] if local else url.rstrip("/")
     apt_url = f"file:{root}" if local else root
     keyring = f"/etc/apt/keyrings/{project}-{key_name}.gpg"
-    machines = f" with {summary['machines_created']} {provider + ' ' if provider else ''}machines"
+    count = int(summary["machines_created"])
+    machines = f" with {count} {provider + ' ' if provider else ''}machine{'' if count == 1 else 's'}"
+    names = [str(a["name"]) for t in summary.get("targets", []) for a in t.get("artifacts", [])]
+    debs, rpms = any(n.endswith(".deb") for n in names), any(n.endswith(".rpm") for n in names)
     cost = f" (${summary['cost']:.4f})" if summary.get("cost") else ""
     if local:
         get_key = f"sudo install -D -m 0644 {root}/keys/{key_name}.gpg {keyring}"
@@ -73,18 +76,20 @@ def closing_lines(summary: Mapping[str, Any], *, key_name: str, component: str, 
         get_key = f"curl -fsSL {root}/keys/{key_name}.gpg | sudo install -D -m 0644 /dev/stdin {keyring}"
         get_repo = f"sudo curl -fsSL -o /etc/yum.repos.d/{project}-{suite}.repo {root}/rpm/{suite}.repo"
     source = shlex.quote(f"deb [signed-by={keyring}] {apt_url} {suite} {component}")
-    return [
-        f"Published {project} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
-        f"in {summary['wall_seconds']:.1f} s{machines}{cost}.",
+    lines = [
+        (f"Published {project} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
+         f"in {summary['wall_seconds']:.1f} s{machines}{cost}."),
         f"Repository: {root}",
         f"Summary:    {summary_path}",
-        "",
-        "apt (Debian/Ubuntu):",
-        f"  {get_key}",
-        f"  echo {source} | sudo tee /etc/apt/sources.list.d/{project}.list",
-        f"  sudo apt-get update && sudo apt-get install {project}={version}",
-        "",
-        "dnf (Fedora/RHEL):",
-        f"  {get_repo}",
-        f"  sudo dnf install {project}-{version}",
     ]
+    if debs or not rpms:
+        lines += [
+            "",
+            "apt (Debian/Ubuntu):",
+            f"  {get_key}",
+            f"  echo {source} | sudo tee /etc/apt/sources.list.d/{project}.list",
+            f"  sudo apt-get update && sudo apt-get install {project}={version}",
+        ]
+    if rpms:
+        lines += ["", "dnf (Fedora/RHEL):", f"  {get_repo}", f"  sudo dnf install {project}-{version}"]
+    return lines

@@ -14,16 +14,17 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flows import Flow
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
+from prefect.settings import PREFECT_UI_URL
 
 from dropship.errors import DropshipError, ReleaseFailed
 from dropship.graph import dependencies, ready, skip_reason
@@ -33,7 +34,12 @@ from dropship.progress import event
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.build import ensure_build_deployment
-from tasks.cache import build_target, cache_policy, ensure_machines_limit, restore_artifacts
+from tasks.cache import (
+    build_target,
+    cache_policy,
+    ensure_machines_limit,
+    restore_artifacts,
+)
 from tasks.machines import client_key_path, teardown, teardown_run
 from tasks.prepare import plan_release, preflight, test_source
 from tasks.repository import publish_tree, sign_repositories
@@ -160,11 +166,14 @@ def release(
     a stored build; `provider` (local or digitalocean) overrides the manifest's.
     """
     clock = time.monotonic()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     workdir = workdir or str(default_workdir())
     run_id = str(current_run.id)
     logger = get_run_logger()
 
+    ui = PREFECT_UI_URL.value()
+    if ui:
+        logger.info("%s/runs/flow-run/%s", str(ui).rstrip("/"), run_id, extra=event("Prefect UI", "running"))
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     preflight(spec, plan)
     test_source(plan, spec.project.test)
@@ -183,7 +192,8 @@ def release(
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published", failures)
         sign_started = time.monotonic()
         tree = sign_repositories(spec, plan, base_url, workdir)
-        logger.info("APT and RPM repositories of %s", ", ".join(plan.suites),
+        formats = sorted({"APT" if spec.target(n).format.value == "deb" else "RPM" for n in plan.targets})
+        logger.info("%s repository of %s", " and ".join(formats), ", ".join(plan.suites),
                     extra=event("sign", seconds=time.monotonic() - sign_started))
         if dry_run:
             status, repository = "dry-run", tree

@@ -20,6 +20,7 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 
+from deployments.apply import ensure_concurrency_limit
 from dropship.cache import LocalArtifactStore, Lookup, why_built
 from dropship.graph import archive_with_dependencies
 from dropship.manifest import Manifest
@@ -29,7 +30,6 @@ from dropship.summary import TargetSummary
 from tasks.build import build_on_machine
 from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
-from deployments.apply import ensure_concurrency_limit
 from tasks.settings import MACHINES_LIMIT
 
 DEFAULT_MACHINES = 8
@@ -87,7 +87,7 @@ def build_target(
     return summary
 
 
-@task(name="machines-limit", cache_policy=NO_CACHE)
+@task(name="machines-limit", task_run_name="machines limit", cache_policy=NO_CACHE)
 def ensure_machines_limit() -> None:
     """Create `dropship-machines` once, at the start of the release, if nobody has:
     each build then takes a slot of a limit that exists (no warning per target)."""
@@ -95,7 +95,7 @@ def ensure_machines_limit() -> None:
         get_run_logger().info("created the concurrency limit %s (%d machines)", MACHINES_LIMIT, DEFAULT_MACHINES)
 
 
-@task(name="restore", cache_policy=NO_CACHE)
+@task(name="restore", task_run_name="restore {target_name}", cache_policy=NO_CACHE)
 def restore_artifacts(plan: ReleasePlan, target_name: str, workdir: str) -> Lookup:
     """Copy a cached target's artifacts from the store into the run, checking each sha256."""
     digest = plan.content[target_name].digest

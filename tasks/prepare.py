@@ -17,7 +17,7 @@ from dropship.progress import event
 from dropship.testing import run_tests
 
 
-@task(name="plan", cache_policy=NO_CACHE)
+@task(name="plan", task_run_name="plan", cache_policy=NO_CACHE)
 def plan_release(
     manifest_path: str,
     tag: str | None,
@@ -42,7 +42,7 @@ def plan_release(
     return manifest, plan
 
 
-@task(name="preflight", cache_policy=NO_CACHE)
+@task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE)
 def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     """Every block, the key's expiry, the provider and the repository server, before any test or machine.
 
@@ -59,7 +59,7 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     return [check.line() for check in checks]
 
 
-@task(name="test", cache_policy=NO_CACHE)
+@task(name="test", task_run_name="test", cache_policy=NO_CACHE)
 def test_source(plan: ReleasePlan, command: list[str] | None) -> None:
     logger = get_run_logger()
     if not command:
