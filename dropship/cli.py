@@ -8,6 +8,7 @@ local server can be started before Prefect reads its settings.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -442,8 +443,9 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _absolute_paths(args)
-    if not getattr(args, "verbose", False):  # Prefect's "Still processing items" while it drains at exit
-        os.environ.setdefault("PREFECT_INTERNAL_LOGGING_LEVEL", "ERROR")
+    if not getattr(args, "verbose", False):  # Prefect's "Still processing items" as its workers drain at exit
+        for service in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(service).setLevel(logging.ERROR)
     handlers = {
         "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,

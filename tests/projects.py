@@ -69,6 +69,7 @@ def make_project(folder: Path) -> Path:
 
 
 def env_for(api_url: str, home: Path) -> dict[str, str]:
+    (home / "prefect-client").mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_API_URL=api_url, DROPSHIP_HOME=str(home), PREFECT_HOME=str(home / "prefect-client"))
     return env
