@@ -40,12 +40,18 @@ def quiet_prefect(log_file: Path, *, verbose: bool = False, stream: TextIO | Non
         handler.setLevel(logging.CRITICAL + 1)
     root.addHandler(file_handler)
     root.addHandler(reporter)
+    loud = logging.StreamHandler(sys.stderr) if verbose else None
+    if loud is not None:  # everything, tracebacks included, as the log file has it
+        loud.setFormatter(file_handler.formatter)
+        root.addHandler(loud)
     try:
         yield reporter
     finally:
         root.removeHandler(reporter)
         root.removeHandler(file_handler)
         file_handler.close()
+        if loud is not None:
+            root.removeHandler(loud)
         for handler, level in zip(muted, levels):
             handler.setLevel(level)
 

@@ -26,6 +26,15 @@ def event(step: str, status: str = "ok", *, name: str = "", seconds: float | Non
     return {EVENT: {"step": step, "status": status, "name": name, "seconds": seconds}}
 
 
+def tidy_reason(target: str, reason: str) -> str:
+    """A failed target's reason without the wrappers each layer added (the cause stays, once),
+    its output lines indented under it."""
+    for noise in (f"target {target}: ", "Flow run encountered an exception: ", "BuildFailed: "):
+        reason = reason.replace(noise, "")
+    first, *rest = reason.strip().splitlines() or [""]
+    return "\n".join([first, *(f"    {line}" for line in rest)])
+
+
 def format_line(fields: Mapping[str, Any], message: str) -> str:
     mark = MARKS.get(str(fields.get("status")), "·")
     head = " ".join(str(p) for p in (fields.get("step"), fields.get("name")) if p)

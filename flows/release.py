@@ -30,7 +30,7 @@ from dropship.errors import DropshipError, ReleaseFailed
 from dropship.graph import dependencies, ready, skip_reason
 from dropship.manifest import Manifest, load_manifest
 from dropship.plan import ReleasePlan
-from dropship.progress import event
+from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.build import ensure_build_deployment
@@ -97,7 +97,7 @@ def _build_graph(spec: Manifest, plan: ReleasePlan, workdir: str, force: bool, r
     def finish(name: str, result: TargetSummary) -> None:
         results[name] = result
         if result.status == "failed":
-            logger.error("%s", result.reason, extra=event("build", "failed", name=name))
+            logger.error("%s", tidy_reason(name, result.reason), extra=event("build", "failed", name=name))
         elif result.status == "skipped":
             logger.warning("%s", result.reason, extra=event("build", "skipped", name=name))
         elif result.status == "reused":

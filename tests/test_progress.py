@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
-from dropship.progress import Reporter, closing_lines, event
+from dropship.progress import Reporter, closing_lines, event, tidy_reason
 
 
 def test_only_marked_records_become_lines() -> None:
@@ -51,3 +51,11 @@ def test_closing_lines_of_a_served_repository_with_rpms() -> None:
                           component="main", summary_path="s.json")
     assert "  sudo curl -fsSL -o /etc/yum.repos.d/tiny-stable.repo https://repo.example.org/rpm/stable.repo" in lines
     assert "  sudo dnf install tiny-1.0.0" in lines and not any("apt" in line for line in lines)
+
+
+def test_a_failed_targets_reason_loses_its_wrappers_not_its_cause() -> None:
+    reason = ("target amd64-deb: build flow run x-amd64-deb ended Failed: Flow run encountered an exception: "
+              "BuildFailed: target amd64-deb: build of amd64-deb failed with exit code 1: sh fail.sh\ncc: error: x.c")
+    assert tidy_reason("amd64-deb", reason) == (
+        "build flow run x-amd64-deb ended Failed: build of amd64-deb failed with exit code 1: sh fail.sh\n"
+        "    cc: error: x.c")
