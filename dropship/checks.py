@@ -11,19 +11,19 @@ what was found, and for anything not ok the command that fixes it.
 
 from __future__ import annotations
 
-import os
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
 from dropship.machines.local import find_sshd
 from dropship.manifest import Manifest
 from dropship.signing import Signer
-from dropship.ssh import Endpoint, SshSession
+from dropship.ssh import Endpoint
 
 OK, MISSING, FAILED = "ok", "missing", "failed"
 
@@ -103,22 +103,9 @@ def check_signing_key(manifest: Manifest, manifest_path: str, key: KeyValue | No
     return Check(what, OK, described)
 
 
-def _writable_local(path: Path) -> str | None:
-    """None if `path` is (or can be made as) a writable folder, else why not."""
-    probe = path
-    while not probe.exists():
-        if probe.parent == probe:
-            return f"no existing parent of {path}"
-        probe = probe.parent
-    if not probe.is_dir():
-        return f"{probe} is not a folder"
-    if not os.access(probe, os.W_OK | os.X_OK):
-        return f"{probe} is not writable by this user"
-    return None
-
-
-def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | None,
-                      connect: Callable[[RepoValue], None] | None = None) -> Check:
+def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | None) -> Check:
+    """A folder here: exists or can be made, takes a file. Over SSH: the pinned host key, the key
+    accepted, a writable root and the publisher's remote tools (`dropship.deploy.preflight`)."""
     name = manifest.blocks.repo_server
     what = f"repository server block {name!r}"
     if repo is None:
@@ -126,28 +113,21 @@ def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | 
         return Check(what, MISSING, "no such block", fix + "  (or --repo-host H --repo-user U --repo-key-file F --repo-host-key-scan)")
     if not repo.host:
         fix = blocks_command(manifest_path, "--repo-path", "DIR")
-        problem = _writable_local(Path(repo.path))
-        if problem:
-            return Check(what, FAILED, problem, fix)
-        return Check(what, OK, f"folder {repo.path} is writable")
+        try:
+            where = check_local_root(Path(repo.path), what)
+        except DropshipError as exc:
+            return Check(what, FAILED, str(exc).removeprefix(f"{what}: ").splitlines()[0], fix)
+        return Check(what, OK, f"folder {where} is writable")
     fix = blocks_command(manifest_path, "--repo-host", repo.host, "--repo-port", str(repo.port), "--repo-user", repo.user,
-                         "--repo-key-file", "FILE", "--repo-host-key-scan")
+                         "--repo-path", repo.path, "--repo-key-file", "FILE", "--repo-host-key-scan")
     if not repo.private_key or not repo.host_public_key:
         return Check(what, FAILED, f"host {repo.host} needs an SSH key and the server's pinned host key", fix)
-    try:
-        (connect or reach_over_ssh)(repo)
-    except DropshipError as exc:
-        return Check(what, FAILED, str(exc).splitlines()[0], fix)
-    return Check(what, OK, f"{repo.user}@{repo.host}:{repo.port} answered with the pinned host key; {repo.path} is writable")
-
-
-def reach_over_ssh(repo: RepoValue) -> None:
-    """Connect with the pinned host key and check the root (or the folder it will be made in) is writable."""
-    assert repo.host and repo.private_key and repo.host_public_key
     endpoint = Endpoint(repo.host, repo.port, repo.user, repo.host_public_key)
-    with SshSession(endpoint, repo.private_key, connect_timeout=15) as session:
-        session.run(["mkdir", "-p", repo.path])
-        session.run(["test", "-w", repo.path])
+    try:
+        where = check_ssh_root(endpoint, repo.private_key, repo.path, what)
+    except DropshipError as exc:
+        return Check(what, FAILED, str(exc).removeprefix(f"{what}: ").splitlines()[0], fix)
+    return Check(what, OK, f"{where} answered with the pinned host key and is writable")
 
 
 def check_provider(manifest: Manifest, manifest_path: str, provider: str, targets: Sequence[str],

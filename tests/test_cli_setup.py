@@ -181,7 +181,7 @@ def test_release_refuses_what_is_missing_before_tests_or_machines(
         "no-key": rf"^missing signing key block '{name}-signing-key': no such block -> dropship blocks --manifest \S+ --signing-key-file FILE",
         "no-repo": rf"^missing repository server block '{name}-repo': no such block -> dropship blocks --manifest \S+ --repo-path DIR",
         "bad-key": rf"^failed  signing key block '{name}-signing-key': signing key #1 could not be imported.* -> dropship blocks",
-        "repo-unwritable": rf"^failed  repository server block '{name}-repo': \S+ is not a folder -> dropship blocks",
+        "repo-unwritable": rf"^failed  repository server block '{name}-repo': cannot write into \S+ .* -> dropship blocks",
     }[case]
     check = dropship("check", cwd=project, env=env)
     assert check.returncode == 1 and re.search(expected, check.stdout, flags=re.MULTILINE), check.output
