@@ -304,3 +304,62 @@ def test_ui_knows_its_api_and_shows_the_release(server: dict[str, Any], publishe
     for shot in (run_page, artifacts):
         assert png_colours(shot) > 50, f"{shot} looks blank"
     print(f"\nscreenshots: {run_page} {artifacts}")
+
+
+def test_blocks_for_an_ssh_server_droplets_and_webhooks_never_print_a_secret(
+    server: dict[str, Any], tmp_path: Path
+) -> None:
+    from dropship.emulator.server import EmulatorServer
+    from dropship.emulator.state import Emulator
+    from dropship.machines.local import free_port
+    from tests.servers import start_repo_server
+
+    project = make_project(tmp_path / "remote")
+    env = env_for(server["api"], tmp_path / "home")
+    assert dropship("init", "--arch", "amd64", "--format", "deb", cwd=project, env=env).returncode == 0
+    host = start_repo_server(tmp_path / "sshd")
+    emulator = Emulator(tmp_path / "emulator", token="dop_v1_secret_token_value", ssh_port=free_port())
+    api = EmulatorServer(emulator).start()
+    try:
+        key_file = tmp_path / "id_ed25519"
+        key_file.write_text(host.private_key)
+        ep = host.endpoint
+        env.update(DO_TOKEN="dop_v1_secret_token_value", HOOK_SECRET="github-hook-secret-value")
+        done = dropship(
+            "blocks", "--generate", "k", "--email", "k@example.invalid",
+            "--repo-host", ep.host, "--repo-port", str(ep.port), "--repo-user", ep.user, "--repo-key-file", str(key_file),
+            "--repo-path", str(host.root / "repo"), "--repo-host-key-scan",
+            "--provider", "digitalocean", "--do-token-env", "DO_TOKEN", "--do-endpoint", api.url,
+            "--webhook-github-secret-env", "HOOK_SECRET", cwd=project, env=env)
+        assert done.returncode == 0, done.output
+        fingerprint = subprocess.run(["ssh-keygen", "-lf", "-"], input=ep.host_public_key, capture_output=True,
+                                     text=True, check=True).stdout.split()[1]
+        assert f"host key ssh-ed25519 {fingerprint}" in done.stdout  # what the user compares with the server's
+        assert "created DigitalOceanCredentials block 'dropship-digitalocean'" in done.stdout
+        assert "created WebhookSecrets block 'dropship-webhook': secrets for GitHub" in done.stdout
+        for secret in ("dop_v1_secret_token_value", "github-hook-secret-value", "PRIVATE KEY", host.private_key[40:80]):
+            assert secret not in done.output
+        check = dropship("check", "--provider", "digitalocean", cwd=project, env=env)
+        assert check.returncode == 0, check.output
+        lines = check.stdout.splitlines()
+        assert any(line.startswith("ok      repository server block") and "pinned host key" in line for line in lines)
+        assert any(line.startswith("ok      DigitalOcean credentials block 'dropship-digitalocean': token accepted")
+                   for line in lines)
+        assert emulator.alive() == []  # check creates no droplet
+        env["DO_TOKEN"] = "dop_v1_wrong"
+        assert dropship("blocks", "--provider", "digitalocean", "--do-token-env", "DO_TOKEN", cwd=project,
+                        env=env).returncode == 0
+        bad = dropship("check", "--provider", "digitalocean", cwd=project, env=env)
+        assert bad.returncode == 1
+        (line,) = [x for x in bad.stdout.splitlines() if "DigitalOcean" in x]
+        assert line.startswith("failed  DigitalOcean credentials block") and line.endswith("--do-token-env VAR")
+        assert "dop_v1_wrong" not in bad.output
+    finally:
+        api.stop()
+        host.stop()
+
+
+@pytest.mark.parametrize("command", ["init", "blocks", "check", "ui"])
+def test_setup_commands_have_help(command: str) -> None:
+    done = subprocess.run([DROPSHIP, command, "--help"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and f"usage: dropship {command}" in done.stdout
