@@ -363,3 +363,58 @@ def test_blocks_for_an_ssh_server_droplets_and_webhooks_never_print_a_secret(
 def test_setup_commands_have_help(command: str) -> None:
     done = subprocess.run([DROPSHIP, command, "--help"], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and f"usage: dropship {command}" in done.stdout
+
+
+def _converse(argv: list[str], cwd: Path, env: dict[str, str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run dropship on a terminal (a pty): wait for each prompt, type its answer; return (status, screen)."""
+    import pty
+    import select
+
+    pid, main_fd = pty.fork()  # the child's controlling terminal is the pty: getpass reads /dev/tty
+    if pid == 0:
+        try:
+            os.chdir(cwd)
+            os.execve(DROPSHIP, [DROPSHIP, *argv], env)
+        finally:
+            os._exit(127)
+    screen = ""
+    answered = 0
+    pending = list(answers)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([main_fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(main_fd, 4096).decode(errors="replace")
+            except OSError:
+                break
+            if not chunk:
+                break
+            screen += chunk
+        if pending and pending[0][0] in screen[answered:]:
+            prompt, answer = pending.pop(0)
+            answered = screen.index(prompt, answered) + len(prompt)  # each prompt answered once
+            os.write(main_fd, (answer + "\n").encode())
+    os.close(main_fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), screen
+
+
+def test_blocks_asks_on_a_terminal_and_hides_the_token(server: dict[str, Any], tmp_path: Path) -> None:
+    project = make_project(tmp_path / "asked")
+    env = env_for(server["api"], tmp_path / "home")
+    assert dropship("init", "--arch", "amd64", "--format", "deb", cwd=project, env=env).returncode == 0
+    _edit(project / "dropship.toml", r'^provider = "local"', 'provider = "digitalocean"')
+    status, screen = _converse(["blocks"], project, env, [
+        ("armored secret key file (empty: generate a new key): ", ""),
+        ("key user id name", "asked release key"),
+        ("key user id email: ", "asked@example.invalid"),
+        ("repository: a folder here, or user@host[:port]:/path on an SSH server: ", str(tmp_path / "repo")),
+        ("DigitalOcean API token (hidden): ", "dop_v1_typed_secret"),
+    ])
+    assert status == 0, screen
+    assert "created SigningKey block 'asked-signing-key'" in screen
+    assert f"created RepoServer block 'asked-repo': folder {tmp_path / 'repo'}" in screen
+    assert "created DigitalOceanCredentials block 'dropship-digitalocean'" in screen
+    assert "dop_v1_typed_secret" not in screen  # getpass: not echoed, never printed
+    assert "GetPassWarning" not in screen
