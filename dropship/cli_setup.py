@@ -16,6 +16,7 @@ import getpass
 import hashlib
 import os
 import sys
+import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -264,14 +265,22 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     _save(block, args.webhook_block, existing is not None, say, f"secrets for {' and '.join(forges)}")
 
 
-def _need_api() -> None:
-    if not os.environ.get("PREFECT_API_URL"):
+def need_api() -> None:
+    """PREFECT_API_URL set and answering, or a one-line error saying how to get there."""
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
         raise ConfigError("set PREFECT_API_URL to the Prefect server the blocks live on "
                           "(`dropship ui --workdir DIR` starts one and prints it)")
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10):
+            pass
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the Prefect server at {url} can't be reached ({exc}): start it "
+                          "(`dropship ui --workdir DIR`) or fix PREFECT_API_URL") from exc
 
 
 def blocks_command(args: argparse.Namespace) -> int:
-    _need_api()
+    need_api()
     manifest = load_manifest(args.manifest)
 
     def say(line: str) -> None:
