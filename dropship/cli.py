@@ -205,7 +205,10 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    print(message, file=sys.stdout if ok else sys.stderr)
+    if ok:
+        print(f"\n{message}\n\nThe release in the Prefect UI again: dropship ui --workdir {workdir}")
+    else:
+        print(message, file=sys.stderr)
     return 0 if ok else 1
 
 
