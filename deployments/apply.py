@@ -7,7 +7,9 @@ name, so a second apply leaves the server as it was.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -186,11 +188,14 @@ def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
     if existing is not None and _actual(existing) == _wanted(spec):
         applied.note("unchanged", f"deployment {spec.full_name}")
         return
-    _flow(spec.entrypoint).deploy(
-        name=spec.name, work_pool_name=spec.pool, entrypoint_type=EntrypointType.MODULE_PATH,
-        parameters=spec.parameters, description=spec.description, schedules=_schedules(spec),
-        job_variables=_job_variables(spec), build=False, push=False, print_next_steps=False,
-    )
+    # deploy() prints a banner and a table with rich; dropship says what it did in its own words
+    with contextlib.redirect_stdout(io.StringIO()):
+        _flow(spec.entrypoint).deploy(
+            name=spec.name, work_pool_name=spec.pool, entrypoint_type=EntrypointType.MODULE_PATH,
+            parameters=spec.parameters, description=spec.description, schedules=_schedules(spec),
+            job_variables=_job_variables(spec), build=False, push=False, print_next_steps=False,
+            ignore_warnings=True,
+        )
     applied.note("updated" if existing is not None else "created", f"deployment {spec.full_name}")
 
 

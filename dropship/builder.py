@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dropship.errors import BuildFailed, CommandError
+from dropship.graph import DEPS_DIR
 from dropship.process import run
 from dropship.repos.files import sha256_file
 
@@ -81,6 +82,8 @@ def build(
     unpack(archive, source)
     started = time.monotonic()
     build_env = {**env, "DROPSHIP_VERSION": version, "DROPSHIP_TARGET": target}
+    if (source / DEPS_DIR).is_dir():  # the artifacts of the targets it depends on (dropship.graph)
+        build_env["DROPSHIP_DEPS"] = str(source / DEPS_DIR)
     try:
         output = run(command, cwd=source, env=build_env, what=f"build of {target}", timeout=timeout)
     except CommandError as exc:

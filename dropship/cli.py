@@ -8,6 +8,7 @@ local server can be started before Prefect reads its settings.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--provider", choices=["local", "digitalocean"], default="local",
                       help="build machines: local sshd+worker (default), or droplets of --do-endpoint")
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
+    demo.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
 
     init = commands.add_parser(
         "init",
@@ -69,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
     rel.add_argument("--submit", action="store_true",
                      help="don't run here: create a run of the release-tag deployment for a worker, print its id")
+    rel.add_argument("--json", action="store_true", help="print the summary (summary.json) instead of the closing lines")
+    rel.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
+
+    from dropship.cli_setup import add_commands
+
+    add_commands(commands)
 
     status = commands.add_parser(
         "status", help="recent releases, promotions and rollbacks and their state (needs PREFECT_API_URL)",
@@ -186,13 +194,21 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"Prefect UI: {server.ui_url}", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        from flows.demo import run_demo
+        from dropship.cli_run import log_path, quiet_prefect
 
-        ok, message = run_demo(workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint)
+        log_file = log_path(workdir, f"demo-{args.tag}")
+        print(f"releasing the example hello {args.tag} (log: {log_file})", flush=True)
+        with quiet_prefect(log_file, verbose=args.verbose):
+            from flows.demo import run_demo
+
+            ok, message = run_demo(workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint)
     finally:
         if server is not None:
             server.stop()
-    print(message, file=sys.stdout if ok else sys.stderr)
+    if ok:
+        print(f"\n{message}\n\nThe release in the Prefect UI again: dropship ui --workdir {workdir}")
+    else:
+        print(message, file=sys.stderr)
     return 0 if ok else 1
 
 
@@ -219,15 +235,9 @@ def _release(args: argparse.Namespace) -> int:
         run_id = submit(RELEASE_TAG, params)
         print(f"submitted {args.tag}: flow run {run_id} of {RELEASE_TAG}; `dropship status` follows it")
         return 0
-    from flows.release import release
+    from dropship.cli_run import run_release
 
-    state = release(
-        manifest=str(args.manifest), tag=args.tag, ref=args.ref, targets=args.targets,
-        dry_run=args.dry_run, force=args.force, provider=args.provider,
-        workdir=str(args.workdir) if args.workdir else None,
-        return_state=True,
-    )
-    return 0 if _outcome(state, "release") is not None else 1
+    return run_release(args)
 
 
 def _reap(args: argparse.Namespace) -> int:
@@ -434,10 +444,16 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _absolute_paths(args)
+    if not getattr(args, "verbose", False):  # Prefect's "Still processing items" as its workers drain at exit
+        for service in ("EventsWorker", "APILogWorker"):
+            logging.getLogger(service).setLevel(logging.ERROR)
     handlers = {
         "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
     }
+    from dropship.cli_setup import HANDLERS
+
+    handlers.update(HANDLERS)
     try:
         return handlers[args.command](args)
     except DropshipError as exc:

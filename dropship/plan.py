@@ -60,7 +60,14 @@ def select_targets(manifest: Manifest, wanted: list[str] | None) -> tuple[str, .
     unknown = [w for w in wanted if w not in names]
     if unknown:
         raise ConfigError(f"unknown target(s) {', '.join(unknown)}; the manifest has {', '.join(names)}")
-    return tuple(n for n in names if n in wanted)
+    selected = set(wanted)
+    todo = list(wanted)
+    while todo:  # a target's dependencies build with it: their artifacts are its inputs
+        for dep in manifest.target(todo.pop()).depends_on:
+            if dep not in selected:
+                selected.add(dep)
+                todo.append(dep)
+    return tuple(n for n in names if n in selected)
 
 
 def make_plan(

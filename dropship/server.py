@@ -22,9 +22,10 @@ from dropship.machines.local import free_port
 
 
 class LocalPrefectServer:
-    def __init__(self, home: Path, *, startup_timeout: float = 120.0) -> None:
+    def __init__(self, home: Path, *, startup_timeout: float = 120.0, port: int | None = None) -> None:
         self.home = home
         self.startup_timeout = startup_timeout
+        self._wanted_port = port
         self.port = 0
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -66,7 +67,7 @@ class LocalPrefectServer:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self._wanted_port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
         log = (self.home / "server.log").open("wb")

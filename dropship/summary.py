@@ -18,7 +18,7 @@ class ArtifactSummary:
 class TargetSummary:
     name: str
     status: str
-    """built | reused | failed | not built"""
+    """built | reused | failed | skipped (a dependency failed) | not built"""
     machine: str | None = None
     build_seconds: float | None = None
     machine_seconds: float | None = None

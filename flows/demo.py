@@ -13,9 +13,11 @@ from prefect.logging.handlers import APILogHandler
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
+from dropship.cli_run import failure_text
 from dropship.demo import prepare_repository
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
+from dropship.progress import closing_lines
 from dropship.signing import generate_key
 from flows.release import release
 
@@ -64,27 +66,8 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
     if summary_file.exists():
         shutil.copyfile(summary_file, workdir / "summary.json")
     if not state.is_completed():
-        return False, f"release failed: {state.message}"
+        return False, f"release failed: {failure_text(state)}"
     summary = json.loads(summary_file.read_text())
-    current = published / "current"
-    repo = manifest.repository
-    keyring = f"/etc/apt/keyrings/{manifest.project.name}-{repo.key_name}.gpg"
-    suite = summary["suites"][0]
-    version = summary["version"]
-    lines = [
-        f"Published {summary['project']} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
-        f"in {summary['wall_seconds']:.1f} s with {summary['machines_created']} {provider} machines"
-        + (f" (${summary['cost']:.4f})." if summary['cost'] else "."),
-        f"Repository: {current}",
-        f"Summary:    {workdir / 'summary.json'}",
-        "",
-        "apt (Debian/Ubuntu):",
-        f"  sudo install -D -m 0644 {current}/keys/{repo.key_name}.gpg {keyring}",
-        f"  echo 'deb [signed-by={keyring}] file:{current} {suite} {repo.component}' | sudo tee /etc/apt/sources.list.d/{manifest.project.name}.list",
-        f"  sudo apt-get update && sudo apt-get install {manifest.project.name}={version}",
-        "",
-        "dnf (Fedora/RHEL):",
-        f"  sudo cp {current}/rpm/{suite}.repo /etc/yum.repos.d/{manifest.project.name}-{suite}.repo",
-        f"  sudo dnf install {manifest.project.name}-{version}",
-    ]
+    lines = closing_lines(summary, key_name=manifest.repository.key_name, component=manifest.repository.component,
+                          summary_path=str(workdir / "summary.json"), provider=provider)
     return True, "\n".join(lines)

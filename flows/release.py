@@ -14,25 +14,34 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.flows import Flow
-from prefect.futures import PrefectFuture
+from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
+from prefect.settings import PREFECT_UI_URL
 
 from dropship.errors import DropshipError, ReleaseFailed
-from dropship.manifest import load_manifest
+from dropship.graph import dependencies, ready, skip_reason
+from dropship.manifest import Manifest, load_manifest
 from dropship.plan import ReleasePlan
+from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
 from tasks.build import ensure_build_deployment
-from tasks.cache import build_target, cache_policy, restore_artifacts
-from tasks.machines import check_machines, client_key_path, teardown, teardown_run
-from tasks.prepare import check_repo_server, check_signing_key, plan_release, test_source
+from tasks.cache import (
+    build_target,
+    cache_policy,
+    ensure_machines_limit,
+    restore_artifacts,
+)
+from tasks.machines import client_key_path, teardown, teardown_run
+from tasks.prepare import plan_release, preflight, test_source
 from tasks.repository import publish_tree, sign_repositories
 from tasks.settings import default_workdir
 from tasks.summary import repository_url, write_summary
@@ -73,6 +82,42 @@ def _outcome(
         return TargetSummary(name=name, status="failed", reason=str(exc))
     rebuilt.reason = f"rebuilt: cached build unusable ({lookup.problem})"
     return rebuilt
+
+
+def _build_graph(spec: Manifest, plan: ReleasePlan, workdir: str, force: bool, results: dict[str, TargetSummary]) -> None:
+    """Build or reuse every target into `results`, each once its dependencies' artifacts
+    are in the run; a target whose dependency failed is skipped (dropship.graph)."""
+    logger = get_run_logger()
+    policy = cache_policy(workdir)
+    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
+    deps = dependencies(spec, plan.targets)
+    running: dict[str, PrefectFuture[Any]] = {}
+    progress = create_progress_artifact(0.0, key="release-progress", description=f"{plan.project} {plan.name}: targets done")
+
+    def finish(name: str, result: TargetSummary) -> None:
+        results[name] = result
+        if result.status == "failed":
+            logger.error("%s", tidy_reason(name, result.reason), extra=event("build", "failed", name=name))
+        elif result.status == "skipped":
+            logger.warning("%s", result.reason, extra=event("build", "skipped", name=name))
+        elif result.status == "reused":
+            logger.info("%s", result.reason, extra=event("reuse", name=name))
+        update_progress_artifact(progress, 100.0 * len(results) / len(plan.targets))
+
+    while len(results) < len(plan.targets):
+        finished = {name: r.status for name, r in results.items()}
+        for name in ready(deps, finished, set(running)):
+            why = skip_reason(deps[name], finished)
+            if why is not None:
+                finish(name, TargetSummary(name=name, status="skipped", reason=why))
+                continue
+            running[name] = builder.submit(spec, plan, name, plan.content[name].digest, workdir, force)
+        if not running:
+            continue
+        future = next(as_completed(list(running.values())))
+        name = next(n for n, f in running.items() if f is future)
+        del running[name]
+        finish(name, _outcome(future, spec, plan, name, workdir, policy))
 
 
 def _reason(future: PrefectFuture[Any]) -> str:
@@ -121,17 +166,19 @@ def release(
     a stored build; `provider` (local or digitalocean) overrides the manifest's.
     """
     clock = time.monotonic()
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     workdir = workdir or str(default_workdir())
     run_id = str(current_run.id)
     logger = get_run_logger()
 
+    ui = PREFECT_UI_URL.value()
+    if ui:
+        logger.info("%s/runs/flow-run/%s", str(ui).rstrip("/"), run_id, extra=event("Prefect UI", "running"))
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
-    check_signing_key(spec.blocks.signing_key)
-    check_repo_server(spec.blocks.repo_server)
-    check_machines(spec, plan, workdir)
+    preflight(spec, plan)
     test_source(plan, spec.project.test)
     ensure_build_deployment()
+    ensure_machines_limit()
 
     key_path = client_key_path(plan)
     write_keypair(key_path, f"dropship-run-{plan.short_id}")
@@ -139,23 +186,27 @@ def release(
     results: dict[str, TargetSummary] = {}
     status, error, repository = "failed", "", ""
     try:
-        policy = cache_policy(workdir)
-        builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
-        futures = {
-            name: builder.submit(spec, plan, name, plan.content[name].digest, workdir, force) for name in plan.targets
-        }
-        for name, future in futures.items():
-            results[name] = _outcome(future, spec, plan, name, workdir, policy)
-        failures = {name: r.reason for name, r in results.items() if r.status == "failed"}
+        _build_graph(spec, plan, workdir, force, results)
+        failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
         if failures:
-            raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
+            raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published", failures)
+        sign_started = time.monotonic()
         tree = sign_repositories(spec, plan, base_url, workdir)
+        formats = sorted({"APT" if spec.target(n).format.value == "deb" else "RPM" for n in plan.targets})
+        logger.info("%s repository of %s", " and ".join(formats), ", ".join(plan.suites),
+                    extra=event("sign", seconds=time.monotonic() - sign_started))
         if dry_run:
             status, repository = "dry-run", tree
-            logger.info("dry run: signed tree left in %s, nothing published", tree)
+            logger.info("dry run: signed tree left in %s, nothing published", tree, extra=event("publish", "skipped"))
         else:
+            publish_started = time.monotonic()
             published = publish_tree(spec.blocks.repo_server, plan.release_id, tree, workdir)
             status, repository = "published", published.location
+            done = f"uploaded {published.uploaded} files"
+            if published.reused:
+                done += f", {published.reused} unchanged from the previous release"
+            logger.info("%s; current -> %s", done, plan.release_id,
+                        extra=event("publish", seconds=time.monotonic() - publish_started))
     except BaseException as exc:
         error = str(exc)
         raise

@@ -10,7 +10,8 @@ its check makes the flow rebuild that target (refresh_cache).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +20,20 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 
+from deployments.apply import ensure_concurrency_limit
 from dropship.cache import LocalArtifactStore, Lookup, why_built
+from dropship.graph import archive_with_dependencies
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.progress import event
 from dropship.summary import TargetSummary
 from tasks.build import build_on_machine
 from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
 from tasks.settings import MACHINES_LIMIT
+
+DEFAULT_MACHINES = 8
+"""Slots of `dropship-machines` when a release creates the limit (`deployments apply --machines` sets its own)."""
 
 
 @dataclass
@@ -53,21 +60,42 @@ def build_target(
 ) -> TargetSummary:
     """Provision, build, collect, delete; then keep the artifacts in the store."""
     store = store_for(workdir)
+    logger = get_run_logger()
     reason = why_built(store.last(target_name), plan.content[target_name], forced=forced)
-    get_run_logger().info("building %s (%s), content hash %s", target_name, reason, content_hash[:12])
-    # One slot of `dropship-machines` per machine alive, when `dropship
-    # deployments apply` created the limit; without it, no cap (the demo).
+    logger.info("building %s (%s), content hash %s", target_name, reason, content_hash[:12])
+    started = time.monotonic()
+    depends_on = manifest.target(target_name).depends_on
+    if depends_on:  # their artifacts go to the machine inside the source archive (dropship.graph)
+        artifacts = {dep: sorted((Path(plan.run_dir) / "artifacts" / dep).iterdir()) for dep in depends_on}
+        archive = archive_with_dependencies(
+            Path(plan.archive), artifacts, Path(plan.run_dir) / f"source-{target_name}.tar.gz"
+        )
+        plan = replace(plan, archive=str(archive))
+        logger.info("%s gets the artifacts of %s in $DROPSHIP_DEPS", target_name, ", ".join(depends_on))
+    # One slot of `dropship-machines` per machine alive (the flow creates the limit if missing).
     with concurrency(MACHINES_LIMIT, occupy=1, strict=False, timeout_seconds=3600):
         machine = provision_machine(manifest, plan, target_name, workdir)
+        logger.info("machine %s is up, building (%s)", machine.name, reason,
+                    extra=event("build", "running", name=target_name))
         built = build_on_machine(manifest, plan, target_name, machine, workdir)
         summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
+    logger.info("%s", ", ".join(a.name for a in summary.artifacts),
+                extra=event("build", name=target_name, seconds=time.monotonic() - started))
     files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
     store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
     summary.reason = reason
     return summary
 
 
-@task(name="restore", cache_policy=NO_CACHE)
+@task(name="machines-limit", task_run_name="machines limit", cache_policy=NO_CACHE)
+def ensure_machines_limit() -> None:
+    """Create `dropship-machines` once, at the start of the release, if nobody has:
+    each build then takes a slot of a limit that exists (no warning per target)."""
+    if ensure_concurrency_limit(MACHINES_LIMIT, DEFAULT_MACHINES):
+        get_run_logger().info("created the concurrency limit %s (%d machines)", MACHINES_LIMIT, DEFAULT_MACHINES)
+
+
+@task(name="restore", task_run_name="restore {target_name}", cache_policy=NO_CACHE)
 def restore_artifacts(plan: ReleasePlan, target_name: str, workdir: str) -> Lookup:
     """Copy a cached target's artifacts from the store into the run, checking each sha256."""
     digest = plan.content[target_name].digest

@@ -1,24 +1,23 @@
-"""Stages that run before any machine exists: plan, key and repository-server checks, tests."""
+"""Stages that run before any machine exists: plan, preflight checks, tests."""
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from blocks.repo_server import RepoServer
-from blocks.signing_key import SigningKey
-from dropship.deploy.preflight import check_local_root, check_ssh_root
-from dropship.errors import ConfigError, SigningKeyError
+from blocks.values import load_inputs
+from dropship.checks import require, run_checks
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
-from dropship.ssh import Endpoint
+from dropship.progress import event
 from dropship.testing import run_tests
 
 
-@task(name="plan", cache_policy=NO_CACHE)
+@task(name="plan", task_run_name="plan", cache_policy=NO_CACHE)
 def plan_release(
     manifest_path: str,
     tag: str | None,
@@ -38,47 +37,36 @@ def plan_release(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",
         plan.project, plan.name, plan.release_class, plan.commit[:12], plan.version,
         ", ".join(plan.suites), ", ".join(plan.targets),
+        extra=event("plan"),
     )
     return manifest, plan
 
 
-@task(name="check-signing-key", cache_policy=NO_CACHE)
-def check_signing_key(block_name: str) -> list[str]:
-    """Load and open the key before any machine exists; return its fingerprints."""
-    try:
-        block = SigningKey.load(block_name)
-    except ValueError as exc:
-        raise SigningKeyError(f"signing key block {block_name!r} not found: create it (see `dropship --help`)") from exc
-    with block.signer() as signer:
-        fingerprints = signer.fingerprints
-    get_run_logger().info("signing with %s", ", ".join(fingerprints))
-    return fingerprints
+@task(name="preflight", task_run_name="preflight", cache_policy=NO_CACHE)
+def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
+    """Every block, the key's expiry, the provider and the repository server, before any test or machine.
+
+    The same checks and one-line messages as `dropship check`; raises
+    `PreflightFailed` (a ConfigError) naming what is missing and the fixing command.
+    """
+    checks = run_checks(manifest, plan.manifest_path, load_inputs(manifest, plan.provider),
+                        provider=plan.provider, targets=plan.targets)
+    logger = get_run_logger()
+    for check in checks:
+        logger.info("%s", check.line())
+    require(checks)
+    logger.info("%s", "; ".join(c.what for c in checks), extra=event("check"))
+    return [check.line() for check in checks]
 
 
-@task(name="check-repo-server", cache_policy=NO_CACHE)
-def check_repo_server(block_name: str) -> str:
-    """Reach the repository server (pinned host key, writable root, tools) before any machine exists."""
-    label = f"RepoServer block {block_name!r}"
-    try:
-        block = RepoServer.load(block_name)
-    except ValueError as exc:
-        raise ConfigError(f"{label} not found: create it (see docs/architecture.md, publication)") from exc
-    if not block.host:
-        where = check_local_root(Path(block.path), label)
-    elif block.ssh_private_key is None or not block.host_public_key:
-        raise ConfigError(f"{label}: host {block.host} needs ssh_private_key and host_public_key")
-    else:
-        endpoint = Endpoint(block.host, block.port, block.user, block.host_public_key)
-        where = check_ssh_root(endpoint, block.ssh_private_key.get_secret_value(), block.path, label)
-    get_run_logger().info("repository server %s is reachable and writable", where)
-    return where
-
-
-@task(name="test", cache_policy=NO_CACHE)
+@task(name="test", task_run_name="test", cache_policy=NO_CACHE)
 def test_source(plan: ReleasePlan, command: list[str] | None) -> None:
     logger = get_run_logger()
     if not command:
-        logger.warning("the manifest has no test command: nothing was tested")
+        logger.warning("the manifest has no test command: nothing was tested", extra=event("test", "warning"))
         return
+    started = time.monotonic()
     output = run_tests(Path(plan.archive), command, version=plan.version, source_date_epoch=plan.source_date_epoch)
-    logger.info("tests passed:\n%s", "\n".join(output.strip().splitlines()[-20:]))
+    tail = "\n".join(output.strip().splitlines()[-20:])
+    logger.info("%s exited 0%s", " ".join(command), f"; its last lines:\n{tail}" if tail else "")
+    logger.info("%s", " ".join(command), extra=event("test", seconds=time.monotonic() - started))

@@ -15,7 +15,7 @@ from dropship.plan import ReleasePlan
 from dropship.summary import ReleaseSummary, TargetSummary
 
 
-@task(name="summary", cache_policy=NO_CACHE)
+@task(name="summary", task_run_name="summary", cache_policy=NO_CACHE)
 def write_summary(
     plan: ReleasePlan,
     targets: dict[str, TargetSummary],

@@ -41,6 +41,11 @@ def hardlink_tree(source: Path, destination: Path) -> tuple[int, int]:
     return linked, copied
 
 
+def _inode(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return (stat.st_dev, stat.st_ino)
+
+
 class LocalPublisher:
     """Publishes into `root` on this machine; a flock serialises publishers."""
 
@@ -114,7 +119,10 @@ class LocalPublisher:
             shutil.rmtree(incoming, ignore_errors=True)
             try:
                 linked, copied = hardlink_tree(tree, incoming)
-                listing = list_tree(incoming, release_id, known_inodes=self._known_inodes())
+                known = self._known_inodes()
+                listing = list_tree(incoming, release_id, known_inodes=known)
+                # reused: files the previous release has (a tree seeded from it shares their inodes)
+                reused = sum(1 for path in listing.files if _inode(incoming / path) in known)
                 (incoming / META_DIR).mkdir(exist_ok=True)
                 (incoming / META_FILE).write_text(listing.to_json())
                 os.rename(incoming, final)
@@ -126,7 +134,7 @@ class LocalPublisher:
             self._switch(release_id)
             removed = self._prune()
         return PublishResult(
-            release_id, str(final), linked + copied, linked, copied, 0, tuple(removed)
+            release_id, str(final), linked + copied, reused, linked + copied - reused, 0, tuple(removed)
         )
 
     def switch(self, release_id: str) -> None:

@@ -285,9 +285,12 @@ class AptRepository:
             for arch in settings.architectures
         }
         for entry in stage(self.root, settings.component, settings.architectures, debs):
-            for arch in settings.architectures if entry.arch == "all" else (entry.arch,):
+            arches = settings.architectures if entry.arch == "all" else (entry.arch,)
+            new = any(entry.key not in by_arch[arch] for arch in arches)
+            for arch in arches:
                 by_arch[arch][entry.key] = entry
-            result.added.append(entry.filename)
+            if new:  # a package the suite already has is not "added" again
+                result.added.append(entry.filename)
         indices: dict[str, list[Entry]] = {}
         for arch, entries in by_arch.items():
             kept, dropped = _retain(entries, settings.keep_versions)

@@ -75,3 +75,14 @@ def test_a_seeded_tree_is_listed_without_reading_unchanged_files(tmp_path: Path,
     assert json.loads((tmp_path / "pub/releases/r2/.dropship/release.json").read_text())["files"]["pool/p7"][0] == (
         hashlib.sha256(b"7").hexdigest()
     )
+
+
+def test_a_first_publish_uploads_and_a_seeded_one_reuses(tmp_path: Path) -> None:
+    publisher = LocalPublisher(tmp_path / "pub")
+    first = publisher.publish(_tree(tmp_path / "t1", {"a": "1", "d/b": "2"}), "r1")
+    assert (first.files, first.reused, first.uploaded) == (2, 0, 2)
+    seeded = tmp_path / "seed"
+    publisher.fetch_current(seeded)
+    (seeded / "new").write_text("n")
+    second = publisher.publish(seeded, "r2")
+    assert (second.files, second.reused, second.uploaded) == (3, 2, 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -12,6 +13,7 @@ import pytest
 from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError
 from dropship.ssh import generate_keypair
+from tests.conftest import EXAMPLE
 from tests.servers import RepoServerHost, start_repo_server
 
 
@@ -62,20 +64,27 @@ def test_local_root_must_be_absolute_and_writable(tmp_path: Path) -> None:
         check_local_root(Path("relative/repo"), "block 'l'")
 
 
-def test_the_release_task_refuses_a_broken_repo_server_block(prefect_server: str, server: RepoServerHost) -> None:
-    """`check-repo-server` as the flow calls it: the block from the Prefect server, the check against sshd."""
+def test_blocks_from_prefect_are_checked_against_sshd(prefect_server: str, server: RepoServerHost) -> None:
+    """What the release's preflight does: the block from the Prefect server, the check against sshd."""
     from pydantic import SecretStr
 
     from blocks.repo_server import RepoServer
-    from tasks.prepare import check_repo_server
+    from blocks.values import load_block, repo_value
+    from dropship.checks import check_repo_server
+    from dropship.manifest import load_manifest
+
+    manifest = load_manifest(EXAMPLE / "dropship.toml")
+
+    def check(name: str) -> str:
+        block = load_block(RepoServer, name)
+        renamed = manifest.model_copy(update={"blocks": manifest.blocks.model_copy(update={"repo_server": name})})
+        return check_repo_server(renamed, "dropship.toml", repo_value(block) if block else None).line()
 
     good = RepoServer(path=str(server.root / "repo"), host=server.endpoint.host, port=server.endpoint.port,
                       user=server.endpoint.user, ssh_private_key=SecretStr(server.private_key),
                       host_public_key=server.endpoint.host_public_key)
     good.save("preflight-good", overwrite=True)
-    assert check_repo_server("preflight-good").endswith(str(server.root / "repo"))
+    assert check("preflight-good").startswith("ok") and str(server.root / "repo") in check("preflight-good")
     good.model_copy(update={"host_public_key": generate_keypair("other").public_line}).save("preflight-rekeyed", overwrite=True)
-    with pytest.raises(ConfigError, match="RepoServer block 'preflight-rekeyed': .*instead of the pinned"):
-        check_repo_server("preflight-rekeyed")
-    with pytest.raises(ConfigError, match="RepoServer block 'preflight-missing' not found"):
-        check_repo_server("preflight-missing")
+    assert re.search(r"^failed .*'preflight-rekeyed': .*instead of the pinned", check("preflight-rekeyed"))
+    assert re.search(r"^missing .*'preflight-missing': no such block -> dropship blocks", check("preflight-missing"))

@@ -186,3 +186,12 @@ def test_not_a_deb_and_wrong_arch(tmp_path: Path, example_packages, signing_key:
 def test_pool_layout() -> None:
     assert pool_path("main", "hello", "hello_1_amd64.deb") == "pool/main/h/hello/hello_1_amd64.deb"
     assert pool_path("main", "libfoo", "libfoo1_1_amd64.deb") == "pool/main/libf/libfoo/libfoo1_1_amd64.deb"
+
+
+def test_only_packages_new_to_the_suite_are_reported_added(tmp_path: Path, example_packages, signing_key: str) -> None:
+    repo = _repo(tmp_path)
+    with Signer([signing_key]) as signer:
+        first = repo.add("stable", _debs(example_packages, "0.1.0"), signer)
+        again = repo.add("stable", [*_debs(example_packages, "0.1.0"), example_packages["0.2.0"]["amd64-deb"]], signer)
+    assert [Path(f).name for f in first.added] == ["hello_0.1.0_amd64.deb", "hello_0.1.0_arm64.deb"]
+    assert [Path(f).name for f in again.added] == ["hello_0.2.0_amd64.deb"]

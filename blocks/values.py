@@ -1,0 +1,63 @@
+"""Loading the blocks a manifest names, for the checks in `dropship.checks`.
+
+The one place that turns Prefect blocks into the plain values the checks
+take; a block that does not exist becomes None (the check says "missing"
+and how to create it).
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from prefect.blocks.core import Block
+from prefect.exceptions import ObjectNotFound
+
+from blocks.digitalocean import DigitalOceanCredentials
+from blocks.repo_server import RepoServer
+from blocks.signing_key import SigningKey
+from dropship.checks import Inputs, KeyValue, RepoValue
+from dropship.errors import ConfigError
+from dropship.manifest import Manifest
+
+B = TypeVar("B", bound=Block)
+
+
+def load_block(kind: type[B], name: str) -> B | None:
+    """The block, or None if there is none of that name (or of that type yet)."""
+    try:
+        return kind.load(name)
+    except ObjectNotFound:
+        return None
+    except ValueError as exc:  # Prefect: "Unable to find block document named ..."
+        if "Unable to find" in str(exc) or "not found" in str(exc).lower():
+            return None
+        raise ConfigError(f"{kind.__name__} block {name!r} can't be loaded: {str(exc).splitlines()[0]}") from exc
+
+
+def key_value(block: SigningKey) -> KeyValue:
+    return KeyValue(
+        armored=block.armored_keys(),
+        passphrase=block.passphrase.get_secret_value() if block.passphrase else None,
+        min_validity_days=block.min_validity_days,
+    )
+
+
+def repo_value(block: RepoServer) -> RepoValue:
+    return RepoValue(
+        path=block.path, host=block.host, port=block.port, user=block.user,
+        private_key=block.ssh_private_key.get_secret_value() if block.ssh_private_key else None,
+        host_public_key=block.host_public_key,
+    )
+
+
+def load_inputs(manifest: Manifest, provider: str | None = None) -> Inputs:
+    key = load_block(SigningKey, manifest.blocks.signing_key)
+    repo = load_block(RepoServer, manifest.blocks.repo_server)
+    credentials = None
+    if (provider or manifest.machines.provider) == "digitalocean":
+        credentials = load_block(DigitalOceanCredentials, manifest.machines.credentials)
+    return Inputs(
+        signing_key=key_value(key) if key else None,
+        repo_server=repo_value(repo) if repo else None,
+        digitalocean=credentials.settings() if credentials else None,
+    )

@@ -1,0 +1,170 @@
+"""Everything a release needs, checked before any test or machine.
+
+`dropship check` prints these lines, and the release flow's first stage runs
+the same checks and stops with the same lines. The caller loads the blocks
+(Prefect's side: `blocks.values.load_inputs`) and passes their values here,
+so this module needs no Prefect: `None` means the block does not exist.
+
+Each check gives one line: `ok`, `missing` or `failed`, what was checked,
+what was found, and for anything not ok the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from dropship.deploy.preflight import check_local_root, check_ssh_root
+from dropship.errors import ConfigError, DropshipError
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
+from dropship.machines.local import find_sshd
+from dropship.manifest import Manifest
+from dropship.signing import Signer
+from dropship.ssh import Endpoint
+
+OK, MISSING, FAILED = "ok", "missing", "failed"
+
+
+@dataclass(frozen=True)
+class Check:
+    what: str
+    status: str
+    detail: str
+    fix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def line(self) -> str:
+        text = f"{self.status:<7} {self.what}: {self.detail}"
+        return f"{text} -> {self.fix}" if self.fix and not self.ok else text
+
+
+@dataclass(frozen=True)
+class KeyValue:
+    """A SigningKey block's values."""
+
+    armored: list[str]
+    passphrase: str | None
+    min_validity_days: int
+
+
+@dataclass(frozen=True)
+class RepoValue:
+    """A RepoServer block's values."""
+
+    path: str
+    host: str | None = None
+    port: int = 22
+    user: str = "dropship"
+    private_key: str | None = None
+    host_public_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The blocks a release uses, as loaded (None: no such block)."""
+
+    signing_key: KeyValue | None
+    repo_server: RepoValue | None
+    digitalocean: DigitalOceanSettings | None
+
+
+class PreflightFailed(ConfigError):
+    """Something the release needs is missing or broken; the message is the `dropship check` lines."""
+
+    def __init__(self, checks: Sequence[Check]) -> None:
+        self.checks = list(checks)
+        super().__init__("\n".join(c.line() for c in self.checks))
+
+
+def blocks_command(manifest_path: str, *flags: str) -> str:
+    return shlex.join(["dropship", "blocks", "--manifest", manifest_path, *flags])
+
+
+def check_signing_key(manifest: Manifest, manifest_path: str, key: KeyValue | None) -> Check:
+    name = manifest.blocks.signing_key
+    what = f"signing key block {name!r}"
+    fix = blocks_command(manifest_path, "--signing-key-file", "FILE")
+    if key is None:
+        return Check(what, MISSING, "no such block", fix + "  (or --generate NAME --email E)")
+    try:
+        with Signer(key.armored, passphrase=key.passphrase, min_validity=timedelta(days=key.min_validity_days)) as signer:
+            described = ", ".join(
+                f"{k.fingerprint[-16:]} " + (f"expires {k.expires:%Y-%m-%d}" if k.expires else "never expires")
+                for k in signer.keys
+            )
+    except DropshipError as exc:
+        return Check(what, FAILED, str(exc).splitlines()[0], fix)
+    return Check(what, OK, described)
+
+
+def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | None) -> Check:
+    """A folder here: exists or can be made, takes a file. Over SSH: the pinned host key, the key
+    accepted, a writable root and the publisher's remote tools (`dropship.deploy.preflight`)."""
+    name = manifest.blocks.repo_server
+    what = f"repository server block {name!r}"
+    if repo is None:
+        fix = blocks_command(manifest_path, "--repo-path", "DIR")
+        return Check(what, MISSING, "no such block", fix + "  (or --repo-host H --repo-user U --repo-key-file F --repo-host-key-scan)")
+    if not repo.host:
+        fix = blocks_command(manifest_path, "--repo-path", "DIR")
+        try:
+            where = check_local_root(Path(repo.path), what)
+        except DropshipError as exc:
+            return Check(what, FAILED, str(exc).removeprefix(f"{what}: ").splitlines()[0], fix)
+        return Check(what, OK, f"folder {where} is writable")
+    fix = blocks_command(manifest_path, "--repo-host", repo.host, "--repo-port", str(repo.port), "--repo-user", repo.user,
+                         "--repo-path", repo.path, "--repo-key-file", "FILE", "--repo-host-key-scan")
+    if not repo.private_key or not repo.host_public_key:
+        return Check(what, FAILED, f"host {repo.host} needs an SSH key and the server's pinned host key", fix)
+    endpoint = Endpoint(repo.host, repo.port, repo.user, repo.host_public_key)
+    try:
+        where = check_ssh_root(endpoint, repo.private_key, repo.path, what)
+    except DropshipError as exc:
+        return Check(what, FAILED, str(exc).removeprefix(f"{what}: ").splitlines()[0], fix)
+    return Check(what, OK, f"{where} answered with the pinned host key and is writable")
+
+
+def check_provider(manifest: Manifest, manifest_path: str, provider: str, targets: Sequence[str],
+                   digitalocean: DigitalOceanSettings | None) -> Check:
+    if provider == "local":
+        what = "local machines"
+        try:
+            sshd = find_sshd()
+        except DropshipError as exc:
+            return Check(what, FAILED, str(exc), "apt-get install openssh-server")
+        return Check(what, OK, f"sshd at {sshd}")
+    what = f"DigitalOcean credentials block {manifest.machines.credentials!r}"
+    fix = blocks_command(manifest_path, "--do-token-env", "VAR")
+    if digitalocean is None:
+        return Check(what, MISSING, "no such block", fix)
+    specs = [manifest.machine_spec(manifest.target(name)) for name in targets]
+    try:
+        DigitalOceanProvider(digitalocean).preflight({s["size"] for s in specs}, {s["region"] for s in specs})
+    except DropshipError as exc:
+        return Check(what, FAILED, str(exc).splitlines()[0], fix)
+    return Check(what, OK, f"token accepted by {digitalocean.endpoint}; sizes and regions exist")
+
+
+def run_checks(manifest: Manifest, manifest_path: str, inputs: Inputs, *, provider: str | None = None,
+               targets: Sequence[str] | None = None) -> list[Check]:
+    """Every check after the manifest's; none creates a machine."""
+    chosen = provider or manifest.machines.provider
+    names = list(targets) if targets else [t.name for t in manifest.targets]
+    return [
+        check_signing_key(manifest, manifest_path, inputs.signing_key),
+        check_repo_server(manifest, manifest_path, inputs.repo_server),
+        check_provider(manifest, manifest_path, chosen, names, inputs.digitalocean),
+    ]
+
+
+def require(checks: Sequence[Check]) -> None:
+    """Raise `PreflightFailed` with the lines of every check that is not ok."""
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise PreflightFailed(bad)
