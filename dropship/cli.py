@@ -196,6 +196,8 @@ def _server_parser(commands: Any) -> None:
     start.add_argument("--api-replicas", type=int, default=2, help="API servers behind nginx (default 2)")
     start.add_argument("--auth-string-file", type=Path,
                        help="file (mode 0600) holding the API's basic auth string user:password")
+    start.add_argument("--public-api-url", help="API URL the UI uses when a TLS proxy is in front, "
+                       "e.g. https://prefect.example.org/api (default: this server's own)")
     units = actions.add_parser(
         "units", help="print systemd unit files for the orchestrator machine",
         description="Print dropship-server.service and dropship-worker.service, separated by a line "
@@ -230,7 +232,8 @@ def _server(args: argparse.Namespace) -> int:
                 print(f"# ---- {name}\n{text}")
         return 0
     config = StackConfig(home=args.home, host=args.host, port=args.port, database=args.database, redis=args.redis,
-                         api_replicas=args.api_replicas, auth_string_file=args.auth_string_file)
+                         api_replicas=args.api_replicas, auth_string_file=args.auth_string_file,
+                         public_api_url=args.public_api_url)
     Orchestrator(config, echo=lambda line: print(line, flush=True)).run()
     return 0
 

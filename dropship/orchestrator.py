@@ -129,6 +129,8 @@ class StackConfig:
     auth_string_file: Path | None = None
     python: str = sys.executable
     startup_timeout: float = 180.0
+    public_api_url: str | None = None
+    """The API URL browsers use when a TLS proxy is in front (default: api_url)."""
 
     def __post_init__(self) -> None:
         if (self.database is None) != (self.redis is None):
@@ -171,7 +173,7 @@ def server_env(config: StackConfig, auth: str | None) -> dict[str, str]:
         "PREFECT_SERVER_DOCKET_URL": config.redis,
         **_redis_settings(config.redis),
         # The UI in a browser talks to nginx, not to the replica that served it.
-        "PREFECT_UI_API_URL": config.api_url,
+        "PREFECT_UI_API_URL": config.public_api_url or config.api_url,
         "PREFECT_API_URL": config.api_url,
     }
     if auth is not None:
@@ -392,7 +394,7 @@ class Orchestrator:
         return ports
 
     def _start_embedded(self, auth: str | None) -> None:
-        extra = {"PREFECT_UI_API_URL": self.config.api_url}
+        extra = {"PREFECT_UI_API_URL": self.config.public_api_url or self.config.api_url}
         if auth is not None:
             extra["PREFECT_SERVER_API_AUTH_STRING"] = auth
         server = LocalPrefectServer(self.config.home / "prefect", host=self.config.host, port=self.config.port,
