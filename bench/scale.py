@@ -34,6 +34,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dropship.demo import GIT_IDENTITY
 from dropship.orchestrator import apply_client_retry_env
@@ -145,15 +146,23 @@ def start_server(work: Path, replicated: bool, server_pid: int | None) -> Server
     args: list[str] = []
     backing: list[object] = []
     if replicated:
-        pg = start_postgres(work / "pg")
+        pg = start_postgres()
         redis = start_redis(work / "redis")
-        backing = [redis, pg]
+        backing = [redis, PgRemover(pg)]
         args = ["--database", pg.url, "--redis", redis.url, "--api-replicas", "2"]
     stack = start_stack(work / "server", *args)
     logs = sorted((work / "server" / "logs").glob("*.log")) + [work / "server" / "prefect" / "server.log"]
     access = work / "server" / "logs" / "nginx-access.log" if replicated else None
     return Server(stack.api_url, stack.process.pid, [p for p in logs if "access" not in p.name], access,
                   [stack, *backing])
+
+
+@dataclass
+class PgRemover:
+    pg: Any
+
+    def stop(self) -> None:
+        self.pg.remove()
 
 
 @dataclass
@@ -166,7 +175,8 @@ class Outcome:
     message: str
 
 
-def run_case(work: Path, server: Server, targets: int, releases: int, case: str) -> list[Outcome]:
+def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
+             profile: Path | None = None) -> list[Outcome]:
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
     from dropship.signing import generate_key
@@ -184,9 +194,14 @@ def run_case(work: Path, server: Server, targets: int, releases: int, case: str)
     started = time.monotonic()
     for name, manifest in manifests:
         log = (work / case / f"{name}.log").open("w")
+        argv = [sys.executable, "-m", "dropship.cli", "release", "v1.0.0", "--manifest", str(manifest),
+                "--workdir", str(work / case / f"{name}-state")]
+        if profile is not None:  # py-spy samples the release process; the CPU column then counts py-spy
+            profile.mkdir(parents=True, exist_ok=True)
+            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "50",
+                    "--nonblocking", "-o", str(profile / f"{name}.txt"), "--", *argv]
         process = subprocess.Popen(
-            [sys.executable, "-m", "dropship.cli", "release", "v1.0.0", "--manifest", str(manifest),
-             "--workdir", str(work / case / f"{name}-state")],
+            argv,
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         processes.append((name, process, log))
@@ -221,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="start PostgreSQL + Redis + 2 API replicas (ignored when PREFECT_API_URL is set)")
     parser.add_argument("--server-pid", type=int, help="pid of the server in PREFECT_API_URL, to count its CPU")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+    parser.add_argument("--profile", type=Path, help="record each release process with py-spy into this folder")
     args = parser.parse_args(argv)
     cases = ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)]) if args.matrix else [(args.targets, args.releases)]
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-scale-"))
@@ -243,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             case = f"n{targets}k{releases}"
             errors_before, answered_before = server.log_errors(), server.answered_errors()
             cpu_before = server.cpu()
-            outcomes = run_case(work, server, targets, releases, case)
+            outcomes = run_case(work, server, targets, releases, case, args.profile)
             server_cpu = server.cpu() - cpu_before
             total_targets = targets * releases
             wall = max(o.wall for o in outcomes)

@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class Postgres:
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-w", "-m", mode, "stop")
 
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
     def restart(self) -> None:
         self._ctl("-w", "-m", "fast", "-l", str(self.folder / "postgres.log"), "-o",
                   f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300", "restart")
@@ -76,17 +81,14 @@ class Postgres:
         return str(done.stdout)
 
 
-def start_postgres(folder: Path) -> Postgres:
+def start_postgres() -> Postgres:
+    """A fresh cluster in its own /tmp folder owned by `postgres` (not under
+    pytest's basetemp: every pytest session resets pytest-of-USER to 0700,
+    which would lock the postgres user out of its data mid-test)."""
     if not (PG_BIN / "initdb").exists():
         raise RuntimeError(f"PostgreSQL 15 is not installed ({PG_BIN}): apt-get install postgresql")
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="dropship-pg-"))
     os.chmod(folder, 0o755)
-    for parent in folder.parents:  # the postgres user must reach its folder
-        if parent == Path("/"):
-            break
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            os.chmod(parent, mode | 0o001)
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres", "postgres")
     pg = Postgres(folder, free_port())
