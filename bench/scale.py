@@ -229,8 +229,8 @@ def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--targets", type=int, default=32, help="targets per release (N)")
-    parser.add_argument("--releases", type=int, default=1, help="releases of different projects at once (K)")
+    parser.add_argument("--targets", default="32", help="targets per release (N), or a list: 1,4,16")
+    parser.add_argument("--releases", default="1", help="releases of different projects at once (K), or a list: 4,8")
     parser.add_argument("--matrix", action="store_true", help="N = 1, 4, 16, 32 (K=1), then K = 1, 4, 8 (N=4)")
     parser.add_argument("--replicated", action="store_true",
                         help="start PostgreSQL + Redis + 2 API replicas (ignored when PREFECT_API_URL is set)")
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--profile", type=Path, help="record each release process with py-spy into this folder")
     args = parser.parse_args(argv)
-    cases = ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)]) if args.matrix else [(args.targets, args.releases)]
+    cases = ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)]) if args.matrix else [
+        (int(n), int(k)) for n in args.targets.split(",") for k in args.releases.split(",")]
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-scale-"))
     os.chmod(work, 0o755)
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect-client"))

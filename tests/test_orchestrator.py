@@ -353,3 +353,19 @@ def test_api_call_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}), \
             pytest.raises(ApiUnavailable, match="kept failing for 2 s while reading build run 42"):
         call(lambda client: client.api_version(), "reading build run 42", patience=2)
+
+
+def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
+    """The worker env file a machine sources carries Prefect's client retries; a value
+    the provider sets explicitly wins."""
+    from dropship.machines.userdata import WorkerSpec, render
+
+    worker = WorkerSpec(api_url="http://127.0.0.1:4200/api", pool="dropship-builders", queue="q", prefect=["true"],
+                        env={"PREFECT_CLIENT_MAX_RETRIES": "2"})
+    script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=worker)
+    (tmp_path / "ud.sh").write_text(script)
+    subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"),
+                                                         "PATH": "/usr/bin:/bin"}, check=True)
+    env = (tmp_path / "root" / "etc/dropship/worker.env").read_text()
+    assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=504\n" in env
+    assert "export PREFECT_CLIENT_MAX_RETRIES=2\n" in env and "PREFECT_CLIENT_MAX_RETRIES=7" not in env
