@@ -222,9 +222,37 @@ def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
         text = (work / case / f"{name}.log").read_text(errors="replace")
         printed = len(re.findall(r"Service Unavailable|Bad Gateway|Gateway Time-?out|Too Many Requests|ApiUnavailable|"
                                  r"kept failing for", text))
-        last = [line for line in text.splitlines() if line.startswith("dropship:")]
-        outcomes.append(Outcome(name, process.returncode, ended[name], cpu[name], printed, last[-1] if last else ""))
+        lines = text.splitlines()
+        starts = [i for i, line in enumerate(lines) if line.startswith("dropship:")]
+        message = ""
+        if starts:  # the one-line error and the per-target causes indented under it
+            block = [lines[starts[-1]]]
+            block += [line for line in lines[starts[-1] + 1:] if line.startswith("  ")]
+            message = "\n".join(block)
+        outcomes.append(Outcome(name, process.returncode, ended[name], cpu[name], printed, message))
     return outcomes
+
+
+def summarize_profile(folder: Path, top: int = 25) -> str:
+    """Inclusive samples per function over py-spy's raw (collapsed) stacks, idle frames left out."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    idle = re.compile(r"\b(wait|_wait|sleep|select|poll|acquire|recv|read|accept|epoll|_worker)\b \(")
+    for profile in folder.glob("*.txt"):
+        for line in profile.read_text(errors="replace").splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not count.isdigit():
+                continue
+            frames = stack.split(";")
+            if frames and idle.search(frames[-1]):
+                continue  # a thread waiting costs no CPU
+            total += int(count)
+            for frame in set(frames):
+                name = re.sub(r":\d+\)$", ")", frame)
+                inclusive[name] = inclusive.get(name, 0) + int(count)
+    rows = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
+    return "\n".join([f"{total} busy samples; inclusive share per function:"]
+                     + [f"  {100 * n / max(total, 1):5.1f}%  {name[:150]}" for name, n in rows])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -277,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             print(header if len(rows) == 1 else "", row, sep="\n" if len(rows) == 1 else "", flush=True)
             for outcome in outcomes:
                 if outcome.code != 0:
-                    print(f"  {outcome.project} failed: {outcome.message[:300]}", flush=True)
+                    print(f"  {outcome.project} failed: {outcome.message[:3000]}", flush=True)
     finally:
         for thing in server.stop:
             stop = thing.stop
@@ -287,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(header)
     print("\n".join(rows))
+    if args.profile is not None:
+        print(summarize_profile(args.profile))
     return 0 if all_published else 1
 
 
