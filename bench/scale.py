@@ -259,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="32", help="targets per release (N), or a list: 1,4,16")
     parser.add_argument("--releases", default="1", help="releases of different projects at once (K), or a list: 4,8")
+    parser.add_argument("--cases", help="NxK cases, e.g. 32x1,4x4,4x8 (instead of --targets/--releases)")
     parser.add_argument("--matrix", action="store_true", help="N = 1, 4, 16, 32 (K=1), then K = 1, 4, 8 (N=4)")
     parser.add_argument("--replicated", action="store_true",
                         help="start PostgreSQL + Redis + 2 API replicas (ignored when PREFECT_API_URL is set)")
@@ -268,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cases = ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)]) if args.matrix else [
         (int(n), int(k)) for n in args.targets.split(",") for k in args.releases.split(",")]
+    if args.cases:
+        cases = [(int(n), int(k)) for n, k in (case.split("x") for case in args.cases.split(","))]
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-scale-"))
     os.chmod(work, 0o755)
     os.environ.setdefault("PREFECT_HOME", str(work / "prefect-client"))

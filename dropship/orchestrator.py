@@ -46,14 +46,28 @@ from dropship.server import LocalPrefectServer
 # exponential back-off of 2**attempt seconds. Seven retries wait up to
 # 2+4+…+128 = 254 s (with jitter): longer than an API replica's restart or a
 # PostgreSQL restart, shorter than any build timeout. 504 is what nginx
-# answers when a replica hangs.
+# answers when a replica hangs; 500 is what a replica answers when its
+# database pool times out under load (sqlalchemy's TimeoutError is not among
+# the errors Prefect maps to 503), seen at 32 targets on a loaded machine. A
+# 500 is never a target's own fault; a real server bug now fails after the
+# retries instead of at once.
 CLIENT_RETRY_ENV: Mapping[str, str] = {
     "PREFECT_CLIENT_MAX_RETRIES": "7",
-    "PREFECT_CLIENT_RETRY_EXTRA_CODES": "504",
+    "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500,504",
     "PREFECT_CLIENT_RETRY_JITTER_FACTOR": "0.3",
 }
 
-RETRYABLE_STATUS = frozenset({408, 429, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+# Each replica's (and the services') SQLAlchemy pool: Prefect's default, 5 + 10
+# overflow with a 30 s wait, ran out at 32 targets and answered 500. 10 + 20
+# with a 60 s wait needs max_connections >= 30 per process (Debian's default
+# 100 covers two replicas and the services).
+DATABASE_POOL_ENV: Mapping[str, str] = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_TIMEOUT": "60",
+}
 
 
 def client_retry_env() -> dict[str, str]:
@@ -171,6 +185,7 @@ def server_env(config: StackConfig, auth: str | None) -> dict[str, str]:
         "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
         "PREFECT_SERVER_DOCKET_URL": config.redis,
+        **DATABASE_POOL_ENV,
         **_redis_settings(config.redis),
         # The UI in a browser talks to nginx, not to the replica that served it.
         "PREFECT_UI_API_URL": config.public_api_url or config.api_url,

@@ -367,5 +367,5 @@ def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
     subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"),
                                                          "PATH": "/usr/bin:/bin"}, check=True)
     env = (tmp_path / "root" / "etc/dropship/worker.env").read_text()
-    assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=504\n" in env
+    assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=500,504\n" in env
     assert "export PREFECT_CLIENT_MAX_RETRIES=2\n" in env and "PREFECT_CLIENT_MAX_RETRIES=7" not in env
