@@ -200,7 +200,10 @@ def server_env(config: StackConfig, auth: str | None) -> dict[str, str]:
 def nginx_config(config: StackConfig, upstream_ports: list[int], run_dir: Path, user: str | None) -> str:
     """nginx in front of the replicas: /api and the UI proxied, websockets for
     the event and log streams, a refused connection retried on the next replica."""
-    servers = "".join(f"        server 127.0.0.1:{port} max_fails=1 fail_timeout=3s;\n" for port in upstream_ports)
+    # max_fails=0: never mark a replica down. With marking, a loaded replica's
+    # timeouts took both out and nginx answered "no live upstreams" (502); a
+    # killed replica refuses connections at once and the next one is tried.
+    servers = "".join(f"        server 127.0.0.1:{port} max_fails=0;\n" for port in upstream_ports)
     temp = "".join(f"    {name}_temp_path {run_dir / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
     proxy = (
         "            proxy_pass http://prefect_api;\n"
@@ -231,6 +234,8 @@ def nginx_config(config: StackConfig, upstream_ports: list[int], run_dir: Path, 
         "    upstream prefect_api {\n"
         + servers
         + "        keepalive 32;\n"
+        # shorter than uvicorn's 5 s, so nginx never reuses a connection the replica is closing
+        "        keepalive_timeout 3s;\n"
         "    }\n"
         "    server {\n"
         f"        listen {config.host}:{config.port};\n"
@@ -369,9 +374,11 @@ class Orchestrator:
             )
             self.children.append(child)
             # one after the other: replicas started together race on block type registration
+            self._check_stop()
             child.start()
             child.wait_ready(self.config.startup_timeout)
             self.log(f"{child.name} (pid {child.pid}) serves http://127.0.0.1:{port}/api")
+        self._check_stop()
         services = Child(name="services", argv=self._prefect("server", "services", "start"), env=env,
                          log=home / "logs" / "services.log")
         self.children.append(services)
@@ -393,6 +400,10 @@ class Orchestrator:
         balancer.start()
         balancer.wait_ready(30)
         self.log(f"nginx (pid {balancer.pid}) balances {len(ports)} API replicas on {self.config.host}:{self.config.port}")
+
+    def _check_stop(self) -> None:
+        if self._stop.is_set():
+            raise DropshipError("stopped by a signal while starting")
 
     def _replica_ports(self) -> list[int]:
         """Loopback ports of the replicas, kept across restarts of the command."""
