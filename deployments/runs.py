@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import uuid4
 
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowFilter, FlowFilterName
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from dropship.errors import ConfigError
 from dropship.webhook import TagPush
+from tasks.api import call
 
 RELEASE_TAG = "release/release-tag"
 
@@ -18,16 +20,18 @@ RELEASE_TAG = "release/release-tag"
 def submit(deployment: str, parameters: dict[str, Any], *, idempotency_key: str | None = None,
            tags: list[str] | None = None) -> str:
     """Create a flow run of `deployment`; with the same idempotency key, return the first run instead."""
-    with get_client(sync_client=True) as client:
-        try:
-            target = client.read_deployment_by_name(deployment)
-        except ObjectNotFound as exc:
-            raise ConfigError(
-                f"deployment {deployment} does not exist on the Prefect server: run `dropship deployments apply`"
-            ) from exc
-        run = client.create_flow_run_from_deployment(
-            target.id, parameters=parameters, idempotency_key=idempotency_key, tags=tags or [],
-        )
+    try:
+        target = call(lambda client: client.read_deployment_by_name(deployment), f"reading deployment {deployment}")
+    except ObjectNotFound as exc:
+        raise ConfigError(
+            f"deployment {deployment} does not exist on the Prefect server: run `dropship deployments apply`"
+        ) from exc
+    # A retried create is safe with an idempotency key; without one, make one
+    # per call so a retry after a lost answer returns the same run.
+    key = idempotency_key or f"dropship-submit-{uuid4()}"
+    run = call(lambda client: client.create_flow_run_from_deployment(
+        target.id, parameters=parameters, idempotency_key=key, tags=tags or [],
+    ), f"creating a run of {deployment}")
     return str(run.id)
 
 
@@ -45,7 +49,7 @@ def release_starter(deployment: str = RELEASE_TAG) -> Any:
 
 def recent_releases(limit: int = 20) -> list[dict[str, Any]]:
     """The latest runs of the release, promote and rollback flows, newest first."""
-    with get_client(sync_client=True) as client:
+    def read(client: SyncPrefectClient) -> tuple[list[Any], dict[Any, str]]:
         runs = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["release", "promote", "rollback"])),
             sort=FlowRunSort.START_TIME_DESC, limit=limit,
@@ -53,6 +57,9 @@ def recent_releases(limit: int = 20) -> list[dict[str, Any]]:
         deployments = {d.id: d.name for d in client.read_deployments(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[
                 "release-tag", "release-weekly", "promote", "rollback"])))}
+        return runs, deployments
+
+    runs, deployments = call(read, "listing recent releases")
     rows = []
     for run in runs:
         params = run.parameters

@@ -177,7 +177,73 @@ def _parser() -> argparse.ArgumentParser:
     emu.add_argument("--ssh-port", type=int, default=2222, help="SSH port of every droplet (default 2222)")
     emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
                      help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota (repeatable)")
+    _server_parser(commands)
     return parser
+
+
+def _server_parser(commands: Any) -> None:
+    server = commands.add_parser(
+        "server", help="run the orchestrator's Prefect server (embedded, or PostgreSQL + Redis with API replicas)",
+        description="The Prefect server releases run on. See docs/orchestrator.md.",
+    )
+    actions = server.add_subparsers(dest="server_command", required=True, metavar="ACTION")
+    start = actions.add_parser(
+        "start", help="start the server and keep it up until SIGTERM",
+        description="No options: the embedded SQLite server. With --database and --redis: migrations once, "
+        "--api-replicas API servers without services (one after the other), one services process, and nginx "
+        "in front on --host/--port. Children that die are restarted; SIGTERM stops them all.",
+    )
+    start.add_argument("--home", type=Path, default=Path("/var/lib/dropship/server"),
+                       help="state and logs (default /var/lib/dropship/server)")
+    start.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on (default 127.0.0.1)")
+    start.add_argument("--port", type=int, default=4200, help="port of the API and UI (default 4200)")
+    start.add_argument("--database", default=os.environ.get("DROPSHIP_DATABASE_URL"),
+                       help="postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (default: $DROPSHIP_DATABASE_URL)")
+    start.add_argument("--redis", default=os.environ.get("DROPSHIP_REDIS_URL"),
+                       help="redis://HOST:PORT/DB (default: $DROPSHIP_REDIS_URL)")
+    start.add_argument("--api-replicas", type=int, default=2, help="API servers behind nginx (default 2)")
+    start.add_argument("--auth-string-file", type=Path,
+                       help="file (mode 0600) holding the API's basic auth string user:password")
+    start.add_argument("--public-api-url", help="API URL the UI uses when a TLS proxy is in front, "
+                       "e.g. https://prefect.example.org/api (default: this server's own)")
+    units = actions.add_parser(
+        "units", help="print systemd unit files for the orchestrator machine",
+        description="Print dropship-server.service and dropship-worker.service, separated by a line "
+        "'# ---- NAME'; or write them into --out DIR.",
+    )
+    units.add_argument("--home", type=Path, default=Path("/var/lib/dropship/server"))
+    units.add_argument("--host", default="127.0.0.1")
+    units.add_argument("--port", type=int, default=4200)
+    units.add_argument("--api-replicas", type=int, default=2)
+    units.add_argument("--auth-string-file", type=Path)
+    units.add_argument("--env-file", type=Path, default=Path("/etc/dropship/server.env"),
+                       help="file with DROPSHIP_DATABASE_URL and DROPSHIP_REDIS_URL (default /etc/dropship/server.env)")
+    units.add_argument("--dropship", help="path of the dropship command (default: the one running)")
+    units.add_argument("--out", type=Path, help="write the units into this folder instead of printing them")
+
+
+def _server(args: argparse.Namespace) -> int:
+    import shutil
+
+    from dropship.orchestrator import Orchestrator, StackConfig, systemd_units
+
+    if args.server_command == "units":
+        dropship = args.dropship or shutil.which("dropship") or str(Path(sys.executable).with_name("dropship"))
+        units = systemd_units(dropship=dropship, home=args.home, env_file=args.env_file, host=args.host,
+                              port=args.port, api_replicas=args.api_replicas, auth_string_file=args.auth_string_file)
+        for name, text in units.items():
+            if args.out:
+                args.out.mkdir(parents=True, exist_ok=True)
+                (args.out / name).write_text(text)
+                print(args.out / name)
+            else:
+                print(f"# ---- {name}\n{text}")
+        return 0
+    config = StackConfig(home=args.home, host=args.host, port=args.port, database=args.database, redis=args.redis,
+                         api_replicas=args.api_replicas, auth_string_file=args.auth_string_file,
+                         public_api_url=args.public_api_url)
+    Orchestrator(config, echo=lambda line: print(line, flush=True)).run()
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -447,9 +513,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "verbose", False):  # Prefect's "Still processing items" as its workers drain at exit
         for service in ("EventsWorker", "APILogWorker"):
             logging.getLogger(service).setLevel(logging.ERROR)
+    # Before any command imports Prefect: its client retries 429/502/503/504
+    # and dropped connections with back-off (dropship.orchestrator.CLIENT_RETRY_ENV).
+    from dropship.orchestrator import apply_client_retry_env
+
+    apply_client_retry_env()
     handlers = {
         "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
+        "server": _server,
     }
     from dropship.cli_setup import HANDLERS
 

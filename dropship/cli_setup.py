@@ -347,7 +347,7 @@ def ui_command(args: argparse.Namespace) -> int:
 
     home = args.workdir / "prefect"
     fresh = not (home / "prefect.db").exists()
-    server = LocalPrefectServer(home, port=args.port or None)
+    server = LocalPrefectServer(home, port=args.port or 0)
     print(f"starting the Prefect server on {'a new' if fresh else 'the'} database {home / 'prefect.db'} ...", flush=True)
     server.start()
     stop = threading.Event()

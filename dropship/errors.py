@@ -125,3 +125,8 @@ class WebhookRejected(DropshipError):
     def __init__(self, status: int, reason: str) -> None:
         self.status = status
         super().__init__(reason)
+
+
+class ApiUnavailable(DropshipError):
+    """The Prefect API kept answering 429/502/503/504 or dropping connections
+    for longer than dropship waits: the orchestrator's server, not a target, failed."""

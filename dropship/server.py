@@ -22,29 +22,42 @@ from dropship.machines.local import free_port
 
 
 class LocalPrefectServer:
-    def __init__(self, home: Path, *, startup_timeout: float = 120.0, port: int | None = None) -> None:
+    def __init__(self, home: Path, *, startup_timeout: float = 120.0, host: str = "127.0.0.1", port: int = 0,
+                 extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.startup_timeout = startup_timeout
-        self._wanted_port = port
-        self.port = 0
+        self.host = host
+        self.port = port
+        """0: a free port, chosen at each start."""
+        self._fixed_port = port
+        self.extra_env = dict(extra_env or {})
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api"
+        return f"http://{self.host}:{self.port}/api"
 
     @property
     def ui_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def exit_code(self) -> int | None:
+        """None while the server runs (or was never started)."""
+        return self._process.poll() if self._process is not None else None
 
     def env(self) -> dict[str, str]:
         return {
             "PREFECT_HOME": str(self.home),
             "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{self.home / 'prefect.db'}",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_SERVER_API_HOST": "127.0.0.1",
+            "PREFECT_SERVER_API_HOST": self.host,
             # The UI otherwise asks for port 4200 whatever port the server has.
             "PREFECT_UI_API_URL": self.api_url,
+            **self.extra_env,
         }
 
     def export_env(self) -> None:
@@ -67,12 +80,12 @@ class LocalPrefectServer:
 
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.port = self._wanted_port or free_port()
+        self.port = self._fixed_port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
-        log = (self.home / "server.log").open("wb")
+        log = (self.home / "server.log").open("ab")  # a restart keeps the crash
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         )
         log.close()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
 from prefect.client.schemas.objects import StateType
 from prefect.states import Cancelled
@@ -22,6 +22,7 @@ from dropship.machines.provision import machine_name, provision
 from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from tasks.api import call
 from tasks.settings import BUILDERS_POOL, api_url, local_worker
 
 
@@ -61,11 +62,13 @@ def client_key_path(plan: ReleasePlan) -> Path:
 
 
 def _ensure_queue(name: str) -> None:
-    with get_client(sync_client=True) as client:
+    def create(client: SyncPrefectClient) -> None:
         try:
             client.create_work_queue(name=name, work_pool_name=BUILDERS_POOL)
-        except ObjectAlreadyExists:
+        except ObjectAlreadyExists:  # also when a retried create had gone through
             pass
+
+    call(create, f"creating work queue {name}")
 
 
 @task(name="provision", task_run_name="provision {target_name}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)

@@ -14,6 +14,8 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from dropship.orchestrator import CLIENT_RETRY_ENV
+
 DELIMITER = "DROPSHIP_END_OF_FILE"
 
 
@@ -51,6 +53,8 @@ def render(
         "PREFECT_API_URL": worker.api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # the worker and its build runs ride out a busy or restarting API server
+        **CLIENT_RETRY_ENV,
         **worker.env,
     }
     # The file is sourced where ROOT is set: PREFECT_HOME follows the machine root.

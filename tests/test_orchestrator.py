@@ -1,0 +1,371 @@
+"""`dropship server start` with the real components: Debian's PostgreSQL 15,
+redis-server and nginx, Prefect API replicas, the services process, workers
+and the example release, plus the faults the supervisor must absorb."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dropship.errors import ApiUnavailable, ConfigError
+from dropship.machines.local import free_port
+from dropship.orchestrator import StackConfig, read_auth_string, systemd_units
+from tests.stack import (
+    Postgres,
+    Redis,
+    Stack,
+    descendants,
+    start_postgres,
+    start_redis,
+    start_stack,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture(scope="module")
+def backing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Postgres, Redis]]:
+    folder = tmp_path_factory.mktemp("backing")
+    pg = start_postgres()
+    redis = start_redis(folder / "redis")
+    yield pg, redis
+    redis.stop()
+    pg.remove()
+
+
+@pytest.fixture(scope="module")
+def stack(backing: tuple[Postgres, Redis], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One replicated stack for the module: 2 API replicas, services, nginx."""
+    pg, redis = backing
+    home = tmp_path_factory.mktemp("stack") / "home"
+    running = start_stack(home, "--database", pg.url, "--redis", redis.url, "--api-replicas", "2")
+    children = descendants(running.process.pid)
+    yield running
+    code = running.stop()
+    assert code == 0, running.output.read_text()[-2000:]
+    time.sleep(0.5)
+    left = [pid for pid in children + descendants(running.process.pid) if alive(pid)]
+    assert left == [], f"SIGTERM left children of the supervisor running: {left}"
+
+
+def demo(api_url: str, workdir: Path, tag: str) -> subprocess.Popen[str]:
+    """`dropship demo` against the stack, as a user runs it (its own process, retry settings from the CLI)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(workdir / "prefect-home"),
+               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(workdir / "results"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(workdir), "--tag", tag],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(process: subprocess.Popen[str], timeout: float = 600) -> str:
+    out, _ = process.communicate(timeout=timeout)
+    return out
+
+
+def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 300) -> list[str]:
+    """Read the demo's output until a line contains `needle` (the rest is read by `finish`)."""
+    assert process.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if needle in line:
+            return lines
+    raise AssertionError(f"{needle!r} never appeared:\n{''.join(lines)[-3000:]}")
+
+
+# ---- the stack itself -------------------------------------------------------
+
+def test_stack_serves_api_and_ui_through_nginx_from_both_replicas(stack: Stack) -> None:
+    import urllib.request
+
+    assert stack.healthy()
+    with urllib.request.urlopen(f"{stack.api_url.removesuffix('/api')}/ui-settings", timeout=10) as response:
+        assert json.loads(response.read())["api_url"] == stack.api_url  # the UI talks to nginx
+    ports = (stack.home / "run" / "replica-ports").read_text().split()
+    assert len(ports) == 2
+    for port in ports:  # each replica serves on its own, and nginx's config names both
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=10) as response:
+            assert response.status == 200
+        assert f"server 127.0.0.1:{port} " in (stack.home / "nginx.conf").read_text()
+    assert "api-1 (pid" in stack.log() and "api-2 (pid" in stack.log() and "services (pid" in stack.log()
+    upgrade = stack.log().index("applying database migrations")
+    assert upgrade < stack.log().index("api-1 (pid") < stack.log().index("api-2 (pid")
+
+
+def test_release_publishes_while_an_api_replica_is_killed(stack: Stack, tmp_path: Path) -> None:
+    process = demo(stack.api_url, tmp_path / "demo", "v0.1.0")
+    wait_for_line(process, "is up for")  # machines exist, builds are being started
+    victim = stack.pids()["api-1"]
+    os.kill(victim, signal.SIGKILL)
+    output = finish(process)
+    assert process.returncode == 0, output[-4000:]
+    assert "Published hello v0.1.0 (stable" in output
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["status"] == "published" and len(summary["targets"]) == 4
+    assert (tmp_path / "demo" / "published" / "current" / "dists" / "stable" / "InRelease").exists()
+    new = stack.wait_restart("api-1", victim)
+    assert alive(new) and f"api-1 (pid {victim}) exited with code -9; restarting" in stack.log()
+    assert stack.healthy()
+
+
+def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_killed(stack: Stack, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.client.schemas.schedules import IntervalSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    pool = "stack-tick-pool"
+    with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name("stack-tick")
+        deployment_id = client.create_deployment(
+            flow_id=flow_id, name="every-5s", entrypoint="tests.scheduled_flow:tick", work_pool_name=pool,
+            schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=5)))],
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=stack.api_url, PREFECT_HOME=str(tmp_path / "worker-home"), PYTHONPATH=str(ROOT),
+               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    with (tmp_path / "worker.log").open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
+            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def runs(client: Any, *states: StateType) -> list[Any]:
+        return list(client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
+        ))
+
+    def completed_after(client: Any, moment: datetime, timeout: float) -> list[Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            done = [r for r in runs(client, StateType.COMPLETED) if r.created and r.created > moment]
+            if done:
+                return done
+            time.sleep(2)
+        raise AssertionError(f"no run created after {moment} completed; worker log:\n"
+                             + (tmp_path / "worker.log").read_text(errors="replace")[-2000:])
+
+    try:
+        with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+            start = datetime.now(UTC) - timedelta(seconds=5)
+            assert completed_after(client, start, 150)
+            # Without a scheduler, no new run appears: remove the ones already made, then kill it.
+            for run in runs(client, StateType.SCHEDULED):
+                client.delete_flow_run(run.id)
+            victim = stack.pids()["services"]
+            killed = datetime.now(UTC)
+            os.kill(victim, signal.SIGKILL)
+            stack.wait_restart("services", victim)
+            fresh = completed_after(client, killed, 180)
+            assert all(r.state.is_completed() for r in fresh)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        try:
+            worker.wait(timeout=20)
+        except subprocess.TimeoutExpired:  # it waits for flow runs it started; they are trivial
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def test_postgresql_restart_mid_release_loses_nothing_published(stack: Stack, backing: tuple[Postgres, Redis],
+                                                                tmp_path: Path) -> None:
+    pg, _ = backing
+    workdir = tmp_path / "demo"
+    first = demo(stack.api_url, workdir, "v0.1.0")
+    out = finish(first)
+    assert first.returncode == 0, out[-3000:]
+    before = os.readlink(workdir / "published" / "current")
+    process = demo(stack.api_url, workdir, "v0.1.1")
+    wait_for_line(process, "is up for")
+    pg.restart()
+    output = finish(process)
+    current = os.readlink(workdir / "published" / "current")
+    releases = sorted(p.name for p in (workdir / "published" / "releases").iterdir())
+    if process.returncode == 0:
+        assert "Published hello v0.1.1" in output and current != before and len(releases) == 2
+    else:  # a clear error, and the earlier release still published
+        assert "release failed" in output or "dropship:" in output, output[-3000:]
+        assert current == before and before.removeprefix("releases/") in releases
+    assert stack.healthy()
+    print(f"PostgreSQL restart mid-release: exit {process.returncode}, releases {releases}")
+
+
+# ---- the command's other paths -------------------------------------------------
+
+def test_embedded_server_restarted_after_a_kill_and_stopped_by_sigterm(tmp_path: Path) -> None:
+    import urllib.request
+
+    running = start_stack(tmp_path / "home")
+    try:
+        assert running.healthy()
+        with urllib.request.urlopen(f"http://127.0.0.1:{running.port}/ui-settings", timeout=10) as response:
+            assert json.loads(response.read())["api_url"] == running.api_url
+        (server,) = [pid for pid in descendants(running.process.pid) if pid in _children(running.process.pid)]
+        os.kill(server, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not ("embedded server restarted" in running.log() and running.healthy()):
+            time.sleep(0.5)
+        assert "exited with code -9; restarting" in running.log() and running.healthy(), running.log()
+        children = descendants(running.process.pid)
+    finally:
+        code = running.stop()
+    assert code == 0
+    time.sleep(0.5)
+    assert [pid for pid in children if alive(pid)] == []
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def test_auth_string_file_must_be_root_only(tmp_path: Path) -> None:
+    secret = tmp_path / "auth"
+    secret.write_text("admin:s3cret\n")
+    secret.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600") as refused:
+        read_auth_string(secret)
+    assert "s3cret" not in str(refused.value)
+    secret.chmod(0o600)
+    assert read_auth_string(secret) == "admin:s3cret"
+    secret.write_text("no-colon\n")
+    with pytest.raises(ConfigError, match="user:password"):
+        read_auth_string(secret)
+
+
+def test_replicated_server_refuses_world_readable_auth_file_before_starting_anything(tmp_path: Path) -> None:
+    secret = tmp_path / "auth"
+    secret.write_text("admin:pw\n")
+    secret.chmod(0o640)
+    done = subprocess.run(
+        [sys.executable, "-m", "dropship.cli", "server", "start", "--home", str(tmp_path / "home"), "--port",
+         str(free_port()), "--database", "postgresql+asyncpg://u@127.0.0.1:1/x", "--redis", "redis://127.0.0.1:1/0",
+         "--auth-string-file", str(secret)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 1 and "chmod 600" in done.stderr
+    assert not (tmp_path / "home" / "logs" / "database-upgrade.log").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"database": "postgresql+asyncpg://x@h/db"}, "give both --database and --redis"),
+    ({"database": "postgresql://x@h/db", "redis": "redis://h:6379/0"}, r"must be a postgresql\+asyncpg://"),
+    ({"database": "postgresql+asyncpg://x@h/db", "redis": "redis://h:6379/0", "api_replicas": 0}, "at least 1"),
+])
+def test_stack_config_refuses_half_a_configuration(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        StackConfig(home=tmp_path, **kwargs)
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    import shutil
+
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: systemd)")
+    env_file = tmp_path / "server.env"
+    env_file.write_text("DROPSHIP_DATABASE_URL=postgresql+asyncpg://prefect@127.0.0.1/prefect\n")
+    dropship = str(Path(sys.executable).with_name("dropship"))
+    units = systemd_units(dropship=dropship, home=Path("/var/lib/dropship/server"), env_file=env_file,
+                          host="127.0.0.1", port=4200, api_replicas=2, auth_string_file=Path("/etc/dropship/auth"))
+    for name, text in units.items():
+        (tmp_path / name).write_text(text)
+    done = subprocess.run([analyze, "verify", *(str(tmp_path / n) for n in units)], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"ExecStart={dropship} server start" in units["dropship-server.service"]
+    assert "KillMode=mixed" in units["dropship-server.service"]
+    assert "PREFECT_CLIENT_MAX_RETRIES=7" in units["dropship-worker.service"]
+
+
+# ---- tasks/api: dropship's own API calls --------------------------------------
+
+def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from dropship.server import LocalPrefectServer
+    from tasks.api import call
+
+    port = free_port()
+    server = LocalPrefectServer(tmp_path / "prefect", port=port)
+    retries: list[str] = []
+    starter = threading.Timer(3.0, server.start)
+    starter.start()
+    try:
+        with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
+            version = call(lambda client: client.api_version(), "reading the API version", patience=180,
+                           on_retry=lambda exc, pause: retries.append(type(exc).__name__))
+        assert version and retries and set(retries) <= {"ConnectError", "ReadError", "RemoteProtocolError"}
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_api_call_gives_up_with_a_clear_error(tmp_path: Path) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tasks.api import call
+
+    port = free_port()
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}), \
+            pytest.raises(ApiUnavailable, match="kept failing for 2 s while reading build run 42"):
+        call(lambda client: client.api_version(), "reading build run 42", patience=2)
+
+
+def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
+    """The worker env file a machine sources carries Prefect's client retries; a value
+    the provider sets explicitly wins."""
+    from dropship.machines.userdata import WorkerSpec, render
+
+    worker = WorkerSpec(api_url="http://127.0.0.1:4200/api", pool="dropship-builders", queue="q", prefect=["true"],
+                        env={"PREFECT_CLIENT_MAX_RETRIES": "2"})
+    script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=worker)
+    (tmp_path / "ud.sh").write_text(script)
+    subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"),
+                                                         "PATH": "/usr/bin:/bin"}, check=True)
+    env = (tmp_path / "root" / "etc/dropship/worker.env").read_text()
+    assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=500,504\n" in env
+    assert "export PREFECT_CLIENT_MAX_RETRIES=2\n" in env and "PREFECT_CLIENT_MAX_RETRIES=7" not in env
