@@ -17,6 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dropship.errors import ManifestError
+from dropship.jobs import Job, LanguagePackage, Registry, check_jobs
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
 SUITE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -59,15 +60,16 @@ class MachineDefaults(_Model):
 class Target(_Model):
     name: str = Field(pattern=NAME_RE)
     arch: Arch
-    format: PackageFormat
+    format: PackageFormat | None = Field(default=None, description="deb | rpm; left out by a target of language packages only")
     build: Command = Field(description="argument list run in the unpacked source on the machine")
-    artifacts: list[str] = Field(min_length=1, description="glob patterns, relative to the source root")
+    artifacts: list[str] = Field(default_factory=list, description="glob patterns, relative to the source root")
     env: dict[str, str] = Field(default_factory=dict)
     size: str | None = None
     image: str | None = None
     region: str | None = None
     rebuild_patterns: list[str] = Field(default_factory=lambda: [".*"])
     depends_on: list[str] = Field(default_factory=list)
+    packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
 
     @field_validator("rebuild_patterns")
     @classmethod
@@ -140,6 +142,13 @@ class Manifest(_Model):
     classes: ReleaseClasses = ReleaseClasses()
     blocks: Blocks = Blocks()
     machines: Machines = Machines()
+    jobs: list[Job] = Field(default_factory=list, description="jobs around the builds (dropship/jobs.py)")
+    registries: list[Registry] = Field(default_factory=list, description="where language packages go")
+
+    @model_validator(mode="after")
+    def _jobs_consistent(self) -> Manifest:
+        check_jobs(self)
+        return self
 
     @model_validator(mode="after")
     def _targets_consistent(self) -> Manifest:

@@ -29,6 +29,7 @@ from dropship.manifest import load_manifest
 from dropship.plan import ReleasePlan
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
+from flows.jobs import publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, cache_policy, restore_artifacts
 from tasks.machines import check_machines, client_key_path, teardown, teardown_run
@@ -130,6 +131,7 @@ def release(
     check_signing_key(spec.blocks.signing_key)
     check_machines(spec, plan, workdir)
     test_source(plan, spec.project.test)
+    run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine
     ensure_build_deployment()
 
     key_path = client_key_path(plan)
@@ -149,12 +151,14 @@ def release(
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
         tree = sign_repositories(spec, plan, base_url, workdir)
+        run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
         if dry_run:
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree)
         else:
             published = publish_tree(spec.blocks.repo_server, plan.release_id, tree, workdir)
             status, repository = "published", published.location
+            publish_language_packages(spec, plan, workdir)  # [[registries]]: after everything succeeded
     except BaseException as exc:
         error = str(exc)
         raise
