@@ -21,7 +21,7 @@ from pydantic import Field
 
 from dropship.errors import JobFailed, ReleaseFailed
 from dropship.integration import JobOutcome
-from dropship.jobs import JobKind, jobs_of
+from dropship.jobs import JobKind, integration_targets, jobs_of
 from dropship.machines import run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
@@ -94,6 +94,10 @@ def run_jobs_before_publication(manifest: Manifest, plan: ReleasePlan, tree: str
     """
     futures: dict[str, Any] = {}
     for job in jobs_of(manifest, JobKind.INTEGRATION, plan.release_class):
+        left_out = [t for t in integration_targets(manifest, job) if t not in plan.targets]
+        if left_out:  # `--target` chose other targets: nothing of this job's was built
+            get_run_logger().info("%s: skipped, %s not built in this run", job.name, ", ".join(left_out))
+            continue
         futures[job.name] = integration_job.submit(manifest, plan, job, tree, workdir)
     for job in jobs_of(manifest, JobKind.DOCS, plan.release_class):
         futures[job.name] = docs_job.submit(plan, job, tree)
