@@ -133,7 +133,7 @@ class PypiIndex:
             token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 - http(s) URL from the manifest
+            with urllib.request.urlopen(request, timeout=30) as answer:
                 page = answer.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             if exc.code == 404:

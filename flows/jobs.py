@@ -25,7 +25,13 @@ from dropship.jobs import JobKind, integration_targets, jobs_of
 from dropship.machines import run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from tasks.jobs import check_language, docs_job, integration_job, publish_language, unit_job
+from tasks.jobs import (
+    check_language,
+    docs_job,
+    integration_job,
+    publish_language,
+    unit_job,
+)
 from tasks.machines import provider_for
 
 

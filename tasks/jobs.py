@@ -17,7 +17,12 @@ from dropship import ledger
 from dropship.builder import unpack
 from dropship.collect import endpoint
 from dropship.errors import CommandError, ConfigError, JobFailed
-from dropship.integration import JobOutcome, create_job_machine, plan_install, run_integration
+from dropship.integration import (
+    JobOutcome,
+    create_job_machine,
+    plan_install,
+    run_integration,
+)
 from dropship.jobs import Job, integration_targets
 from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.plan import ReleasePlan

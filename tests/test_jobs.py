@@ -15,10 +15,15 @@ import pytest
 
 from dropship.errors import ManifestError, RegistryError
 from dropship.integration import essence, job_user_data
-from dropship.jobs import JobKind, build_globs, integration_targets, jobs_of
+from dropship.jobs import (
+    JobKind,
+    LanguageKind,
+    build_globs,
+    integration_targets,
+    jobs_of,
+)
 from dropship.manifest import parse_manifest
 from dropship.registries import inspect
-from dropship.jobs import LanguageKind
 
 EXAMPLE_WHEEL = Path(__file__).resolve().parents[1] / "examples" / "hello" / "python" / "build_wheel.py"
 

@@ -293,7 +293,11 @@ def test_no_registry_credential_in_logs_artifacts_or_files(world: dict[str, Any]
 
 def _paused_run(since: float, timeout: float = 240) -> Any:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+    )
     from prefect.client.schemas.objects import StateType
 
     deadline = time.monotonic() + timeout
