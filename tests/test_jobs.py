@@ -165,3 +165,93 @@ def test_malformed_wheels_are_refused(tmp_path: Path) -> None:
         archive.writestr("x/__init__.py", "")
     with pytest.raises(RegistryError, match=r"no single \*\.dist-info/METADATA"):
         inspect(empty, LanguageKind.WHEEL)
+
+
+# --- integration on a real local machine, without Prefect ---------------------
+
+
+def _signed_tree(tmp_path: Path, packages: list[Path], signing_key: str) -> tuple[Any, Path]:
+    from dropship.repos.tree import sign_release
+    from dropship.signing import Signer
+
+    manifest = parse_manifest({
+        "project": {"name": "hello"},
+        "targets": [
+            {"name": "arm64-deb", "arch": "arm64", "format": "deb", "build": ["x"], "artifacts": ["*.deb"]},
+            {"name": "arm64-rpm", "arch": "arm64", "format": "rpm", "build": ["x"], "artifacts": ["*.rpm"]},
+        ],
+        "repository": {"key_name": "hello-release"},
+    })
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    with Signer([signing_key]) as signer:
+        sign_release(tree, manifest, ["stable"], [p for p in packages if p.suffix == ".deb"],
+                     [p for p in packages if p.suffix == ".rpm"], signer, base_url="http://127.0.0.1:9/")
+    return manifest, tree
+
+
+@pytest.mark.parametrize("fmt", ["deb", "rpm"])
+def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
+    tmp_path: Path, example_packages: dict[str, dict[str, Path]], signing_key: str, fmt: str
+) -> None:
+    from dropship.collect import endpoint
+    from dropship.integration import create_job_machine, plan_install, run_integration
+    from dropship.machines.local import LocalProvider
+    from dropship.manifest import Arch, PackageFormat
+    from dropship.ssh import SshSession, write_keypair
+
+    package = example_packages["0.1.0"][f"arm64-{fmt}"]
+    manifest, tree = _signed_tree(tmp_path, [package], signing_key)
+    signed = next(tree.rglob(package.name))
+    install = plan_install(tree, manifest, "stable", PackageFormat(fmt), Arch.ARM64, [signed])
+    provider = LocalProvider(tmp_path / "local")
+    pair = write_keypair(tmp_path / "ssh" / "id", "test")
+    machine = create_job_machine(provider, manifest, "install-arm64", Arch.ARM64, run_id="t-1", short_run_id="t1",
+                                 client_public_key=pair.public_line)
+    try:
+        with SshSession(endpoint(machine), pair.private_openssh) as session:
+            outcome = run_integration(session, job="install-arm64", work=machine.work_dir, tree=tree, install=install,
+                                      suite="stable", component="main", key_name="hello-release",
+                                      command=["hello", "--version"], timeout=60)
+        root = Path(machine.work_dir) / "root"
+        assert (root / "usr/bin/hello").is_file(), "installed into the isolated root"
+        assert b"aarch64" in subprocess.run(["file", "-b", str(root / "usr/bin/hello")], capture_output=True).stdout \
+            or (root / "usr/bin/hello").read_bytes()[18] == 0xB7  # e_machine EM_AARCH64
+    finally:
+        provider.delete(machine.id)
+    assert outcome.status == "installed"
+    assert "not executed: a x86_64 machine cannot run arm64 binaries" in outcome.detail
+    assert provider.list() == []
+
+
+def test_tampered_tree_is_refused_by_apt(tmp_path: Path, example_packages: dict[str, dict[str, Path]],
+                                         signing_key: str, other_key: str) -> None:
+    """The signature check is on: a tree whose InRelease another key signed does not install."""
+    from dropship.collect import endpoint
+    from dropship.errors import JobFailed
+    from dropship.integration import create_job_machine, plan_install, run_integration
+    from dropship.machines.local import LocalProvider
+    from dropship.manifest import Arch, PackageFormat
+    from dropship.signing import Signer
+    from dropship.ssh import SshSession, write_keypair
+
+    package = example_packages["0.1.0"]["arm64-deb"]
+    manifest, tree = _signed_tree(tmp_path, [package], signing_key)
+    release = tree / "dists/stable/Release"
+    with Signer([other_key]) as signer:  # re-sign the index with a key the keyring does not hold
+        (tree / "dists/stable/InRelease").write_bytes(signer.clearsign(release.read_bytes()))
+    (tree / "dists/stable/Release.gpg").unlink(missing_ok=True)
+    install = plan_install(tree, manifest, "stable", PackageFormat.DEB, Arch.ARM64, [next(tree.rglob(package.name))])
+    provider = LocalProvider(tmp_path / "local")
+    pair = write_keypair(tmp_path / "ssh" / "id", "test")
+    machine = create_job_machine(provider, manifest, "tampered", Arch.ARM64, run_id="t-2", short_run_id="t2",
+                                 client_public_key=pair.public_line)
+    try:
+        with SshSession(endpoint(machine), pair.private_openssh) as session, pytest.raises(JobFailed) as caught:
+            run_integration(session, job="tampered", work=machine.work_dir, tree=tree, install=install, suite="stable",
+                            component="main", key_name="hello-release", command=["hello"], timeout=60)
+    finally:
+        provider.delete(machine.id)
+    message = str(caught.value)
+    assert message.startswith("job tampered: apt-get update ") and "\n" not in message
+    assert "NO_PUBKEY" in message or "is not signed" in message, message
