@@ -215,8 +215,7 @@ def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
                                       command=["hello", "--version"], timeout=60)
         root = Path(machine.work_dir) / "root"
         assert (root / "usr/bin/hello").is_file(), "installed into the isolated root"
-        assert b"aarch64" in subprocess.run(["file", "-b", str(root / "usr/bin/hello")], capture_output=True).stdout \
-            or (root / "usr/bin/hello").read_bytes()[18] == 0xB7  # e_machine EM_AARCH64
+        assert (root / "usr/bin/hello").read_bytes()[18] == 0xB7, "an AArch64 ELF (e_machine 183)"
     finally:
         provider.delete(machine.id)
     assert outcome.status == "installed"
