@@ -305,12 +305,10 @@ def _webhook(args: argparse.Namespace) -> int:
     _need_api("the receiver creates flow runs there")
     import logging
 
-    import uvicorn
-
     from blocks.webhook import WebhookSecrets
     from deployments.runs import release_starter
     from dropship.manifest import load_manifest
-    from dropship.webhook import create_app
+    from dropship.webhook import create_app, serve
 
     manifest = load_manifest(args.manifest)
     try:
@@ -322,7 +320,7 @@ def _webhook(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     app = create_app(manifest, secrets, release_starter(args.deployment))
     print(f"webhook receiver on http://{args.host}:{args.port}/hooks/release -> {args.deployment}", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    serve(app, args.host, args.port)
     return 0
 
 

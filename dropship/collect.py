@@ -23,17 +23,15 @@ def upload_source(machine: Machine, private_key: str, archive: Path) -> str:
 
 
 def collect(machine: Machine, private_key: str, destination: Path) -> tuple[BuildReport, list[Path]]:
-    """Read the build report and pull every artifact it lists, checking sha256."""
+    """Read the build report and pull every artifact it lists, several at once, checking sha256."""
     destination.mkdir(parents=True, exist_ok=True)
     with SshSession(endpoint(machine), private_key) as session:
         report = BuildReport.from_json(session.read_text(f"{machine.work_dir}/{REPORT}"))
         if not report.artifacts:
             raise TransferError(f"target {report.target}: the build reported no artifacts")
-        pulled = []
         for artifact in report.artifacts:
             if "/" in artifact.name or artifact.name.startswith("."):
                 raise TransferError(f"target {report.target}: refusing artifact name {artifact.name!r}")
-            local = destination / artifact.name
-            session.get(artifact.path, local, sha256=artifact.sha256)
-            pulled.append(local)
+        pulled = [destination / artifact.name for artifact in report.artifacts]
+        session.get_many([(a.path, local, a.sha256) for a, local in zip(report.artifacts, pulled)])
     return report, pulled

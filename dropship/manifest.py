@@ -4,6 +4,12 @@ Everything a release needs to know about a project is read and checked here,
 before any machine exists, so a typo costs a second and not a droplet. Every
 error names the file, the field (dotted, with list indices) and what was
 expected.
+
+Every value is bounded (lengths, counts, ranges: see docs/manifest.md) and
+checked for what would only fail later on a machine: NUL bytes and control
+characters, environment names, a shell string given as a one-element
+command, artifact globs that name no file, patterns that could backtrack
+catastrophically. Integers are strict: `true` is not 1.
 """
 
 from __future__ import annotations
@@ -14,15 +20,73 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator,
+    model_validator,
+)
 
 from dropship.errors import ManifestError
 from dropship.jobs import Job, LanguagePackage, Registry, check_jobs
+from dropship.patterns import UnsafePattern, compile_pattern, probe_pattern
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
-SUITE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+SUITE_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+SLUG_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""Provider names of sizes, images and regions (`s-2vcpu-4gb`, `debian-12-x64`, `nyc1`)."""
+BLOCK_RE = r"^[a-z0-9][a-z0-9-]{0,99}$"
+"""Prefect block document names: lowercase letters, digits and dashes."""
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}", re.ASCII)
+RESERVED_ENV = ("DROPSHIP_", "PREFECT_", "SOURCE_DATE_EPOCH")
+"""Set by dropship for the build (or the worker's own): a manifest may not set them."""
+SHELL_CHARS = set(" \t\n;&|<>$`()*?\\'\"")
+"""Characters that mean a shell string was given as the program: spaces, operators, quotes, globs."""
+MAX_MANIFEST_BYTES = 1024 * 1024
+MAX_ARG = 4096
+MAX_ARGS = 256
+MAX_ENV = 100
+MAX_ENV_VALUE = 32 * 1024
+MAX_TARGETS = 64
+MAX_GLOBS = 64
+MAX_PATTERNS = 100
+MAX_BUILD_TIMEOUT = 24 * 3600
+MAX_VALID_DAYS = 3650
+MAX_KEEP_VERSIONS = 1000
 
-Command = Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+
+def _text(value: str) -> str:
+    """No NUL byte or other control character: they fail later, far from the manifest."""
+    for char in value:
+        if char == "\x00":
+            raise ValueError("contains a NUL byte: remove it")
+        if ord(char) < 32 or ord(char) == 127:
+            raise ValueError(f"contains the control character {char!r}: remove it")
+    return value
+
+
+def _one_line(value: str) -> str:
+    _text(value)
+    if value != value.strip():
+        raise ValueError(f"{value[:60]!r} has leading or trailing spaces: remove them")
+    return value
+
+
+def _command(value: list[str]) -> list[str]:
+    program = value[0]
+    if SHELL_CHARS & set(program):
+        hint = ' e.g. ["sh", "-c", ' + repr(program[:40]).replace("'", '"') + "]" if len(value) == 1 else ""
+        raise ValueError(
+            f"the program {program[:60]!r} contains spaces or shell characters: a command is an argument list "
+            f"run without a shell; split it, or run a shell explicitly,{hint}"
+        )
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_one_line)]
+Arg = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ARG), AfterValidator(_text)]
+Command = Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS), AfterValidator(_command)]
+Name = Annotated[StrictStr, Field(pattern=NAME_RE)]
+Slug = Annotated[StrictStr, Field(pattern=SLUG_RE)]
+BlockName = Annotated[StrictStr, Field(pattern=BLOCK_RE)]
 
 
 class Arch(str, Enum):
@@ -46,29 +110,36 @@ class _Model(BaseModel):
 
 
 class Project(_Model):
-    name: str = Field(pattern=NAME_RE, description="project name, used in tags and paths")
-    source: str = Field(default=".", description="git repository: a path relative to the manifest, or a URL")
+    name: Name = Field(description="project name, used in tags and paths")
+    source: Text = Field(
+        default=".", min_length=1, max_length=MAX_ARG,
+        description="git repository: a path relative to the manifest, or a URL",
+    )
     test: Command | None = Field(default=None, description="argument list run on the orchestrator before any machine")
 
 
 class MachineDefaults(_Model):
-    size: str = "s-2vcpu-4gb"
-    image: str = "debian-12-x64"
-    region: str = "nyc1"
+    size: Slug = "s-2vcpu-4gb"
+    image: Slug = "debian-12-x64"
+    region: Slug = "nyc1"
 
 
 class Target(_Model):
-    name: str = Field(pattern=NAME_RE)
+    name: Name
     arch: Arch
     format: PackageFormat | None = Field(default=None, description="deb | rpm; left out by a target of language packages only")
     build: Command = Field(description="argument list run in the unpacked source on the machine")
-    artifacts: list[str] = Field(default_factory=list, description="glob patterns, relative to the source root")
-    env: dict[str, str] = Field(default_factory=dict)
-    size: str | None = None
-    image: str | None = None
-    region: str | None = None
-    rebuild_patterns: list[str] = Field(default_factory=lambda: [".*"])
-    depends_on: list[str] = Field(default_factory=list)
+    artifacts: list[Annotated[Text, Field(max_length=MAX_ARG)]] = Field(
+        default_factory=list, max_length=MAX_GLOBS, description="glob patterns, relative to the source root"
+    )
+    env: dict[StrictStr, Annotated[StrictStr, Field(max_length=MAX_ENV_VALUE)]] = Field(
+        default_factory=dict, max_length=MAX_ENV
+    )
+    size: Slug | None = None
+    image: Slug | None = None
+    region: Slug | None = None
+    rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
+    depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
     packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
 
     @field_validator("rebuild_patterns")
@@ -76,29 +147,61 @@ class Target(_Model):
     def _patterns_compile(cls, value: list[str]) -> list[str]:
         for pattern in value:
             try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"{pattern!r} is not a regular expression: {exc}") from exc
+                compile_pattern(pattern)
+            except UnsafePattern as exc:
+                raise ValueError(f"{pattern[:60]!r} {exc}") from exc
         return value
 
     @field_validator("artifacts")
     @classmethod
     def _relative_globs(cls, value: list[str]) -> list[str]:
         for pattern in value:
-            if pattern.startswith("/") or ".." in Path(pattern).parts:
+            parts = Path(pattern).parts
+            if pattern.startswith("/") or ".." in parts:
                 raise ValueError(f"{pattern!r} must stay inside the source tree")
+            if not parts or pattern.endswith("/") or set(parts) <= {"."}:
+                raise ValueError(f"{pattern!r} names no file: give a glob of the built packages, e.g. 'out/*.deb'")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _environment(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, text in value.items():
+            if not ENV_NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"{name[:60]!r} is not an environment variable name: ASCII letters, digits and '_', "
+                    "not starting with a digit"
+                )
+            if name.startswith(RESERVED_ENV):
+                raise ValueError(f"{name} is set by dropship, not by the manifest: rename it")
+            if "\x00" in text:
+                raise ValueError(f"the value of {name} contains a NUL byte: remove it")
+        return value
+
+    @field_validator("depends_on")
+    @classmethod
+    def _no_repeats(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a target twice: list each once")
         return value
 
 
 class ClassSettings(_Model):
-    suites: list[Annotated[str, Field(pattern=SUITE_RE)]] = Field(min_length=1)
-    pattern: str | None = Field(default=None, description="extra only: which other tags are releasable")
+    suites: list[Annotated[StrictStr, Field(pattern=SUITE_RE)]] = Field(min_length=1, max_length=16)
+    pattern: StrictStr | None = Field(default=None, description="extra only: which other tags are releasable")
+
+    @field_validator("suites")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a suite twice: list each once")
+        return value
 
 
 class ReleaseClasses(_Model):
     stable: ClassSettings = ClassSettings(suites=["stable"])
     extra: ClassSettings = ClassSettings(
-        suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z][0-9A-Za-z.]*$"
+        suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]+$"
     )
     development: ClassSettings = ClassSettings(suites=["nightly"])
 
@@ -108,36 +211,58 @@ class ReleaseClasses(_Model):
         if value.pattern is None:
             raise ValueError("extra needs a pattern: which non-stable tags are releases")
         try:
-            re.compile(value.pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern {value.pattern!r} is not a regular expression: {exc}") from exc
+            compile_pattern(value.pattern)
+            probe_pattern(value.pattern)
+        except UnsafePattern as exc:
+            raise _FieldError("classes.extra.pattern", f"{value.pattern[:60]!r} {exc}") from exc
         return value
+
+    @model_validator(mode="after")
+    def _suites_apart(self) -> ReleaseClasses:
+        seen: dict[str, str] = {}
+        for name in ("stable", "extra", "development"):
+            for suite in getattr(self, name).suites:
+                if suite in seen:
+                    raise _FieldError(
+                        f"classes.{name}.suites",
+                        f"suite {suite!r} is already the {seen[suite]} class's: each class needs its own suites",
+                    )
+                seen[suite] = name
+        return self
 
 
 class Repository(_Model):
-    origin: str = "dropship"
-    label: str | None = None
-    component: str = Field(default="main", pattern=SUITE_RE)
-    keep_versions: int = Field(default=3, ge=1, description="versions of each package kept per suite")
-    valid_days: int | None = Field(default=None, ge=1, description="Valid-Until in Release, in days")
-    key_name: str = Field(default="release", pattern=NAME_RE, description="keys/<key_name>.asc")
+    origin: Text = Field(default="dropship", min_length=1, max_length=128, description="Origin in Release")
+    label: Text | None = Field(default=None, min_length=1, max_length=128, description="Label in Release")
+    component: StrictStr = Field(default="main", pattern=SUITE_RE)
+    keep_versions: StrictInt = Field(
+        default=3, ge=1, le=MAX_KEEP_VERSIONS, description="versions of each package kept per suite"
+    )
+    valid_days: StrictInt | None = Field(
+        default=None, ge=1, le=MAX_VALID_DAYS, description="Valid-Until in Release, in days"
+    )
+    key_name: Name = Field(default="release", description="keys/<key_name>.asc")
 
 
 class Blocks(_Model):
-    signing_key: str = Field(default="dropship-signing-key", description="SigningKey block name")
-    repo_server: str = Field(default="dropship-repo", description="RepoServer block name")
+    signing_key: BlockName = Field(default="dropship-signing-key", description="SigningKey block name")
+    repo_server: BlockName = Field(default="dropship-repo", description="RepoServer block name")
 
 
 class Machines(_Model):
-    provider: str = Field(default="local", pattern=r"^(local|digitalocean)$")
-    credentials: str = Field(default="dropship-digitalocean", description="DigitalOceanCredentials block name")
-    build_timeout: int = Field(default=1800, ge=10, description="seconds one build may take")
+    provider: StrictStr = Field(default="local", pattern=r"^(local|digitalocean)$")
+    credentials: BlockName = Field(
+        default="dropship-digitalocean", description="DigitalOceanCredentials block name"
+    )
+    build_timeout: StrictInt = Field(
+        default=1800, ge=10, le=MAX_BUILD_TIMEOUT, description="seconds one build may take"
+    )
 
 
 class Manifest(_Model):
     project: Project
     defaults: MachineDefaults = MachineDefaults()
-    targets: list[Target] = Field(min_length=1)
+    targets: list[Target] = Field(min_length=1, max_length=MAX_TARGETS)
     repository: Repository = Repository()
     classes: ReleaseClasses = ReleaseClasses()
     blocks: Blocks = Blocks()
@@ -209,11 +334,25 @@ def _check_acyclic(targets: list[Target]) -> None:
         visit(target.name, [])
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
+
+
 def _location(loc: tuple[int | str, ...]) -> str:
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            text += f"[{_short(part)}]"
+        else:
+            text += f".{part}" if text else part
     return text
+
+
+def _short(value: Any) -> str:
+    """A bounded one-line rendering of a manifest value for messages."""
+    shown = repr(value)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 def parse_manifest(data: dict[str, Any], path: str = "dropship.toml") -> Manifest:
@@ -232,9 +371,15 @@ def parse_manifest(data: dict[str, Any], path: str = "dropship.toml") -> Manifes
         elif first["type"] == "missing":
             message = "required field is missing"
         elif first["type"] == "enum" and "expected" in (first.get("ctx") or {}):
-            message = f"expected one of {first['ctx']['expected']}, got {first['input']!r}"
+            message = f"expected one of {first['ctx']['expected']}, got {_short(first['input'])}"
         elif first["type"] == "string_pattern_mismatch":
-            message = f"{first['input']!r} does not match {first['ctx']['pattern']}"
+            message = f"{_short(first['input'])} does not match {first['ctx']['pattern']}"
+        elif first["type"] == "int_type":
+            message = f"expected an integer, got {_short(first['input'])} (true/false and strings are not numbers)"
+        elif first["type"] == "string_type":
+            message = f"expected a string, got {_short(first['input'])}"
+        elif first["type"] in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
+            message = f"{message}, got {_short(first['input'])}"
         elif message.startswith("Value error, "):
             message = message[len("Value error, "):]
         more = len(exc.errors()) - 1
@@ -247,11 +392,22 @@ def load_manifest(path: str | Path) -> Manifest:
     """Read and validate `path`."""
     file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
+        with file.open("rb") as stream:
+            raw = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as exc:
         raise ManifestError(str(file), "", f"cannot be read: {exc.strerror}") from exc
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ManifestError(str(file), "", f"is larger than {MAX_MANIFEST_BYTES // 1024} KiB: is it the right file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            str(file), "", f"is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}): save it as UTF-8"
+        ) from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ManifestError(str(file), "", f"is not valid TOML: {exc}") from exc
+        raise ManifestError(str(file), "", f"is not valid TOML: {str(exc).splitlines()[0]}") from exc
+    except RecursionError as exc:
+        raise ManifestError(str(file), "", "is not valid TOML: arrays or tables nested too deeply") from exc
     return parse_manifest(data, str(file))

@@ -33,7 +33,7 @@ from flows.jobs import publish_language_packages, run_jobs_before_publication, r
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, cache_policy, restore_artifacts
 from tasks.machines import check_machines, client_key_path, teardown, teardown_run
-from tasks.prepare import check_signing_key, plan_release, test_source
+from tasks.prepare import check_repo_server, check_signing_key, plan_release, test_source
 from tasks.repository import publish_tree, sign_repositories
 from tasks.settings import default_workdir
 from tasks.summary import repository_url, write_summary
@@ -129,6 +129,7 @@ def release(
 
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     check_signing_key(spec.blocks.signing_key)
+    check_repo_server(spec.blocks.repo_server)
     check_machines(spec, plan, workdir)
     test_source(plan, spec.project.test)
     run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine

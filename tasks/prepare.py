@@ -1,4 +1,4 @@
-"""Stages that run before any machine exists: plan, key check, tests."""
+"""Stages that run before any machine exists: plan, key and repository-server checks, tests."""
 
 from __future__ import annotations
 
@@ -8,10 +8,13 @@ from pathlib import Path
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.errors import SigningKeyError
+from dropship.deploy.preflight import check_local_root, check_ssh_root
+from dropship.errors import ConfigError, SigningKeyError
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
+from dropship.ssh import Endpoint
 from dropship.testing import run_tests
 
 
@@ -50,6 +53,25 @@ def check_signing_key(block_name: str) -> list[str]:
         fingerprints = signer.fingerprints
     get_run_logger().info("signing with %s", ", ".join(fingerprints))
     return fingerprints
+
+
+@task(name="check-repo-server", cache_policy=NO_CACHE)
+def check_repo_server(block_name: str) -> str:
+    """Reach the repository server (pinned host key, writable root, tools) before any machine exists."""
+    label = f"RepoServer block {block_name!r}"
+    try:
+        block = RepoServer.load(block_name)
+    except ValueError as exc:
+        raise ConfigError(f"{label} not found: create it (see docs/architecture.md, publication)") from exc
+    if not block.host:
+        where = check_local_root(Path(block.path), label)
+    elif block.ssh_private_key is None or not block.host_public_key:
+        raise ConfigError(f"{label}: host {block.host} needs ssh_private_key and host_public_key")
+    else:
+        endpoint = Endpoint(block.host, block.port, block.user, block.host_public_key)
+        where = check_ssh_root(endpoint, block.ssh_private_key.get_secret_value(), block.path, label)
+    get_run_logger().info("repository server %s is reachable and writable", where)
+    return where
 
 
 @task(name="test", cache_policy=NO_CACHE)

@@ -81,3 +81,62 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
     bad.write_text("[project\nname = 1\n")
     with pytest.raises(ManifestError, match=r"dropship.toml: is not valid TOML"):
         load_manifest(bad)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["targets"][0].__setitem__("env", {"A=B": "x"}), "targets[0].env: 'A=B' is not an environment variable name"),
+        (lambda d: d["targets"][0].__setitem__("env", {"A": "x\0y"}), "targets[0].env: the value of A contains a NUL byte"),
+        (lambda d: d["targets"][0].__setitem__("env", {"DROPSHIP_VERSION": "1"}), "DROPSHIP_VERSION is set by dropship"),
+        (lambda d: d["targets"][0].__setitem__("env", {"PREFECT_API_URL": "x"}), "PREFECT_API_URL is set by dropship"),
+        (lambda d: d["targets"][0].__setitem__("build", ["make", "a\0"]), "targets[0].build[1]: contains a NUL byte"),
+        (lambda d: d["targets"][0].__setitem__("build", ["make", "\ud800"]), "targets[0].build[1]: Input should be a valid string, unable to parse raw data"),
+        (lambda d: d["targets"][0].__setitem__("env", {"A": "\udfff"}), "targets[0].env.A: Input should be a valid string"),
+        (lambda d: d["project"].__setitem__("test", ["sh", "-c", "x\0"]), "project.test[2]: contains a NUL byte"),
+        (lambda d: d["targets"][0].__setitem__("artifacts", [""]), "targets[0].artifacts: '' names no file"),
+        (lambda d: d["targets"][0].__setitem__("artifacts", ["."]), "targets[0].artifacts: '.' names no file"),
+        (lambda d: d["targets"][0].__setitem__("artifacts", ["out/"]), "'out/' names no file"),
+        (lambda d: d["targets"][0].__setitem__("build", ["make && make install"]),
+         ('targets[0].build: the program \'make && make install\' contains spaces or shell characters: a command is an '
+          'argument list run without a shell; split it, or run a shell explicitly, e.g. ["sh", "-c", "make && make install"]')),
+        (lambda d: d["project"].__setitem__("test", ["./run tests", "x"]), "project.test: the program './run tests' contains"),
+        (lambda d: d.__setitem__("machines", {"build_timeout": 10**12}),
+         "machines.build_timeout: Input should be less than or equal to 86400, got 1000000000000"),
+        (lambda d: d.__setitem__("machines", {"build_timeout": 60.0}), "machines.build_timeout: expected an integer, got 60.0"),
+        (lambda d: d.__setitem__("repository", {"valid_days": 999999999}), "repository.valid_days: Input should be less than or equal to 3650"),
+        (lambda d: d.__setitem__("repository", {"origin": "a\nb"}), "repository.origin: contains the control character '\\n'"),
+        (lambda d: d.__setitem__("repository", {"label": " x"}), "repository.label: ' x' has leading or trailing spaces"),
+        (lambda d: d.__setitem__("repository", {"keep_versions": True}),
+         "repository.keep_versions: expected an integer, got True (true/false and strings are not numbers)"),
+        (lambda d: d.__setitem__("repository", {"keep_versions": "3"}), "repository.keep_versions: expected an integer, got '3'"),
+        (lambda d: d["project"].__setitem__("name", 7), "project.name: expected a string, got 7"),
+        (lambda d: d["targets"][0].__setitem__("image", "debian 12"), "targets[0].image: 'debian 12' does not match"),
+        (lambda d: d.__setitem__("blocks", {"repo_server": "Repo Server"}), "blocks.repo_server: 'Repo Server' does not match"),
+        (lambda d: d["targets"][0].__setitem__("rebuild_patterns", ["(a*)*"]), "targets[0].rebuild_patterns: '(a*)*' could backtrack"),
+        (lambda d: d.__setitem__("classes", {"extra": {"suites": ["stable"], "pattern": "v.*"}}),
+         "classes.extra.suites: suite 'stable' is already the stable class's"),
+        (lambda d: d.__setitem__("classes", {"extra": {"suites": ["testing"], "pattern": "v(?=1).*"}}),
+         "classes.extra.pattern: 'v(?=1).*' uses lookarounds"),
+        (lambda d: d["targets"].extend(copy.deepcopy(d["targets"][0]) | {"name": f"t{i}"} for i in range(70)),
+         "targets: List should have at most 64 items"),
+        (lambda d: d.__setitem__("a\nb", 1), "proj/dropship.toml: ['a\\nb']: unknown field"),
+    ],
+)
+def test_values_that_used_to_fail_on_a_machine_are_refused_at_load(mutate: Any, expected: str) -> None:
+    message = _error(mutate)
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_non_utf8_deep_and_huge_files_are_one_line_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "dropship.toml"
+    bad.write_bytes(b'[project]\nname = "h\xe9llo"\n')
+    with pytest.raises(ManifestError, match=r"dropship.toml: is not UTF-8 text \(byte 0xe9 at offset 19\): save it as UTF-8"):
+        load_manifest(bad)
+    bad.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ManifestError, match="is not valid TOML"):
+        load_manifest(bad)
+    bad.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
+    with pytest.raises(ManifestError, match="is larger than 1024 KiB"):
+        load_manifest(bad)

@@ -1,16 +1,34 @@
-"""The receiver's rules, without Prefect: authentication, event kinds, tag validation."""
+"""The receiver's rules (authentication, event kinds, tag validation) and its limits, through the app and a real uvicorn."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
 from dropship.manifest import load_manifest
-from dropship.webhook import Ignored, Rejected, Secrets, TagPush, check_tag, parse_event
+from dropship.webhook import (
+    MAX_BODY,
+    MAX_DEPTH,
+    Ignored,
+    Rejected,
+    Secrets,
+    TagPush,
+    check_tag,
+    create_app,
+    parse_event,
+)
 
 SECRETS = Secrets(gitlab_token="gl-secret", github_secret="gh-secret")
 SHA = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -103,3 +121,225 @@ def test_tags_that_are_not_releases_are_400(tag: str) -> None:
 def test_release_tags_pass() -> None:
     manifest = load_manifest(Path(__file__).resolve().parents[1] / "examples/hello/dropship.toml")
     assert check_tag(manifest, "v1.2.3") == "stable"
+
+
+# --- the app itself (Starlette, in process) and a real uvicorn (a child process) ---
+
+MANIFEST_PATH = Path(__file__).resolve().parents[1] / "examples/hello/dropship.toml"
+GITLAB = {"x-gitlab-event": "Tag Push Hook", "x-gitlab-token": "gl-secret"}
+
+
+class Recorder:
+    """The app's `start` for tests that are about the receiver, not Prefect: records what it was asked."""
+
+    def __init__(self) -> None:
+        self.pushes: list[TagPush] = []
+
+    def __call__(self, push: TagPush) -> str:
+        self.pushes.append(push)
+        return f"run-{len(self.pushes)}"
+
+
+def _client(start: Any = None) -> tuple[TestClient, Recorder]:
+    recorder = Recorder()
+    app = create_app(load_manifest(MANIFEST_PATH), SECRETS, start or recorder)
+    return TestClient(app, raise_server_exceptions=False), recorder
+
+
+@pytest.mark.parametrize("tag", ["v١.٢.٣", "v１.２.３", "v01.2.3", "v1.2.3-rc1.", "v1.2.3-rc1..2", "v1.02.3-rc1"])
+def test_tags_the_battery_found_are_400_through_the_app(tag: str) -> None:
+    client, recorder = _client()
+    answer = client.post("/hooks/release", content=gitlab_tag(tag), headers=GITLAB)
+    assert answer.status_code == 400, answer.text
+    assert "neither a stable release nor an extra release" in answer.json()["error"]
+    assert recorder.pushes == []
+    good = client.post("/hooks/release", content=gitlab_tag("v1.2.3-rc1"), headers=GITLAB)
+    assert good.status_code == 202 and good.json()["class"] == "extra"
+
+
+def test_size_is_refused_by_content_length_and_while_streaming() -> None:
+    client, recorder = _client()
+    declared = client.post("/hooks/release", content=b"{}", headers={**GITLAB, "content-length": str(MAX_BODY + 1)})
+    assert declared.status_code == 413 and declared.headers["connection"] == "close"
+    huge = client.post("/hooks/release", content=b"{}", headers={**GITLAB, "content-length": "9" * 5000})
+    assert huge.status_code == 413
+
+    sent = 0
+
+    def stream() -> Iterator[bytes]:
+        nonlocal sent
+        for _ in range(4 * MAX_BODY // 65536):
+            sent += 65536
+            yield b" " * 65536
+
+    streamed = client.post("/hooks/release", content=stream(), headers=GITLAB)
+    assert streamed.status_code == 413
+    assert "larger than" in streamed.json()["error"]
+    assert recorder.pushes == []
+
+
+def test_unauthenticated_deliveries_are_refused_before_the_body_is_read() -> None:
+    client, _ = _client()
+    read = 0
+
+    def stream() -> Iterator[bytes]:
+        nonlocal read
+        read += 1
+        yield b"{}"
+
+    for headers in ({}, {**GITLAB, "x-gitlab-token": "wrong"}):
+        answer = client.post("/hooks/release", content=stream(), headers=headers)
+        assert answer.status_code == 401
+
+
+def test_deep_json_is_400_not_500() -> None:
+    client, _ = _client()
+    for depth in (MAX_DEPTH + 1, 100_000):
+        answer = client.post("/hooks/release", content=b"[" * depth + b"]" * depth, headers=GITLAB)
+        assert answer.status_code == 400, (depth, answer.text)
+        assert "nested deeper" in answer.json()["error"]
+    nested = {"object_kind": "tag_push", "x": json.loads("[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5))}
+    assert client.post("/hooks/release", content=json.dumps(nested).encode(), headers=GITLAB).status_code == 400
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"project": {"path_with_namespace": ["x"]}}, {"project": {"path_with_namespace": "a b"}}, {"checkout_sha": "zz"},
+     {"checkout_sha": 7}, {"ref": ["refs/tags/v1.2.3"]}],
+)
+def test_event_fields_of_the_wrong_shape_are_400(payload: dict[str, Any]) -> None:
+    body = json.loads(gitlab_tag("v1.2.3"))
+    body.update(payload)
+    client, recorder = _client()
+    answer = client.post("/hooks/release", content=json.dumps(body).encode(), headers=GITLAB)
+    assert answer.status_code == 400, answer.text
+    assert recorder.pushes == []
+
+
+def test_prefect_down_is_503_with_a_clear_body_and_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.runs import release_starter
+    from dropship.machines.local import free_port
+
+    client, _ = _client(release_starter("release/release-tag"))
+    caplog.set_level(logging.INFO)
+    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{free_port()}/api"}):
+        answer = client.post("/hooks/release", content=gitlab_tag("v1.2.3"), headers=GITLAB)
+    assert answer.status_code == 503
+    assert answer.headers["retry-after"] == "30"
+    error = answer.json()["error"]
+    assert error.startswith("release of acme/hello v1.2.3 not started: the Prefect API is unreachable or failing: ")
+    assert "\n" not in error
+    records = [r for r in caplog.records if r.name == "dropship.webhook" and r.levelno >= logging.WARNING]
+    assert len(records) == 1 and records[0].exc_info is None
+    assert "Traceback" not in caplog.text
+
+
+SERVER = """
+import sys
+from dropship.manifest import load_manifest
+from dropship.webhook import Secrets, create_app, serve
+app = create_app(load_manifest(sys.argv[1]), Secrets(gitlab_token="gl-secret", github_secret="gh-secret"),
+                 lambda push: "run-1", body_seconds=2)
+serve(app, "127.0.0.1", int(sys.argv[2]), header_seconds=2, max_connections=int(sys.argv[3]))
+"""
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[tuple[int, int]]:
+    """A real uvicorn serving the receiver in a child process: (port, pid)."""
+    from dropship.machines.local import free_port
+
+    port = free_port()
+    log = (tmp_path / "receiver.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-c", SERVER, str(MANIFEST_PATH), str(port), "64"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "receiver.log").read_text()
+                time.sleep(0.1)
+        yield port, process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def _closed(sock: socket.socket, wait: float = 0.2) -> bool:
+    sock.settimeout(wait)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except OSError:
+        return True
+
+
+def test_a_200_mb_body_is_refused_while_streaming_without_growing_the_server(receiver: tuple[int, int]) -> None:
+    port, pid = receiver
+    before = _rss_kib(pid)
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"POST /hooks/release HTTP/1.1\r\nHost: x\r\nX-GitHub-Event: push\r\n"
+                 b"X-Hub-Signature-256: sha256=00\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"a" * (1 << 20)
+    sent = 0
+    try:
+        while sent < 200 << 20:
+            sock.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
+            sent += len(chunk)
+    except OSError:
+        pass
+    try:
+        answer = sock.recv(4096)
+    except OSError:
+        answer = b""
+    sock.close()
+    after = _rss_kib(pid)
+    print(f"server RSS {before} KiB -> {after} KiB; {sent >> 20} MiB sent before the server closed")
+    assert sent < 64 << 20, "the server stopped reading soon after the limit"
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 413")
+    assert after - before < 32 * 1024, f"RSS grew {before} -> {after} KiB"
+
+
+def test_a_slow_body_gets_408_and_its_connection_closed(receiver: tuple[int, int]) -> None:
+    port, _ = receiver
+    with socket.create_connection(("127.0.0.1", port)) as slow:
+        slow.sendall(b"POST /hooks/release HTTP/1.1\r\nHost: x\r\nX-Gitlab-Token: gl-secret\r\nContent-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        slow.settimeout(10)
+        assert slow.recv(4096).startswith(b"HTTP/1.1 408")
+        assert 1.5 < time.monotonic() - started < 8
+        assert _closed(slow, 5)
+
+
+def test_stalled_connections_are_closed_and_the_cap_holds(receiver: tuple[int, int]) -> None:
+    port, _ = receiver
+    stalled = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+    for index, sock in enumerate(stalled):
+        if index % 2:
+            sock.sendall(b"POST /hooks/release HTTP/1.1\r\nHost: x\r\n")  # headers never finished
+    flood = [socket.create_connection(("127.0.0.1", port)) for _ in range(30)]
+    time.sleep(0.5)
+    assert sum(_closed(sock) for sock in flood) >= 80 - 64, "connections beyond the cap are closed at once"
+    for sock in flood:
+        sock.close()
+    time.sleep(3)
+    assert all(_closed(sock) for sock in stalled), "connections without complete headers are closed"
+    with socket.create_connection(("127.0.0.1", port)) as fresh:
+        fresh.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        fresh.settimeout(5)
+        assert fresh.recv(4096).startswith(b"HTTP/1.1 200")
+    for sock in stalled:
+        sock.close()

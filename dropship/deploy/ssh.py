@@ -1,10 +1,11 @@
 """Publication to a repository server over SSH.
 
-Only the orchestrator's side needs software: the server needs sshd with SFTP,
-a POSIX shell and coreutils (`ln`, `mv`, `sha256sum`, `xargs`) and util-linux
-`flock`. Every remote command is a fixed script with its arguments quoted;
-lists of paths go over stdin, NUL-separated, so no published file name is
-ever parsed by the remote shell.
+Only the orchestrator's side needs software: the server needs OpenSSH's sshd
+with its SFTP server (for `hardlink@openssh.com`), a POSIX shell, coreutils
+(`cp`, `ln`, `mv`, `rm`, `sha256sum`, `xargs`) and util-linux `flock`. Every
+remote command is a fixed script with its arguments quoted; lists of paths go
+over stdin (or SFTP), so no published file name is ever parsed by the remote
+shell.
 
 A publication holds `flock <root>/.lock` on the server for its whole
 duration through one SSH channel: the lock ends with the connection, so an
@@ -19,38 +20,66 @@ are the only ones downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
 import paramiko
 
 from dropship.deploy.base import (
-    CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+    CURRENT,
+    INCOMING_PREFIX,
+    RELEASES,
+    Progress,
+    PublishResult,
+    check_release_id,
+    prune_candidates,
     rollback_target,
 )
 from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
-from dropship.repos.files import CHUNK
 from dropship.errors import DropshipError, MachineError, PublishError, TransferError
-from dropship.ssh import Endpoint, SshSession
+from dropship.ssh import (
+    Endpoint,
+    Hardlink,
+    Mkdir,
+    Operation,
+    SshSession,
+    Started,
+    Symlink,
+    Upload,
+)
 
-# Each remote command costs a session on the server (about 0.1 s with OpenSSH),
-# so a publication uses three: the lock (which also sweeps leftovers), the
-# hard links, and the check-and-switch.
+# Each remote command costs a session on the server (about 0.1 s with OpenSSH,
+# more on a busy one), so a publication uses two: the lock (which also sweeps
+# leftovers) and the stage-check-and-switch, which is started together with the
+# lock and waits for its input. Folders, new files, symlinks and the listing go
+# as SFTP requests pipelined on one channel; the unchanged files are hard-linked
+# by one `cp -l` on the server (an SFTP hard link each would cost a reply each).
 _LOCK = (
     'mkdir -p -- "$1/' + RELEASES + '" && exec flock -w "$2" "$1/.lock" sh -c '
     "'cd \"$1/" + RELEASES + "\" && for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done; "
     "echo locked; exec cat >/dev/null' sh \"$1\""
 )
-_LINK = 'cd "$1" && xargs -0 -n 2 ln --'
-# stdin: `sha256  path` lines of the uploaded files. Only if every one matches
-# is the staged folder moved into place and `current` switched.
+# stdin, once the new files are uploaded: `go`; the current release; the
+# releases to prune, one a line, and an empty line; the `sha256  path` lines
+# of the uploaded files and an empty line; then, NUL-separated, the files of
+# the current release to hard-link at the same path into the staged one. An
+# EOF before `go` (the publication failed) exits without doing anything. Only
+# if every uploaded file matches is the staged folder moved into place and
+# `current` switched.
 _CHECK_AND_SWITCH = (
-    'set -e; root=$1 incoming=$2 release=$3 tmp=$4; shift 4; cd "$root/' + RELEASES + '/$incoming"; '
-    "sha256sum --quiet --strict -c -; "
+    'IFS= read -r go && [ "$go" = go ] || exit 1; root=$1 incoming=$2 release=$3 tmp=$4; '
+    'IFS= read -r previous; set --; '
+    'while IFS= read -r old && [ -n "$old" ]; do set -- "$@" "$old"; done; '
+    'checks=; while IFS= read -r line && [ -n "$line" ]; do checks="$checks$line\n"; done; '
+    'set -e; cd "$root/' + RELEASES + '"; '
+    'if [ -n "$previous" ]; then (cd "$previous" && xargs -0 -r cp -l --parents -t "../$incoming" --); fi; '
+    'cd "$incoming"; printf %s "$checks" | sha256sum --quiet --strict -c -; '
     'cd "$root"; mv -T -- "' + RELEASES + '/$incoming" "' + RELEASES + '/$release"; '
     'ln -s -- "' + RELEASES + '/$release" "$tmp"; mv -T -- "$tmp" ' + CURRENT + '; '
     'cd "$root/' + RELEASES + '"; rm -rf -- "$@"'
@@ -58,8 +87,15 @@ _CHECK_AND_SWITCH = (
 _SWITCH = 'cd "$1" && test -f "' + RELEASES + '/$2/' + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && mv -T -- "$3" ' + CURRENT
 
 
-def _nul(items: list[str]) -> bytes:
-    return b"".join(item.encode() + b"\0" for item in items)
+def _ancestors(paths: list[str]) -> set[str]:
+    """Every folder above `paths` (relative, `/`-separated)."""
+    found: set[str] = set()
+    for path in paths:
+        parent = os.path.dirname(path)
+        while parent and parent not in found:
+            found.add(parent)
+            parent = os.path.dirname(parent)
+    return found
 
 
 class SshPublisher:
@@ -213,79 +249,79 @@ class SshPublisher:
             raise PublishError(f"nothing to publish: {tree} is not a folder")
         check_release_id(release_id)
         listing = list_tree(tree, release_id, known_inodes=self.known_inodes())
-        with self.session() as session, self._locked(session):
-            ids = self._ids(session)
-            if release_id in ids:
-                raise PublishError(f"release {release_id} is already published on {self.where}")
-            current = self._current(session)
-            previous = self._listing(session, current).by_sha256() if current else {}
-            incoming_name = f"{INCOMING_PREFIX}{release_id}"
-            incoming = f"{self._releases}/{incoming_name}"
-            self._mkdirs(session, incoming, [META_DIR, *sorted(listing.directories())])
-
-            reuse = {p: previous[e.sha256] for p, e in listing.files.items() if e.sha256 in previous}
-            if reuse:
-                pairs = [x for p, src in sorted(reuse.items()) for x in (f"{current}/{src}", f"{incoming_name}/{p}")]
-                session.run(["sh", "-c", _LINK, "sh", self._releases], stdin=_nul(pairs))
-            new = sorted(p for p in listing.files if p not in reuse)
-            sent = self._upload(session, tree, incoming, new, progress)
-            for path, link in listing.symlinks.items():
-                self._symlink(session, link, f"{incoming}/{path}")
-            self._write(session, f"{incoming}/{META_FILE}", listing.to_json().encode())
-            removed = prune_candidates(sorted([*ids, release_id]), release_id, self.keep_releases)
-            checks = "".join(f"{listing.files[p].sha256}  {p}\n" for p in new).encode()
-            tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
+        incoming_name = f"{INCOMING_PREFIX}{release_id}"
+        incoming = f"{self._releases}/{incoming_name}"
+        tmp = f".{CURRENT}.tmp-{secrets.token_hex(4)}"
+        argv = ["sh", "-c", _CHECK_AND_SWITCH, "sh", self.root, incoming_name, release_id, tmp]
+        with self.session() as session, ThreadPoolExecutor(1) as ahead:
+            # while the server takes the lock: open the SFTP channel, start the switch command
+            switching = ahead.submit(self._start_switch, session, argv)
             try:
-                session.run(
-                    ["sh", "-c", _CHECK_AND_SWITCH, "sh", self.root, incoming_name, release_id, tmp, *removed],
-                    stdin=checks,
-                )
-            except MachineError as exc:
-                raise PublishError(
-                    f"{self.where}: the uploaded release {release_id} did not check out, current release unchanged: {exc}"
-                ) from exc
+                with self._locked(session):
+                    switch = switching.result()
+                    ids = self._ids(session)
+                    if release_id in ids:
+                        raise PublishError(f"release {release_id} is already published on {self.where}")
+                    current = self._current(session)
+                    previous = self._listing(session, current).by_sha256() if current else {}
+                    reuse = {p: previous[e.sha256] for p, e in listing.files.items() if e.sha256 in previous}
+                    # same path as in the current release: `cp -l` on the server; moved or copied: SFTP
+                    same = sorted(p for p, src in reuse.items() if p == src and current and "\n" not in current)
+                    moved = sorted(set(reuse) - set(same))
+                    new = sorted(p for p in listing.files if p not in reuse)
+                    meta = listing.to_json().encode()
+                    by_cp = _ancestors(same) - _ancestors([*moved, *new, *listing.symlinks])
+                    steps: list[Operation] = [
+                        Mkdir(incoming),
+                        *[Mkdir(f"{incoming}/{d}") for d in [META_DIR, *sorted(listing.directories() - by_cp)]],
+                        *[Hardlink(f"{self._releases}/{current}/{reuse[p]}", f"{incoming}/{p}") for p in moved],
+                        *[Upload(tree / p, f"{incoming}/{p}") for p in new],
+                        *[Symlink(link, f"{incoming}/{p}") for p, link in sorted(listing.symlinks.items())],
+                        Upload(None, f"{incoming}/{META_FILE}", data=meta, counted=False),
+                    ]
+                    sent = self._stage(session, steps, progress) - len(meta)
+                    removed = [  # one a line on the switch's stdin: a name with a newline is not ours to prune
+                        r for r in prune_candidates(sorted([*ids, release_id]), release_id, self.keep_releases)
+                        if "\n" not in r
+                    ]
+                    checks = "".join(f"{listing.files[p].sha256}  {p}\n" for p in new)
+                    checks += f"{hashlib.sha256(meta).hexdigest()}  {META_FILE}\n"
+                    try:
+                        switch.finish(
+                            f"go\n{current if same else ''}\n".encode() + "".join(f"{r}\n" for r in removed).encode()
+                            + b"\n" + checks.encode() + b"\n" + b"".join(p.encode() + b"\0" for p in same)
+                        )
+                    except MachineError as exc:
+                        raise PublishError(
+                            f"{self.where}: the uploaded release {release_id} did not check out, "
+                            f"current release unchanged: {exc}"
+                        ) from exc
+            finally:
+                if switching.exception() is None:
+                    switching.result().close()
         self._remember(tree, listing)
         return PublishResult(
             release_id, f"{self.where}/{RELEASES}/{release_id}", len(listing.files), len(reuse), len(new), sent,
             tuple(removed),
         )
 
-    def _upload(self, session: SshSession, tree: Path, incoming: str, paths: list[str], progress: Progress | None) -> int:
-        sent = 0
-        for done, path in enumerate(paths, 1):
-            try:
-                with (tree / path).open("rb") as src, session.sftp.open(f"{incoming}/{path}", "wb") as dst:
-                    dst.set_pipelined(True)
-                    while chunk := src.read(CHUNK):
-                        dst.write(chunk)
-                        sent += len(chunk)
-            except (OSError, paramiko.SSHException, EOFError) as exc:
-                raise PublishError(
-                    f"upload of {path} to {self.where} failed after {done - 1} of {len(paths)} files: {exc}; "
-                    "current release unchanged"
-                ) from exc
+    def _start_switch(self, session: SshSession, argv: list[str]) -> Started:
+        try:
+            _ = session.sftp  # opened now, used under the lock
+        except (OSError, paramiko.SSHException) as exc:
+            raise MachineError(f"cannot open SFTP: {exc}") from exc
+        return session.start(argv, timeout=self.lock_timeout + 600)
+
+    def _stage(self, session: SshSession, steps: list[Operation], progress: Progress | None) -> int:
+        """Create the staged release over SFTP, pipelined; return the bytes sent."""
+        def report(done: int, total: int) -> None:
             if progress is not None:
-                progress("upload", done, len(paths))
-        return sent
+                progress("upload", done, total)
 
-    def _mkdirs(self, session: SshSession, base: str, directories: list[str]) -> None:
-        """Create `base` and `directories` under it over SFTP (parents listed first, as `directories()` sorts)."""
         try:
-            session.sftp.mkdir(base)
-            for directory in directories:
-                session.sftp.mkdir(f"{base}/{directory}")
-        except (OSError, paramiko.SSHException) as exc:
-            raise PublishError(f"cannot create {base} on {self.where}: {exc}; current release unchanged") from exc
-
-    def _symlink(self, session: SshSession, target: str, path: str) -> None:
-        session.run(["ln", "-s", "--", target, path])
-
-    def _write(self, session: SshSession, remote: str, data: bytes) -> None:
-        try:
-            with session.sftp.open(remote, "wb") as handle:
-                handle.write(data)
-        except (OSError, paramiko.SSHException) as exc:
-            raise PublishError(f"cannot write {remote} on {self.where}: {exc}") from exc
+            return session.apply(steps, report)
+        except TransferError as exc:
+            raise PublishError(f"staging on {self.where} failed: {exc}; current release unchanged") from exc
 
     def switch(self, release_id: str) -> None:
         """Point `current` at a release already on the server, under the lock."""

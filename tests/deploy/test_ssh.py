@@ -149,3 +149,49 @@ def test_two_publishers_at_once_do_not_interleave(server: RepoServerHost, tmp_pa
     assert first[-1] < second[0], "the second upload started before the first publication ended"
     for name in ("a", "b"):
         assert sorted(p.name for p in (server.root / "releases" / f"r-{name}" / name).iterdir()) == [f"{i:02}" for i in range(30)]
+
+
+def test_moved_and_copied_files_are_linked_and_symlinks_kept(server: RepoServerHost, tmp_path: Path) -> None:
+    a, b = os.urandom(5000), os.urandom(6000)
+    publisher = _publisher(server, tmp_path / "mirror")
+    first = _tree(tmp_path / "t1", {"pool/a.deb": a, "pool/b.deb": b, "dists/x": b"1"})
+    os.symlink("pool/a.deb", first / "latest.deb")
+    publisher.publish(first, "r1")
+
+    second = _tree(tmp_path / "t2", {"pool/sub/a.deb": a, "pool/b.deb": b, "copy/b2.deb": b, "dists/x": b"2"})
+    os.symlink("pool/sub/a.deb", second / "latest.deb")
+    result = publisher.publish(second, "r2")
+
+    assert (result.uploaded, result.reused, result.bytes_uploaded) == (1, 3, 1)
+    r1, r2 = server.root / "releases/r1", server.root / "releases/r2"
+    assert os.stat(r2 / "pool/sub/a.deb").st_ino == os.stat(r1 / "pool/a.deb").st_ino
+    assert os.stat(r2 / "copy/b2.deb").st_ino == os.stat(r1 / "pool/b.deb").st_ino == os.stat(r2 / "pool/b.deb").st_ino
+    assert os.readlink(r2 / "latest.deb") == "pool/sub/a.deb" and (server.root / "current/latest.deb").read_bytes() == a
+    assert (server.root / "current/dists/x").read_bytes() == b"2"
+
+
+def test_a_file_changed_on_the_server_before_the_switch_stops_the_publication(
+    server: RepoServerHost, tmp_path: Path
+) -> None:
+    publisher = _publisher(server, tmp_path / "mirror")
+    publisher.publish(_tree(tmp_path / "t1", {"a": b"one"}), "r1")
+
+    def tamper(step: str, done: int, total: int) -> None:
+        if step == "upload" and done == total:
+            (server.root / "releases/.incoming-r2/b").write_bytes(b"not what was sent")
+
+    with pytest.raises(PublishError, match="did not check out, current release unchanged"):
+        publisher.publish(_tree(tmp_path / "t2", {"a": b"one", "b": os.urandom(3000)}), "r2", progress=tamper)
+    assert os.readlink(server.root / "current") == "releases/r1"
+    assert not (server.root / "releases/r2").exists()
+
+
+def test_a_refused_publication_leaves_the_server_as_it_was(server: RepoServerHost, tmp_path: Path) -> None:
+    """The switch command is started before the lock: a publication refused under the lock must not run it."""
+    publisher = _publisher(server, tmp_path / "mirror")
+    publisher.publish(_tree(tmp_path / "t1", {"a": b"one"}), "r1")
+    before = sorted(p.relative_to(server.root).as_posix() for p in server.root.rglob("*"))
+    with pytest.raises(PublishError, match="already published"):
+        publisher.publish(_tree(tmp_path / "t2", {"a": b"two"}), "r1")
+    assert sorted(p.relative_to(server.root).as_posix() for p in server.root.rglob("*")) == before
+    assert (server.root / "current/a").read_bytes() == b"one"

@@ -1,0 +1,108 @@
+"""Fuzzed tags: each is accepted with one canonical version that gives the tag back, or refused with
+ConfigError, never another exception; accepted ones are SemVer (by semver.org's own expression).
+
+`DROPSHIP_FUZZ_EXAMPLES` raises the example count for a one-off run (default 200 per test);
+`pytest -s` prints the counts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dropship.errors import ConfigError
+from dropship.manifest import load_manifest
+from dropship.release import TAG_GRAMMAR, ReleaseClass, classify, parse_tag, tag_of_version
+
+EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MANIFEST = load_manifest(Path(__file__).resolve().parents[2] / "examples" / "hello" / "dropship.toml")
+
+# https://semver.org/#is-there-a-suggested-regular-expression-regex-to-check-a-semver-string, ASCII only.
+SEMVER = re.compile(
+    r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?",
+    re.ASCII,
+)
+PACKAGE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+~]*", re.ASCII)
+TRICKY = list("0123456789.-+_~ /\n\t\x00vV") + ["١", "１", "३", "٠", "\u200b", "é", "ß", "\ufeff", "..", "v01", "rc"]
+
+valid_tags = st.from_regex(TAG_GRAMMAR, fullmatch=True).filter(lambda t: len(t) <= 100)
+
+
+@st.composite
+def near_valid(draw: st.DrawFn) -> str:
+    """A valid tag with one to three edits from characters that broke the old check."""
+    tag = draw(valid_tags)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(tag)))
+        piece = draw(st.sampled_from(TRICKY) | st.characters())
+        match draw(st.sampled_from(["insert", "replace", "delete"])):
+            case "insert":
+                tag = tag[:at] + piece + tag[at:]
+            case "replace":
+                tag = tag[:at] + piece + tag[at + 1:]
+            case "delete":
+                tag = tag[:at] + tag[at + 1:]
+    return tag
+
+
+tags = st.one_of(st.text(max_size=120), valid_tags, near_valid())
+
+
+def judge(tag: str, counts: Counter[str], crashes: list[str]) -> None:
+    try:
+        result = classify(MANIFEST, tag=tag)
+    except ConfigError as exc:
+        counts["refused"] += 1
+        assert "\n" not in str(exc), "one-line message"
+        return
+    except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
+        counts["crashed"] += 1
+        crashes.append(f"{tag!r}: {type(exc).__name__}: {exc}")
+        return
+    counts["accepted"] += 1
+    version = parse_tag(tag)
+    assert result.release_class in (ReleaseClass.STABLE, ReleaseClass.EXTRA)
+    assert tag.isascii() and tag.startswith("v") and SEMVER.fullmatch(tag[1:]), tag
+    assert str(version) == tag, "round trip: the tag is rebuilt byte for byte"
+    assert PACKAGE_VERSION.fullmatch(version.package_version), version.package_version
+    assert tag_of_version(version.package_version) == tag
+    assert (result.release_class is ReleaseClass.STABLE) == version.is_stable
+
+
+def test_fuzzed_tags_are_accepted_canonically_or_refused() -> None:
+    counts: Counter[str] = Counter()
+    crashes: list[str] = []
+
+    @FUZZ
+    @given(tags)
+    def check(tag: str) -> None:
+        judge(tag, counts, crashes)
+
+    check()
+    print(f"\ntags: refused {counts['refused']} / accepted {counts['accepted']} / crashed {counts['crashed']}")
+    assert not crashes, crashes[:5]
+    assert counts["refused"] and counts["accepted"], "both sides were exercised"
+
+
+def test_two_spellings_never_give_the_same_version() -> None:
+    """The battery's `v01.2.3` beside `v1.2.3`: an accepted tag is the only spelling of its version."""
+    seen: dict[str, str] = {}
+
+    @FUZZ
+    @given(st.one_of(valid_tags, near_valid()))
+    def check(tag: str) -> None:
+        try:
+            version = parse_tag(tag).package_version
+        except ConfigError:
+            return
+        assert seen.setdefault(version, tag) == tag
+
+    check()
