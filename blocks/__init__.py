@@ -4,8 +4,9 @@
 """
 
 from blocks.digitalocean import DigitalOceanCredentials
+from blocks.registry import RegistryCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 from blocks.webhook import WebhookSecrets
 
-__all__ = ["DigitalOceanCredentials", "RepoServer", "SigningKey", "WebhookSecrets"]
+__all__ = ["DigitalOceanCredentials", "RegistryCredentials", "RepoServer", "SigningKey", "WebhookSecrets"]

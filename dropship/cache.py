@@ -57,12 +57,14 @@ def recipe(manifest: Manifest, target: Target) -> dict[str, object]:
     spec = manifest.machine_spec(target)
     return {
         "arch": target.arch.value,
-        "format": target.format.value,
+        "format": target.format.value if target.format else None,
         "build": list(target.build),
         "artifacts": list(target.artifacts),
         "env": dict(sorted(target.env.items())),
         "image": spec["image"],
         "size": spec["size"],
+        # only when declared, so targets without language packages keep their hashes
+        **({"packages": [p.model_dump(mode="json") for p in target.packages]} if target.packages else {}),
     }
 
 

@@ -20,6 +20,8 @@ as ``__cause__`` but no third-party exception type leaks upwards.
     ├── RepositoryError        indexing or signing a repository failed
     ├── PublishError           the atomic publication failed (nothing switched)
     ├── WebhookRejected        a forge delivery refused; carries the HTTP status (401/400)
+    ├── JobFailed              a [[jobs]] entry failed, was rejected or timed out (dropship/jobs.py)
+    ├── RegistryError          a language package could not be published (or conflicts with the registry's)
     └── ReleaseFailed          the release ended without publishing; lists causes
 """
 
@@ -130,3 +132,16 @@ class WebhookRejected(DropshipError):
 class ApiUnavailable(DropshipError):
     """The Prefect API kept answering 429/502/503/504 or dropping connections
     for longer than dropship waits: the orchestrator's server, not a target, failed."""
+
+
+class JobFailed(DropshipError):
+    """A job around the builds failed (or its approval was refused): nothing is published."""
+
+    def __init__(self, job: str, reason: str) -> None:
+        self.job = job
+        self.reason = reason
+        super().__init__(f"job {job}: {reason}")
+
+
+class RegistryError(DropshipError):
+    """A language package was refused by, or conflicts with, its registry."""

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from dropship.errors import ManifestError
+from dropship.jobs import Job, LanguagePackage, Registry, check_jobs
 from dropship.patterns import UnsafePattern, compile_pattern, probe_pattern
 
 NAME_RE = r"^[a-z0-9][a-z0-9-]{0,62}$"
@@ -126,10 +127,10 @@ class MachineDefaults(_Model):
 class Target(_Model):
     name: Name
     arch: Arch
-    format: PackageFormat
+    format: PackageFormat | None = Field(default=None, description="deb | rpm; left out by a target of language packages only")
     build: Command = Field(description="argument list run in the unpacked source on the machine")
     artifacts: list[Annotated[Text, Field(max_length=MAX_ARG)]] = Field(
-        min_length=1, max_length=MAX_GLOBS, description="glob patterns, relative to the source root"
+        default_factory=list, max_length=MAX_GLOBS, description="glob patterns, relative to the source root"
     )
     env: dict[StrictStr, Annotated[StrictStr, Field(max_length=MAX_ENV_VALUE)]] = Field(
         default_factory=dict, max_length=MAX_ENV
@@ -139,6 +140,7 @@ class Target(_Model):
     region: Slug | None = None
     rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
     depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
+    packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
 
     @field_validator("rebuild_patterns")
     @classmethod
@@ -265,6 +267,13 @@ class Manifest(_Model):
     classes: ReleaseClasses = ReleaseClasses()
     blocks: Blocks = Blocks()
     machines: Machines = Machines()
+    jobs: list[Job] = Field(default_factory=list, description="jobs around the builds (dropship/jobs.py)")
+    registries: list[Registry] = Field(default_factory=list, description="where language packages go")
+
+    @model_validator(mode="after")
+    def _jobs_consistent(self) -> Manifest:
+        check_jobs(self)
+        return self
 
     @model_validator(mode="after")
     def _targets_consistent(self) -> Manifest:

@@ -33,6 +33,7 @@ from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
+from flows.jobs import publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import (
     build_target,
@@ -177,6 +178,7 @@ def release(
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     preflight(spec, plan)
     test_source(plan, spec.project.test)
+    run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine
     ensure_build_deployment()
     ensure_machines_limit()
 
@@ -192,9 +194,10 @@ def release(
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published", failures)
         sign_started = time.monotonic()
         tree = sign_repositories(spec, plan, base_url, workdir)
-        formats = sorted({"APT" if spec.target(n).format.value == "deb" else "RPM" for n in plan.targets})
+        formats = sorted({"APT" if fmt.value == "deb" else "RPM" for n in plan.targets if (fmt := spec.target(n).format)})
         logger.info("%s repository of %s", " and ".join(formats), ", ".join(plan.suites),
                     extra=event("sign", seconds=time.monotonic() - sign_started))
+        run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
         if dry_run:
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree, extra=event("publish", "skipped"))
@@ -207,6 +210,7 @@ def release(
                 done += f", {published.reused} unchanged from the previous release"
             logger.info("%s; current -> %s", done, plan.release_id,
                         extra=event("publish", seconds=time.monotonic() - publish_started))
+            publish_language_packages(spec, plan, workdir)  # [[registries]]: after everything succeeded
     except BaseException as exc:
         error = str(exc)
         raise

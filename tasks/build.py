@@ -15,6 +15,7 @@ from prefect.deployments import run_deployment
 from dropship.builder import BuildReport, build
 from dropship.collect import upload_source
 from dropship.errors import BuildFailed
+from dropship.jobs import build_globs
 from dropship.machines import Machine, run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
@@ -75,7 +76,7 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
                 "workspace": machine.work_dir,
                 "archive": remote_archive,
                 "command": list(target.build),
-                "artifacts": list(target.artifacts),
+                "artifacts": build_globs(target),  # deb/rpm artifacts and language packages
                 "version": plan.version,
                 # the commit's time, so a rebuild of the same commit can be byte-identical
                 "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},

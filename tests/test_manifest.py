@@ -23,7 +23,8 @@ BASE: dict[str, Any] = {
 
 def test_example_manifest_loads() -> None:
     manifest = load_manifest(EXAMPLE)
-    assert [t.name for t in manifest.targets] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm"]
+    assert [t.name for t in manifest.targets] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm", "python-wheel"]
+    assert [(j.name, j.kind.value, j.needs) for j in manifest.jobs] == [("install-amd64-deb", "integration", ["amd64-deb"])]
     assert manifest.target("arm64-rpm").arch is Arch.ARM64
     assert manifest.target("arm64-rpm").arch.rpm == "aarch64"
     assert manifest.target("amd64-rpm").format is PackageFormat.RPM

@@ -44,10 +44,10 @@ def demo(emulator: tuple[Emulator, str], tmp_path_factory: pytest.TempPathFactor
 def test_release_on_droplets_publishes_and_deletes_every_droplet(emulator: tuple[Emulator, str], demo: dict[str, Any]) -> None:
     emu, _ = emulator
     summary = demo["summary"]
-    assert summary["status"] == "published" and summary["machines_created"] == 4
+    assert summary["status"] == "published" and summary["machines_created"] == 6  # 5 targets, 1 integration job
     assert emu.alive() == [] and machine_processes() == []
     lifetimes = emu.lifetimes()
-    assert len(lifetimes) == 4 and all(life["deleted"] is not None for life in lifetimes)
+    assert len(lifetimes) == 6 and all(life["deleted"] is not None for life in lifetimes)
     run_tag = f"dropship-run-{summary['run_id']}"
     assert all(run_tag in life["tags"] and "dropship" in life["tags"] for life in lifetimes)
     assert summary["cost"] > 0 and all(t["cost"] > 0 for t in summary["targets"])

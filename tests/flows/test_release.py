@@ -83,11 +83,11 @@ def demo(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> dict[
 def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
     workdir, summary = demo["workdir"], demo["summary"]
     assert summary["status"] == "published" and summary["release_class"] == "stable"
-    assert summary["machines_created"] == 4
-    assert [t["name"] for t in summary["targets"]] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm"]
+    assert summary["machines_created"] == 6  # five targets and the integration job's fresh machine
+    assert [t["name"] for t in summary["targets"]] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm", "python-wheel"]
     current = workdir / "published" / "current"
     assert os.readlink(current) == f"releases/{summary['release_id']}"
-    for target in summary["targets"]:
+    for target in summary["targets"][:4]:
         assert target["status"] == "built" and target["machine_seconds"] > 0 and target["build_seconds"] >= 0
         (artifact,) = target["artifacts"]
         published = list(current.rglob(artifact["name"]))
@@ -101,10 +101,10 @@ def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
 
 def test_build_ran_on_each_machines_worker(demo: dict[str, Any]) -> None:
     runs = child_runs(demo["summary"]["run_id"])
-    assert sorted(r.name for r in runs) == [f"hello-v0.1.0-{t}" for t in ("amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm")]
+    assert sorted(r.name for r in runs) == [f"hello-v0.1.0-{t}" for t in ("amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm", "python-wheel")]
     assert all(r.state.is_completed() for r in runs)
     queues = {r.work_queue_name for r in runs}
-    assert len(queues) == 4 and all(q.startswith("hello-") for q in queues)
+    assert len(queues) == 5 and all(q.startswith("hello-") for q in queues)
 
 
 def test_runs_are_named_after_what_they_do(demo: dict[str, Any]) -> None:
