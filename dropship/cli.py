@@ -140,6 +140,16 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     back.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
 
+    image = commands.add_parser("image", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)")
+    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    image_build = image_commands.add_parser(
+        "build", help="snapshot a droplet with a target's setup, dropship and Prefect installed",
+        description="Boot a stock droplet, install the target's setup and this orchestrator's dropship and Prefect, "
+        "snapshot it and delete it; print the snapshot's id and name (put the name in the manifest's `image`).",
+    )
+    image_build.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
+    image_build.add_argument("--target", help="only this target (default: every target)")
+
     emu = commands.add_parser(
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
@@ -215,6 +225,14 @@ def _reap(args: argparse.Namespace) -> int:
                    credentials=args.credentials, ttl_minutes=args.ttl_minutes)
     print("\n".join(deleted) if deleted else "nothing to reap")
     return 0
+
+
+def _image(args: argparse.Namespace) -> int:
+    _need_api("the image build runs as a flow and reads the DigitalOceanCredentials block")
+    from flows.image import image_build
+
+    state = image_build(manifest=str(args.manifest), target=args.target, return_state=True)
+    return 0 if _outcome(state, "image build") is not None else 1
 
 
 def _need_api(why: str) -> None:
@@ -405,6 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "demo": _demo, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
+        "image": _image,
     }
     try:
         return handlers[args.command](args)

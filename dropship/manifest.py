@@ -50,10 +50,15 @@ class Project(_Model):
     test: Command | None = Field(default=None, description="argument list run on the orchestrator before any machine")
 
 
+DebianPackage = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~-]*$")]
+
+
 class MachineDefaults(_Model):
     size: str = "s-2vcpu-4gb"
     image: str = "debian-12-x64"
     region: str = "nyc1"
+    setup: list[DebianPackage] = Field(default_factory=list, description="Debian packages every build machine needs")
+    setup_commands: list[Command] = Field(default_factory=list, description="argument lists run as root after them")
 
 
 class Target(_Model):
@@ -66,6 +71,8 @@ class Target(_Model):
     size: str | None = None
     image: str | None = None
     region: str | None = None
+    setup: list[DebianPackage] = Field(default_factory=list, description="Debian packages added to the defaults'")
+    setup_commands: list[Command] = Field(default_factory=list, description="root commands run after the defaults'")
     rebuild_patterns: list[str] = Field(default_factory=lambda: [".*"])
     depends_on: list[str] = Field(default_factory=list)
 
@@ -169,6 +176,12 @@ class Manifest(_Model):
             "image": target.image or self.defaults.image,
             "region": target.region or self.defaults.region,
         }
+
+    def machine_setup(self, target: Target) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        """Debian packages and root commands the target's machine needs: the defaults', then its own."""
+        packages = tuple(dict.fromkeys([*self.defaults.setup, *target.setup]))
+        commands = tuple(tuple(c) for c in [*self.defaults.setup_commands, *target.setup_commands])
+        return packages, commands
 
 
 class _FieldError(ValueError):
