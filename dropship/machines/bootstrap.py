@@ -42,7 +42,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -124,27 +123,27 @@ def dropship_wheel() -> Path:
 
 
 def _checkout() -> Path | None:
-    """The source folder of an editable or local-folder install, if any."""
-    dist = metadata.distribution("dropship")
-    text = dist.read_text("direct_url.json")
-    if text:
-        url = json.loads(text).get("url", "")
-        if url.startswith("file://"):
-            path = Path(unquote(urlparse(url).path))
-            if (path / "pyproject.toml").exists():
-                return path
+    """The source folder this dropship is imported from, when it is a checkout (editable install, tests)."""
+    import dropship
+
+    root = Path(dropship.__file__).resolve().parent.parent
+    pyproject = root / "pyproject.toml"
+    if pyproject.exists() and 'name = "dropship"' in pyproject.read_text():
+        return root
     return None
 
 
 def _build_wheel(out: Path) -> Path:
     source = _checkout()
     if source is not None:
+        had_build = (source / "build").exists()
         result = subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(source)],
+            [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
             capture_output=True, text=True, check=False,
         )
         # setuptools leaves build/ and *.egg-info in the checkout; they are not ours to keep
-        shutil.rmtree(source / "build", ignore_errors=True)
+        if not had_build:
+            shutil.rmtree(source / "build", ignore_errors=True)
         if result.returncode != 0:
             raise MachineError(f"could not build the dropship wheel from {source}: {result.stderr.strip()[-300:]}")
         (wheel,) = out.glob("dropship-*.whl")

@@ -22,6 +22,7 @@ converted here.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -446,6 +447,20 @@ class DigitalOceanProvider:
         if not found:
             raise MachineError(f"the snapshot {name} of droplet {machine_id} completed but is not listed among images")
         return max(found, key=lambda i: int(i["id"]))
+
+
+MINIMUM_SECONDS = 60
+MINIMUM_CHARGE = 0.01
+
+
+def billed_seconds(seconds: float) -> int:
+    """Droplets are billed per second since 2026-01-01, at least 60 seconds (docs/architecture.md)."""
+    return max(MINIMUM_SECONDS, math.ceil(seconds))
+
+
+def droplet_cost(seconds: float, price_hourly: float) -> float:
+    """USD for one droplet's life: per second, with the minimum of 60 s or $0.01, whichever is higher."""
+    return max(billed_seconds(seconds) / 3600 * price_hourly, MINIMUM_CHARGE)
 
 
 def _same_key(line: str) -> str:

@@ -12,7 +12,7 @@ from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
-from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, NotFound
 from dropship.machines.local import _pids_with_marker, free_port
 from dropship.machines.userdata import render
 from dropship.ssh import Endpoint, SshSession, generate_keypair
@@ -110,3 +110,67 @@ def test_delete_retries_server_errors(emulator: tuple[Emulator, str]) -> None:
 
 def test_settings_never_show_the_token() -> None:
     assert TOKEN not in repr(DigitalOceanSettings(token=TOKEN))
+
+
+def test_a_404_that_pydo_returns_instead_of_raising_is_not_found(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    do = provider(url, emu)
+    # pydo's droplets.get and destroy accept 404 and hand back the error body
+    assert do.client.droplets.get(droplet_id=999999, enforce_https=False)["id"] == "not_found"
+    with pytest.raises(NotFound):
+        do._once("read droplet 999999", do.client.droplets.get, droplet_id=999999)
+    do.delete("999999")  # already gone: not an error
+
+
+@pytest.mark.parametrize(
+    ("machines", "limit", "expected"),
+    [
+        ([("s-2vcpu-4gb", "debian-12-x64", "nyc1")] * 3, 2, "needs 3 droplet(s) but the account's droplet limit is 2 with 0 alive"),
+        ([("s-2vcpu-4gb", "debian-13-x64", "nyc1")], 25, "DigitalOcean has no image debian-13-x64"),
+        ([("s-64vcpu-9tb", "debian-12-x64", "nyc1")], 25, "no droplet size s-64vcpu-9tb"),
+        ([("s-2vcpu-4gb", "debian-12-x64", "mars1")], 25, "no region mars1"),
+    ],
+)
+def test_preflight_refuses_before_any_droplet(tmp_path: Path, machines: list[tuple[str, str, str]], limit: int,
+                                              expected: str) -> None:
+    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port(), droplet_limit=limit)
+    server = EmulatorServer(emu).start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            provider(server.url, emu).preflight(machines)
+        assert expected in str(info.value)
+        assert emu.lifetimes() == []
+    finally:
+        server.stop()
+
+
+def test_preflight_finds_the_images(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    images = provider(url, emu).preflight([("s-2vcpu-4gb", "debian-12-x64", "nyc1"), ("s-1vcpu-1gb", "debian-12-x64", "ams3")])
+    assert images["debian-12-x64"]["slug"] == "debian-12-x64"
+
+
+def test_booting_droplets_of_a_run_share_one_list_per_poll(emulator: tuple[Emulator, str]) -> None:
+    """Three droplets booting together: each poll is one list-by-tag request for all of them."""
+    import threading
+
+    emu, url = emulator
+    emu.faults.apply("slow-boot:3")
+    do = provider(url, emu, poll_interval=0.5, max_poll_interval=0.5)
+    made: list[str] = []
+
+    def create(index: int) -> None:
+        req, _ = request(name=f"hello-t{index}-1")
+        made.append(do.create(req).id)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 3
+    polls = do.poll_requests("dropship-run-abc")
+    # about 3 s of boot at one poll per 0.5 s for all three; per-droplet polling would be three times as many
+    assert 3 <= polls <= 12, polls
+    for machine_id in made:
+        do.delete(machine_id)
