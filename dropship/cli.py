@@ -153,17 +153,24 @@ def _parser() -> argparse.ArgumentParser:
     emu = commands.add_parser(
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
-        description="Serve the subset of DigitalOcean API v2 that dropship uses; droplets boot as local machines "
-        "(sshd + worker from their user_data) on their own loopback addresses. Runs until interrupted, then "
-        "deletes its droplets.",
+        description="Serve the subset of DigitalOcean API v2 that dropship uses. Droplets are containers of the stock "
+        "debian-12-x64 image (or a snapshot) in a dockerd the emulator owns, booted by cloud-init, each with sshd on "
+        "its own loopback address; --machines processes boots local machines instead (sshd + user_data on this host). "
+        "Runs until interrupted, then deletes its droplets.",
     )
     emu.add_argument("--port", type=int, default=8090, help="HTTP port on 127.0.0.1 (default 8090)")
     emu.add_argument("--token", default=os.environ.get("DIGITALOCEAN_TOKEN", ""),
                      help="the token clients must send (default: $DIGITALOCEAN_TOKEN)")
+    emu.add_argument("--machines", choices=["containers", "processes"], default="containers",
+                     help="what plays a droplet: a container (default; needs root and dockerd) or local processes")
     emu.add_argument("--state", type=Path, default=Path("emulator-state"), help="folder for the droplets' machines")
-    emu.add_argument("--ssh-port", type=int, default=2222, help="SSH port of every droplet (default 2222)")
+    emu.add_argument("--dockerd-dir", type=Path,
+                     help="folder of the emulator's own dockerd (default: <state>/dockerd; socket under /tmp)")
+    emu.add_argument("--ssh-port", type=int,
+                     help="SSH port of every droplet (default 22 for containers, 2222 for processes)")
     emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
-                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota (repeatable)")
+                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
+                     "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N] (repeatable)")
     return parser
 
 
@@ -399,7 +406,16 @@ def _emulator(args: argparse.Namespace) -> int:
 
     if not args.token:
         raise DropshipError("give the emulator a token: --token or $DIGITALOCEAN_TOKEN")
-    emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port)
+    from dropship.emulator.dockerd import DockerDaemon
+
+    docker = DockerDaemon(args.dockerd_dir).start() if args.machines == "containers" and args.dockerd_dir else None
+    try:
+        emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port, machines=args.machines,
+                            docker=docker)
+    except BaseException:
+        if docker is not None:
+            docker.stop()
+        raise
     for fault in args.fault:
         try:
             emulator.faults.apply(fault)
@@ -408,13 +424,16 @@ def _emulator(args: argparse.Namespace) -> int:
     server = EmulatorServer(emulator, args.port).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"DigitalOcean API emulator on {server.url} (droplets' SSH on port {args.ssh_port}); Ctrl-C stops it", flush=True)
+    print(f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port}); "
+          "Ctrl-C stops it", flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        if docker is not None:
+            docker.stop()
     return 0
 
 

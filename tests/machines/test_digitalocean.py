@@ -23,7 +23,7 @@ TOKEN = "dop_v1_emulator_token"
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[tuple[Emulator, str]]:
-    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port())
+    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port(), machines="processes")
     server = EmulatorServer(emu).start()
     yield emu, server.url
     server.stop()
@@ -105,7 +105,7 @@ def test_delete_retries_server_errors(emulator: tuple[Emulator, str]) -> None:
     emu.faults.apply("delete-error:2")
     do.delete(machine.id)
     assert emu.alive() == []
-    assert all(not _pids_with_marker(m.id) for m in emu.machines.list())
+    assert all(not _pids_with_marker(m.id) for m in emu.backend.local.list())  # type: ignore[attr-defined]
 
 
 def test_settings_never_show_the_token() -> None:
