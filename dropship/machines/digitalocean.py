@@ -230,8 +230,8 @@ class DigitalOceanProvider:
                 )
             images[image] = found
         limit = int(account.get("droplet_limit", 0))
-        alive = int((self._call("count droplets", self.client.droplets.list, per_page=1, page=1).get("meta") or {})
-                    .get("total", 0))
+        alive = sum(1 for d in self._all("list droplets", self.client.droplets.list, "droplets")
+                    if d.get("status") != "archive")
         if limit - alive < len(wanted):
             raise ConfigError(
                 f"this release needs {len(wanted)} droplet(s) but the account's droplet limit is {limit} with {alive} "
@@ -342,7 +342,8 @@ class DigitalOceanProvider:
             return None
         target_tags = set(request.tags)
         for droplet in self._all(f"list droplets tagged {run}", self.client.droplets.list, "droplets", tag_name=run):
-            if target_tags <= set(droplet.get("tags") or []) and droplet.get("name") == request.name:
+            if (target_tags <= set(droplet.get("tags") or []) and droplet.get("name") == request.name
+                    and droplet.get("status") != "archive"):
                 return int(droplet["id"])
         return None
 
@@ -413,7 +414,7 @@ class DigitalOceanProvider:
 
     def list(self, tag: str = BASE_TAG) -> list[Machine]:
         droplets = self._all(f"list droplets tagged {tag}", self.client.droplets.list, "droplets", tag_name=tag)
-        return [self._machine(d) for d in droplets]
+        return [self._machine(d) for d in droplets if d.get("status") != "archive"]  # archive: deleted, still listed
 
     def delete(self, machine_id: str) -> None:
         try:

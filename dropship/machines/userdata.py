@@ -107,6 +107,9 @@ def render_bootstrap(*, host_private_key: str, host_public_key: str) -> str:
         "#!/bin/sh\n"
         "# dropship build machine: pin the orchestrator's host key (cloud-init user_data), generated.\n"
         "set -eu\n"
+        'if [ -n "${DROPSHIP_MACHINE_ROOT:-}" ]; then\n'
+        '  echo "a droplet script: it rewrites /etc/ssh, not for a local machine" >&2; exit 1\n'
+        "fi\n"
         "umask 077\n"
         "mkdir -p /etc/ssh/sshd_config.d\n"
         "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n"
