@@ -174,3 +174,56 @@ def test_booting_droplets_of_a_run_share_one_list_per_poll(emulator: tuple[Emula
     assert 3 <= polls <= 12, polls
     for machine_id in made:
         do.delete(machine_id)
+
+
+def test_a_create_answered_500_after_it_happened_is_found_not_repeated(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    emu.faults.apply("create-then-5xx:1")
+    do = provider(url, emu)
+    machine = do.create(request()[0])
+    (life,) = emu.lifetimes()
+    assert str(life["id"]) == machine.id
+    do.delete(machine.id)
+
+
+def test_404_after_create_and_pending_event_on_delete(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    emu.faults.apply("404-after-create:3")
+    do = provider(url, emu)
+    machine = do.create(request()[0])
+    assert len(emu.lifetimes()) == 1
+    emu.faults.apply("pending-event-on-delete:2")
+    do.delete(machine.id)
+    assert emu.alive() == []
+
+
+def test_one_ssh_key_per_run_sent_at_create_and_deleted_with_the_run(emulator: tuple[Emulator, str]) -> None:
+    from datetime import timedelta
+
+    from dropship.reaper import reap
+
+    emu, url = emulator
+    do = provider(url, emu)
+    client = generate_keypair("run-client")
+    machines = []
+    for name in ("hello-a-1", "hello-b-1"):
+        req, _ = request(name=name)
+        machines.append(do.create(MachineRequest(**{**req.__dict__, "authorized_key": client.public_line})))
+    (key,) = emu.keys()
+    assert key.name == "dropship-run-abc" and key.public_key.split()[:2] == client.public_line.split()[:2]
+    assert all(emu.droplet(int(m.id)).ssh_keys == [key.public_key] for m in machines)  # type: ignore[union-attr]
+    assert do.run_leftovers() == ["abc"]
+    reap(do, run_finished=lambda run: True, ttl=timedelta(hours=2))  # the reaper: droplets, then the key
+    assert emu.alive() == [] and emu.keys() == []
+
+
+def test_droplets_join_the_vpc_named_for_their_region(emulator: tuple[Emulator, str]) -> None:
+    from dropship.emulator.state import vpc_id
+
+    emu, url = emulator
+    do = provider(url, emu, vpcs={"nyc1": vpc_id("nyc1")})
+    machine = do.create(request()[0])
+    assert emu.droplet(int(machine.id)).vpc_uuid == vpc_id("nyc1")  # type: ignore[union-attr]
+    do.delete(machine.id)
+    with pytest.raises(ConfigError, match="is in region ams3, not nyc1"):
+        provider(url, emu, vpcs={"nyc1": vpc_id("ams3")}).create(request()[0])
