@@ -21,7 +21,7 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
 from dropship.emulator.state import REGIONS, SIZES, VPCS, ApiError, Droplet, Emulator, _region, not_found
 
@@ -65,7 +65,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = self.emulator.gate(method, self.headers.get("Authorization"))
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            parts = [p for p in url.path.split("/") if p]
+            parts = [unquote(p) for p in url.path.split("/") if p]
             self.base = f"http://{self.headers.get('Host') or '127.0.0.1'}{url.path}"
             status, answer = self._route(method, parts, query, body)
             self._send(status, answer, headers, request_id)
