@@ -216,7 +216,7 @@ def _unmount_under(folders: tuple[Path, ...]) -> None:
     points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
     prefixes = tuple(f"{folder}/" for folder in folders)
     for point in sorted((p for p in points if p.startswith(prefixes)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True)
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

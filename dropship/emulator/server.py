@@ -23,7 +23,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
-from dropship.emulator.state import REGIONS, SIZES, VPCS, ApiError, Droplet, Emulator, _region, not_found
+from dropship.emulator.state import (
+    REGIONS,
+    SIZES,
+    VPCS,
+    ApiError,
+    Droplet,
+    Emulator,
+    _region,
+    not_found,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -152,7 +161,7 @@ class _Handler(BaseHTTPRequestHandler):
         emulator = self.emulator
         if not route:
             if method == "GET":
-                return 200, self._page("ssh_keys", [k.to_api() for k in emulator.keys()], query)
+                return 200, self._page("ssh_keys", [k.to_api() for k in emulator.ssh_keys()], query)
             if method == "POST":
                 return 201, {"ssh_key": emulator.add_key(body).to_api()}
         elif len(route) == 1:

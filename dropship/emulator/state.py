@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ FAULTS_HELP = ("rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], dele
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def vpc_id(region: str) -> str:
@@ -163,7 +163,7 @@ def fingerprint(public_key: str) -> str:
         raise ValueError("key is not base64") from exc
     if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != words[0].encode():
         raise ValueError("key type does not match its blob")
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - DigitalOcean's fingerprint format
+    digest = hashlib.md5(blob).hexdigest()  # DigitalOcean's fingerprint format
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
@@ -379,7 +379,7 @@ class Emulator:
             self._keys[key.id] = key
             return key
 
-    def keys(self) -> list[SshKey]:
+    def ssh_keys(self) -> list[SshKey]:
         with self._lock:
             return list(self._keys.values())
 

@@ -3,15 +3,24 @@ recipe, and it holds what DigitalOcean's debian-12-x64 holds and nothing of drop
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import subprocess
 import tarfile
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from dropship.emulator.dockerd import DockerDaemon
-from dropship.emulator.image import BuildLog, apt_mirror, ensure_tarball, recipe_key
+from dropship.emulator.image import (
+    SLUG,
+    BuildLog,
+    apt_mirror,
+    ensure_tarball,
+    recipe_key,
+)
 from dropship.errors import ConfigError
 
 
@@ -65,7 +74,23 @@ def test_image_resolves_python_against_the_mirror_with_apt(dockerd: DockerDaemon
     sources: bytes = dockerd.client.containers.run(stock_image, ["cat", "/etc/apt/sources.list"], remove=True,
                                                    network_mode="none")
     assert apt_mirror() in sources.decode()
-    version = subprocess.run(["python3", "--version"], capture_output=True, text=True).stdout.split()[1]
+    version = subprocess.run(["python3", "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
     inside: bytes = dockerd.client.containers.run(stock_image, ["python3", "--version"], remove=True,
                                                   network_mode="none")
     assert inside.decode().split()[1].rsplit(".", 1)[0] == version.rsplit(".", 1)[0]  # bookworm's 3.11, as the host
+
+
+def test_a_second_builder_waits_for_the_first_and_uses_its_tarball(tmp_path: Path) -> None:
+    """The lock: while another process builds, ensure_tarball waits, then takes its result (no debootstrap)."""
+    tarball = tmp_path / f"{SLUG}-{recipe_key(apt_mirror())}.tar"
+    results: list[Path] = []
+    log = BuildLog()
+    with (tmp_path / f"{tarball.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # "another process" is building
+        waiter = threading.Thread(target=lambda: results.append(ensure_tarball(tmp_path, log)))
+        waiter.start()
+        time.sleep(0.5)
+        assert waiter.is_alive() and not results  # waiting on the lock, not building
+        tarball.write_bytes(b"the other builder's tarball")
+    waiter.join(timeout=10)
+    assert results == [tarball] and log.debootstrap_seconds is None
