@@ -175,6 +175,10 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
     assert image["status"] == "available" and image["min_disk_size"] == 25 and image["size_gigabytes"] > 0
     assert emu.call(emu.client.images.get, image_id=image["id"])["image"] == image
     assert emu.call(emu.client.droplets.get, droplet_id=first["id"])["droplet"]["snapshot_ids"] == [image["id"]]  # type: ignore[index]
+    (listed,) = emu.call(emu.client.snapshots.list, resource_type="droplet")["snapshots"]  # type: ignore[misc]
+    assert listed["id"] == str(image["id"]) and listed["resource_id"] == str(first["id"])
+    kinds = [a["type"] for a in emu.call(emu.client.actions.list)["actions"]]  # type: ignore[attr-defined]
+    assert kinds == ["power_off", "snapshot"]
 
     second = wait_status(emu, create(emu, key, image=image["id"], user_data="", name="droplet-2")["id"])
     assert second["image"]["id"] == image["id"]
