@@ -24,6 +24,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.image import BuildLog, ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
+from dropship.machines.local import free_port
 
 TOKEN = "dop_v1_emulator_token"
 
@@ -71,8 +72,11 @@ def pydo_client(url: str, token: str = TOKEN) -> pydo.Client:
 
 @pytest.fixture
 def container_emulator(dockerd: DockerDaemon, stock_image: str, tmp_path: Path) -> Iterator[EmulatorUnderTest]:
-    """An emulator whose droplets are containers in the session's dockerd, SSH on port 22 of their address."""
-    emulator = Emulator(tmp_path / "emulator", token=TOKEN, machines="containers", docker=dockerd)
+    """An emulator whose droplets are containers in the session's dockerd. SSH is on a free port of each
+    droplet's address rather than 22: any process of the shared host listening on 0.0.0.0:22 holds 22 on
+    every loopback address (`emulator.ssh_port` says which)."""
+    emulator = Emulator(tmp_path / "emulator", token=TOKEN, machines="containers", docker=dockerd,
+                        ssh_port=free_port())
     server = EmulatorServer(emulator).start()
     yield EmulatorUnderTest(emulator, server.url, pydo_client(server.url))
     server.stop()

@@ -50,12 +50,14 @@ def _short(exc: Exception) -> str:
 
 
 class DockerDaemon:
-    """`dockerd` under `folder`; `socket` defaults to a short path in /tmp (unix sockets cap at 108 bytes)."""
+    """`dockerd` with its data root and log under `folder`; its socket and exec root (where containerd's
+    socket lives) under a short `/tmp/dsd-<hash>/`, as unix socket paths cap at 108 bytes."""
 
-    def __init__(self, folder: Path, socket: Path | None = None) -> None:
+    def __init__(self, folder: Path) -> None:
         self.folder = folder.resolve()
         tag = hashlib.sha256(str(self.folder).encode()).hexdigest()[:10]
-        self.socket = socket or Path(f"/tmp/dropship-dockerd-{tag}.sock")
+        self.short = Path(f"/tmp/dsd-{tag}")
+        self.socket = self.short / "d.sock"
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: docker.DockerClient | None = None
 
@@ -74,12 +76,12 @@ class DockerDaemon:
             raise ConfigError("dockerd not found: install Debian's docker.io (the emulator runs droplets as containers)")
         if os.geteuid() != 0:
             raise ConfigError("container droplets need root to run dockerd; use the process backend (--machines processes)")
-        for name in ("data", "exec"):
-            (self.folder / name).mkdir(parents=True, exist_ok=True)
+        (self.folder / "data").mkdir(parents=True, exist_ok=True)
+        (self.short / "exec").mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         argv = [
             dockerd, "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
-            "--data-root", str(self.folder / "data"), "--exec-root", str(self.folder / "exec"),
+            "--data-root", str(self.folder / "data"), "--exec-root", str(self.short / "exec"),
             "--pidfile", str(self.folder / "dockerd.pid"), "-H", self.host,
         ]
         with self.log_path.open("ab") as log:
@@ -126,7 +128,9 @@ class DockerDaemon:
             pass
         _killpg(proc.pid, signal.SIGKILL)  # containerd and shims left in the group
         proc.wait(timeout=10)
+        _unmount_under((self.folder, self.short))  # dockerd leaves its netns and data-root mounts behind
         self.socket.unlink(missing_ok=True)
+        shutil.rmtree(self.short, ignore_errors=True)
 
     # --- the calls droplets make ---------------------------------------------
     def call(self, what: str, fn: Callable[[], T]) -> T:
@@ -201,6 +205,18 @@ class DockerDaemon:
         with _docker_errors(f"exec in container {name}"):
             code, output = self.client.containers.get(name).exec_run(argv)
             return int(code), output.decode(errors="replace")
+
+
+def _unmount_under(folders: tuple[Path, ...]) -> None:
+    """Lazily unmount every mount point under `folders`, deepest first."""
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return
+    points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
+    prefixes = tuple(f"{folder}/" for folder in folders)
+    for point in sorted((p for p in points if p.startswith(prefixes)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
 
 
 def _killpg(pgid: int, sig: signal.Signals) -> None:

@@ -102,7 +102,7 @@ def cache_dir() -> Path:
 
 def _run(argv: list[str], what: str, timeout: float = 1800) -> None:
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
         raise ConfigError(f"{argv[0]} not found: install Debian's {argv[0]} to build the emulator's image") from exc
     except subprocess.TimeoutExpired as exc:
@@ -124,7 +124,7 @@ def _install(root: Path) -> None:
              "apt-get install in the image root")
         _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean in the image root")
     finally:
-        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True)
+        subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True, check=False)
     policy.unlink()
 
 

@@ -11,7 +11,9 @@ droplet in DigitalOcean's order:
    public keys; the user_data),
 2. `cloud-init init --local`, `cloud-init init` (fresh host keys, root's
    authorized_keys),
-3. start sshd on the droplet's address and tell the hypervisor (`sshd-up`);
+3. start sshd on the droplet's address (a `sshd_config.d` drop-in, so an sshd
+   restarted later stays off the host's other addresses) and tell the
+   hypervisor (`sshd-up`);
    the emulator then answers `active` and acknowledges (`active`),
 4. only then `cloud-init modules --mode=config` and `--mode=final`, which runs
    the user_data; its failure changes nothing in the API,
@@ -49,7 +51,11 @@ cp "$HV/seed/meta-data" "$HV/seed/user-data" /var/lib/cloud/seed/nocloud/
 cloud-init init --local >>"$HV/console.log" 2>&1
 cloud-init init >>"$HV/console.log" 2>&1
 log "cloud-init init done"
-if /usr/sbin/sshd -E "$HV/sshd.log" -o "ListenAddress=$(cat "$HV/listen")"; then
+# The droplet's own address, for every sshd started on it (a restart from user_data too): the
+# container shares the host's network, where 0.0.0.0 would take the port on every address.
+mkdir -p /etc/ssh/sshd_config.d
+echo "ListenAddress $(cat "$HV/listen")" >/etc/ssh/sshd_config.d/00-droplet-address.conf
+if /usr/sbin/sshd -E "$HV/sshd.log"; then
     echo "$(date -u +%s.%N)" >"$HV/sshd-up"
 else
     log "sshd failed to start"

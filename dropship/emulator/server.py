@@ -11,7 +11,8 @@ Routes: account; sizes, regions, vpcs; images (public, `private=true`,
 `type=`), one image, delete a snapshot; account keys (create, list, get,
 rename, delete by id or fingerprint); droplets (create, list by tag, get,
 delete, delete by tag); droplet actions (power_off, power_on, shutdown,
-reboot, power_cycle, snapshot) and actions by id.
+reboot, power_cycle, snapshot), actions (list, by id), snapshots (list, get,
+delete).
 """
 
 from __future__ import annotations
@@ -21,9 +22,18 @@ import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlparse
+from urllib.parse import parse_qs, unquote, urlencode, urlparse
 
-from dropship.emulator.state import REGIONS, SIZES, VPCS, ApiError, Droplet, Emulator, _region, not_found
+from dropship.emulator.state import (
+    REGIONS,
+    SIZES,
+    VPCS,
+    ApiError,
+    Droplet,
+    Emulator,
+    not_found,
+    region_api,
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -65,7 +75,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = self.emulator.gate(method, self.headers.get("Authorization"))
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            parts = [p for p in url.path.split("/") if p]
+            parts = [unquote(p) for p in url.path.split("/") if p]
             self.base = f"http://{self.headers.get('Host') or '127.0.0.1'}{url.path}"
             status, answer = self._route(method, parts, query, body)
             self._send(status, answer, headers, request_id)
@@ -119,7 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, self._page("sizes", [{"slug": s, **v, "available": True, "description": "Basic"}
                                              for s, v in SIZES.items()], query)
         if method == "GET" and route == ["regions"]:
-            return 200, self._page("regions", [_region(s) for s in REGIONS], query)
+            return 200, self._page("regions", [region_api(s) for s in REGIONS], query)
         if method == "GET" and route == ["vpcs"]:
             vpcs = [{"id": v, "urn": f"do:vpc:{v}", "name": f"default-{r}", "description": "", "region": r,
                      "ip_range": f"10.{100 + i}.0.0/20", "default": True, "created_at": "2024-01-01T00:00:00Z"}
@@ -129,8 +139,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._images(method, route, query)
         if route[:2] == ["account", "keys"]:
             return self._keys(method, route[2:], query, body)
+        if method == "GET" and route == ["actions"]:
+            return 200, self._page("actions", [a.to_api() for a in emulator.actions()], query)
         if method == "GET" and len(route) == 2 and route[0] == "actions" and route[1].isdigit():
             return 200, {"action": emulator.action(int(route[1])).to_api()}
+        if route[:1] == ["snapshots"]:
+            return self._snapshots(method, route[1:], query)
         if route[:1] == ["droplets"]:
             return self._droplets(method, route[1:], query, body)
         raise not_found()
@@ -147,12 +161,27 @@ class _Handler(BaseHTTPRequestHandler):
             return 204, None
         raise not_found()
 
+    def _snapshots(self, method: str, route: list[str], query: dict[str, str]) -> tuple[int, dict[str, Any] | None]:
+        """`/v2/snapshots`: the droplet snapshots again, in that endpoint's shape (no volume snapshots here)."""
+        emulator = self.emulator
+        snapshots = [] if query.get("resource_type") == "volume" else emulator.snapshots()
+        if not route and method == "GET":
+            return 200, self._page("snapshots", [s.to_snapshot_api() for s in snapshots], query)
+        if len(route) == 1 and route[0].isdigit():
+            found = [s for s in snapshots if s.id == int(route[0])]
+            if found and method == "GET":
+                return 200, {"snapshot": found[0].to_snapshot_api()}
+            if found and method == "DELETE":
+                emulator.delete_image(found[0].id)
+                return 204, None
+        raise not_found()
+
     def _keys(self, method: str, route: list[str], query: dict[str, str],
               body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
         emulator = self.emulator
         if not route:
             if method == "GET":
-                return 200, self._page("ssh_keys", [k.to_api() for k in emulator.keys()], query)
+                return 200, self._page("ssh_keys", [k.to_api() for k in emulator.ssh_keys()], query)
             if method == "POST":
                 return 201, {"ssh_key": emulator.add_key(body).to_api()}
         elif len(route) == 1:

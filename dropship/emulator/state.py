@@ -31,7 +31,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,7 @@ FAULTS_HELP = ("rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], dele
 
 
 def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def vpc_id(region: str) -> str:
@@ -163,7 +163,7 @@ def fingerprint(public_key: str) -> str:
         raise ValueError("key is not base64") from exc
     if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != words[0].encode():
         raise ValueError("key type does not match its blob")
-    digest = hashlib.md5(blob).hexdigest()  # noqa: S324 - DigitalOcean's fingerprint format
+    digest = hashlib.md5(blob).hexdigest()  # DigitalOcean's fingerprint format
     return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
 
 
@@ -177,6 +177,12 @@ class Snapshot:
     created: float
     size_gigabytes: float
     min_disk_size: int
+
+    def to_snapshot_api(self) -> dict[str, Any]:
+        """As `/v2/snapshots` shows it (string id, the droplet it was taken from)."""
+        return {"id": str(self.id), "name": self.name, "created_at": _iso(self.created), "regions": [self.region],
+                "resource_id": str(self.droplet_id), "resource_type": "droplet", "min_disk_size": self.min_disk_size,
+                "size_gigabytes": self.size_gigabytes, "tags": []}
 
     def to_api(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "distribution": "Debian", "slug": None, "public": False,
@@ -198,10 +204,10 @@ class Action:
     def to_api(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "type": self.type, "started_at": _iso(self.started),
                 "completed_at": _iso(self.completed) if self.completed else None, "resource_id": self.droplet_id,
-                "resource_type": "droplet", "region": _region(self.region), "region_slug": self.region}
+                "resource_type": "droplet", "region": region_api(self.region), "region_slug": self.region}
 
 
-def _region(slug: str) -> dict[str, Any]:
+def region_api(slug: str) -> dict[str, Any]:
     return {"slug": slug, "name": REGIONS[slug], "available": True,
             "sizes": [s for s, v in SIZES.items() if slug in v["regions"]],
             "features": ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"]}
@@ -238,7 +244,7 @@ class Droplet:
             "snapshot_ids": list(self.snapshot_ids), "volume_ids": [], "image": dict(self.image),
             "size": size, "size_slug": self.size,
             "networks": {"v4": [{**network, "type": "private"}, {**network, "type": "public"}], "v6": []},
-            "region": _region(self.region), "tags": list(self.tags), "vpc_uuid": self.vpc_uuid,
+            "region": region_api(self.region), "tags": list(self.tags), "vpc_uuid": self.vpc_uuid,
         }
 
 
@@ -346,6 +352,10 @@ class Emulator:
             return []
         return public + snapshots
 
+    def snapshots(self) -> list[Snapshot]:
+        with self._lock:
+            return list(self._snapshots.values())
+
     def image(self, key: str) -> dict[str, Any]:
         for image in self.images():
             if str(image["id"]) == key or image["slug"] == key:
@@ -379,7 +389,7 @@ class Emulator:
             self._keys[key.id] = key
             return key
 
-    def keys(self) -> list[SshKey]:
+    def ssh_keys(self) -> list[SshKey]:
         with self._lock:
             return list(self._keys.values())
 
@@ -483,7 +493,8 @@ class Emulator:
                 except OSError:
                     continue
             return address
-        raise ApiError(500, "server_error", "Server Error")  # no free address: as a real outage would look
+        raise ApiError(500, "server_error", f"the emulator found no loopback address with port {self.ssh_port} free: "
+                       f"is something listening on 0.0.0.0:{self.ssh_port}? Give the emulator another --ssh-port")
 
     def _spawn(self, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)

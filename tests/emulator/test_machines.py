@@ -61,7 +61,7 @@ def address(droplet: dict[str, Any]) -> str:
     return str(public)
 
 
-def host_key(host: str, port: int = 22) -> str:
+def host_key(host: str, port: int) -> str:
     """The ed25519 host key the droplet's sshd presents, as an OpenSSH public line."""
     transport = paramiko.Transport((host, port))
     try:
@@ -79,8 +79,8 @@ def image_host_key(dockerd: DockerDaemon, image: str) -> str:
     return " ".join(output.decode().split()[:2])
 
 
-def ssh(droplet: dict[str, Any], key: KeyPair, pinned: str) -> SshSession:
-    return SshSession(Endpoint(address(droplet), 22, "root", pinned), key.private_openssh)
+def ssh(emu: EmulatorUnderTest, droplet: dict[str, Any], key: KeyPair, pinned: str) -> SshSession:
+    return SshSession(Endpoint(address(droplet), emu.emulator.ssh_port, "root", pinned), key.private_openssh)
 
 
 def wait_file(session: SshSession, path: str, timeout: float = 60) -> str:
@@ -105,10 +105,12 @@ def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(container_em
         assert created["status"] == "new" and "dropship_emulator" not in created
         droplet = wait_status(emu, created["id"])
         active_after = time.monotonic() - started
-        presented = host_key(address(droplet))
+        presented = host_key(address(droplet), emu.emulator.ssh_port)
         print(f"\n[droplets] create -> active {active_after:.1f} s", flush=True)
         assert presented != image_host_key(dockerd, stock_image)  # cloud-init made fresh keys, not the image's
-        with ssh(droplet, key, presented) as session:  # root login with the key given in ssh_keys
+        with pytest.raises(paramiko.SSHException, match="Connection refused"):
+            host_key("127.0.0.1", emu.emulator.ssh_port)  # sshd is on the droplet's own address only
+        with ssh(emu, droplet, key, presented) as session:  # root login with the key given in ssh_keys
             assert session.run(["id", "-un"]).strip() == "root"
             assert " ".join(session.read_text("/etc/ssh/ssh_host_ed25519_key.pub").split()[:2]) == presented
             ran_at = float(wait_file(session, "/root/user-data-ran"))
@@ -132,7 +134,7 @@ def test_failing_user_data_leaves_the_droplet_active(container_emulator: Emulato
     emu = container_emulator
     key = generate_keypair("root-login")
     droplet = wait_status(emu, create(emu, key, user_data="#!/bin/sh\necho failing on purpose\nexit 3\n")["id"])
-    with ssh(droplet, key, host_key(address(droplet))) as session:
+    with ssh(emu, droplet, key, host_key(address(droplet), emu.emulator.ssh_port)) as session:
         status = session.run(["sh", "-c", "cloud-init status --wait >/dev/null; cloud-init status --long || true"])
     assert "status: error" in status and "scripts-user" in status  # the user_data really failed
     assert wait_status(emu, droplet["id"])["status"] == "active"
@@ -150,15 +152,15 @@ def test_delete_removes_the_container(container_emulator: EmulatorUnderTest, doc
     (listed,) = emu.call(emu.client.droplets.list)["droplets"]  # type: ignore[misc]
     assert listed["id"] == droplet["id"] and listed["status"] == "archive"  # listed for a while after DELETE
     with pytest.raises(paramiko.SSHException, match="Connection refused"):
-        host_key(address(droplet))
+        host_key(address(droplet), emu.emulator.ssh_port)
 
 
 def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: EmulatorUnderTest) -> None:
     emu = container_emulator
     key = generate_keypair("root-login")
     first = wait_status(emu, create(emu, key, user_data="#!/bin/sh\necho kept > /root/in-the-snapshot\n")["id"])
-    first_key = host_key(address(first))
-    with ssh(first, key, first_key) as session:
+    first_key = host_key(address(first), emu.emulator.ssh_port)
+    with ssh(emu, first, key, first_key) as session:
         wait_file(session, "/root/in-the-snapshot")
     off = emu.call(emu.client.droplet_actions.post, droplet_id=first["id"], body={"type": "power_off"})["action"]
     assert off["status"] == "in-progress" and off["type"] == "power_off"  # type: ignore[index]
@@ -173,18 +175,38 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
     assert image["status"] == "available" and image["min_disk_size"] == 25 and image["size_gigabytes"] > 0
     assert emu.call(emu.client.images.get, image_id=image["id"])["image"] == image
     assert emu.call(emu.client.droplets.get, droplet_id=first["id"])["droplet"]["snapshot_ids"] == [image["id"]]  # type: ignore[index]
+    (listed,) = emu.call(emu.client.snapshots.list, resource_type="droplet")["snapshots"]  # type: ignore[misc]
+    assert listed["id"] == str(image["id"]) and listed["resource_id"] == str(first["id"])
+    kinds = [a["type"] for a in emu.call(emu.client.actions.list)["actions"]]  # type: ignore[attr-defined]
+    assert kinds == ["power_off", "snapshot"]
 
     second = wait_status(emu, create(emu, key, image=image["id"], user_data="", name="droplet-2")["id"])
     assert second["image"]["id"] == image["id"]
-    second_key = host_key(address(second))
+    second_key = host_key(address(second), emu.emulator.ssh_port)
     assert second_key != first_key  # a new instance: cloud-init made new host keys
-    with ssh(second, key, second_key) as session:
+    with ssh(emu, second, key, second_key) as session:
         assert session.read_text("/root/in-the-snapshot").strip() == "kept"
         assert session.run(["hostname"]).strip() == "droplet-2"
 
     on = emu.call(emu.client.droplet_actions.post, droplet_id=first["id"], body={"type": "power_on"})["action"]
     wait_action(emu, first["id"], on)  # type: ignore[arg-type]
-    assert host_key(address(wait_status(emu, first["id"]))) == first_key  # same instance, same keys
+    assert host_key(address(wait_status(emu, first["id"])), emu.emulator.ssh_port) == first_key  # same instance, same keys
 
     emu.call(emu.client.images.delete, image_id=image["id"])
     assert emu.call(emu.client.images.list, private=True)["images"] == []
+
+
+def test_host_keys_from_cloud_config_are_the_ones_sshd_presents_when_active(container_emulator: EmulatorUnderTest) -> None:
+    """A client can pin the host key from the start: cloud-config `ssh_keys` are installed by the init
+    stage, before sshd starts (how a provider avoids trusting the first key it sees)."""
+    emu = container_emulator
+    key = generate_keypair("root-login")
+    pinned = generate_keypair("host")
+    indented = "\n".join(f"    {line}" for line in pinned.private_openssh.strip().splitlines())
+    user_data = (f"#cloud-config\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n{indented}\n"
+                 f"  ed25519_public: {pinned.public_line}\n")
+    droplet = wait_status(emu, create(emu, key, user_data=user_data)["id"])
+    presented = host_key(address(droplet), emu.emulator.ssh_port)
+    assert presented == " ".join(pinned.public_line.split()[:2])
+    with ssh(emu, droplet, key, pinned.public_line) as session:  # SshSession refuses any other host key
+        assert session.run(["id", "-un"]).strip() == "root"
