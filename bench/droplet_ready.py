@@ -28,6 +28,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.image import ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
+from dropship.machines.local import free_port
 from dropship.server import LocalPrefectServer
 from dropship.ssh import generate_keypair
 
@@ -99,14 +100,15 @@ def main() -> None:
     api: EmulatorServer | None = None
     try:
         ensure_image(daemon)
-        emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon)
+        emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
         api = EmulatorServer(emulator).start()
         from blocks.digitalocean import DigitalOceanCredentials
         from deployments import BUILD
         from deployments.apply import Applied, ensure_pool
         from flows.image import image_build
 
-        DigitalOceanCredentials(token=TOKEN, endpoint=api.url, api_auth_string=AUTH, poll_interval=0.5).save(
+        DigitalOceanCredentials(token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
+                                poll_interval=0.5).save(
             "dropship-digitalocean", overwrite=True)
         ensure_pool(BUILD.pool, Applied())
         repo = prepare_repository(work / "hello", "v0.1.0")

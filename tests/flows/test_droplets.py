@@ -23,6 +23,7 @@ from dropship.demo import prepare_repository
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
+from dropship.machines.local import free_port
 from dropship.server import LocalPrefectServer
 from tests.clients import AptClient, run_packaged_hello
 from tests.flows.test_release import commit_and_tag
@@ -69,7 +70,7 @@ class Cloud:
     def assert_nothing_left(self) -> None:
         assert self.emulator.alive() == []
         assert self.containers() == []
-        assert self.emulator.keys() == [], "the run's SSH key was not deleted"
+        assert self.emulator.ssh_keys() == [], "the run's SSH key was not deleted"
 
 
 @pytest.fixture(scope="module")
@@ -80,10 +81,11 @@ def cloud(auth_prefect: str, dockerd: DockerDaemon, stock_image: str, tmp_path_f
     from flows.demo import demo_key
 
     workdir = tmp_path_factory.mktemp("droplets")
-    emulator = Emulator(workdir / "emulator", token=TOKEN, machines="containers", docker=dockerd)
+    # a free SSH port: any wildcard listener on 22 of this shared host would block every droplet address
+    emulator = Emulator(workdir / "emulator", token=TOKEN, machines="containers", docker=dockerd, ssh_port=free_port())
     server = EmulatorServer(emulator).start()
-    DigitalOceanCredentials(token=TOKEN, endpoint=server.url, api_auth_string=AUTH, ready_timeout=120.0,
-                            poll_interval=0.5).save("dropship-digitalocean", overwrite=True)
+    DigitalOceanCredentials(token=TOKEN, endpoint=server.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
+                            ready_timeout=120.0, poll_interval=0.5).save("dropship-digitalocean", overwrite=True)
     SigningKey(private_key=demo_key(workdir)).save("hello-signing-key", overwrite=True)
     RepoServer(path=str(workdir / "published")).save("hello-repo", overwrite=True)
     try:

@@ -209,12 +209,12 @@ def test_one_ssh_key_per_run_sent_at_create_and_deleted_with_the_run(emulator: t
     for name in ("hello-a-1", "hello-b-1"):
         req, _ = request(name=name)
         machines.append(do.create(MachineRequest(**{**req.__dict__, "authorized_key": client.public_line})))
-    (key,) = emu.keys()
+    (key,) = emu.ssh_keys()
     assert key.name == "dropship-run-abc" and key.public_key.split()[:2] == client.public_line.split()[:2]
     assert all(emu.droplet(int(m.id)).ssh_keys == [key.public_key] for m in machines)  # type: ignore[union-attr]
     assert do.run_leftovers() == ["abc"]
     reap(do, run_finished=lambda run: True, ttl=timedelta(hours=2))  # the reaper: droplets, then the key
-    assert emu.alive() == [] and emu.keys() == []
+    assert emu.alive() == [] and emu.ssh_keys() == []
 
 
 def test_droplets_join_the_vpc_named_for_their_region(emulator: tuple[Emulator, str]) -> None:
