@@ -299,7 +299,7 @@ class DigitalOceanProvider:
             "name": request.name,
             "region": request.region,
             "size": request.size,
-            "image": int(request.image) if request.image.isdigit() else request.image,
+            "image": self._image_ref(request.image),
             "tags": list(dict.fromkeys((BASE_TAG, *request.tags))),
             "user_data": request.user_data,
             "ssh_keys": self._ssh_key_ids(request),
@@ -317,6 +317,15 @@ class DigitalOceanProvider:
             self.delete(str(droplet_id))
             raise
         return self._machine(droplet, request.host_public_key)
+
+    def _image_ref(self, image: str) -> int | str:
+        """What `POST /v2/droplets` takes: a slug or an id; a snapshot named in the manifest becomes its id."""
+        if image.isdigit():
+            return int(image)
+        found = self.find_image(image)
+        if found is None:
+            raise ConfigError(f"DigitalOcean has no image {image} (slug or snapshot name): fix the image in dropship.toml")
+        return str(found["slug"]) if found.get("slug") == image else int(found["id"])
 
     def _create_once(self, request: MachineRequest, body: dict[str, Any]) -> int:
         """POST the droplet; after an answer that may hide a success, look for it before posting again."""
