@@ -129,6 +129,7 @@ def test_a_404_that_pydo_returns_instead_of_raising_is_not_found(emulator: tuple
         ([("s-2vcpu-4gb", "debian-13-x64", "nyc1")], 25, "DigitalOcean has no image debian-13-x64"),
         ([("s-64vcpu-9tb", "debian-12-x64", "nyc1")], 25, "no droplet size s-64vcpu-9tb"),
         ([("s-2vcpu-4gb", "debian-12-x64", "mars1")], 25, "no region mars1"),
+        ([("c2-16vcpu-32gb", "debian-12-x64", "ams3")], 25, "size c2-16vcpu-32gb is not available in region ams3"),
     ],
 )
 def test_preflight_refuses_before_any_droplet(tmp_path: Path, machines: list[tuple[str, str, str]], limit: int,
