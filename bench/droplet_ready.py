@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--droplets", type=int, default=2, help="droplets per image, provisioned in parallel (default 2)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-ready-"))
-    server = AuthServer(work / "prefect")
+    server = AuthServer(work / "prefect", startup_timeout=300)
     server.start()
     server.export_env()
     os.environ["PREFECT_API_AUTH_STRING"] = AUTH

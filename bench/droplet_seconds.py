@@ -47,7 +47,7 @@ def main() -> None:
     args = parser.parse_args()
     targets = args.targets.split(",")
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-droplets-"))
-    server = AuthServer(work / "prefect")
+    server = AuthServer(work / "prefect", startup_timeout=300)
     server.start()
     server.export_env()
     os.environ["PREFECT_API_AUTH_STRING"] = AUTH
