@@ -95,7 +95,8 @@ def main() -> None:
     server.start()
     server.export_env()
     os.environ["PREFECT_API_AUTH_STRING"] = AUTH
-    daemon = DockerDaemon(Path(tempfile.mkdtemp(prefix="dsbr-", dir="/tmp"))).start()
+    docker_dir = Path(tempfile.mkdtemp(prefix="dsbr-", dir="/tmp"))
+    daemon = DockerDaemon(docker_dir).start()
     emulator: Emulator | None = None
     api: EmulatorServer | None = None
     try:
@@ -132,6 +133,7 @@ def main() -> None:
         daemon.stop()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(docker_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
