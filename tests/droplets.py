@@ -37,7 +37,9 @@ def dockerd() -> Iterator[DockerDaemon]:
     daemon = DockerDaemon(folder).start()
     print(f"\n[droplets] dockerd up in {time.monotonic() - started:.1f} s", flush=True)
     yield daemon
+    started = time.monotonic()
     daemon.stop()
+    print(f"\n[droplets] dockerd stopped in {time.monotonic() - started:.1f} s", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
 
 

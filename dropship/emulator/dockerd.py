@@ -108,7 +108,7 @@ class DockerDaemon:
             raise MachineError("the emulator's dockerd is not running: start() it first")
         return self._client
 
-    def stop(self, grace: float = 20.0) -> None:
+    def stop(self, grace: float = 10.0) -> None:
         """Remove every container, then stop dockerd and its containerd."""
         if self._client is not None:
             try:

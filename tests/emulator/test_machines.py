@@ -130,7 +130,8 @@ def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(container_em
         host_only.unlink()
 
 
-def test_failing_user_data_leaves_the_droplet_active(container_emulator: EmulatorUnderTest) -> None:
+def test_failing_user_data_leaves_the_droplet_active_and_delete_removes_its_container(
+        container_emulator: EmulatorUnderTest, dockerd: DockerDaemon) -> None:
     emu = container_emulator
     key = generate_keypair("root-login")
     droplet = wait_status(emu, create(emu, key, user_data="#!/bin/sh\necho failing on purpose\nexit 3\n")["id"])
@@ -139,10 +140,6 @@ def test_failing_user_data_leaves_the_droplet_active(container_emulator: Emulato
     assert "status: error" in status and "scripts-user" in status  # the user_data really failed
     assert wait_status(emu, droplet["id"])["status"] == "active"
 
-
-def test_delete_removes_the_container(container_emulator: EmulatorUnderTest, dockerd: DockerDaemon) -> None:
-    emu = container_emulator
-    droplet = wait_status(emu, create(emu, generate_keypair("k"), user_data="")["id"])
     name = emu.emulator.backend.name(droplet["id"])  # type: ignore[attr-defined]
     assert dockerd.container(name) is not None
     emu.call(emu.client.droplets.destroy, droplet_id=droplet["id"])
