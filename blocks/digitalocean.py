@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlparse
+
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
+from dropship.errors import ConfigError
+from dropship.machines.bootstrap import PYPI
 from dropship.machines.digitalocean import DigitalOceanSettings
 
 
+def _loopback(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
 class DigitalOceanCredentials(Block):
-    """The API token and how build droplets are reached and run their worker."""
+    """The API token, how build droplets are reached, and how their worker reaches Prefect."""
 
     _block_type_name = "dropship digitalocean credentials"
     _block_type_slug = "dropship-digitalocean-credentials"
@@ -19,23 +28,50 @@ class DigitalOceanCredentials(Block):
     endpoint: str = Field(default="https://api.digitalocean.com", description="API endpoint; the emulator's URL in tests.")
     ssh_port: int = Field(default=22, description="SSH port of the droplets.")
     ssh_user: str = Field(default="root", description="User the orchestrator logs in as.")
-    vpc_uuid: str | None = Field(default=None, description="VPC the droplets join (private networking).")
+    vpcs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Region slug -> VPC uuid the droplets of that region join; a region not named uses the "
+        "account's default VPC.",
+    )
     private_network: bool = Field(default=True, description="Reach droplets on their private address.")
-    api_url: str | None = Field(
+    ssh_key: str | None = Field(
         default=None,
-        description="Prefect API URL as the droplets reach it (the orchestrator's private address); "
-        "defaults to this process's PREFECT_API_URL.",
+        description="Name or fingerprint of a long-lived account SSH key to send instead of registering one per run "
+        "(its private half must then be the run's client key).",
     )
+    worker_api_url: str | None = Field(
+        default=None,
+        description="Prefect API URL as the droplets reach it (e.g. the orchestrator's private address); defaults "
+        "to this process's PREFECT_API_URL, refused when that is loopback and the endpoint is not.",
+    )
+    api_auth_string: SecretStr | None = Field(
+        default=None,
+        description="PREFECT_API_AUTH_STRING for the workers (a self-hosted server with "
+        "PREFECT_SERVER_API_AUTH_STRING); written only to a root-only file on each droplet.",
+    )
+    api_key: SecretStr | None = Field(
+        default=None, description="PREFECT_API_KEY for the workers (Prefect Cloud); written only to a root-only file."
+    )
+    package_index: str = Field(default=PYPI, description="Python package index the droplets install dropship's "
+                               "dependencies from (pinned to the orchestrator's versions).")
     ready_timeout: float = Field(default=300.0, description="Seconds a droplet may take to become active.")
-    poll_interval: float = Field(default=2.0, description="Seconds between status checks while a droplet boots.")
-    worker_command: list[str] = Field(
-        default_factory=lambda: ["/opt/dropship/bin/prefect"],
-        description="The Prefect CLI on the droplet image (a snapshot with dropship installed).",
-    )
+    ssh_timeout: float = Field(default=300.0, description="Seconds an active droplet may take to answer SSH with "
+                               "its pinned host key.")
+    poll_interval: float = Field(default=2.0, description="First interval between status checks while droplets boot.")
 
     def settings(self) -> DigitalOceanSettings:
         return DigitalOceanSettings(
             token=self.token.get_secret_value(), endpoint=self.endpoint, ssh_port=self.ssh_port,
-            ssh_user=self.ssh_user, vpc_uuid=self.vpc_uuid, private_network=self.private_network,
+            ssh_user=self.ssh_user, vpcs=dict(self.vpcs), private_network=self.private_network, ssh_key=self.ssh_key,
             ready_timeout=self.ready_timeout, poll_interval=self.poll_interval,
         )
+
+    def worker_url(self, default: str) -> str:
+        """The API URL droplets use; a loopback one only when DigitalOcean itself is on loopback (the emulator)."""
+        url = self.worker_api_url or default
+        if _loopback(url) and not _loopback(self.endpoint):
+            raise ConfigError(
+                f"droplets cannot reach Prefect at {url} (a loopback address): set worker_api_url in the "
+                "DigitalOceanCredentials block to an address the droplets reach"
+            )
+        return url

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError, DropshipError
-from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
+from dropship.machines.bootstrap import image_hash
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
+from dropship.machines.provision import target_setup
 from dropship.machines.local import find_sshd
 from dropship.manifest import Manifest
 from dropship.signing import Signer
@@ -145,10 +147,33 @@ def check_provider(manifest: Manifest, manifest_path: str, provider: str, target
         return Check(what, MISSING, "no such block", fix)
     specs = [manifest.machine_spec(manifest.target(name)) for name in targets]
     try:
-        DigitalOceanProvider(digitalocean).preflight({s["size"] for s in specs}, {s["region"] for s in specs})
+        DigitalOceanProvider(digitalocean).preflight([(s["size"], s["image"], s["region"]) for s in specs])
     except DropshipError as exc:
         return Check(what, FAILED, str(exc).splitlines()[0], fix)
-    return Check(what, OK, f"token accepted by {digitalocean.endpoint}; sizes and regions exist")
+    stale = stale_images(manifest, targets)
+    if stale:
+        return Check(f"image of target {stale}", FAILED,
+                     "the snapshot was built for another dropship, Prefect or setup than this orchestrator's",
+                     image_build_command(manifest_path, stale))
+    return Check(what, OK, f"token accepted by {digitalocean.endpoint}; sizes, regions, images and the droplet limit fit")
+
+
+def image_build_command(manifest_path: str, target: str) -> str:
+    return f"dropship image build --manifest {manifest_path} --target {target}"
+
+
+def stale_images(manifest: Manifest, targets: Sequence[str]) -> str | None:
+    """The first target whose snapshot (named by `dropship image build`) records another
+    dropship, Prefect or setup than this orchestrator would install; None if all match."""
+    for name in targets:
+        target = manifest.target(name)
+        recorded = image_hash_of(manifest.machine_spec(target)["image"])
+        if recorded is None:
+            continue
+        base, digest = recorded
+        if image_hash(base, target_setup(manifest, target))[:20] != digest:
+            return name
+    return None
 
 
 def run_checks(manifest: Manifest, manifest_path: str, inputs: Inputs, *, provider: str | None = None,

@@ -163,20 +163,37 @@ def _parser() -> argparse.ArgumentParser:
     back.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     back.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
 
+    image = commands.add_parser("image", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)")
+    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    image_build = image_commands.add_parser(
+        "build", help="snapshot a droplet with a target's setup, dropship and Prefect installed",
+        description="Boot a stock droplet, install the target's setup and this orchestrator's dropship and Prefect, "
+        "snapshot it and delete it; print the snapshot's id and name (put the name in the manifest's `image`).",
+    )
+    image_build.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
+    image_build.add_argument("--target", help="only this target (default: every target)")
+
     emu = commands.add_parser(
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
-        description="Serve the subset of DigitalOcean API v2 that dropship uses; droplets boot as local machines "
-        "(sshd + worker from their user_data) on their own loopback addresses. Runs until interrupted, then "
-        "deletes its droplets.",
+        description="Serve the subset of DigitalOcean API v2 that dropship uses. Droplets are containers of the stock "
+        "debian-12-x64 image (or a snapshot) in a dockerd the emulator owns, booted by cloud-init, each with sshd on "
+        "its own loopback address; --machines processes boots local machines instead (sshd + user_data on this host). "
+        "Runs until interrupted, then deletes its droplets.",
     )
     emu.add_argument("--port", type=int, default=8090, help="HTTP port on 127.0.0.1 (default 8090)")
     emu.add_argument("--token", default=os.environ.get("DIGITALOCEAN_TOKEN", ""),
                      help="the token clients must send (default: $DIGITALOCEAN_TOKEN)")
+    emu.add_argument("--machines", choices=["containers", "processes"], default="containers",
+                     help="what plays a droplet: a container (default; needs root and dockerd) or local processes")
     emu.add_argument("--state", type=Path, default=Path("emulator-state"), help="folder for the droplets' machines")
-    emu.add_argument("--ssh-port", type=int, default=2222, help="SSH port of every droplet (default 2222)")
+    emu.add_argument("--dockerd-dir", type=Path,
+                     help="folder of the emulator's own dockerd (default: <state>/dockerd; socket under /tmp)")
+    emu.add_argument("--ssh-port", type=int,
+                     help="SSH port of every droplet (default 22 for containers, 2222 for processes)")
     emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
-                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota (repeatable)")
+                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
+                     "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N] (repeatable)")
     _server_parser(commands)
     return parser
 
@@ -315,6 +332,14 @@ def _reap(args: argparse.Namespace) -> int:
                    credentials=args.credentials, ttl_minutes=args.ttl_minutes)
     print("\n".join(deleted) if deleted else "nothing to reap")
     return 0
+
+
+def _image(args: argparse.Namespace) -> int:
+    _need_api("the image build runs as a flow and reads the DigitalOceanCredentials block")
+    from flows.image import image_build
+
+    state = image_build(manifest=str(args.manifest), target=args.target, return_state=True)
+    return 0 if _outcome(state, "image build") is not None else 1
 
 
 def _need_api(why: str) -> None:
@@ -479,7 +504,16 @@ def _emulator(args: argparse.Namespace) -> int:
 
     if not args.token:
         raise DropshipError("give the emulator a token: --token or $DIGITALOCEAN_TOKEN")
-    emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port)
+    from dropship.emulator.dockerd import DockerDaemon
+
+    docker = DockerDaemon(args.dockerd_dir).start() if args.machines == "containers" and args.dockerd_dir else None
+    try:
+        emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port, machines=args.machines,
+                            docker=docker)
+    except BaseException:
+        if docker is not None:
+            docker.stop()
+        raise
     for fault in args.fault:
         try:
             emulator.faults.apply(fault)
@@ -488,13 +522,16 @@ def _emulator(args: argparse.Namespace) -> int:
     server = EmulatorServer(emulator, args.port).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"DigitalOcean API emulator on {server.url} (droplets' SSH on port {args.ssh_port}); Ctrl-C stops it", flush=True)
+    print(f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port}); "
+          "Ctrl-C stops it", flush=True)
     try:
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        if docker is not None:
+            docker.stop()
     return 0
 
 
@@ -521,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {
         "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
         "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
-        "server": _server,
+        "server": _server, "image": _image,
     }
     from dropship.cli_setup import HANDLERS
 

@@ -35,10 +35,12 @@ class MachineLife:
 
     @property
     def cost(self) -> float | None:
-        """Per-second billing at the size's hourly price (DigitalOcean's model)."""
+        """Per-second billing at the size's hourly price with DigitalOcean's minimum charge."""
         if self.seconds is None or self.price_hourly is None:
             return None
-        return round(self.seconds / 3600 * self.price_hourly, 6)
+        from dropship.machines.digitalocean import droplet_cost
+
+        return round(droplet_cost(self.seconds, self.price_hourly), 6)
 
 
 def record(

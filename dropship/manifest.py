@@ -118,10 +118,15 @@ class Project(_Model):
     test: Command | None = Field(default=None, description="argument list run on the orchestrator before any machine")
 
 
+DebianPackage = Annotated[StrictStr, Field(pattern=r"^[a-z0-9][a-z0-9+.:=~-]*$", max_length=200)]
+
+
 class MachineDefaults(_Model):
     size: Slug = "s-2vcpu-4gb"
     image: Slug = "debian-12-x64"
     region: Slug = "nyc1"
+    setup: list[DebianPackage] = Field(default_factory=list, max_length=MAX_ARGS, description="Debian packages every build machine needs")
+    setup_commands: list[Command] = Field(default_factory=list, max_length=MAX_ARGS, description="argument lists run as root after them")
 
 
 class Target(_Model):
@@ -138,6 +143,8 @@ class Target(_Model):
     size: Slug | None = None
     image: Slug | None = None
     region: Slug | None = None
+    setup: list[DebianPackage] = Field(default_factory=list, max_length=MAX_ARGS, description="Debian packages added to the defaults'")
+    setup_commands: list[Command] = Field(default_factory=list, max_length=MAX_ARGS, description="root commands run after the defaults'")
     rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
     depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
     packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
@@ -303,6 +310,12 @@ class Manifest(_Model):
             "image": target.image or self.defaults.image,
             "region": target.region or self.defaults.region,
         }
+
+    def machine_setup(self, target: Target) -> tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]:
+        """Debian packages and root commands the target's machine needs: the defaults', then its own."""
+        packages = tuple(dict.fromkeys([*self.defaults.setup, *target.setup]))
+        commands = tuple(tuple(c) for c in [*self.defaults.setup_commands, *target.setup_commands])
+        return packages, commands
 
 
 class _FieldError(ValueError):

@@ -51,4 +51,8 @@ def reap(
         if reason:
             provider.delete(machine.id)
             reaped.append(Reaped(machine, reason))
+    alive = {run_id_of(m) for m in provider.list(BASE_TAG)}
+    for run_id in provider.run_leftovers():  # e.g. a run's SSH key, once its run is over and its machines gone
+        if run_id not in alive and run_finished(run_id):
+            provider.release_run(run_id)
     return reaped

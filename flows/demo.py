@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from prefect.logging.handlers import APILogHandler
+from pydantic import SecretStr
 
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
@@ -42,7 +42,8 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
 
     With `provider="digitalocean"` the machines are droplets of the API at
     `do_endpoint` (the emulator: `dropship emulator`), with the token from
-    $DIGITALOCEAN_TOKEN; the droplets' worker is this interpreter's Prefect.
+    $DIGITALOCEAN_TOKEN; the release bootstraps each droplet over SSH with this
+    orchestrator's dropship and Prefect versions.
     """
     source = prepare_repository(workdir / "hello", tag)
     manifest_path = source / "dropship.toml"
@@ -54,8 +55,9 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
         token = os.environ.get("DIGITALOCEAN_TOKEN", "")
         if not token or not do_endpoint:
             raise ConfigError("the digitalocean demo needs --do-endpoint and the token in $DIGITALOCEAN_TOKEN")
+        auth = os.environ.get("PREFECT_API_AUTH_STRING")
         DigitalOceanCredentials(
-            token=token, endpoint=do_endpoint, worker_command=[sys.executable, "-m", "prefect"]
+            token=token, endpoint=do_endpoint, api_auth_string=SecretStr(auth) if auth else None,
         ).save(manifest.machines.credentials, overwrite=True)
 
     state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), provider=provider,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -14,12 +15,14 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from blocks.digitalocean import DigitalOceanCredentials
 from dropship import ledger
-from dropship.errors import ConfigError
+from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine, Provider, run_tag
-from dropship.machines.digitalocean import DigitalOceanProvider
+from dropship.machines.bootstrap import WorkerConfig, image_hash, worker_log
+from dropship.machines.digitalocean import DigitalOceanProvider, image_hash_of
 from dropship.machines.factory import make_provider
-from dropship.machines.provision import machine_name, provision
+from dropship.machines.provision import machine_name, provision, provision_droplet, target_setup
 from dropship.machines.userdata import WorkerSpec
+from dropship.ssh import Endpoint, SshSession
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from tasks.api import call
@@ -40,21 +43,18 @@ def provider_for(manifest: Manifest, provider: str, workdir: str) -> Provider:
 
 
 def worker_for(manifest: Manifest, provider: str, queue: str) -> WorkerSpec:
-    """The worker a machine starts: this interpreter locally, the image's Prefect on droplets."""
-    if provider != "digitalocean":
-        return local_worker(queue)
+    """The worker a local machine starts: this interpreter."""
+    return local_worker(queue)
+
+
+def droplet_worker(manifest: Manifest, queue: str) -> WorkerConfig:
+    """The worker a droplet runs: the block's API URL and credentials."""
     credentials = _credentials(manifest)
-    return WorkerSpec(api_url=credentials.api_url or api_url(), pool=BUILDERS_POOL, queue=queue,
-                      prefect=list(credentials.worker_command), env={})
-
-
-@task(name="check-machines", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def check_machines(manifest: Manifest, plan: ReleasePlan, workdir: str) -> None:
-    """Credentials, sizes and regions checked before any machine exists."""
-    provider = provider_for(manifest, plan.provider, workdir)
-    if isinstance(provider, DigitalOceanProvider):
-        specs = [manifest.machine_spec(manifest.target(name)) for name in plan.targets]
-        provider.preflight({s["size"] for s in specs}, {s["region"] for s in specs})
+    return WorkerConfig(
+        api_url=credentials.worker_url(api_url()), pool=BUILDERS_POOL, queue=queue,
+        auth_string=credentials.api_auth_string.get_secret_value() if credentials.api_auth_string else None,
+        api_key=credentials.api_key.get_secret_value() if credentials.api_key else None,
+    )
 
 
 def client_key_path(plan: ReleasePlan) -> Path:
@@ -78,14 +78,49 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
     name = machine_name(plan.project, target_name, plan.short_id)
     _ensure_queue(name)
     public_key = client_key_path(plan).with_suffix(".pub").read_text().strip()
-    machine = provision(
-        provider, manifest, manifest.target(target_name), run_id=plan.run_id, short_run_id=plan.short_id,
-        client_public_key=public_key, worker=worker_for(manifest, plan.provider, name),
-    )
+    target = manifest.target(target_name)
+    if plan.provider == "digitalocean":
+        credentials = _credentials(manifest)
+        private_key = client_key_path(plan).read_text()
+        machine = provision_droplet(
+            provider, manifest, target, run_id=plan.run_id, short_run_id=plan.short_id,
+            client_public_key=public_key, client_private_key=private_key, worker=droplet_worker(manifest, name),
+            index_url=credentials.package_index, ssh_timeout=credentials.ssh_timeout,
+        )
+        try:
+            wait_worker(name, machine, private_key)
+        except BaseException:
+            provider.delete(machine.id)
+            raise
+    else:
+        machine = provision(
+            provider, manifest, target, run_id=plan.run_id, short_run_id=plan.short_id,
+            client_public_key=public_key, worker=worker_for(manifest, plan.provider, name),
+        )
     ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, target_name, machine.created_at,
                   price_hourly=machine.details.get("price_hourly", ""))
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine
+
+
+def wait_worker(name: str, machine: Machine, private_key: str, timeout: float = 120.0) -> None:
+    """Until the machine's worker has registered with Prefect; else fail with its log's last lines."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            if any(w.name == name for w in client.read_workers_for_work_pool(BUILDERS_POOL)):
+                return
+            time.sleep(1.0)
+    try:
+        endpoint = Endpoint(machine.host, machine.port, machine.user, machine.host_public_key)
+        with SshSession(endpoint, private_key, connect_timeout=15) as ssh:
+            tail = worker_log(ssh, 5).strip().replace("\n", " | ")[-600:]
+    except MachineError as exc:
+        tail = f"(log unreadable: {exc})"
+    raise MachineError(
+        f"the worker on droplet {machine.name} ({machine.id}) did not reach Prefect within {timeout:.0f} s (check "
+        f"worker_api_url and the credentials in the DigitalOceanCredentials block); its log ends: {tail}"
+    )
 
 
 def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine) -> None:
@@ -123,6 +158,7 @@ def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, 
         provider.delete(machine.id)
         ledger.record(Path(run_dir), "deleted", machine.id, machine.name)
         deleted.append(machine.name)
+    provider.release_run(run_id)
     cancel_open_build_runs(run_id)
     created = {life.name for life in ledger.lives(Path(run_dir))}
     with get_client(sync_client=True) as client:

@@ -15,6 +15,7 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
 from dropship.progress import event
 from dropship.testing import run_tests
+from tasks.machines import droplet_worker
 
 
 @task(name="plan", task_run_name="plan", cache_policy=NO_CACHE)
@@ -55,6 +56,8 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     for check in checks:
         logger.info("%s", check.line())
     require(checks)
+    if plan.provider == "digitalocean":
+        droplet_worker(manifest, "preflight").env_file()  # the URL and credentials droplets' workers get are usable
     logger.info("%s", "; ".join(c.what for c in checks), extra=event("check"))
     return [check.line() for check in checks]
 

@@ -28,6 +28,9 @@ import pytest  # noqa: E402
 
 from dropship.signing import generate_key  # noqa: E402
 
+# Container droplets: a session dockerd, the stock image, container emulators.
+pytest_plugins = ["tests.droplets"]
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 
 

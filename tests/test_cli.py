@@ -21,7 +21,7 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     "command",
     ["demo", "release", "reap", "emulator", "status", "webhook", "promote", "rollback", "deployments", "keys",
-     "deployments apply", "keys generate", "keys export"],
+     "deployments apply", "keys generate", "keys export", "image", "image build"],
 )
 def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:

@@ -7,6 +7,8 @@ a run by tag alone, even after the orchestrator that created them died.
 
 from __future__ import annotations
 
+import builtins
+
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -28,6 +30,8 @@ class MachineRequest:
     region: str
     user_data: str
     host_public_key: str
+    authorized_key: str = ""
+    """The orchestrator's SSH public key for root (DigitalOcean: registered and sent as ssh_keys)."""
 
 
 @dataclass(frozen=True)
@@ -62,4 +66,12 @@ class Provider(Protocol):
 
     def delete(self, machine_id: str) -> None:
         """Delete a machine; deleting one that is already gone is not an error."""
+        ...
+
+    def release_run(self, run_id: str) -> None:
+        """Delete what a run registered besides its machines (DigitalOcean: its SSH key)."""
+        ...
+
+    def run_leftovers(self) -> "builtins.list[str]":
+        """Run ids that still have such registrations."""
         ...

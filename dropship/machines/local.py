@@ -17,6 +17,8 @@ can list and delete machines an orchestrator left behind.
 
 from __future__ import annotations
 
+import builtins
+
 import getpass
 import json
 import os
@@ -263,3 +265,9 @@ class LocalProvider:
             if not _wait_gone(machine_id, 10.0):
                 raise MachineError(f"machine {machine_id}: processes survived SIGKILL")
         shutil.rmtree(folder, ignore_errors=True)
+
+    def release_run(self, run_id: str) -> None:
+        """Local machines register nothing beyond themselves."""
+
+    def run_leftovers(self) -> "builtins.list[str]":
+        return []

@@ -1,10 +1,12 @@
-"""Creating one machine for one target: keys, user_data, tags, queue name."""
+"""Creating one machine for one target: keys, user_data, tags, queue name, bootstrap."""
 
 from __future__ import annotations
 
+from dropship.errors import DropshipError, MachineError
 from dropship.machines import Machine, MachineRequest, Provider, run_tag
+from dropship.machines.bootstrap import PYPI, Setup, WorkerConfig, connect_pinned, image_mark, install, start_worker
 from dropship.machines.local import WORK_DIR
-from dropship.machines.userdata import WorkerSpec, render
+from dropship.machines.userdata import WorkerSpec, render, render_bootstrap
 from dropship.manifest import Manifest, Target
 from dropship.ssh import generate_keypair
 
@@ -12,6 +14,11 @@ from dropship.ssh import generate_keypair
 def machine_name(project: str, target: str, short_run_id: str) -> str:
     """Droplet names allow letters, digits, dots and dashes; this is also the work queue."""
     return f"{project}-{target}-{short_run_id}"[:63].rstrip("-")
+
+
+def target_setup(manifest: Manifest, target: Target) -> Setup:
+    packages, commands = manifest.machine_setup(target)
+    return Setup(packages, commands)
 
 
 def provision(
@@ -24,7 +31,7 @@ def provision(
     client_public_key: str,
     worker: WorkerSpec,
 ) -> Machine:
-    """Create the target's machine with a host key generated here (and so pinned)."""
+    """A local machine: its user_data starts the worker from this interpreter (the demo path)."""
     host_key = generate_keypair(f"dropship-host-{target.name}")
     user_data = render(
         host_private_key=host_key.private_openssh,
@@ -42,5 +49,57 @@ def provision(
         region=spec["region"],
         user_data=user_data,
         host_public_key=host_key.public_line,
+        authorized_key=client_public_key,
     )
     return provider.create(request)
+
+
+def provision_droplet(
+    provider: Provider,
+    manifest: Manifest,
+    target: Target,
+    *,
+    run_id: str,
+    short_run_id: str,
+    client_public_key: str,
+    client_private_key: str,
+    worker: WorkerConfig | None,
+    image: str | None = None,
+    index_url: str = PYPI,
+    ssh_timeout: float = 300.0,
+    extra_tags: tuple[str, ...] = (),
+    mark: str = "",
+) -> Machine:
+    """A droplet from a stock image or a snapshot, bootstrapped over SSH with its host key pinned.
+
+    On a stock image the target's setup, dropship and Prefect are installed
+    (and `mark` recorded, for `dropship image build`); a snapshot already has
+    them. Then the worker starts, unless `worker` is None. If any step fails
+    the droplet is deleted at once and the error names it.
+    """
+    host_key = generate_keypair(f"dropship-host-{target.name}")
+    spec = manifest.machine_spec(target)
+    request = MachineRequest(
+        name=worker.queue if worker else machine_name(manifest.project.name, target.name, short_run_id),
+        tags=(run_tag(run_id), f"dropship-target-{target.name}", *extra_tags),
+        size=spec["size"],
+        image=image or spec["image"],
+        region=spec["region"],
+        user_data=render_bootstrap(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line),
+        host_public_key=host_key.public_line,
+        authorized_key=client_public_key,
+    )
+    machine = provider.create(request)
+    try:
+        with connect_pinned(machine, client_private_key, timeout=ssh_timeout) as ssh:
+            if not image_mark(ssh):
+                install(ssh, target_setup(manifest, target), index_url=index_url, image_mark=mark)
+            if worker is not None:
+                start_worker(ssh, worker)
+    except DropshipError as exc:
+        provider.delete(machine.id)
+        raise MachineError(f"bootstrap of droplet {machine.name} ({machine.id}) failed, deleted it: {exc}") from exc
+    except BaseException:
+        provider.delete(machine.id)
+        raise
+    return machine

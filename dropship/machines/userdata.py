@@ -1,11 +1,16 @@
 """The user_data script every build machine runs at first boot.
 
-On DigitalOcean it is cloud-init user_data; a local machine runs the very
-same script with `DROPSHIP_MACHINE_ROOT` pointing at its folder. It writes
-the host key the orchestrator chose (so the orchestrator can pin it), the key
-the orchestrator logs in with, and starts a Prefect worker that serves only
-this machine's work queue. Every value is quoted with `shlex.quote` or sits
-in a quoted here-document: nothing in it is interpreted by the shell.
+Two scripts. A droplet's (`render_bootstrap`, cloud-init user_data on a stock
+image) only installs the host key the orchestrator chose, removing the
+image's others, turns password login off and makes sshd reload: nothing
+secret and no worker. The orchestrator then reaches the machine over SSH with
+that key pinned and installs and starts the worker itself
+(`dropship.machines.bootstrap`). A local machine (`render`) runs its script
+with `DROPSHIP_MACHINE_ROOT` pointing at its folder; it writes the host key,
+the key the orchestrator logs in with, and starts a Prefect worker that serves
+only this machine's work queue from the orchestrator's own interpreter.
+Every value is quoted with `shlex.quote` or sits in a quoted here-document:
+nothing in it is interpreted by the shell.
 """
 
 from __future__ import annotations
@@ -90,4 +95,39 @@ def render(
         f"  exec {worker_argv}\n"
         ') > "$ROOT/var/log/dropship/worker.log" 2>&1 < /dev/null &\n'
         'echo $! > "$ROOT/etc/dropship/worker.pid"\n'
+    )
+
+
+def render_bootstrap(*, host_private_key: str, host_public_key: str) -> str:
+    """The user_data of a droplet: the pinned host key, no passwords, sshd reloaded.
+
+    sshd reloads through systemd where PID 1 is systemd, else by HUP to the
+    pid in /run/sshd.pid (a HUP makes sshd re-exec and read the keys again).
+    The orchestrator's login key comes from the droplet's `ssh_keys`.
+    """
+    if "\n" in host_public_key.strip():
+        raise ValueError("public keys must be single lines")
+    return (
+        "#!/bin/sh\n"
+        "# dropship build machine: pin the orchestrator's host key (cloud-init user_data), generated.\n"
+        "set -eu\n"
+        'if [ -n "${DROPSHIP_MACHINE_ROOT:-}" ]; then\n'
+        '  echo "a droplet script: it rewrites /etc/ssh, not for a local machine" >&2; exit 1\n'
+        "fi\n"
+        "umask 077\n"
+        "mkdir -p /etc/ssh/sshd_config.d\n"
+        "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n"
+        + _heredoc("/etc/ssh/ssh_host_ed25519_key", host_private_key).replace('"$ROOT"', "")
+        + _heredoc("/etc/ssh/ssh_host_ed25519_key.pub", host_public_key).replace('"$ROOT"', "")
+        + _heredoc(
+            "/etc/ssh/sshd_config.d/00-dropship.conf",
+            "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "PermitRootLogin prohibit-password\n",
+        ).replace('"$ROOT"', "")
+        + "chmod 0644 /etc/ssh/ssh_host_ed25519_key.pub /etc/ssh/sshd_config.d/00-dropship.conf\n"
+        'if [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]; then\n'
+        "  systemctl reload ssh 2>/dev/null || systemctl restart ssh\n"
+        "elif [ -s /run/sshd.pid ]; then\n"
+        '  kill -HUP "$(cat /run/sshd.pid)"\n'
+        "fi\n"
     )

@@ -1,169 +1,183 @@
-"""The release on DigitalOcean droplets: pydo over real HTTP against the emulator,
-each droplet a real sshd + Prefect worker booted from its user_data."""
+"""Releases on DigitalOcean droplets: pydo over real HTTP against the emulator,
+each droplet a container booted from the stock Debian 12 image by cloud-init
+(or from a snapshot made by `dropship image build`), bootstrapped by the
+orchestrator over SSH with its host key pinned, its worker reaching a Prefect
+server that requires credentials.
+
+Kept few: a bootstrap from the stock image pip-installs Prefect. The module
+shares one Prefect server, one emulator and one snapshot; every release
+builds one target.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dropship.demo import prepare_repository
+from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.machines.local import free_port
-from tests.flows.test_release import commit_and_tag, machine_processes
+from dropship.server import LocalPrefectServer
+from tests.clients import AptClient, run_packaged_hello
+from tests.flows.test_release import commit_and_tag
 
 pytestmark = pytest.mark.e2e
 TOKEN = "dop_v1_release_tests"
+AUTH = "dropship:droplet-tests-auth-7f3a"
+TARGET = "amd64-deb"
+
+
+class AuthPrefectServer(LocalPrefectServer):
+    """A Prefect server that refuses requests without PREFECT_API_AUTH_STRING."""
+
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PREFECT_SERVER_API_AUTH_STRING": AUTH}
 
 
 @pytest.fixture(scope="module")
-def emulator(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Emulator, str]]:
-    emu = Emulator(tmp_path_factory.mktemp("emulator"), token=TOKEN, ssh_port=free_port())
-    server = EmulatorServer(emu).start()
-    os.environ["DIGITALOCEAN_TOKEN"] = TOKEN
-    yield emu, server.url
-    os.environ.pop("DIGITALOCEAN_TOKEN", None)
-    server.stop()
+def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-
-@pytest.fixture(scope="module")
-def demo(emulator: tuple[Emulator, str], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from flows.demo import run_demo
-
-    workdir = tmp_path_factory.mktemp("droplet-demo")
-    ok, message = run_demo(workdir, "v0.1.0", provider="digitalocean", do_endpoint=emulator[1])
-    assert ok, message
-    return {"workdir": workdir, "message": message, "summary": json.loads((workdir / "summary.json").read_text())}
-
-
-def test_release_on_droplets_publishes_and_deletes_every_droplet(emulator: tuple[Emulator, str], demo: dict[str, Any]) -> None:
-    emu, _ = emulator
-    summary = demo["summary"]
-    assert summary["status"] == "published" and summary["machines_created"] == 6  # 5 targets, 1 integration job
-    assert emu.alive() == [] and machine_processes() == []
-    lifetimes = emu.lifetimes()
-    assert len(lifetimes) == 6 and all(life["deleted"] is not None for life in lifetimes)
-    run_tag = f"dropship-run-{summary['run_id']}"
-    assert all(run_tag in life["tags"] and "dropship" in life["tags"] for life in lifetimes)
-    assert summary["cost"] > 0 and all(t["cost"] > 0 for t in summary["targets"])
-    assert "digitalocean machines ($" in demo["message"]
-    current = demo["workdir"] / "published" / "current"
-    assert len(list(current.glob("pool/main/h/hello/*.deb"))) == 2 and len(list(current.glob("rpm/stable/*/packages/*.rpm"))) == 2
-
-
-def test_failing_build_on_a_droplet_leaves_no_droplet(emulator: tuple[Emulator, str], demo: dict[str, Any]) -> None:
-    from flows.release import release
-
-    emu, _ = emulator
-    repo = demo["workdir"] / "hello"
-    commit_and_tag(repo, "v0.2.0", {'build = ["sh", "packaging/build.sh", "deb", "arm64"]': 'build = ["sh", "-c", "exit 4"]'})
-    state = release(manifest=str(repo / "dropship.toml"), tag="v0.2.0", workdir=str(demo["workdir"] / "state"),
-                    provider="digitalocean", return_state=True)
-    assert state.is_failed() and "arm64-deb" in state.message and "exit code 4" in state.message
-    assert emu.alive() == [] and machine_processes() == []
-
-
-@pytest.mark.parametrize(
-    ("edit", "fault", "expected", "droplets_made"),
-    [
-        ({'size = "s-2vcpu-4gb"': 'size = "s-64vcpu-9tb"'}, None, "DigitalOcean has no droplet size s-64vcpu-9tb", 0),
-        (None, "quota", "exceed your droplet limit", 0),
-    ],
-)
-def test_refused_machines_fail_clearly_with_no_droplet(emulator: tuple[Emulator, str], demo: dict[str, Any], tmp_path: Path,
-                                                       edit: Any, fault: str | None, expected: str, droplets_made: int) -> None:
-    from flows.release import release
-
-    emu, _ = emulator
-    before = len(emu.lifetimes())
-    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-    tag = "v0.1.0"
-    if edit:
-        tag = "v0.9.0"
-        commit_and_tag(repo, tag, edit)
-    if fault:
-        emu.faults.apply(fault)
+    server = AuthPrefectServer(tmp_path_factory.mktemp("auth-prefect"))
+    server.start()
     try:
-        state = release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(tmp_path / "state"),
-                        provider="digitalocean", return_state=True)
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: AUTH}):
+            yield server.api_url
     finally:
-        emu.faults.quota = False
-    assert state.is_failed() and expected in state.message
-    assert TOKEN not in state.message
-    assert len(emu.lifetimes()) - before == droplets_made and emu.alive() == []
+        server.stop()
 
 
-def test_sigkilled_orchestrator_leaks_droplets_that_the_reaper_deletes(emulator: tuple[Emulator, str], demo: dict[str, Any], tmp_path: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-    import time
+@dataclass
+class Cloud:
+    emulator: Emulator
+    url: str
+    dockerd: DockerDaemon
+    workdir: Path
 
-    from prefect.settings import PREFECT_API_URL
+    def containers(self) -> list[Any]:
+        return list(self.dockerd.client.containers.list(all=True, filters={"label": f"dropship.emulator={self.emulator.instance}"}))
 
-    from flows.reap import reap
+    def droplets_of(self, before: int) -> list[dict[str, Any]]:
+        return self.emulator.lifetimes()[before:]
 
-    emu, _ = emulator
-    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-    commit_and_tag(repo, "v0.5.0", {'build = ["sh", "packaging/build.sh", "deb", "amd64"]': 'build = ["sh", "-c", "sleep 600"]'})
-    workdir = tmp_path / "state"
-    code = (f"from flows.release import release; release(manifest={str(repo / 'dropship.toml')!r}, tag='v0.5.0', "
-            f"workdir={str(workdir)!r}, provider='digitalocean', targets=['amd64-deb'])")
-    orchestrator = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while not [d for d in emu.alive() if d.status == "active"]:
-        assert orchestrator.poll() is None, "the orchestrator ended before its droplet booted"
-        assert time.monotonic() < deadline, "no droplet became active"
-        time.sleep(0.5)
-    time.sleep(5)  # the build is under way on the droplet
-    os.kill(orchestrator.pid, signal.SIGKILL)
-    orchestrator.wait()
-    leaked = emu.alive()
-    assert len(leaked) == 1, "SIGKILL skips finally and every hook: the droplet is left behind"
-
-    deleted = reap(provider="digitalocean", workdir=str(workdir), ttl_minutes=0)
-    assert len(deleted) == 1 and leaked[0].name in deleted[0]
-    assert emu.alive() == [] and machine_processes() == []
+    def assert_nothing_left(self) -> None:
+        assert self.emulator.alive() == []
+        assert self.containers() == []
+        assert self.emulator.ssh_keys() == [], "the run's SSH key was not deleted"
 
 
-@pytest.mark.parametrize(
-    ("fault", "published", "expected"),
-    [
-        ("rate-limit:3", True, ""),
-        ("server-error:3", True, ""),
-        ("slow-boot:3", True, ""),
-        ("delete-error:2", True, ""),
-        ("stuck-new", False, "was still 'new' after 4 s; deleted it"),
-    ],
-)
-def test_each_emulator_fault_recovers_or_fails_clearly(emulator: tuple[Emulator, str], demo: dict[str, Any],
-                                                      tmp_path: Path, fault: str, published: bool, expected: str) -> None:
+@pytest.fixture(scope="module")
+def cloud(auth_prefect: str, dockerd: DockerDaemon, stock_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
     from blocks.digitalocean import DigitalOceanCredentials
     from blocks.repo_server import RepoServer
+    from blocks.signing_key import SigningKey
+    from flows.demo import demo_key
+
+    workdir = tmp_path_factory.mktemp("droplets")
+    # a free SSH port: any wildcard listener on 22 of this shared host would block every droplet address
+    emulator = Emulator(workdir / "emulator", token=TOKEN, machines="containers", docker=dockerd, ssh_port=free_port())
+    server = EmulatorServer(emulator).start()
+    DigitalOceanCredentials(token=TOKEN, endpoint=server.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
+                            ready_timeout=120.0, poll_interval=0.5).save("dropship-digitalocean", overwrite=True)
+    SigningKey(private_key=demo_key(workdir)).save("hello-signing-key", overwrite=True)
+    RepoServer(path=str(workdir / "published")).save("hello-repo", overwrite=True)
+    try:
+        yield Cloud(emulator, server.url, dockerd, workdir)
+    finally:
+        server.stop()
+
+
+def hello_repo(folder: Path, tag: str, edit: dict[str, str] | None = None) -> Path:
+    repo = prepare_repository(folder, "v0.1.0")
+    text = (repo / "dropship.toml").read_text().replace('provider = "local"', 'provider = "digitalocean"')
+    (repo / "dropship.toml").write_text(text)
+    commit_and_tag(repo, tag, edit)
+    return repo
+
+
+def release_state(repo: Path, tag: str, workdir: Path) -> Any:
     from flows.release import release
 
-    emu, _ = emulator
-    credentials = DigitalOceanCredentials.load("dropship-digitalocean")
-    fast = credentials.model_copy(update={"ready_timeout": 4.0, "poll_interval": 0.5})
-    fast.save("dropship-digitalocean", overwrite=True)
-    repo_server = RepoServer.load("hello-repo")
-    RepoServer(path=str(tmp_path / "published")).save("hello-repo", overwrite=True)  # its own repository
-    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-    emu.faults.apply(fault)
+    return release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(workdir), targets=[TARGET],
+                   return_state=True)
+
+
+@pytest.fixture(scope="module")
+def snapshot(cloud: Cloud) -> str:
+    """One snapshot for the module, made by `dropship image build` as a user would."""
+    from flows.image import image_build
+
+    repo = hello_repo(cloud.workdir / "image-src", "v0.1.1")
+    before = len(cloud.emulator.lifetimes())
+    state = image_build(manifest=str(repo / "dropship.toml"), target=TARGET, return_state=True)
+    assert state.is_completed(), state.message
+    (made,) = state.result()
+    assert made["name"].startswith("dropship-debian-12-x64-") and made["built"]
+    assert len(cloud.droplets_of(before)) == 1
+    cloud.assert_nothing_left()
+    return str(made["name"])
+
+
+def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(cloud: Cloud, serve: Any, tmp_path: Path) -> None:
+    before = len(cloud.emulator.lifetimes())
+    repo = hello_repo(tmp_path / "hello", "v0.2.0")
+    state = release_state(repo, "v0.2.0", tmp_path / "state")
+    assert state.is_completed(), state.message
+    (run_dir,) = (tmp_path / "state" / "runs").iterdir()
+    summary_text = (run_dir / "summary.json").read_text()
+    summary = json.loads(summary_text)
+    assert summary["status"] == "published" and summary["machines_created"] == 1
+    (droplet,) = cloud.droplets_of(before)
+    record = cloud.emulator.droplet(droplet["id"])
+    assert record is not None and AUTH not in record.user_data and "PREFECT" not in record.user_data
+    assert AUTH not in summary_text
+    cloud.assert_nothing_left()
+    current = cloud.workdir / "published" / "current"
+    client = AptClient(tmp_path / "apt", serve(current), current / "keys" / "hello-release.gpg", "stable")
+    client.update()
+    assert run_packaged_hello(client.download("hello"), tmp_path / "unpacked") == "Hello from dropship 0.2.0!"
+
+
+def test_release_from_a_snapshot(cloud: Cloud, snapshot: str, tmp_path: Path) -> None:
+    before = len(cloud.emulator.lifetimes())
+    repo = hello_repo(tmp_path / "hello", "v0.3.0", {'image = "debian-12-x64"': f'image = "{snapshot}"'})
+    state = release_state(repo, "v0.3.0", tmp_path / "state")
+    assert state.is_completed(), state.message
+    (droplet,) = cloud.droplets_of(before)
+    assert cloud.emulator.droplet(droplet["id"]).image["name"] == snapshot  # type: ignore[union-attr]
+    cloud.assert_nothing_left()
+
+
+def test_a_stale_snapshot_is_refused_before_any_droplet(cloud: Cloud, snapshot: str, tmp_path: Path) -> None:
+    before = len(cloud.emulator.lifetimes())
+    repo = hello_repo(tmp_path / "hello", "v0.4.0", {
+        'image = "debian-12-x64"': f'image = "{snapshot}"',
+        'setup = ["gcc", "libc6-dev", "xz-utils"]': 'setup = ["gcc", "libc6-dev", "xz-utils", "file"]',
+    })
+    state = release_state(repo, "v0.4.0", tmp_path / "state")
+    assert state.is_failed()
+    assert f"dropship image build --manifest {repo / 'dropship.toml'} --target {TARGET}" in state.message
+    assert cloud.droplets_of(before) == []
+
+
+def test_create_and_delete_faults_never_make_a_second_droplet(cloud: Cloud, snapshot: str, tmp_path: Path) -> None:
+    """A create answered 500 after it happened, reads that 404 just after, a delete refused for a pending event."""
+    before = len(cloud.emulator.lifetimes())
+    repo = hello_repo(tmp_path / "hello", "v0.5.0", {'image = "debian-12-x64"': f'image = "{snapshot}"'})
+    for fault in ("create-then-5xx:1", "404-after-create:3", "pending-event-on-delete:2"):
+        cloud.emulator.faults.apply(fault)
     try:
-        state = release(manifest=str(repo / "dropship.toml"), tag="v0.1.0", workdir=str(tmp_path / "state"),
-                        provider="digitalocean", targets=["amd64-deb"], return_state=True)
+        state = release_state(repo, "v0.5.0", tmp_path / "state")
     finally:
-        emu.faults.__init__()  # type: ignore[misc]
-        credentials.save("dropship-digitalocean", overwrite=True)
-        repo_server.save("hello-repo", overwrite=True)
-    assert state.is_completed() == published, state.message
-    if expected:
-        assert expected in state.message
-    assert emu.alive() == [] and machine_processes() == []
+        cloud.emulator.faults.__init__()  # type: ignore[misc]
+    assert state.is_completed(), state.message
+    assert len(cloud.droplets_of(before)) == 1, "a create was repeated although its droplet existed"
+    cloud.assert_nothing_left()
+

@@ -12,7 +12,7 @@ from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
-from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, NotFound
 from dropship.machines.local import _pids_with_marker, free_port
 from dropship.machines.userdata import render
 from dropship.ssh import Endpoint, SshSession, generate_keypair
@@ -23,7 +23,7 @@ TOKEN = "dop_v1_emulator_token"
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[tuple[Emulator, str]]:
-    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port())
+    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port(), machines="processes")
     server = EmulatorServer(emu).start()
     yield emu, server.url
     server.stop()
@@ -105,8 +105,126 @@ def test_delete_retries_server_errors(emulator: tuple[Emulator, str]) -> None:
     emu.faults.apply("delete-error:2")
     do.delete(machine.id)
     assert emu.alive() == []
-    assert all(not _pids_with_marker(m.id) for m in emu.machines.list())
+    assert all(not _pids_with_marker(m.id) for m in emu.backend.local.list())  # type: ignore[attr-defined]
 
 
 def test_settings_never_show_the_token() -> None:
     assert TOKEN not in repr(DigitalOceanSettings(token=TOKEN))
+
+
+def test_a_404_that_pydo_returns_instead_of_raising_is_not_found(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    do = provider(url, emu)
+    # pydo's droplets.get and destroy accept 404 and hand back the error body
+    assert do.client.droplets.get(droplet_id=999999, enforce_https=False)["id"] == "not_found"
+    with pytest.raises(NotFound):
+        do._once("read droplet 999999", do.client.droplets.get, droplet_id=999999)
+    do.delete("999999")  # already gone: not an error
+
+
+@pytest.mark.parametrize(
+    ("machines", "limit", "expected"),
+    [
+        ([("s-2vcpu-4gb", "debian-12-x64", "nyc1")] * 3, 2, "needs 3 droplet(s) but the account's droplet limit is 2 with 0 alive"),
+        ([("s-2vcpu-4gb", "debian-13-x64", "nyc1")], 25, "DigitalOcean has no image debian-13-x64"),
+        ([("s-64vcpu-9tb", "debian-12-x64", "nyc1")], 25, "no droplet size s-64vcpu-9tb"),
+        ([("s-2vcpu-4gb", "debian-12-x64", "mars1")], 25, "no region mars1"),
+        ([("c2-16vcpu-32gb", "debian-12-x64", "ams3")], 25, "size c2-16vcpu-32gb is not available in region ams3"),
+    ],
+)
+def test_preflight_refuses_before_any_droplet(tmp_path: Path, machines: list[tuple[str, str, str]], limit: int,
+                                              expected: str) -> None:
+    emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port(), droplet_limit=limit)
+    server = EmulatorServer(emu).start()
+    try:
+        with pytest.raises(ConfigError) as info:
+            provider(server.url, emu).preflight(machines)
+        assert expected in str(info.value)
+        assert emu.lifetimes() == []
+    finally:
+        server.stop()
+
+
+def test_preflight_finds_the_images(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    images = provider(url, emu).preflight([("s-2vcpu-4gb", "debian-12-x64", "nyc1"), ("s-1vcpu-1gb", "debian-12-x64", "ams3")])
+    assert images["debian-12-x64"]["slug"] == "debian-12-x64"
+
+
+def test_booting_droplets_of_a_run_share_one_list_per_poll(emulator: tuple[Emulator, str]) -> None:
+    """Three droplets booting together: each poll is one list-by-tag request for all of them."""
+    import threading
+
+    emu, url = emulator
+    emu.faults.apply("slow-boot:3")
+    do = provider(url, emu, poll_interval=0.5, max_poll_interval=0.5)
+    made: list[str] = []
+
+    def create(index: int) -> None:
+        req, _ = request(name=f"hello-t{index}-1")
+        made.append(do.create(req).id)
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 3
+    polls = do.poll_requests("dropship-run-abc")
+    # about 3 s of boot at one poll per 0.5 s for all three; per-droplet polling would be three times as many
+    assert 3 <= polls <= 12, polls
+    for machine_id in made:
+        do.delete(machine_id)
+
+
+def test_a_create_answered_500_after_it_happened_is_found_not_repeated(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    emu.faults.apply("create-then-5xx:1")
+    do = provider(url, emu)
+    machine = do.create(request()[0])
+    (life,) = emu.lifetimes()
+    assert str(life["id"]) == machine.id
+    do.delete(machine.id)
+
+
+def test_404_after_create_and_pending_event_on_delete(emulator: tuple[Emulator, str]) -> None:
+    emu, url = emulator
+    emu.faults.apply("404-after-create:3")
+    do = provider(url, emu)
+    machine = do.create(request()[0])
+    assert len(emu.lifetimes()) == 1
+    emu.faults.apply("pending-event-on-delete:2")
+    do.delete(machine.id)
+    assert emu.alive() == []
+
+
+def test_one_ssh_key_per_run_sent_at_create_and_deleted_with_the_run(emulator: tuple[Emulator, str]) -> None:
+    from datetime import timedelta
+
+    from dropship.reaper import reap
+
+    emu, url = emulator
+    do = provider(url, emu)
+    client = generate_keypair("run-client")
+    machines = []
+    for name in ("hello-a-1", "hello-b-1"):
+        req, _ = request(name=name)
+        machines.append(do.create(MachineRequest(**{**req.__dict__, "authorized_key": client.public_line})))
+    (key,) = emu.ssh_keys()
+    assert key.name == "dropship-run-abc" and key.public_key.split()[:2] == client.public_line.split()[:2]
+    assert all(emu.droplet(int(m.id)).ssh_keys == [key.public_key] for m in machines)  # type: ignore[union-attr]
+    assert do.run_leftovers() == ["abc"]
+    reap(do, run_finished=lambda run: True, ttl=timedelta(hours=2))  # the reaper: droplets, then the key
+    assert emu.alive() == [] and emu.ssh_keys() == []
+
+
+def test_droplets_join_the_vpc_named_for_their_region(emulator: tuple[Emulator, str]) -> None:
+    from dropship.emulator.state import vpc_id
+
+    emu, url = emulator
+    do = provider(url, emu, vpcs={"nyc1": vpc_id("nyc1")})
+    machine = do.create(request()[0])
+    assert emu.droplet(int(machine.id)).vpc_uuid == vpc_id("nyc1")  # type: ignore[union-attr]
+    do.delete(machine.id)
+    with pytest.raises(ConfigError, match="is in region ams3, not nyc1"):
+        provider(url, emu, vpcs={"nyc1": vpc_id("ams3")}).create(request()[0])

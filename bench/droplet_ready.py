@@ -1,0 +1,140 @@
+"""Create -> worker ready, per droplet: from the stock image and from a snapshot.
+
+    python -m bench.droplet_ready [--droplets N]
+
+Starts a Prefect server that requires an auth string, a dockerd of its own,
+the emulator with container droplets of the stock Debian 12 image, and
+provisions N droplets of the example's amd64-deb target in parallel, exactly
+as a release does (`provision_droplet`, then waiting until the worker has
+registered with Prefect): first from the stock image (full bootstrap: setup
+packages, venv, pip install of dropship and Prefect), then from a snapshot
+made by `dropship image build`'s flow. Prints seconds per droplet and the
+ratio stock / snapshot (the baseline is the snapshot, measured in the same
+run). The snapshot's own build time is printed too: it is paid once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from dropship.demo import prepare_repository
+from dropship.emulator.dockerd import DockerDaemon
+from dropship.emulator.image import ensure_image
+from dropship.emulator.server import EmulatorServer
+from dropship.emulator.state import Emulator
+from dropship.machines.local import free_port
+from dropship.server import LocalPrefectServer
+from dropship.ssh import generate_keypair
+
+TOKEN = "dop_v1_bench_ready"
+AUTH = "bench:ready-auth"
+TARGET = "amd64-deb"
+
+
+class AuthServer(LocalPrefectServer):
+    def env(self) -> dict[str, str]:
+        return {**super().env(), "PREFECT_SERVER_API_AUTH_STRING": AUTH}
+
+
+def provision_many(manifest_path: Path, image: str | None, count: int, label: str) -> list[float]:
+    from blocks.digitalocean import DigitalOceanCredentials
+    from dropship.machines.digitalocean import DigitalOceanProvider
+    from dropship.machines.provision import provision_droplet
+    from dropship.manifest import load_manifest
+    from tasks.machines import droplet_worker, wait_worker
+
+    manifest = load_manifest(manifest_path)
+    credentials = DigitalOceanCredentials.load("dropship-digitalocean")
+    provider = DigitalOceanProvider(credentials.settings())
+    client = generate_keypair("bench")
+    run_id = f"bench-{label}-{int(time.time())}"
+    seconds: list[float] = [0.0] * count
+    errors: list[BaseException] = []
+
+    def one(index: int) -> None:
+        queue = f"hello-{TARGET}-{label}{index}"
+        started = time.monotonic()
+        try:
+            machine = provision_droplet(
+                provider, manifest, manifest.target(TARGET), run_id=run_id, short_run_id=f"{label}{index}",
+                client_public_key=client.public_line, client_private_key=client.private_openssh,
+                worker=droplet_worker(manifest, queue), image=image, index_url=credentials.package_index,
+                ssh_timeout=credentials.ssh_timeout,
+            )
+            try:
+                wait_worker(queue, machine, client.private_openssh, timeout=300)
+                seconds[index] = time.monotonic() - started
+            finally:
+                provider.delete(machine.id)
+        except BaseException as exc:  # noqa: BLE001 - reported after the others finish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    provider.release_run(run_id)
+    if errors:
+        raise SystemExit(f"{label}: {errors[0]}")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--droplets", type=int, default=2, help="droplets per image, provisioned in parallel (default 2)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="dropship-bench-ready-"))
+    server = AuthServer(work / "prefect", startup_timeout=300)
+    server.start()
+    server.export_env()
+    os.environ["PREFECT_API_AUTH_STRING"] = AUTH
+    docker_dir = Path(tempfile.mkdtemp(prefix="dsbr-", dir="/tmp"))
+    daemon = DockerDaemon(docker_dir).start()
+    emulator: Emulator | None = None
+    api: EmulatorServer | None = None
+    try:
+        ensure_image(daemon)
+        emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
+        api = EmulatorServer(emulator).start()
+        from blocks.digitalocean import DigitalOceanCredentials
+        from deployments import BUILD
+        from deployments.apply import Applied, ensure_pool
+        from flows.image import image_build
+
+        DigitalOceanCredentials(token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
+                                poll_interval=0.5).save(
+            "dropship-digitalocean", overwrite=True)
+        ensure_pool(BUILD.pool, Applied())
+        repo = prepare_repository(work / "hello", "v0.1.0")
+        manifest = repo / "dropship.toml"
+
+        stock = provision_many(manifest, None, args.droplets, "stock")
+        started = time.monotonic()
+        (made,) = image_build(manifest=str(manifest), target=TARGET)
+        snapshot_build = time.monotonic() - started
+        snap = provision_many(manifest, str(made["name"]), args.droplets, "snap")
+
+        print(f"\n{'droplet':8} {'stock image s':>14} {'snapshot s':>11} {'ratio':>6}")
+        for index, (a, b) in enumerate(zip(stock, snap)):
+            print(f"{index:<8} {a:>14.1f} {b:>11.1f} {a / b:>5.1f}x")
+        mean_stock, mean_snap = sum(stock) / len(stock), sum(snap) / len(snap)
+        print(f"{'mean':8} {mean_stock:>14.1f} {mean_snap:>11.1f} {mean_stock / mean_snap:>5.1f}x")
+        print(f"snapshot {made['name']} built once in {snapshot_build:.1f} s (create, bootstrap, power off, snapshot, delete)")
+    finally:
+        if api is not None:
+            api.stop()
+        daemon.stop()
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(docker_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

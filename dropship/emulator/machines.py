@@ -1,0 +1,246 @@
+"""What plays a droplet: a container from the stock image (the default), or a local process machine.
+
+Container droplets are separate machines: their own `/` from the image (the
+stock `debian-12-x64` or a snapshot), nothing of dropship or Prefect, sshd on
+the droplet's own loopback address. The emulator plays the hypervisor and the
+data source, not the image: it mounts `/.hypervisor` into the container with
+the boot script below (PID 1) and a NoCloud seed, and the script boots the
+droplet in DigitalOcean's order:
+
+1. seed `/var/lib/cloud/seed/nocloud` (instance-id, hostname, the droplet's
+   public keys; the user_data),
+2. `cloud-init init --local`, `cloud-init init` (fresh host keys, root's
+   authorized_keys),
+3. start sshd on the droplet's address (a `sshd_config.d` drop-in, so an sshd
+   restarted later stays off the host's other addresses) and tell the
+   hypervisor (`sshd-up`);
+   the emulator then answers `active` and acknowledges (`active`),
+4. only then `cloud-init modules --mode=config` and `--mode=final`, which runs
+   the user_data; its failure changes nothing in the API,
+5. wait forever (a `docker stop` ends the wait at once).
+
+Process droplets are `LocalProvider` machines: user_data runs before sshd and
+the droplet's `/` is a folder of the host. They are quick and need no root,
+for unit tests; they cannot be powered off or snapshotted.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Protocol
+
+from dropship.emulator.dockerd import DockerDaemon
+from dropship.errors import MachineError
+from dropship.machines import MachineRequest
+from dropship.machines.local import LocalProvider
+
+HYPERVISOR = "/.hypervisor"
+
+BOOT_SCRIPT = r"""#!/bin/sh
+# PID 1 of a container droplet, mounted by the emulator (the hypervisor).
+HV=/.hypervisor
+trap 'exit 0' TERM INT
+log() { echo "$(date -u +%H:%M:%S.%N) $*" >>"$HV/console.log"; }
+log "boot"
+mkdir -p /var/lib/cloud/seed/nocloud /run/sshd
+cp "$HV/seed/meta-data" "$HV/seed/user-data" /var/lib/cloud/seed/nocloud/
+cloud-init init --local >>"$HV/console.log" 2>&1
+cloud-init init >>"$HV/console.log" 2>&1
+log "cloud-init init done"
+# The droplet's own address, for every sshd started on it (a restart from user_data too): the
+# container shares the host's network, where 0.0.0.0 would take the port on every address.
+mkdir -p /etc/ssh/sshd_config.d
+echo "ListenAddress $(cat "$HV/listen")" >/etc/ssh/sshd_config.d/00-droplet-address.conf
+if /usr/sbin/sshd -E "$HV/sshd.log"; then
+    echo "$(date -u +%s.%N)" >"$HV/sshd-up"
+else
+    log "sshd failed to start"
+    exit 1
+fi
+i=0
+while [ ! -e "$HV/active" ] && [ "$i" -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
+log "active; cloud-init config and final stages"
+cloud-init modules --mode=config >>"$HV/console.log" 2>&1
+cloud-init modules --mode=final >>"$HV/console.log" 2>&1
+echo "$(date -u +%s.%N)" >"$HV/final-done"
+log "boot finished"
+while :; do sleep 3600 & wait $!; done
+"""
+
+
+class Machines(Protocol):
+    """A backend's droplets, by droplet id; failures raise `MachineError`."""
+
+    separate: bool
+    """True when droplets are separate machines (their files only over SSH)."""
+
+    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
+             public_keys: list[str], timeout: float) -> dict[str, str]: ...
+
+    def activate(self, droplet_id: int) -> None: ...
+
+    def destroy(self, droplet_id: int) -> None: ...
+
+    def power_off(self, droplet_id: int) -> None: ...
+
+    def power_on(self, droplet_id: int, timeout: float) -> None: ...
+
+    def snapshot(self, droplet_id: int, image_id: int) -> tuple[str, float]: ...
+
+    def delete_image(self, ref: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _wait_banner(address: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=2) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return True
+        except OSError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
+class ContainerMachines:
+    """Droplets as containers of `daemon`, their hypervisor folders under `folder`."""
+
+    separate = True
+
+    def __init__(self, daemon: DockerDaemon, folder: Path, instance: str) -> None:
+        self.daemon = daemon
+        self.folder = folder
+        self.instance = instance  # keeps two emulators on one dockerd apart
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def name(self, droplet_id: int) -> str:
+        return f"droplet-{self.instance}-{droplet_id}"
+
+    def hypervisor(self, droplet_id: int) -> Path:
+        return self.folder / str(droplet_id)
+
+    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
+             public_keys: list[str], timeout: float) -> dict[str, str]:
+        hv = self.hypervisor(droplet_id)
+        (hv / "seed").mkdir(parents=True, exist_ok=True)
+        (hv / "boot").write_text(BOOT_SCRIPT)
+        (hv / "listen").write_text(f"{address}:{port}\n")
+        meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": public_keys}
+        (hv / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
+        (hv / "seed" / "user-data").write_text(request.user_data)
+        self._clear(hv)
+        self.daemon.run(image, ["/bin/sh", f"{HYPERVISOR}/boot"], name=self.name(droplet_id),
+                        mounts={str(hv): HYPERVISOR}, hostname=request.name,
+                        labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)})
+        self._wait_sshd(droplet_id, address, port, timeout)
+        return {}
+
+    @staticmethod
+    def _clear(hv: Path) -> None:
+        for marker in ("sshd-up", "active", "final-done"):
+            (hv / marker).unlink(missing_ok=True)
+
+    def _wait_sshd(self, droplet_id: int, address: str, port: int, timeout: float) -> None:
+        hv = self.hypervisor(droplet_id)
+        deadline = time.monotonic() + timeout
+        checked = 0.0
+        while time.monotonic() < deadline:
+            if (hv / "sshd-up").exists():
+                if _wait_banner(address, port, max(1.0, deadline - time.monotonic())):
+                    return
+                break
+            if time.monotonic() - checked > 1.0:
+                checked = time.monotonic()
+                container = self.daemon.container(self.name(droplet_id))
+                if container is None:
+                    raise MachineError(f"droplet {droplet_id}: its container is gone")
+                if container.status == "exited":
+                    break
+            time.sleep(0.05)
+        console = (hv / "console.log").read_text(errors="replace")[-600:] if (hv / "console.log").exists() else ""
+        raise MachineError(f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
+                           + " | ".join(console.splitlines()[-6:]))
+
+    def activate(self, droplet_id: int) -> None:
+        """The API says `active`: let the boot go on to the config and final stages."""
+        (self.hypervisor(droplet_id) / "active").touch()
+
+    def destroy(self, droplet_id: int) -> None:
+        self.daemon.remove(self.name(droplet_id))
+        shutil.rmtree(self.hypervisor(droplet_id), ignore_errors=True)
+
+    def power_off(self, droplet_id: int) -> None:
+        self.daemon.stop_container(self.name(droplet_id), timeout=5)
+        self._clear(self.hypervisor(droplet_id))
+
+    def power_on(self, droplet_id: int, timeout: float) -> None:
+        hv = self.hypervisor(droplet_id)
+        self._clear(hv)
+        self.daemon.start_container(self.name(droplet_id))
+        address, _, port = (hv / "listen").read_text().strip().rpartition(":")
+        self._wait_sshd(droplet_id, address, int(port), timeout)
+
+    def snapshot(self, droplet_id: int, image_id: int) -> tuple[str, float]:
+        """`docker commit`: returns the image reference and its size in GB."""
+        repository = f"dropship-emulator/snapshot-{self.instance}"
+        attrs = self.daemon.commit(self.name(droplet_id), repository, str(image_id))
+        return f"{repository}:{image_id}", round(float(attrs.get("Size") or 0) / 1e9, 2)
+
+    def delete_image(self, ref: str) -> None:
+        self.daemon.remove_image(ref)
+
+    def close(self) -> None:
+        for container in self.daemon.call("list containers", lambda: self.daemon.client.containers.list(
+                all=True, filters={"label": f"dropship.emulator={self.instance}"})):
+            self.daemon.call("remove container", lambda c=container: c.remove(force=True))  # type: ignore[misc]
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ProcessMachines:
+    """Droplets as `LocalProvider` machines (sshd + user_data on this host)."""
+
+    separate = False
+
+    def __init__(self, state_dir: Path) -> None:
+        self.local = LocalProvider(state_dir)
+        self._ids: dict[int, str] = {}
+
+    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
+             public_keys: list[str], timeout: float) -> dict[str, str]:
+        machine = self.local.create(request, address=address, port=port)
+        self._ids[droplet_id] = machine.id
+        return {"root": machine.details["root"]}
+
+    def activate(self, droplet_id: int) -> None:
+        pass
+
+    def destroy(self, droplet_id: int) -> None:
+        machine_id = self._ids.pop(droplet_id, None)
+        if machine_id:
+            self.local.delete(machine_id)
+
+    def _unsupported(self, what: str) -> MachineError:
+        return MachineError(f"process droplets can't {what}: start the emulator with container droplets")
+
+    def power_off(self, droplet_id: int) -> None:
+        raise self._unsupported("power off")
+
+    def power_on(self, droplet_id: int, timeout: float) -> None:
+        raise self._unsupported("power on")
+
+    def snapshot(self, droplet_id: int, image_id: int) -> tuple[str, float]:
+        raise self._unsupported("be snapshotted")
+
+    def delete_image(self, ref: str) -> None:
+        pass
+
+    def close(self) -> None:
+        for machine in self.local.list():
+            self.local.delete(machine.id)
