@@ -33,7 +33,7 @@ from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, cache_policy, restore_artifacts
 from tasks.machines import check_machines, client_key_path, teardown, teardown_run
 from tasks.prepare import check_signing_key, plan_release, test_source
-from tasks.repository import publish_tree, sign_repositories
+from tasks.repository import sign_and_publish, sign_repositories
 from tasks.settings import default_workdir
 from tasks.summary import repository_url, write_summary
 
@@ -136,12 +136,12 @@ def release(
         failures = {name: r.reason for name, r in results.items() if r.status == "failed"}
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed; nothing was published", failures)
-        tree = sign_repositories(spec, plan, base_url, workdir)
         if dry_run:
+            tree = sign_repositories(spec, plan, base_url, workdir)
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree)
         else:
-            published = publish_tree(spec.blocks.repo_server, plan.release_id, tree, workdir)
+            published = sign_and_publish(spec, plan, base_url, workdir)
             status, repository = "published", published.location
     except BaseException as exc:
         error = str(exc)

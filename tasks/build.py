@@ -23,6 +23,7 @@ from deployments import BUILD
 from deployments.apply import Applied, ensure_deployment, ensure_pool
 
 PICKUP_TIMEOUT = 180.0
+BUILD_USER = "dropship-build"
 
 
 @task(name="ensure-build-deployment", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -80,6 +81,8 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
                 # the commit's time, so a rebuild of the same commit can be byte-identical
                 "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},
                 "timeout": float(manifest.machines.build_timeout),
+                # droplets run their worker as root: the build runs as this unprivileged user
+                "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
             },
             work_queue_name=machine.name,
             timeout=0,
@@ -103,12 +106,12 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
 @task(name="run-build", cache_policy=NO_CACHE)
 def run_build(
     target: str, workspace: str, archive: str, command: list[str], artifacts: list[str],
-    version: str, env: dict[str, str], timeout: float,
+    version: str, env: dict[str, str], timeout: float, build_user: str | None = None,
 ) -> BuildReport:
     """On the machine: the build itself (see `dropship.builder`)."""
     report = build(
         target=target, workspace=Path(workspace), archive=Path(archive), command=command,
-        artifacts=artifacts, version=version, env=env, timeout=timeout,
+        artifacts=artifacts, version=version, env=env, timeout=timeout, run_as=build_user,
     )
     logger = get_run_logger()
     logger.info("build output (last lines):\n%s", report.output_tail)
