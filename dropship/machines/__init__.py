@@ -63,3 +63,7 @@ class Provider(Protocol):
     def delete(self, machine_id: str) -> None:
         """Delete a machine; deleting one that is already gone is not an error."""
         ...
+
+    def alive(self, machine_id: str) -> bool:
+        """Whether the machine still exists and runs (its worker, for a local machine)."""
+        ...
