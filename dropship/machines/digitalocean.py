@@ -173,6 +173,14 @@ class DigitalOceanProvider:
                 return machines
             page += 1
 
+    def alive(self, machine_id: str) -> bool:
+        """The droplet exists and is `active` (not `off` or `archive`)."""
+        try:
+            answer = self._call(f"read droplet {machine_id}", self.client.droplets.get, droplet_id=int(machine_id))
+        except NotFound:
+            return False
+        return bool(answer.get("droplet", {}).get("status") == "active")
+
     def delete(self, machine_id: str) -> None:
         try:
             self._call(f"delete droplet {machine_id}", self.client.droplets.destroy, droplet_id=int(machine_id))
