@@ -12,9 +12,12 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
 from prefect.runtime import flow_run
 
 from blocks.repo_server import RepoServer
@@ -27,7 +30,7 @@ from dropship.promote import prepare_promotion
 from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
-from dropship.signing import gnupg_home
+from dropship.signing import gnupg_home, sweep_gnupg_homes
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
@@ -55,9 +58,26 @@ def _published_tree(publisher: Publisher, run_dir: str) -> Path:
     return tree
 
 
+def _run_is_live(run_id: str) -> bool:
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return run.state is not None and not run.state.is_final()
+
+
+def sweep_dead_keyrings(run_dir: str) -> None:
+    """Keyrings (and gpg-agents) that runs killed while signing left in their run folders."""
+    swept = sweep_gnupg_homes(Path(run_dir).parent, lambda rid: rid == Path(run_dir).name or _run_is_live(rid))
+    if swept:
+        get_run_logger().info("removed the signing keyrings that dead runs left: %s", ", ".join(swept))
+
+
 def _sign_release(
     manifest: Manifest, plan: ReleasePlan, base_url: str | None, server: RepoServer, publisher: Publisher
 ) -> Path:
+    sweep_dead_keyrings(plan.run_dir)
     tree = _published_tree(publisher, plan.run_dir)
     release = IndexedRelease(
         id=plan.release_id, name=plan.name, release_class=plan.release_class, version=plan.version,
@@ -134,6 +154,7 @@ def promote_build(
     server = RepoServer.load(manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
+        sweep_dead_keyrings(run_dir)
         tree = _published_tree(publisher, run_dir)
         promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
         source = promotion.source
