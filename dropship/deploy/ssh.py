@@ -41,10 +41,10 @@ from dropship.ssh import Endpoint, SshSession
 # so a publication uses three: the lock (which also sweeps leftovers), the
 # hard links, and the check-and-switch.
 _LOCK = (
-    'mkdir -p -- "$1/' + RELEASES + '" && exec 9>>"$1/' + LOCK_FILE + '" && '
-    '{ flock -n 9 || { echo "busy $(cat "$1/' + LOCK_FILE + '-holder" 2>/dev/null)"; flock -w "$2" 9; }; } && '
-    'printf "%s\\n" "$3" >"$1/' + LOCK_FILE + '-holder" && cd "$1/' + RELEASES + '" && '
-    "for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done; "
+    'mkdir -p -- "$1/' + RELEASES + '" && exec 9>>"$1/' + LOCK_FILE + '" || exit 1\n'
+    'flock -n 9 || { echo "busy $(cat "$1/' + LOCK_FILE + '-holder" 2>/dev/null)"; flock -w "$2" 9 || exit 1; }\n'
+    'printf "%s\\n" "$3" >"$1/' + LOCK_FILE + '-holder"; cd "$1/' + RELEASES + '" || exit 1\n'
+    "for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done\n"
     "echo locked; exec cat >/dev/null"
 )
 _LINK = 'cd "$1" && xargs -0 -n 2 ln --'
