@@ -75,7 +75,7 @@ def sweep_run_secrets(runs_dir: Path, run_finished: Callable[[str], bool | None]
     if not runs_dir.is_dir():
         return swept
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        present = [name for name in RUN_SECRETS if (run_dir / name).exists()]
+        present = [name for name in RUN_SECRETS if (run_dir / name).exists() or (run_dir / name).is_symlink()]
         if not present or run_finished(run_dir.name) is False:
             continue
         for name in present:

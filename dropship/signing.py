@@ -38,8 +38,35 @@ def gnupg_home(run_dir: str | Path) -> Path:
     return Path(run_dir) / GNUPG_DIR
 
 
+_SOCKET_ROOM = 100
+"""gpg-agent's sockets live in GNUPGHOME; a Unix socket path has at most 107 bytes."""
+
+
+def make_gnupg_home(home: Path) -> Path:
+    """Create `home` (mode 0700) and return the folder gpg uses.
+
+    A run folder can be too deep for gpg-agent's sockets: then the keyring is
+    a short temporary folder and `home` a symlink to it, so the sweep still
+    finds it from the run folder.
+    """
+    remove_gnupg_home(home)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    if len(str(home / "S.gpg-agent.browser").encode()) <= _SOCKET_ROOM:
+        home.mkdir(mode=0o700)
+        return home
+    real = Path(tempfile.mkdtemp(prefix="dropship-gpg-"))
+    os.symlink(real, home)
+    return real
+
+
 def remove_gnupg_home(home: Path) -> None:
-    """Stop the agent (and any other daemon) of `home`, then delete it."""
+    """Stop the agent (and any other daemon) of `home`, then delete it (and what it links to)."""
+    if home.is_symlink():
+        real = Path(os.readlink(home))
+        if real.name.startswith("dropship-gpg-"):
+            remove_gnupg_home(real)
+        home.unlink(missing_ok=True)
+        return
     if home.is_dir():
         try:
             subprocess.run(
@@ -57,7 +84,8 @@ def sweep_gnupg_homes(runs_dir: Path, is_live: Callable[[str], bool]) -> list[st
     swept: list[str] = []
     if not runs_dir.is_dir():
         return swept
-    for home in sorted(runs_dir.glob(f"*/{GNUPG_DIR}")):
+    homes = [run / GNUPG_DIR for run in runs_dir.iterdir() if run.is_dir()]
+    for home in sorted(h for h in homes if h.is_dir() or h.is_symlink()):
         run_id = home.parent.name
         if not is_live(run_id):
             remove_gnupg_home(home)
@@ -139,10 +167,7 @@ class Signer:
 
     def __enter__(self) -> Signer:
         if self._wanted_home is not None:
-            remove_gnupg_home(self._wanted_home)
-            self._wanted_home.parent.mkdir(parents=True, exist_ok=True)
-            self._wanted_home.mkdir(mode=0o700)
-            self._home = self._wanted_home
+            self._home = make_gnupg_home(self._wanted_home)
         else:
             self._home = Path(tempfile.mkdtemp(prefix="dropship-gpg-"))
         try:
@@ -160,7 +185,7 @@ class Signer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._home is not None:
-            remove_gnupg_home(self._home)
+            remove_gnupg_home(self._wanted_home or self._home)
             self._home = None
 
     @property
