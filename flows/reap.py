@@ -99,7 +99,7 @@ def crash_orphaned_releases(ttl_minutes: float, silence_seconds: float = HEARTBE
     return lost
 
 
-def _remove_stale_queues(machine_names: set[str]) -> list[str]:
+def _remove_stale_queues(machine_names: set[str], grace: timedelta) -> list[str]:
     now = datetime.now(timezone.utc)
     with get_client(sync_client=True) as client:
         try:
@@ -116,7 +116,7 @@ def _remove_stale_queues(machine_names: set[str]) -> list[str]:
         )
         busy = {r.work_queue_name for r in open_runs if r.work_queue_name}
         created = {q.name: (q.created or now) for q in queues}
-        stale = stale_queues(created, machine_names, busy, now=now, grace=QUEUE_GRACE)
+        stale = stale_queues(created, machine_names, busy, now=now, grace=grace)
         by_name = {q.name: q for q in queues}
         for name in stale:
             try:
@@ -127,7 +127,9 @@ def _remove_stale_queues(machine_names: set[str]) -> list[str]:
 
 
 @task(name="reap", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
-def reap_task(provider: str, workdir: str, credentials: str, ttl_minutes: float) -> list[str]:
+def reap_task(
+    provider: str, workdir: str, credentials: str, ttl_minutes: float, queue_grace_minutes: float = 10.0
+) -> list[str]:
     settings = DigitalOceanCredentials.load(credentials).settings() if provider == "digitalocean" else None
     machines = make_provider(provider, Path(workdir), settings)
     reaped = reap_machines(machines, run_finished=run_finished, ttl=timedelta(minutes=ttl_minutes))
@@ -138,7 +140,7 @@ def reap_task(provider: str, workdir: str, credentials: str, ttl_minutes: float)
         if run_id:
             cancel_open_build_runs(run_id)
     done = [f"{item.machine.name}: {item.reason}" for item in reaped]
-    for name in _remove_stale_queues({m.name for m in machines.list()}):
+    for name in _remove_stale_queues({m.name for m in machines.list()}, timedelta(minutes=queue_grace_minutes)):
         logger.info("removed work queue %s: no machine serves it", name)
         done.append(f"queue {name}: no machine serves it")
     for swept in sweep_run_secrets(Path(workdir) / "runs", run_finished):
@@ -155,9 +157,17 @@ def reap(
     workdir: str | None = None,
     credentials: str = "dropship-digitalocean",
     ttl_minutes: float = 120.0,
+    heartbeat_silence_seconds: float = HEARTBEAT_SILENCE.total_seconds(),
+    queue_grace_minutes: float = QUEUE_GRACE.total_seconds() / 60,
 ) -> list[str]:
-    """Crash orphaned release runs, then delete machines, queues and run secrets whose run is over."""
-    crashed = crash_orphaned_releases(ttl_minutes)
+    """Crash orphaned release runs, then delete machines, queues and run secrets whose run is over.
+
+    A Running release whose last heartbeat is older than `heartbeat_silence_seconds`
+    (or that never sent one and is older than `ttl_minutes`) has lost its
+    orchestrator; a builders' queue no machine serves is removed after
+    `queue_grace_minutes`.
+    """
+    crashed = crash_orphaned_releases(ttl_minutes, heartbeat_silence_seconds)
     return [f"run {r}: crashed, orchestrator gone" for r in crashed] + reap_task(
-        provider, workdir or str(default_workdir()), credentials, ttl_minutes
+        provider, workdir or str(default_workdir()), credentials, ttl_minutes, queue_grace_minutes
     )
