@@ -17,8 +17,8 @@ import pytest
 
 from dropship.demo import prepare_repository
 from dropship.machines.local import LocalProvider, _pids_with_marker
-from tests.faults.harness import agents_of
-from tests.flows.test_release import child_runs, commit_and_tag, machine_processes
+from tests.faults.harness import agents_of, machine_processes_under
+from tests.flows.test_release import child_runs, commit_and_tag
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,7 +101,7 @@ def test_a_machine_killed_mid_build_fails_the_release_within_a_minute(
     assert state.is_failed()
     assert "machine lost during the build" in state.message and "amd64-deb" in state.message, state.message
     assert seconds < 120, "the loss was noticed well before build_timeout"
-    assert LocalProvider(state_dir / "local").list() == [] and machine_processes() == []
+    assert LocalProvider(state_dir / "local").list() == [] and machine_processes_under(tmp_path) == []
     run_id = str(state.state_details.flow_run_id)
     assert not any(r.state.is_running() or r.state.is_scheduled() for r in child_runs(run_id))
     assert not (tmp_path / "published" / "current").exists(), "nothing was published"
@@ -118,16 +118,25 @@ def test_an_orchestrator_killed_leaves_nothing_after_the_reaper(
 
     manifest = _project(tmp_path, "v0.6.0", signing_key, SLOW_BUILD if kill_during == "build" else None)
     state_dir = tmp_path / "state"
-    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "5"}
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
     code = ("import sys; from flows.release import release; "
             "release(manifest=sys.argv[1], tag='v0.6.0', targets=['amd64-deb'], workdir=sys.argv[2])")
-    orchestrator = subprocess.Popen([sys.executable, "-c", code, str(manifest), str(state_dir)], cwd=ROOT, env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    log = tmp_path / "orchestrator.log"
+    with log.open("wb") as out:
+        orchestrator = subprocess.Popen([sys.executable, "-c", code, str(manifest), str(state_dir)], cwd=ROOT,
+                                        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def reached(check: Any) -> Any:
+        def probe() -> Any:
+            assert orchestrator.poll() is None, f"the release ended first:\n{log.read_text()[-3000:]}"
+            return check()
+        return probe
+
     try:
         if kill_during == "build":
-            _wait_for("the build", lambda: _building(state_dir))
+            _wait_for("the build", reached(lambda: _building(state_dir)))
         else:
-            _wait_for("signing", lambda: [p for p in (state_dir / "runs").glob("*/gnupg")] if (state_dir / "runs").is_dir() else None,
+            _wait_for("signing", reached(lambda: list((state_dir / "runs").glob("*/gnupg")) if (state_dir / "runs").is_dir() else None),
                       timeout=300)
         os.killpg(orchestrator.pid, signal.SIGKILL)
     finally:
@@ -153,7 +162,7 @@ def test_an_orchestrator_killed_leaves_nothing_after_the_reaper(
 
         assert client.read_flow_run(UUID(run_id)).state.is_crashed()
     assert f"run {run_id}: crashed, orchestrator gone" in done
-    assert LocalProvider(state_dir / "local").list() == [] and machine_processes() == []
+    assert LocalProvider(state_dir / "local").list() == [] and machine_processes_under(tmp_path) == []
     assert not (run_dir / "ssh").exists() and not keyring.exists() and not keyring.is_symlink()
     if kill_during == "sign":
         _wait_for("the agent to stop", lambda: not agents_of(real), timeout=10)

@@ -140,7 +140,8 @@ def test_a_release_build_reads_neither_the_api_url_nor_the_signing_key(
     from blocks.signing_key import SigningKey
     from dropship.demo import prepare_repository
     from flows.release import release
-    from tests.flows.test_release import commit_and_tag, machine_processes
+    from tests.faults.harness import machine_processes_under
+    from tests.flows.test_release import commit_and_tag
 
     monkeypatch.setenv("HELLO_SECRETS_SIGNING_KEY", signing_key)  # the orchestrator's environment only
     SigningKey(private_key_env="HELLO_SECRETS_SIGNING_KEY").save("hello-secrets-key", overwrite=True)
@@ -170,4 +171,4 @@ def test_a_release_build_reads_neither_the_api_url_nor_the_signing_key(
     assert not [n for n in probe["env"] if n.startswith("PREFECT_") or "SIGNING" in n or "TOKEN" in n]
     assert "hello-secrets-key" in probe["blocks"], "the build did reach the blocks API (it knew the address)"
     assert "HELLO_SECRETS_SIGNING_KEY" in probe["blocks"] and "PRIVATE KEY" not in probe["blocks"]
-    assert machine_processes() == []
+    assert machine_processes_under(tmp_path) == []
