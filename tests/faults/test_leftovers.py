@@ -39,8 +39,10 @@ def _crashed_run() -> str:
 def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(prefect_server: str, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
 
+    from deployments.apply import Applied, ensure_pool
     from flows.reap import reap
 
+    ensure_pool("dropship-builders", Applied())
     state = tmp_path / "state"
     provider = LocalProvider(state / "local")
     client = generate_keypair("client")
