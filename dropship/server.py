@@ -113,10 +113,11 @@ class LocalPrefectServer:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Start the server (on `port`, e.g. the one it had before a restart; a free one by default)."""
         self.home.mkdir(parents=True, exist_ok=True)
         self.stale_pid = stop_stale_server(self.home)
-        self.port = free_port()
+        self.port = port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
         log = (self.home / "server.log").open("wb")
