@@ -99,7 +99,7 @@ def publisher_from(spec: dict[str, str]) -> Publisher:
 
 
 def spawn_release(spec: dict[str, str], work: Path, release_id: str, version: str, deb: Path, key: str,
-                  kill_at: str | None = None) -> "subprocess.Popen[str]":
+                  kill_at: str | None = None) -> subprocess.Popen[str]:
     """`release_into` in a new process (an orchestrator of its own)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "key.asc").write_text(key)
@@ -111,7 +111,7 @@ def spawn_release(spec: dict[str, str], work: Path, release_id: str, version: st
     )
 
 
-def ssh_spec(server: "RepoServerHost", mirror: Path) -> dict[str, str]:
+def ssh_spec(server: RepoServerHost, mirror: Path) -> dict[str, str]:
     return {"kind": "ssh", "host": server.endpoint.host, "port": str(server.endpoint.port),
             "user": server.endpoint.user, "host_key": server.endpoint.host_public_key,
             "private_key": server.private_key, "root": str(server.root), "mirror": str(mirror)}

@@ -18,7 +18,11 @@ import pytest
 
 from dropship.deploy import LocalPublisher, SshPublisher
 from tests.faults.harness import (
-    indexed_releases, published_versions, publisher_from, spawn_release, ssh_spec,
+    indexed_releases,
+    published_versions,
+    publisher_from,
+    spawn_release,
+    ssh_spec,
 )
 from tests.servers import RepoServerHost, start_repo_server
 
@@ -75,9 +79,8 @@ def test_a_waiting_publisher_is_told_who_holds_the_lock(kind: str, tmp_path: Pat
     heard: list[str] = []
     with holder.locked("flow run brave-otter (1234): publishing r9"):
         started = time.monotonic()
-        with pytest.raises(Exception, match="publish lock") as failure:
-            with waiter.locked("other", heard.append):
-                pass
+        with pytest.raises(Exception, match="publish lock") as failure, waiter.locked("other", heard.append):
+            pass
         waited = time.monotonic() - started
     assert heard and "held by flow run brave-otter (1234): publishing r9" in heard[0], heard
     assert "current release unchanged" in str(failure.value)

@@ -22,7 +22,12 @@ from dropship.deploy.base import BEEN_CURRENT
 from dropship.errors import PublishError
 from dropship.reaper import sweep_run_secrets
 from tests.faults.harness import (
-    SLOW_SIGNING, agents_of, published_versions, publisher_from, spawn_release, ssh_spec,
+    SLOW_SIGNING,
+    agents_of,
+    published_versions,
+    publisher_from,
+    spawn_release,
+    ssh_spec,
 )
 from tests.servers import RepoServerHost, start_repo_server
 
@@ -66,7 +71,7 @@ def test_killed_while_signing_leaves_current_and_a_keyring_the_sweep_removes(
     assert blocked < 30
     assert published_versions(current) == {"0.1.0", "0.3.0"}
 
-    swept = sweep_run_secrets(runs, lambda run_id: False if run_id == "run-live" else True)
+    swept = sweep_run_secrets(runs, lambda run_id: run_id != "run-live")
     assert "run-2/gnupg" in swept and not keyring.exists()
     deadline = time.monotonic() + 10
     while agents_of(keyring) and time.monotonic() < deadline:

@@ -22,9 +22,8 @@ from typing import Any
 import pytest
 
 from dropship.builder import build
-from dropship.errors import BuildFailed, ConfigError
+from dropship.errors import ConfigError
 from dropship.secretref import resolve_secret
-from tests.faults.harness import EXAMPLE
 
 PROBE = r'''
 import json, os, urllib.request

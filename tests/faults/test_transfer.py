@@ -79,16 +79,15 @@ def test_gpg_failing_mid_signing(tmp_path: Path, signing_key: str, example_packa
     publisher.publish(_signed_tree(publisher, tmp_path, "0.1.0", debs["0.1.0"], signing_key), _release("0.1.0").id)
     home = tmp_path / "gnupg"
     started = time.monotonic()
-    with pytest.raises(RepositoryError, match="gpg refused to sign") as failure:
-        with publisher.locked("failing release"):
-            tree = tmp_path / "tree-0.2.0"
-            publisher.fetch_current(tree)
-            with Signer([signing_key], home=home) as signer:
-                shutil.rmtree(home / "private-keys-v1.d")  # the key vanished under gpg (disk, agent, whatever)
-                subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=True)
-                sign_and_index(tree, example_manifest(), _release("0.2.0"), {"amd64-deb": [debs["0.2.0"]]}, signer,
-                               base_url="http://127.0.0.1/")
-            publisher.publish(tree, _release("0.2.0").id)
+    tree = tmp_path / "tree-0.2.0"
+    with pytest.raises(RepositoryError, match="gpg refused to sign") as failure, publisher.locked("failing release"):
+        publisher.fetch_current(tree)
+        with Signer([signing_key], home=home) as signer:
+            shutil.rmtree(home / "private-keys-v1.d")  # the key vanished under gpg (disk, agent, whatever)
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=True)
+            sign_and_index(tree, example_manifest(), _release("0.2.0"), {"amd64-deb": [debs["0.2.0"]]}, signer,
+                           base_url="http://127.0.0.1/")
+        publisher.publish(tree, _release("0.2.0").id)
     seconds = time.monotonic() - started
     print(f"\nFIGURE gpg-failing: error after {seconds:.1f} s: {failure.value}")
     assert seconds < 30
