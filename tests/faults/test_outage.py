@@ -55,7 +55,8 @@ def test_the_build_wait_rides_out_a_short_outage_and_names_a_long_one(
             time.sleep(15)
             server.start(port)
             outage["up"] = time.monotonic()
-            with get_client(sync_client=True) as client:
+            # settings are per thread (context variables): name the server again here
+            with temporary_settings({PREFECT_API_URL: server.api_url}), get_client(sync_client=True) as client:
                 client.set_flow_run_state(run.id, Completed(), force=True)
 
         # The outage lasts 15 s plus the server's own restart (a minute or two on a busy host):
