@@ -10,6 +10,7 @@ from pydantic import Field, SecretStr
 from dropship.errors import ConfigError
 from dropship.machines.bootstrap import PYPI
 from dropship.machines.digitalocean import DigitalOceanSettings
+from dropship.secretref import resolve_secret
 
 
 def _loopback(url: str) -> bool:
@@ -24,7 +25,17 @@ class DigitalOceanCredentials(Block):
     _block_type_slug = "dropship-digitalocean-credentials"
     _description = "DigitalOcean API token and droplet connection settings for dropship's build machines."
 
-    token: SecretStr = Field(description="DigitalOcean API token (read and write).")
+    token_env: str | None = Field(
+        default=None, description="Name of an environment variable of the orchestrator holding the API token."
+    )
+    token_file: str | None = Field(
+        default=None, description="Path on the orchestrator of a file (mode 0600) holding the API token."
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="DigitalOcean API token (read and write). Only when no builder can reach this Prefect server: "
+        "anyone with its API credential can read it; prefer token_env or token_file.",
+    )
     endpoint: str = Field(default="https://api.digitalocean.com", description="API endpoint; the emulator's URL in tests.")
     ssh_port: int = Field(default=22, description="SSH port of the droplets.")
     ssh_user: str = Field(default="root", description="User the orchestrator logs in as.")
@@ -61,7 +72,11 @@ class DigitalOceanCredentials(Block):
 
     def settings(self) -> DigitalOceanSettings:
         return DigitalOceanSettings(
-            token=self.token.get_secret_value(), endpoint=self.endpoint, ssh_port=self.ssh_port,
+            token=resolve_secret(
+                "DigitalOcean token", value=self.token.get_secret_value() if self.token else None,
+                file=self.token_file, env=self.token_env,
+            ).strip(),
+            endpoint=self.endpoint, ssh_port=self.ssh_port,
             ssh_user=self.ssh_user, vpcs=dict(self.vpcs), private_network=self.private_network, ssh_key=self.ssh_key,
             ready_timeout=self.ready_timeout, poll_interval=self.poll_interval,
         )

@@ -4,6 +4,13 @@ The report (name, size, sha256 of every artifact) is written next to the
 workspace as `report.json`; the orchestrator reads it over SFTP and checks
 every file it pulls against it. The report travels by file, not by Prefect
 result, because a droplet's result storage is not the orchestrator's.
+
+The build command is the project's code and its dependencies' code: it runs
+with an allow-listed environment (`build_environment`: no PREFECT_*, no
+credential of the worker or the orchestrator) and, given `run_as` on a
+machine where the worker is root, as that unprivileged user (created if
+missing), which can read neither the worker's credentials file nor its
+/proc entries.
 """
 
 from __future__ import annotations
@@ -11,18 +18,55 @@ from __future__ import annotations
 import glob
 import json
 import os
+import pwd
 import shutil
 import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from dropship.errors import BuildFailed, CommandError
+from dropship.errors import BuildFailed, CommandError, ConfigError
 from dropship.graph import DEPS_DIR
 from dropship.process import run
 from dropship.repos.files import sha256_file
 
 REPORT = "report.json"
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
+"""What a build inherits from the worker; everything else comes from the manifest's `env`."""
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def build_environment(target_env: dict[str, str], *, home: Path, version: str, target: str) -> dict[str, str]:
+    """The whole environment of a build command: an allow-list, never the worker's secrets."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["HOME"] = str(home)
+    env.update(target_env)
+    env["DROPSHIP_VERSION"] = version
+    env["DROPSHIP_TARGET"] = target
+    return env
+
+
+def build_identity(run_as: str | None) -> tuple[int, int] | None:
+    """(uid, gid) of `run_as`, created as a system user if missing; None when not root or not asked."""
+    if not run_as or os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(run_as)
+    except KeyError:
+        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", run_as],
+            what=f"creating the build user {run_as}")
+        entry = pwd.getpwnam(run_as)
+    if entry.pw_uid == 0:
+        raise ConfigError(f"build user {run_as} is root: builds must run unprivileged")
+    return entry.pw_uid, entry.pw_gid
+
+
+def _chown_tree(root: Path, uid: int, gid: int) -> None:
+    os.chown(root, uid, gid)
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            os.lchown(os.path.join(directory, name), uid, gid)
 
 
 @dataclass(frozen=True)
@@ -89,16 +133,27 @@ def build(
     version: str,
     env: dict[str, str],
     timeout: float,
+    run_as: str | None = None,
 ) -> BuildReport:
     """Unpack `archive`, run `command` in it, hash the artifacts, write the report."""
     source = workspace / "src"
     unpack(archive, source)
+    home = workspace / "home"
+    shutil.rmtree(home, ignore_errors=True)
+    home.mkdir(parents=True)
+    identity = build_identity(run_as)
+    if identity is not None:
+        _chown_tree(source, *identity)
+        _chown_tree(home, *identity)
     started = time.monotonic()
-    build_env = {**env, "DROPSHIP_VERSION": version, "DROPSHIP_TARGET": target}
+    build_env = build_environment(env, home=home, version=version, target=target)
     if (source / DEPS_DIR).is_dir():  # the artifacts of the targets it depends on (dropship.graph)
         build_env["DROPSHIP_DEPS"] = str(source / DEPS_DIR)
     try:
-        output = run(command, cwd=source, env=build_env, what=f"build of {target}", timeout=timeout)
+        output = run(
+            command, cwd=source, env=build_env, inherit_env=False, what=f"build of {target}", timeout=timeout,
+            user=identity[0] if identity else None, group=identity[1] if identity else None,
+        )
     except CommandError as exc:
         raise BuildFailed(target, str(exc)) from exc
     seconds = time.monotonic() - started

@@ -273,6 +273,8 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"starting a local Prefect server (SQLite in {workdir / 'prefect'}) ...", flush=True)
         server = LocalPrefectServer(workdir / "prefect")
         server.start()
+        if server.stale_pid:
+            print(f"stopped the Prefect server (pid {server.stale_pid}) a killed demo left running", flush=True)
         server.export_env()
         print(f"Prefect UI: {server.ui_url}", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -24,15 +24,21 @@ def run(
     timeout: float | None = None,
     input_text: str | None = None,
     error: type[CommandError] = CommandError,
+    inherit_env: bool = True,
+    user: int | None = None,
+    group: int | None = None,
 ) -> str:
     """Run `argv` and return its combined output; raise `error` on failure.
 
     `env` is added to the current environment rather than replacing it, so
-    PATH and locale survive; pass explicit values to override.
+    PATH and locale survive; pass explicit values to override. With
+    `inherit_env=False` the command gets `env` alone (untrusted commands:
+    builds). `user`/`group` run it as another uid/gid (no supplementary groups).
     """
-    full_env = dict(os.environ)
+    full_env = dict(os.environ) if inherit_env else {}
     if env:
         full_env.update(env)
+
     try:
         completed = subprocess.run(
             list(argv),
@@ -44,6 +50,9 @@ def run(
             text=True,
             timeout=timeout,
             check=False,
+            user=user,
+            group=group if group is not None or user is None else user,
+            extra_groups=[] if user is not None else None,
         )
     except FileNotFoundError as exc:
         raise error(argv, 127, f"{argv[0]}: not found ({exc})", what) from exc

@@ -2,11 +2,16 @@
 
 Started as a subprocess in its own session, listening on 127.0.0.1 only,
 with its database and home under the demo's folder, and stopped with its
-whole process group so nothing of it outlives the command.
+whole process group so nothing of it outlives the command. If the command
+is killed (SIGKILL runs no cleanup), the server gets SIGTERM from the kernel
+(parent-death signal), and its process group is recorded in
+`<home>/server.pid`: the next start in the same home finds a survivor and
+stops it.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +26,50 @@ from dropship.errors import DropshipError
 from dropship.machines.local import free_port
 
 
+PIDFILE = "server.pid"
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started us dies (Linux)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _is_our_server(pid: int, home: Path) -> bool:
+    """`pid` runs `prefect server start` with PREFECT_HOME=`home` (not some reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return b"server\0start" in cmdline and f"PREFECT_HOME={home}".encode() in environ
+
+
+def stop_stale_server(home: Path) -> int | None:
+    """Stop the server a killed command left running in `home`; return its pid, if there was one."""
+    try:
+        pid = int((home / PIDFILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    (home / PIDFILE).unlink(missing_ok=True)
+    if pid <= 0 or not _is_our_server(pid, home):
+        return None
+    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return pid
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and _is_our_server(pid, home):
+            time.sleep(0.2)
+        if not _is_our_server(pid, home):
+            return pid
+    return pid
+
+
 class LocalPrefectServer:
     def __init__(self, home: Path, *, startup_timeout: float = 120.0, host: str = "127.0.0.1", port: int = 0,
                  extra_env: dict[str, str] | None = None) -> None:
@@ -31,6 +80,8 @@ class LocalPrefectServer:
         """0: a free port, chosen at each start."""
         self._fixed_port = port
         self.extra_env = dict(extra_env or {})
+        self.stale_pid: int | None = None
+        """The pid of a server a killed demo left in `home`, stopped by `start()`."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -78,17 +129,21 @@ class LocalPrefectServer:
     ) -> None:
         self.stop()
 
-    def start(self) -> None:
+    def start(self, port: int | None = None) -> None:
+        """Start the server (on `port`, e.g. the one it had before a restart; a free one by default)."""
         self.home.mkdir(parents=True, exist_ok=True)
-        self.port = self._fixed_port or free_port()
+        self.stale_pid = stop_stale_server(self.home)
+        self.port = port or self._fixed_port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
         log = (self.home / "server.log").open("ab")  # a restart keeps the crash
         self._process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         log.close()
+        (self.home / PIDFILE).write_text(f"{self._process.pid}\n")
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -108,6 +163,7 @@ class LocalPrefectServer:
         process, self._process = self._process, None
         if process is None:
             return
+        (self.home / PIDFILE).unlink(missing_ok=True)
         try:
             os.killpg(process.pid, signal.SIGTERM)
         except ProcessLookupError:

@@ -3,6 +3,10 @@
 The secret key material lives in a block; for each signing it is imported
 into a fresh, private GNUPGHOME that is deleted afterwards, so no keyring on
 the orchestrator accumulates keys and nothing depends on an agent's state.
+A release's GNUPGHOME is `<workdir>/runs/<run id>/gnupg`: its gpg-agent is
+stopped (`gpgconf --kill all`) and the folder removed when signing ends, and
+what a killed run left there is swept by the next run and by the reaper
+(`sweep_gnupg_homes`).
 Every configured key signs (key rotation: clients that trust either key
 accept the repository), and a key that is expired or expires within the
 configured margin is refused before anything is built.
@@ -12,7 +16,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +30,67 @@ import gnupg
 from dropship.errors import RepositoryError, SigningKeyError
 
 DIGEST = "SHA512"
+GNUPG_DIR = "gnupg"
+
+
+def gnupg_home(run_dir: str | Path) -> Path:
+    """Where a run's signing keyring lives: under its run folder, where the reaper finds it."""
+    return Path(run_dir) / GNUPG_DIR
+
+
+_SOCKET_ROOM = 100
+"""gpg-agent's sockets live in GNUPGHOME; a Unix socket path has at most 107 bytes."""
+
+
+def make_gnupg_home(home: Path) -> Path:
+    """Create `home` (mode 0700) and return the folder gpg uses.
+
+    A run folder can be too deep for gpg-agent's sockets: then the keyring is
+    a short temporary folder and `home` a symlink to it, so the sweep still
+    finds it from the run folder.
+    """
+    remove_gnupg_home(home)
+    home.parent.mkdir(parents=True, exist_ok=True)
+    if len(str(home / "S.gpg-agent.browser").encode()) <= _SOCKET_ROOM:
+        home.mkdir(mode=0o700)
+        return home
+    real = Path(tempfile.mkdtemp(prefix="dropship-gpg-"))
+    os.symlink(real, home)
+    return real
+
+
+def remove_gnupg_home(home: Path) -> None:
+    """Stop the agent (and any other daemon) of `home`, then delete it (and what it links to)."""
+    if home.is_symlink():
+        real = Path(os.readlink(home))
+        if real.name.startswith("dropship-gpg-"):
+            remove_gnupg_home(real)
+        home.unlink(missing_ok=True)
+        return
+    if home.is_dir():
+        try:
+            subprocess.run(
+                ["gpgconf", "--homedir", str(home), "--kill", "all"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def sweep_gnupg_homes(runs_dir: Path, is_live: Callable[[str], bool]) -> list[str]:
+    """Remove the GNUPGHOME (and its agent) of every run under `runs_dir` that is not live; return their ids."""
+    swept: list[str] = []
+    if not runs_dir.is_dir():
+        return swept
+    homes = [run / GNUPG_DIR for run in runs_dir.iterdir() if run.is_dir()]
+    for home in sorted(h for h in homes if h.is_dir() or h.is_symlink()):
+        run_id = home.parent.name
+        if not is_live(run_id):
+            remove_gnupg_home(home)
+            swept.append(run_id)
+    return swept
 
 
 @dataclass(frozen=True)
@@ -60,7 +127,7 @@ def generate_key(name: str, email: str, *, expire_days: int = 365) -> str:
             raise SigningKeyError("gpg generated a key but did not export it")
         return str(armored)
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        remove_gnupg_home(home)
 
 
 def _gpg(home: Path) -> Any:
@@ -84,19 +151,25 @@ class Signer:
         passphrase: str | None = None,
         min_validity: timedelta = timedelta(days=7),
         now: datetime | None = None,
+        home: Path | None = None,
     ) -> None:
+        """`home`: the GNUPGHOME to use (created fresh, removed at exit); a temporary folder by default."""
         if not private_keys:
             raise SigningKeyError("no signing key configured")
         self._private_keys = private_keys
         self._passphrase = passphrase
         self._min_validity = min_validity
         self._now = now
+        self._wanted_home = home
         self._home: Path | None = None
         self._gpg: Any = None
         self.keys: list[KeyInfo] = []
 
     def __enter__(self) -> Signer:
-        self._home = Path(tempfile.mkdtemp(prefix="dropship-gpg-"))
+        if self._wanted_home is not None:
+            self._home = make_gnupg_home(self._wanted_home)
+        else:
+            self._home = Path(tempfile.mkdtemp(prefix="dropship-gpg-"))
         try:
             self._gpg = _gpg(self._home)
             (self._home / "gpg.conf").write_text(f"personal-digest-preferences {DIGEST}\ncert-digest-algo {DIGEST}\n")
@@ -112,7 +185,7 @@ class Signer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._home is not None:
-            shutil.rmtree(self._home, ignore_errors=True)
+            remove_gnupg_home(self._wanted_home or self._home)
             self._home = None
 
     @property

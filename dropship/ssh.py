@@ -260,13 +260,16 @@ class SshSession:
             raise MachineError(f"remote command {command!r} exited {status}: {(err or out).strip()[-500:]}")
         return out
 
-    def hold(self, argv: Sequence[str], *, ready: str, timeout: float) -> Held:
+    def hold(
+        self, argv: Sequence[str], *, ready: str, timeout: float, on_line: Callable[[str], None] | None = None
+    ) -> Held:
         """Start a remote command that runs until we close it; wait for `ready` on its stdout.
 
         Used for the repository server's lock: `flock` keeps the lock exactly as
         long as this channel lives, so a dropped orchestrator never leaves a
         stale lock behind. The command's stdin stays open until `close()`
         (closing paramiko's stdin file, even by garbage collection, sends EOF).
+        Lines before `ready` go to `on_line` (e.g. who holds the lock meanwhile).
         """
         if self._client is None:
             raise MachineError("SSH session is not connected")
@@ -274,6 +277,9 @@ class SshSession:
         try:
             stdin, stdout, _ = self._client.exec_command(command, timeout=timeout)
             line = stdout.readline().strip()
+            while on_line is not None and line and line != ready:
+                on_line(line)
+                line = stdout.readline().strip()
         except (OSError, paramiko.SSHException, socket.timeout) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if line != ready:

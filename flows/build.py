@@ -17,11 +17,13 @@ def build(
     version: str,
     env: dict[str, str] | None = None,
     timeout: float = 1800.0,
+    build_user: str | None = None,
 ) -> dict[str, object]:
     """Unpack the uploaded source, run the build command, write report.json.
 
     The orchestrator reads the report over SFTP, not this return value: a
-    machine's result storage is its own disk.
+    machine's result storage is its own disk. The command runs with an
+    allow-listed environment, as `build_user` where the worker is root.
     """
-    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout)
+    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout, build_user)
     return {"target": report.target, "artifacts": [a.name for a in report.artifacts], "seconds": report.seconds}

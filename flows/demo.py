@@ -48,7 +48,10 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
     source = prepare_repository(workdir / "hello", tag)
     manifest_path = source / "dropship.toml"
     manifest = load_manifest(manifest_path)
-    SigningKey(private_key=demo_key(workdir)).save(manifest.blocks.signing_key, overwrite=True)
+    demo_key(workdir)  # the block names the file: the key itself never enters Prefect
+    SigningKey(private_key_file=str((workdir / "signing-key.asc").resolve())).save(
+        manifest.blocks.signing_key, overwrite=True
+    )
     published = workdir / "published"
     RepoServer(path=str(published)).save(manifest.blocks.repo_server, overwrite=True)
     if provider == "digitalocean":
@@ -57,7 +60,7 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
             raise ConfigError("the digitalocean demo needs --do-endpoint and the token in $DIGITALOCEAN_TOKEN")
         auth = os.environ.get("PREFECT_API_AUTH_STRING")
         DigitalOceanCredentials(
-            token=token, endpoint=do_endpoint, api_auth_string=SecretStr(auth) if auth else None,
+            token_env="DIGITALOCEAN_TOKEN", endpoint=do_endpoint, api_auth_string=SecretStr(auth) if auth else None,
         ).save(manifest.machines.credentials, overwrite=True)
 
     state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), provider=provider,

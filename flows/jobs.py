@@ -92,13 +92,19 @@ def _no_machine_left(manifest: Manifest, plan: ReleasePlan, workdir: str) -> Non
         get_run_logger().warning("deleted machine %s before waiting for approval", machine.name)
 
 
-def run_jobs_before_publication(manifest: Manifest, plan: ReleasePlan, tree: str, workdir: str) -> list[JobOutcome]:
+def needs_signed_tree(manifest: Manifest, plan: ReleasePlan) -> bool:
+    """Whether a job installs from, or writes into, the signed tree before publication."""
+    return bool(jobs_of(manifest, JobKind.INTEGRATION, plan.release_class) or jobs_of(manifest, JobKind.DOCS, plan.release_class))
+
+
+def run_jobs_before_publication(manifest: Manifest, plan: ReleasePlan, tree: str | None, workdir: str) -> list[JobOutcome]:
     """Integration and docs jobs in parallel on the signed tree, then each manual gate in turn.
 
     Raises `ReleaseFailed` (a job failed) or `JobFailed` (a gate was rejected
     or timed out): the release then ends unpublished.
     """
     futures: dict[str, Any] = {}
+    assert tree is not None or not needs_signed_tree(manifest, plan)
     for job in jobs_of(manifest, JobKind.INTEGRATION, plan.release_class):
         left_out = [t for t in integration_targets(manifest, job) if t not in plan.targets]
         if left_out:  # `--target` chose other targets: nothing of this job's was built

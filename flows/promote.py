@@ -14,7 +14,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run as current_run
 
 from dropship.manifest import load_manifest
-from tasks.repository import publish_tree, sign_promotion
+from tasks.repository import promote_build
 from tasks.settings import default_workdir
 from tasks.summary import repository_url
 
@@ -27,8 +27,8 @@ def promote(
     spec = load_manifest(manifest)
     workdir = workdir or str(default_workdir())
     run_dir = Path(workdir) / "runs" / str(current_run.id)
-    tree, new_id = sign_promotion(spec, build, as_tag, str(run_dir), workdir, base_url)
-    result = publish_tree(spec.blocks.repo_server, new_id, tree, workdir)
+    result = promote_build(spec, build, as_tag, str(run_dir), workdir, base_url)
+    new_id = result.release_id
     url = repository_url(spec, base_url)
     create_markdown_artifact(
         key="promotion",

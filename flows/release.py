@@ -33,7 +33,7 @@ from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetSummary
-from flows.jobs import publish_language_packages, run_jobs_before_publication, run_unit_jobs
+from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import (
     build_target,
@@ -43,7 +43,7 @@ from tasks.cache import (
 )
 from tasks.machines import client_key_path, teardown, teardown_run
 from tasks.prepare import plan_release, preflight, test_source
-from tasks.repository import publish_tree, sign_repositories
+from tasks.repository import sign_and_publish, sign_repositories
 from tasks.settings import default_workdir
 from tasks.summary import repository_url, write_summary
 
@@ -192,20 +192,24 @@ def release(
         failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
         if failures:
             raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published", failures)
-        sign_started = time.monotonic()
-        tree = sign_repositories(spec, plan, base_url, workdir)
-        formats = sorted({"APT" if fmt.value == "deb" else "RPM" for n in plan.targets if (fmt := spec.target(n).format)})
-        logger.info("%s repository of %s", " and ".join(formats), ", ".join(plan.suites),
-                    extra=event("sign", seconds=time.monotonic() - sign_started))
+        formats = " and ".join(sorted({"APT" if fmt.value == "deb" else "RPM"
+                                       for n in plan.targets if (fmt := spec.target(n).format)}))
+        tree = None
+        if dry_run or needs_signed_tree(spec, plan):  # jobs install from it; publishing signs again under the lock
+            sign_started = time.monotonic()
+            tree = sign_repositories(spec, plan, base_url, workdir)
+            logger.info("%s repository of %s", formats, ", ".join(plan.suites),
+                        extra=event("sign", seconds=time.monotonic() - sign_started))
         run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
         if dry_run:
+            assert tree is not None
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree, extra=event("publish", "skipped"))
         else:
             publish_started = time.monotonic()
-            published = publish_tree(spec.blocks.repo_server, plan.release_id, tree, workdir)
+            published = sign_and_publish(spec, plan, base_url, workdir)
             status, repository = "published", published.location
-            done = f"uploaded {published.uploaded} files"
+            done = f"signed the {formats} repository of {', '.join(plan.suites)}; uploaded {published.uploaded} files"
             if published.reused:
                 done += f", {published.reused} unchanged from the previous release"
             logger.info("%s; current -> %s", done, plan.release_id,

@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from uuid import UUID
+
+import httpx
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import PrefectHTTPStatusError
+from prefect.settings import PREFECT_API_URL
 
 from dropship.builder import BuildReport, build
-from dropship.collect import upload_source
-from dropship.errors import BuildFailed
+from dropship.collect import endpoint, upload_source
+from dropship.errors import BuildFailed, DropshipError
 from dropship.jobs import build_globs
 from dropship.machines import Machine, run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from tasks.machines import client_key_path, delete_machine
+from dropship.ssh import SshSession
+from tasks.machines import client_key_path, delete_machine, provider_for
 from deployments import BUILD
 from deployments.apply import Applied, ensure_deployment, ensure_pool
 
 PICKUP_TIMEOUT = 180.0
+LIVENESS_SECONDS = 15.0
+"""How often a running build's machine is checked (provider, then SSH)."""
+API_OUTAGE_SECONDS = 120.0
+"""How long the Prefect API may stay unreachable before the wait gives up."""
+BUILD_USER = "dropship-build"
 
 
 @task(name="ensure-build-deployment", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -40,21 +51,70 @@ def ensure_build_deployment() -> None:
     ensure_deployment(BUILD, applied)
 
 
-def _wait(flow_run_id: UUID, target: str, queue: str, timeout: float) -> FlowRun:
-    """Wait for the child run to end; fail clearly if no worker picks it up."""
+def _wait(
+    flow_run_id: UUID, target: str, queue: str, timeout: float, lost: Callable[[], str | None] | None = None
+) -> FlowRun:
+    """Wait for the child run to end; fail clearly if no worker picks it up, if the
+    machine dies (`lost()` names why, checked every LIVENESS_SECONDS), or if the
+    Prefect API stays unreachable for API_OUTAGE_SECONDS (shorter outages are
+    waited through)."""
     started = time.monotonic()
+    checked = started
+    unreachable_since: float | None = None
     with get_client(sync_client=True) as client:
         while True:
-            run = client.read_flow_run(flow_run_id)
+            now = time.monotonic()
+            try:
+                run = client.read_flow_run(flow_run_id)
+                unreachable_since = None
+            except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+                if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code < 500:
+                    raise
+                unreachable_since = unreachable_since or now
+                if now - unreachable_since > API_OUTAGE_SECONDS:
+                    raise BuildFailed(
+                        target, f"the Prefect API at {PREFECT_API_URL.value()} was unreachable for "
+                        f"{now - unreachable_since:.0f} s while waiting for the build ({type(exc).__name__})"
+                    ) from exc
+                time.sleep(2.0)
+                continue
             state = run.state
             if state is not None and state.is_final():
                 return run
-            waited = time.monotonic() - started
+            waited = now - started
             if state is not None and state.is_scheduled() and waited > PICKUP_TIMEOUT:
                 raise BuildFailed(target, f"no worker picked up the build on queue {queue} in {PICKUP_TIMEOUT:.0f} s")
             if waited > timeout:
                 raise BuildFailed(target, f"build did not finish within {timeout:.0f} s")
+            if lost is not None and now - checked >= LIVENESS_SECONDS:
+                checked = now
+                reason = lost()
+                if reason:
+                    raise BuildFailed(target, f"machine lost during the build after {waited:.0f} s: {reason}")
             time.sleep(1.0)
+
+
+def _liveness(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine, key: str) -> Callable[[], str | None]:
+    """What tells a dead machine from a slow build: the provider's view, then SSH (twice, to forgive a blip)."""
+    provider = provider_for(manifest, plan.provider, workdir)
+    misses = [0]
+
+    def lost() -> str | None:
+        try:
+            if not provider.alive(machine.id):
+                return f"{plan.provider} machine {machine.name} ({machine.id}) is gone or its worker is not running"
+        except DropshipError:
+            pass  # the provider's API hiccuped: SSH decides
+        try:
+            with SshSession(endpoint(machine), key, connect_timeout=10):
+                misses[0] = 0
+        except DropshipError as exc:
+            misses[0] += 1
+            if misses[0] >= 2:
+                return f"machine {machine.name} ({machine.id}) does not answer SSH: {exc}"
+        return None
+
+    return lost
 
 
 @task(name="build", task_run_name="build {target_name}", cache_policy=NO_CACHE)
@@ -81,6 +141,8 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
                 # the commit's time, so a rebuild of the same commit can be byte-identical
                 "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},
                 "timeout": float(manifest.machines.build_timeout),
+                # droplets run their worker as root: the build runs as this unprivileged user
+                "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
             },
             work_queue_name=machine.name,
             timeout=0,
@@ -88,8 +150,14 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
             flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
         )
         logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
-        finished = _wait(child.id, target.name, machine.name, float(manifest.machines.build_timeout))
+        finished = _wait(child.id, target.name, machine.name, float(manifest.machines.build_timeout),
+                         _liveness(manifest, plan, workdir, machine, key))
         assert finished.state is not None
+        if finished.state.is_crashed():
+            raise BuildFailed(
+                target.name, f"machine lost during the build: the flow run {finished.name} on {machine.name} "
+                f"({machine.id}) crashed, its process or worker died: {finished.state.message}",
+            )
         if not finished.state.is_completed():
             raise BuildFailed(target.name, f"build flow run {finished.name} ended {finished.state.name}: {finished.state.message}")
         return {"flow_run": finished.name, "seconds": round(time.monotonic() - started, 3)}
@@ -104,12 +172,12 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
 @task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
     target: str, workspace: str, archive: str, command: list[str], artifacts: list[str],
-    version: str, env: dict[str, str], timeout: float,
+    version: str, env: dict[str, str], timeout: float, build_user: str | None = None,
 ) -> BuildReport:
     """On the machine: the build itself (see `dropship.builder`)."""
     report = build(
         target=target, workspace=Path(workspace), archive=Path(archive), command=command,
-        artifacts=artifacts, version=version, env=env, timeout=timeout,
+        artifacts=artifacts, version=version, env=env, timeout=timeout, run_as=build_user,
     )
     logger = get_run_logger()
     logger.info("build output (last lines):\n%s", report.output_tail)

@@ -66,9 +66,11 @@ def docs_job(plan: ReleasePlan, job: Job, tree: str) -> JobOutcome:
         built = source / job.output
         if not built.is_dir() or not any(built.iterdir()):
             raise JobFailed(job.name, f"wrote nothing to {job.output}/")
-        destination = Path(tree) / "docs" / plan.version
-        shutil.rmtree(destination, ignore_errors=True)
-        shutil.copytree(built, destination, symlinks=False)
+        # Into the run folder, which `sign-and-publish` carries into the tree it signs
+        # under the lock, and into this tree for the jobs that read it.
+        for destination in (Path(plan.run_dir) / "docs" / plan.version, Path(tree) / "docs" / plan.version):
+            shutil.rmtree(destination, ignore_errors=True)
+            shutil.copytree(built, destination, symlinks=False)
     get_run_logger().info("%s: docs in docs/%s/ of the tree", job.name, plan.version)
     return JobOutcome(job.name, "docs", "passed", round(time.monotonic() - started, 3), detail=f"docs/{plan.version}/")
 

@@ -1,18 +1,28 @@
-"""Signing the repositories, publishing them, rolling back."""
+"""Signing the repositories, publishing them, rolling back.
+
+Everything that reads the published tree and changes it holds the
+repository's lock (`Publisher.locked`) from the read to the switch. The lock
+is a flock, locally or on the server: it ends with its holder, so a killed
+run never leaves it held (a Prefect concurrency slot would stay taken for its
+lease, 300 s). Whoever waits is told which run holds it.
+"""
 
 from __future__ import annotations
 
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
+from uuid import UUID
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+from prefect.runtime import flow_run
 
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.deploy import PublishResult
+from dropship.deploy import Publisher, PublishResult
 from dropship.errors import RepositoryError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
@@ -20,8 +30,7 @@ from dropship.promote import prepare_promotion
 from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
-from deployments import PUBLISH_LIMIT
-from deployments.apply import ensure_concurrency_limit
+from dropship.signing import gnupg_home, sweep_gnupg_homes
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
@@ -43,45 +52,60 @@ def now_utc() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _published_tree(server: RepoServer, run_dir: str, workdir: str) -> Path:
+def _published_tree(publisher: Publisher, run_dir: str) -> Path:
     """A fresh copy of what clients see now, to add this release to."""
     tree = Path(run_dir) / "tree"
     shutil.rmtree(tree, ignore_errors=True)
-    server.publisher(workdir).fetch_current(tree)
+    publisher.fetch_current(tree)
     return tree
 
 
-@task(name="sign", cache_policy=NO_CACHE)
-def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> str:
-    """Build the new repository tree from the published one plus this release; return its path."""
-    server = RepoServer.load(manifest.blocks.repo_server)
-    tree = _published_tree(server, plan.run_dir, workdir)
+def _run_is_live(run_id: str) -> bool:
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(UUID(run_id))
+    except (ObjectNotFound, ValueError):
+        return False
+    return run.state is not None and not run.state.is_final()
+
+
+def sweep_dead_keyrings(run_dir: str) -> None:
+    """Keyrings (and gpg-agents) that runs killed while signing left in their run folders."""
+    swept = sweep_gnupg_homes(Path(run_dir).parent, lambda rid: rid == Path(run_dir).name or _run_is_live(rid))
+    if swept:
+        get_run_logger().info("removed the signing keyrings that dead runs left: %s", ", ".join(swept))
+
+
+def _sign_release(
+    manifest: Manifest, plan: ReleasePlan, base_url: str | None, server: RepoServer, publisher: Publisher
+) -> Path:
+    sweep_dead_keyrings(plan.run_dir)
+    tree = _published_tree(publisher, plan.run_dir)
     release = IndexedRelease(
         id=plan.release_id, name=plan.name, release_class=plan.release_class, version=plan.version,
         commit=plan.commit, date=now_utc(), suites=list(plan.suites), targets=list(plan.targets),
     )
-    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
+    with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
         result = sign_and_index(tree, manifest, release, _packages(manifest, plan), signer,
                                 base_url=base_url or server.url())
     logger = get_run_logger()
     logger.info("APT: added %s; removed %s", result.apt_added, result.apt_removed or "nothing")
     logger.info("RPM: added %s; removed %s", result.rpm_added, result.rpm_removed or "nothing")
-    return str(tree)
+    return tree
 
 
-@task(name="publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
-def publish_tree(repo_server: str, release_id: str, tree: str, workdir: str) -> PublishResult:
-    """Publish under the global `publish` limit (strict): two releases never interleave."""
-    server = RepoServer.load(repo_server)
+def _holder(what: str) -> str:
+    return f"flow run {flow_run.name or '?'} ({flow_run.id or 'no run'}): {what}"
+
+
+def _publish(publisher: Publisher, release_id: str, tree: Path) -> PublishResult:
     logger = get_run_logger()
-    ensure_concurrency_limit(PUBLISH_LIMIT, 1)
 
     def progress(step: str, done: int, total: int) -> None:
         if done == total or done % 100 == 0:
             logger.info("%s: %d/%d files", step, done, total)
 
-    with concurrency(PUBLISH_LIMIT, occupy=1, strict=True, timeout_seconds=1800):
-        result = server.publisher(workdir).publish(Path(tree), release_id, progress=progress)
+    result = publisher.publish(tree, release_id, progress=progress)
     logger.info(
         "published %s: %d files (%d reused from the previous release, %d uploaded, %d bytes); current -> releases/%s",
         release_id, result.files, result.reused, result.uploaded, result.bytes_uploaded, release_id,
@@ -89,30 +113,63 @@ def publish_tree(repo_server: str, release_id: str, tree: str, workdir: str) -> 
     return result
 
 
+@task(name="sign", cache_policy=NO_CACHE)
+def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> str:
+    """Build the new repository tree from the published one plus this release; return its path (dry runs)."""
+    server = RepoServer.load(manifest.blocks.repo_server)
+    publisher = server.publisher(workdir)
+    with publisher.locked(_holder(f"reading {plan.release_id}"), get_run_logger().warning):
+        return str(_sign_release(manifest, plan, base_url, server, publisher))
+
+
+@task(name="sign-and-publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> PublishResult:
+    """Read what is published, add this release, sign, publish: one critical section.
+
+    The repository's own lock (a flock, locally or on the server) is held
+    from reading `current` to switching it, so two releases never start from
+    the same tree and neither's packages vanish from the indices. The kernel
+    drops the lock with a dead holder, so a killed release blocks no one.
+    """
+    server = RepoServer.load(manifest.blocks.repo_server)
+    publisher = server.publisher(workdir)
+    with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
+        tree = _sign_release(manifest, plan, base_url, server, publisher)
+        docs = Path(plan.run_dir) / "docs"  # what docs jobs built (tasks/jobs.py)
+        if docs.is_dir():
+            shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)
+        return _publish(publisher, plan.release_id, tree)
+
+
 @task(name="switch-current", cache_policy=NO_CACHE)
 def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str | None, str]:
     """Roll `current` back to `to` (or the release before it); return (from, to)."""
     publisher = RepoServer.load(repo_server).publisher(workdir)
-    ensure_concurrency_limit(PUBLISH_LIMIT, 1)
-    with concurrency(PUBLISH_LIMIT, occupy=1, strict=True, timeout_seconds=1800):
+    with publisher.locked(_holder(f"rolling back to {to or 'the previous release'}"), get_run_logger().warning):
         current, target = publisher.rollback(to)
     get_run_logger().info("current: %s -> %s", current, target)
     return current, target
 
 
-@task(name="sign-promotion", cache_policy=NO_CACHE)
-def sign_promotion(manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None) -> tuple[str, str]:
-    """The published tree plus `build`'s packages in the tag's suites, signed; return (tree, release id)."""
+@task(name="promote", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+def promote_build(
+    manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None
+) -> PublishResult:
+    """The published tree plus `build`'s packages in the tag's suites, signed and published under the lock."""
     server = RepoServer.load(manifest.blocks.repo_server)
-    tree = _published_tree(server, run_dir, workdir)
-    promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
-    source = promotion.source
-    release = IndexedRelease(
-        id=release_id(promotion.classification, datetime.now(timezone.utc)), name=as_tag,
-        release_class=promotion.classification.release_class.value, version=source.version, commit=source.commit,
-        date=now_utc(), suites=list(promotion.classification.suites), targets=source.targets, promoted_from=source.id,
-    )
-    with SigningKey.load(manifest.blocks.signing_key).signer() as signer:
-        sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
-    get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
-    return str(tree), release.id
+    publisher = server.publisher(workdir)
+    with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
+        sweep_dead_keyrings(run_dir)
+        tree = _published_tree(publisher, run_dir)
+        promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
+        source = promotion.source
+        release = IndexedRelease(
+            id=release_id(promotion.classification, datetime.now(timezone.utc)), name=as_tag,
+            release_class=promotion.classification.release_class.value, version=source.version, commit=source.commit,
+            date=now_utc(), suites=list(promotion.classification.suites), targets=source.targets,
+            promoted_from=source.id,
+        )
+        with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
+            sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
+        get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
+        return _publish(publisher, release.id, tree)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -12,6 +13,11 @@ from dropship.errors import PublishError
 CURRENT = "current"
 RELEASES = "releases"
 INCOMING_PREFIX = ".incoming-"
+LOCK_FILE = ".lock"
+BEEN_CURRENT = ".dropship/been-current"
+"""Written into a release's folder when `current` is switched to it: a release
+staged by a publication that died before its switch never gets one, and a
+plain rollback only goes back to releases that have it."""
 
 Progress = Callable[[str, int, int], None]
 """progress(step, done, total): called as files are staged, for CLIs and tests."""
@@ -46,17 +52,23 @@ class Publisher(Protocol):
     def rollback(self, to: str | None = None) -> tuple[str | None, str]:
         """Switch `current` to `to`, or to the release before it; return (previous, new)."""
 
+    def locked(self, holder: str = "", waiting: Callable[[str], None] | None = None) -> AbstractContextManager[None]:
+        """The repository's lock, held across reading `current`, signing and publishing."""
+
 
 def check_release_id(release_id: str) -> None:
     if not release_id or "/" in release_id or release_id.startswith(".") or release_id in (CURRENT, RELEASES):
         raise PublishError(f"invalid release id {release_id!r}")
 
 
-def rollback_target(ids: list[str], current: str | None, to: str | None) -> str:
+def rollback_target(ids: list[str], current: str | None, to: str | None, been_current: set[str] | None = None) -> str:
     """The release a rollback switches to: `to`, or the one published before `current`.
 
     Release ids start with their UTC publication time, so their order is the
-    order of publication.
+    order of publication. Without `to`, only releases that were current once
+    (`been_current`) are candidates: a release whose publication died between
+    staging and switch is complete but was never served, and must not be
+    served by surprise.
     """
     if to is not None:
         if to not in ids:
@@ -66,9 +78,12 @@ def rollback_target(ids: list[str], current: str | None, to: str | None) -> str:
         return to
     if current is None:
         raise PublishError("nothing is published yet: there is nothing to roll back")
-    older = [i for i in ids if i < current]
+    # Releases published before the marker existed predate the oldest marked one.
+    marked = been_current or set()
+    first = min(marked) if marked else None
+    older = [i for i in ids if i < current and (first is None or i in marked or i < first)]
     if not older:
-        raise PublishError(f"no release older than the current {current} is kept on the server")
+        raise PublishError(f"no release older than the current {current} that was ever current is kept on the server")
     return older[-1]
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import IO
 from contextlib import contextmanager
 from pathlib import Path
 
 from dropship.deploy.base import (
-    CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+    BEEN_CURRENT, CURRENT, INCOMING_PREFIX, LOCK_FILE, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
     rollback_target,
 )
 from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
@@ -49,11 +51,13 @@ def _inode(path: Path) -> tuple[int, int]:
 class LocalPublisher:
     """Publishes into `root` on this machine; a flock serialises publishers."""
 
-    def __init__(self, root: Path, *, keep_releases: int = 5) -> None:
+    def __init__(self, root: Path, *, keep_releases: int = 5, lock_timeout: float = 1800.0) -> None:
         if keep_releases < 1:
             raise PublishError("keep_releases must be at least 1")
         self.root = root
         self.keep_releases = keep_releases
+        self.lock_timeout = lock_timeout
+        self._depth = 0
 
     @property
     def releases(self) -> Path:
@@ -97,21 +101,64 @@ class LocalPublisher:
         return sorted(p.name for p in self.releases.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / ".lock").open("w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+    def locked(self, holder: str = "", waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the repository's flock (re-entrant): read, sign and publish as one critical section.
+
+        The kernel drops a flock when its holder dies, so a killed release never
+        leaves the lock held. While another holder has it, `waiting` is told
+        who (every 30 s) and the call waits up to `lock_timeout`.
+        """
+        if self._depth:
+            self._depth += 1
             try:
                 yield
             finally:
+                self._depth -= 1
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        with (self.root / LOCK_FILE).open("a+") as handle:
+            started = time.monotonic()
+            told = -1.0
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    waited = time.monotonic() - started
+                    if waited > self.lock_timeout:
+                        raise PublishError(
+                            f"the publish lock on {self.root} is still held by {self._holder(handle)} after "
+                            f"{self.lock_timeout:.0f} s; current release unchanged"
+                        ) from None
+                    if waiting is not None and (told < 0 or waited - told >= 30):
+                        waiting(f"waiting for the publish lock on {self.root}, held by {self._holder(handle)}")
+                        told = waited
+                    time.sleep(0.2)
+            try:
+                handle.seek(0)
+                handle.truncate()
+                handle.write(f"{holder or 'an unnamed publisher'} (pid {os.getpid()})\n")
+                handle.flush()
+                self._depth = 1
+                yield
+            finally:
+                self._depth = 0
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    @staticmethod
+    def _holder(handle: IO[str]) -> str:
+        try:
+            handle.seek(0)
+            return handle.read().strip() or "another publisher"
+        except OSError:
+            return "another publisher"
 
     def publish(self, tree: Path, release_id: str, progress: Progress | None = None) -> PublishResult:
         """Publish `tree` as `release_id` and switch `current` to it atomically."""
         if not tree.is_dir():
             raise PublishError(f"nothing to publish: {tree} is not a folder")
         check_release_id(release_id)
-        with self._lock():
+        with self.locked():
             final = self.releases / release_id
             if final.exists():
                 raise PublishError(f"release {release_id} is already published")
@@ -139,14 +186,16 @@ class LocalPublisher:
 
     def switch(self, release_id: str) -> None:
         """Point `current` at a release already published, under the lock."""
-        with self._lock():
+        with self.locked():
             self._switch(release_id)
 
     def rollback(self, to: str | None = None) -> tuple[str | None, str]:
         """Switch to `to` or the release before the current one; return (from, to). One locked step."""
-        with self._lock():
+        with self.locked():
             current = self.current_id()
-            target = rollback_target(self.release_ids(), current, to)
+            ids = self.release_ids()
+            been = {i for i in ids if (self.releases / i / BEEN_CURRENT).is_file()}
+            target = rollback_target(ids, current, to, been)
             self._switch(target)
         return current, target
 
@@ -159,6 +208,7 @@ class LocalPublisher:
         tmp.unlink(missing_ok=True)
         os.symlink(f"{RELEASES}/{release_id}", tmp)
         os.replace(tmp, self.root / CURRENT)
+        (self.releases / release_id / BEEN_CURRENT).touch()
 
     def _prune(self) -> list[str]:
         for leftover in self.releases.glob(f"{INCOMING_PREFIX}*"):

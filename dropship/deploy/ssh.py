@@ -24,7 +24,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,8 +32,10 @@ from pathlib import Path
 import paramiko
 
 from dropship.deploy.base import (
+    BEEN_CURRENT,
     CURRENT,
     INCOMING_PREFIX,
+    LOCK_FILE,
     RELEASES,
     Progress,
     PublishResult,
@@ -61,9 +63,11 @@ from dropship.ssh import (
 # as SFTP requests pipelined on one channel; the unchanged files are hard-linked
 # by one `cp -l` on the server (an SFTP hard link each would cost a reply each).
 _LOCK = (
-    'mkdir -p -- "$1/' + RELEASES + '" && exec flock -w "$2" "$1/.lock" sh -c '
-    "'cd \"$1/" + RELEASES + "\" && for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done; "
-    "echo locked; exec cat >/dev/null' sh \"$1\""
+    'mkdir -p -- "$1/' + RELEASES + '" && exec 9>>"$1/' + LOCK_FILE + '" || exit 1\n'
+    'flock -n 9 || { echo "busy $(cat "$1/' + LOCK_FILE + '-holder" 2>/dev/null)"; flock -w "$2" 9 || exit 1; }\n'
+    'printf "%s\\n" "$3" >"$1/' + LOCK_FILE + '-holder"; cd "$1/' + RELEASES + '" || exit 1\n'
+    "for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done\n"
+    "echo locked; exec cat >/dev/null"
 )
 # stdin, once the new files are uploaded: `go`; the current release; the
 # releases to prune, one a line, and an empty line; the `sha256  path` lines
@@ -82,9 +86,13 @@ _CHECK_AND_SWITCH = (
     'cd "$incoming"; printf %s "$checks" | sha256sum --quiet --strict -c -; '
     'cd "$root"; mv -T -- "' + RELEASES + '/$incoming" "' + RELEASES + '/$release"; '
     'ln -s -- "' + RELEASES + '/$release" "$tmp"; mv -T -- "$tmp" ' + CURRENT + '; '
+    ': >"' + RELEASES + '/$release/' + BEEN_CURRENT + '"; '
     'cd "$root/' + RELEASES + '"; rm -rf -- "$@"'
 )
-_SWITCH = 'cd "$1" && test -f "' + RELEASES + '/$2/' + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && mv -T -- "$3" ' + CURRENT
+_SWITCH = (
+    'cd "$1" && test -f "' + RELEASES + '/$2/' + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && '
+    'mv -T -- "$3" ' + CURRENT + ' && : >"' + RELEASES + '/$2/' + BEEN_CURRENT + '"'
+)
 
 
 def _ancestors(paths: list[str]) -> set[str]:
@@ -123,6 +131,7 @@ class SshPublisher:
         self.keep_releases = keep_releases
         self.lock_timeout = lock_timeout
         self.connect_timeout = connect_timeout
+        self._held: SshSession | None = None
 
     @property
     def where(self) -> str:
@@ -134,7 +143,13 @@ class SshPublisher:
 
     @contextmanager
     def session(self) -> Iterator[SshSession]:
-        """A connection whose SSH failures surface as `PublishError` naming the server."""
+        """A connection whose SSH failures surface as `PublishError` naming the server.
+
+        Inside `locked()`, the connection that holds the lock.
+        """
+        if self._held is not None:
+            yield self._held
+            return
         try:
             with SshSession(self.endpoint, self._key, connect_timeout=self.connect_timeout) as session:
                 yield session
@@ -142,15 +157,46 @@ class SshPublisher:
             raise PublishError(f"repository server {self.where}: {exc}; current release unchanged") from exc
 
     @contextmanager
-    def _locked(self, session: SshSession) -> Iterator[None]:
-        lock = session.hold(
-            ["sh", "-c", _LOCK, "sh", self.root, str(int(self.lock_timeout))],
-            ready="locked", timeout=self.lock_timeout + 30,
-        )
+    def _locked(
+        self, session: SshSession, holder: str = "", waiting: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
+        if self._held is not None:
+            yield
+            return
+
+        def busy(line: str) -> None:
+            if waiting is not None and line.startswith("busy"):
+                who = line[4:].strip() or "another publisher"
+                waiting(f"waiting for the publish lock on {self.where}, held by {who}")
+
+        try:
+            lock = session.hold(
+                ["sh", "-c", _LOCK, "sh", self.root, str(int(self.lock_timeout)), holder or "an unnamed publisher"],
+                ready="locked", timeout=self.lock_timeout + 30, on_line=busy,
+            )
+        except MachineError as exc:
+            raise PublishError(
+                f"could not take the publish lock on {self.where} within {self.lock_timeout:.0f} s: {exc}; "
+                "current release unchanged"
+            ) from exc
         try:
             yield
         finally:
             lock.close()
+
+    @contextmanager
+    def locked(self, holder: str = "", waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """One connection holding the server's lock for everything inside: reading
+        `current`, signing on top of it and publishing are one critical section."""
+        if self._held is not None:
+            yield
+            return
+        with self.session() as session, self._locked(session, holder, waiting):
+            self._held = session
+            try:
+                yield
+            finally:
+                self._held = None
 
     # -- reading the server ------------------------------------------------
 
@@ -170,6 +216,18 @@ class SshPublisher:
         except (OSError, paramiko.SSHException) as exc:
             raise PublishError(f"cannot list {self.where}/{RELEASES}: {exc}") from exc
         return sorted(n for n in names if not n.startswith("."))
+
+    def _been_current(self, session: SshSession, ids: list[str]) -> set[str]:
+        been = set()
+        for release_id in ids:
+            try:
+                session.sftp.stat(f"{self._releases}/{release_id}/{BEEN_CURRENT}")
+                been.add(release_id)
+            except FileNotFoundError:
+                pass
+            except (OSError, paramiko.SSHException) as exc:
+                raise PublishError(f"cannot read {self.where}/{RELEASES}/{release_id}: {exc}") from exc
+        return been
 
     def _listing(self, session: SshSession, release_id: str) -> Listing:
         path = f"{self._releases}/{release_id}/{META_FILE}"
@@ -337,7 +395,8 @@ class SshPublisher:
         """
         with self.session() as session, self._locked(session):
             current = self._current(session)
-            target = rollback_target(self._ids(session), current, to)
+            ids = self._ids(session)
+            target = rollback_target(ids, current, to, self._been_current(session, ids))
             self._switch(session, target)
         return current, target
 

@@ -75,3 +75,7 @@ class Provider(Protocol):
     def run_leftovers(self) -> "builtins.list[str]":
         """Run ids that still have such registrations."""
         ...
+
+    def alive(self, machine_id: str) -> bool:
+        """Whether the machine still exists and runs (its worker, for a local machine)."""
+        ...

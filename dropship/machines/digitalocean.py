@@ -425,6 +425,14 @@ class DigitalOceanProvider:
         droplets = self._all(f"list droplets tagged {tag}", self.client.droplets.list, "droplets", tag_name=tag)
         return [self._machine(d) for d in droplets if d.get("status") != "archive"]  # archive: deleted, still listed
 
+    def alive(self, machine_id: str) -> bool:
+        """The droplet exists and is `active` (not `off` or `archive`)."""
+        try:
+            answer = self._call(f"read droplet {machine_id}", self.client.droplets.get, droplet_id=int(machine_id))
+        except NotFound:
+            return False
+        return bool(answer.get("droplet", {}).get("status") == "active")
+
     def delete(self, machine_id: str) -> None:
         try:
             self._call(f"delete droplet {machine_id}", self.client.droplets.destroy, droplet_id=int(machine_id))

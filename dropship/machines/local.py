@@ -253,6 +253,19 @@ class LocalProvider:
                 found.append(loaded[0])
         return sorted(found, key=lambda m: m.created_at)
 
+    def alive(self, machine_id: str) -> bool:
+        """The machine's folder exists and its worker and sshd processes run."""
+        folder = self.machines_dir / machine_id
+        loaded = self._load(folder)
+        if loaded is None:
+            return False
+        try:
+            worker = int((Path(loaded[0].details["root"]) / "etc/dropship/worker.pid").read_text().strip())
+        except (OSError, KeyError, ValueError):
+            return False
+        sshd = loaded[1].get("sshd_pgid", 0)
+        return worker > 0 and sshd > 0 and _alive(worker) and _alive(sshd)
+
     def delete(self, machine_id: str) -> None:
         """Stop every process of the machine, then remove its folder."""
         folder = self.machines_dir / machine_id
