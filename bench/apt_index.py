@@ -50,8 +50,17 @@ def dropship_index(root: Path, signer: Signer) -> float:
 
 
 def baseline_index(root: Path, signer: Signer) -> float:
-    gpg = ["gpg", "--homedir", str(signer.gnupghome), "--batch", "--yes", "--digest-algo", "SHA512",
-           "-u", signer.fingerprints[0]]
+    gpg = [
+        "gpg",
+        "--homedir",
+        str(signer.gnupghome),
+        "--batch",
+        "--yes",
+        "--digest-algo",
+        "SHA512",
+        "-u",
+        signer.fingerprints[0],
+    ]
     start = time.perf_counter()
     binary = root / "dists/stable/main/binary-amd64"
     binary.mkdir(parents=True)
@@ -60,10 +69,27 @@ def baseline_index(root: Path, signer: Signer) -> float:
     (binary / "Packages.gz").write_bytes(gzip_bytes(packages))
     (binary / "Packages.xz").write_bytes(xz_bytes(packages))
     release = subprocess.run(
-        ["apt-ftparchive", "-o", "APT::FTPArchive::Release::Origin=bench", "-o", "APT::FTPArchive::Release::Suite=stable",
-         "-o", "APT::FTPArchive::Release::Architectures=amd64", "-o", "APT::FTPArchive::Release::Components=main",
-         "-o", "APT::FTPArchive::Release::MD5=false", "-o", "APT::FTPArchive::Release::SHA1=false",
-         "release", "dists/stable"], cwd=root, check=True, capture_output=True).stdout
+        [
+            "apt-ftparchive",
+            "-o",
+            "APT::FTPArchive::Release::Origin=bench",
+            "-o",
+            "APT::FTPArchive::Release::Suite=stable",
+            "-o",
+            "APT::FTPArchive::Release::Architectures=amd64",
+            "-o",
+            "APT::FTPArchive::Release::Components=main",
+            "-o",
+            "APT::FTPArchive::Release::MD5=false",
+            "-o",
+            "APT::FTPArchive::Release::SHA1=false",
+            "release",
+            "dists/stable",
+        ],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout
     (root / "dists/stable/Release").write_bytes(release)
     subprocess.run([*gpg, "--clearsign", "-o", "dists/stable/InRelease", "dists/stable/Release"], cwd=root, check=True)
     subprocess.run([*gpg, "-abs", "-o", "dists/stable/Release.gpg", "dists/stable/Release"], cwd=root, check=True)

@@ -50,8 +50,20 @@ def _scp(server: RepoServerHost, base: Path, work: Path, into: Path) -> None:
     ep = server.endpoint
     known.write_text(f"[{ep.host}]:{ep.port} {ep.host_public_key}\n")
     subprocess.run(
-        ["scp", "-q", "-P", str(ep.port), "-i", str(key), "-o", f"UserKnownHostsFile={known}",
-         "-o", "BatchMode=yes", f"{ep.user}@{ep.host}:{work}/*.deb", f"{into}/"],
+        [
+            "scp",
+            "-q",
+            "-P",
+            str(ep.port),
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "BatchMode=yes",
+            f"{ep.user}@{ep.host}:{work}/*.deb",
+            f"{into}/",
+        ],
         check=True,
     )
 
@@ -66,8 +78,18 @@ def main() -> None:
             artifacts = _artifacts(work, count, size)
             (work / REPORT).write_text(BuildReport("bench", "1.0", 0.0, tuple(artifacts), "").to_json())
             ep = server.endpoint
-            machine = Machine("bench", "bench", "local", (), ep.host, ep.port, ep.user, str(work),
-                              datetime.now(UTC), ep.host_public_key)
+            machine = Machine(
+                "bench",
+                "bench",
+                "local",
+                (),
+                ep.host,
+                ep.port,
+                ep.user,
+                str(work),
+                datetime.now(UTC),
+                ep.host_public_key,
+            )
             ours, theirs = [], []
             for n in range(rounds):
                 into = base / f"ours-{count}-{n}"

@@ -62,9 +62,16 @@ def provision_many(manifest_path: Path, image: str | None, count: int, label: st
         started = time.monotonic()
         try:
             machine = provision_droplet(
-                provider, manifest, manifest.target(TARGET), run_id=run_id, short_run_id=f"{label}{index}",
-                client_public_key=client.public_line, client_private_key=client.private_openssh,
-                worker=droplet_worker(manifest, queue), image=image, index_url=credentials.package_index,
+                provider,
+                manifest,
+                manifest.target(TARGET),
+                run_id=run_id,
+                short_run_id=f"{label}{index}",
+                client_public_key=client.public_line,
+                client_private_key=client.private_openssh,
+                worker=droplet_worker(manifest, queue),
+                image=image,
+                index_url=credentials.package_index,
                 ssh_timeout=credentials.ssh_timeout,
             )
             try:
@@ -88,7 +95,9 @@ def provision_many(manifest_path: Path, image: str | None, count: int, label: st
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--droplets", type=int, default=2, help="droplets per image, provisioned in parallel (default 2)")
+    parser.add_argument(
+        "--droplets", type=int, default=2, help="droplets per image, provisioned in parallel (default 2)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-ready-"))
     server = AuthServer(work / "prefect", startup_timeout=300)
@@ -108,9 +117,9 @@ def main() -> None:
         from deployments.apply import Applied, ensure_pool
         from flows.image import image_build
 
-        DigitalOceanCredentials(token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
-                                poll_interval=0.5).save(
-            "dropship-digitalocean", overwrite=True)
+        DigitalOceanCredentials(
+            token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5
+        ).save("dropship-digitalocean", overwrite=True)
         ensure_pool(BUILD.pool, Applied())
         repo = prepare_repository(work / "hello", "v0.1.0")
         manifest = repo / "dropship.toml"
@@ -122,11 +131,13 @@ def main() -> None:
         snap = provision_many(manifest, str(made["name"]), args.droplets, "snap")
 
         print(f"\n{'droplet':8} {'stock image s':>14} {'snapshot s':>11} {'ratio':>6}")
-        for index, (a, b) in enumerate(zip(stock, snap)):
+        for index, (a, b) in enumerate(zip(stock, snap, strict=False)):
             print(f"{index:<8} {a:>14.1f} {b:>11.1f} {a / b:>5.1f}x")
         mean_stock, mean_snap = sum(stock) / len(stock), sum(snap) / len(snap)
         print(f"{'mean':8} {mean_stock:>14.1f} {mean_snap:>11.1f} {mean_stock / mean_snap:>5.1f}x")
-        print(f"snapshot {made['name']} built once in {snapshot_build:.1f} s (create, bootstrap, power off, snapshot, delete)")
+        print(
+            f"snapshot {made['name']} built once in {snapshot_build:.1f} s (create, bootstrap, power off, snapshot, delete)"
+        )
     finally:
         if api is not None:
             api.stop()

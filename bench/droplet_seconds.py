@@ -68,8 +68,9 @@ def main() -> None:
         from flows.image import image_build
         from flows.release import release
 
-        DigitalOceanCredentials(token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
-                                poll_interval=0.5).save("dropship-digitalocean", overwrite=True)
+        DigitalOceanCredentials(
+            token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5
+        ).save("dropship-digitalocean", overwrite=True)
         SigningKey(private_key=demo_key(work)).save("hello-signing-key", overwrite=True)
         RepoServer(path=str(work / "published")).save("hello-repo", overwrite=True)
         repo = prepare_repository(work / "hello", "v0.1.0")
@@ -83,15 +84,23 @@ def main() -> None:
             subprocess.run([*git, "commit", "-qam", "release from the snapshot"], check=True)
             subprocess.run([*git, "tag", "-a", "v0.1.1", "-m", "v0.1.1"], check=True)
         tag = "v0.1.0" if args.stock else "v0.1.1"
-        state = release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(work / "state"),
-                        provider="digitalocean", targets=targets, return_state=True)
+        state = release(
+            manifest=str(repo / "dropship.toml"),
+            tag=tag,
+            workdir=str(work / "state"),
+            provider="digitalocean",
+            targets=targets,
+            return_state=True,
+        )
         APILogHandler().flush()
         if not state.is_completed():
             raise SystemExit(state.message)
         (run_dir,) = (work / "state" / "runs").iterdir()
         lifetimes = {life["name"]: life for life in emulator.lifetimes()}
-        print(f"\nimage: {'stock debian-12-x64 (full bootstrap)' if args.stock else 'snapshot'}; "
-              f"minimum {MINIMUM_SECONDS} s or $0.01")
+        print(
+            f"\nimage: {'stock debian-12-x64 (full bootstrap)' if args.stock else 'snapshot'}; "
+            f"minimum {MINIMUM_SECONDS} s or $0.01"
+        )
         print(f"{'target':10} {'droplet':28} {'useful s':>8} {'alive s':>8} {'billed s':>8} {'cost $':>8} {'ratio':>6}")
         worst = 0.0
         for life in sorted(lives(run_dir), key=lambda item: item.target):
@@ -102,7 +111,9 @@ def main() -> None:
             cost = droplet_cost(alive, lifetimes[life.name]["price_hourly"])
             ratio = billed / useful
             worst = max(worst, ratio)
-            print(f"{life.target:10} {life.name:28} {useful:>8.1f} {alive:>8.1f} {billed:>8d} {cost:>8.4f} {ratio:>5.2f}x")
+            print(
+                f"{life.target:10} {life.name:28} {useful:>8.1f} {alive:>8.1f} {billed:>8d} {cost:>8.4f} {ratio:>5.2f}x"
+            )
         print(f"worst ratio {worst:.2f}x  {'ok' if worst <= 1.1 else 'over goal (1.1x)'}")
     finally:
         if api is not None:

@@ -42,8 +42,11 @@ def _without_bashrc(server: RepoServerHost) -> None:
     log = server.folder / "sshd-no-bashrc.log"
     with log.open("wb") as out:
         server.process = subprocess.Popen(
-            [find_sshd(), "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [find_sshd(), "-D", "-e", "-f", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     deadline = time.monotonic() + 20
     while True:
@@ -102,8 +105,21 @@ def main() -> None:
             result = publisher.publish(tree, f"r{n}")
             ours.append(time.perf_counter() - start)
 
-            scp = ["scp", "-q", "-r", "-P", str(ep.port), "-i", str(key), "-o", f"UserKnownHostsFile={known}",
-                   "-o", "BatchMode=yes", str(tree), f"{ep.user}@{ep.host}:{server.root}/scp-copy-{n}"]
+            scp = [
+                "scp",
+                "-q",
+                "-r",
+                "-P",
+                str(ep.port),
+                "-i",
+                str(key),
+                "-o",
+                f"UserKnownHostsFile={known}",
+                "-o",
+                "BatchMode=yes",
+                str(tree),
+                f"{ep.user}@{ep.host}:{server.root}/scp-copy-{n}",
+            ]
             start = time.perf_counter()
             subprocess.run(scp, check=True)
             theirs.append(time.perf_counter() - start)
@@ -115,10 +131,14 @@ def main() -> None:
         shutil.rmtree(base, ignore_errors=True)
     best_ours, best_theirs = min(ours), min(theirs)
     shell = "login shell without ~/.bashrc" if no_bashrc else "login shell as configured"
-    print(f"add 1 package ({size // 1024} KiB) to {count}: repository of {tree_bytes / 1e6:.1f} MB, "
-          f"best of {rounds}, {shell}")
-    print(f"  dropship publish: {best_ours:.2f} s, {result.bytes_uploaded / 1e3:.0f} kB sent "
-          f"({result.uploaded} files sent, {result.reused} hard-linked on the server)")
+    print(
+        f"add 1 package ({size // 1024} KiB) to {count}: repository of {tree_bytes / 1e6:.1f} MB, "
+        f"best of {rounds}, {shell}"
+    )
+    print(
+        f"  dropship publish: {best_ours:.2f} s, {result.bytes_uploaded / 1e3:.0f} kB sent "
+        f"({result.uploaded} files sent, {result.reused} hard-linked on the server)"
+    )
     print(f"  scp -r (baseline): {best_theirs:.2f} s, {tree_bytes / 1e3:.0f} kB sent")
     print(f"  ratio: time {best_ours / best_theirs:.2f}x, bytes {result.bytes_uploaded / tree_bytes:.4f}x")
     print(f"  (all rounds: dropship {' '.join(f'{t:.2f}' for t in ours)}; scp {' '.join(f'{t:.2f}' for t in theirs)})")

@@ -66,19 +66,29 @@ def write_project(folder: Path, name: str, targets: int, tag: str) -> Path:
     """A git repository tagged `tag` whose manifest has `targets` one-package targets."""
     folder.mkdir(parents=True)
     (folder / "build.sh").write_text(BUILD_SH)
-    lines = [f'[project]\nname = "{name}"\nsource = "."\n',
-             '[defaults]\nsize = "s-1vcpu-1gb"\nimage = "debian-12-x64"\nregion = "nyc1"\n']
+    lines = [
+        f'[project]\nname = "{name}"\nsource = "."\n',
+        '[defaults]\nsize = "s-1vcpu-1gb"\nimage = "debian-12-x64"\nregion = "nyc1"\n',
+    ]
     for i in range(targets):
         package = f"{name}-t{i:02d}"
-        lines.append(f'[[targets]]\nname = "t{i:02d}"\narch = "amd64"\nformat = "deb"\n'
-                     f'build = ["sh", "build.sh", "{package}"]\nartifacts = ["out/*.deb"]\n')
-    lines.append(f'[repository]\norigin = "{name}"\nlabel = "{name}"\ncomponent = "main"\nkey_name = "{name}-release"\n')
+        lines.append(
+            f'[[targets]]\nname = "t{i:02d}"\narch = "amd64"\nformat = "deb"\n'
+            f'build = ["sh", "build.sh", "{package}"]\nartifacts = ["out/*.deb"]\n'
+        )
+    lines.append(
+        f'[repository]\norigin = "{name}"\nlabel = "{name}"\ncomponent = "main"\nkey_name = "{name}-release"\n'
+    )
     lines.append(f'[blocks]\nsigning_key = "{name}-signing-key"\nrepo_server = "{name}-repo"\n')
     lines.append('[machines]\nprovider = "local"\n')
     (folder / "dropship.toml").write_text("\n".join(lines))
     git = ["git", *GIT_IDENTITY, "-C", str(folder)]
-    for argv in (["git", "init", "-q", "-b", "main", str(folder)], [*git, "add", "-A"],
-                 [*git, "commit", "-qm", "bench project"], [*git, "tag", "-a", tag, "-m", tag]):
+    for argv in (
+        ["git", "init", "-q", "-b", "main", str(folder)],
+        [*git, "add", "-A"],
+        [*git, "commit", "-qm", "bench project"],
+        [*git, "tag", "-a", tag, "-m", tag],
+    ):
         subprocess.run(argv, check=True, capture_output=True)
     return folder / "dropship.toml"
 
@@ -134,8 +144,9 @@ class Server:
         """429/5xx answers nginx sent to clients (replicated stack only)."""
         if self.access_log is None or not self.access_log.exists():
             return -1
-        return sum(1 for line in self.access_log.read_text(errors="replace").splitlines()
-                   if re.search(r'" (429|5\d\d) ', line))
+        return sum(
+            1 for line in self.access_log.read_text(errors="replace").splitlines() if re.search(r'" (429|5\d\d) ', line)
+        )
 
 
 def start_server(work: Path, replicated: bool, server_pid: int | None) -> Server:
@@ -153,8 +164,9 @@ def start_server(work: Path, replicated: bool, server_pid: int | None) -> Server
     stack = start_stack(work / "server", *args)
     logs = sorted((work / "server" / "logs").glob("*.log")) + [work / "server" / "prefect" / "server.log"]
     access = work / "server" / "logs" / "nginx-access.log" if replicated else None
-    return Server(stack.api_url, stack.process.pid, [p for p in logs if "access" not in p.name], access,
-                  [stack, *backing])
+    return Server(
+        stack.api_url, stack.process.pid, [p for p in logs if "access" not in p.name], access, [stack, *backing]
+    )
 
 
 @dataclass
@@ -175,8 +187,9 @@ class Outcome:
     message: str
 
 
-def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
-             profile: Path | None = None) -> list[Outcome]:
+def run_case(
+    work: Path, server: Server, targets: int, releases: int, case: str, profile: Path | None = None
+) -> list[Outcome]:
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
     from dropship.signing import generate_key
@@ -194,15 +207,38 @@ def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
     started = time.monotonic()
     for name, manifest in manifests:
         log = (work / case / f"{name}.log").open("w")
-        argv = [sys.executable, "-m", "dropship.cli", "release", "v1.0.0", "--manifest", str(manifest),
-                "--workdir", str(work / case / f"{name}-state")]
+        argv = [
+            sys.executable,
+            "-m",
+            "dropship.cli",
+            "release",
+            "v1.0.0",
+            "--manifest",
+            str(manifest),
+            "--workdir",
+            str(work / case / f"{name}-state"),
+        ]
         if profile is not None:  # py-spy samples the release process; the CPU column then counts py-spy
             profile.mkdir(parents=True, exist_ok=True)
-            argv = [str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--rate", "50",
-                    "--nonblocking", "-o", str(profile / f"{name}.txt"), "--", *argv]
+            argv = [
+                str(Path(sys.executable).with_name("py-spy")),
+                "record",
+                "--format",
+                "raw",
+                "--rate",
+                "50",
+                "--nonblocking",
+                "-o",
+                str(profile / f"{name}.txt"),
+                "--",
+                *argv,
+            ]
         process = subprocess.Popen(
             argv,
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
         processes.append((name, process, log))
     cpu = {name: 0.0 for name, _, _ in processes}
@@ -220,14 +256,19 @@ def run_case(work: Path, server: Server, targets: int, releases: int, case: str,
     for name, process, log in processes:
         log.close()
         text = (work / case / f"{name}.log").read_text(errors="replace")
-        printed = len(re.findall(r"Service Unavailable|Bad Gateway|Gateway Time-?out|Too Many Requests|ApiUnavailable|"
-                                 r"kept failing for", text))
+        printed = len(
+            re.findall(
+                r"Service Unavailable|Bad Gateway|Gateway Time-?out|Too Many Requests|ApiUnavailable|"
+                r"kept failing for",
+                text,
+            )
+        )
         lines = text.splitlines()
         starts = [i for i, line in enumerate(lines) if line.startswith("dropship:")]
         message = ""
         if starts:  # the one-line error and the per-target causes indented under it
             block = [lines[starts[-1]]]
-            block += [line for line in lines[starts[-1] + 1:] if line.startswith("  ")]
+            block += [line for line in lines[starts[-1] + 1 :] if line.startswith("  ")]
             message = "\n".join(block)
         outcomes.append(Outcome(name, process.returncode, ended[name], cpu[name], printed, message))
     return outcomes
@@ -251,8 +292,10 @@ def summarize_profile(folder: Path, top: int = 25) -> str:
                 name = re.sub(r":\d+\)$", ")", frame)
                 inclusive[name] = inclusive.get(name, 0) + int(count)
     rows = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
-    return "\n".join([f"{total} busy samples; inclusive share per function:"]
-                     + [f"  {100 * n / max(total, 1):5.1f}%  {name[:150]}" for name, n in rows])
+    return "\n".join(
+        [f"{total} busy samples; inclusive share per function:"]
+        + [f"  {100 * n / max(total, 1):5.1f}%  {name[:150]}" for name, n in rows]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,14 +304,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--releases", default="1", help="releases of different projects at once (K), or a list: 4,8")
     parser.add_argument("--cases", help="NxK cases, e.g. 32x1,4x4,4x8 (instead of --targets/--releases)")
     parser.add_argument("--matrix", action="store_true", help="N = 1, 4, 16, 32 (K=1), then K = 1, 4, 8 (N=4)")
-    parser.add_argument("--replicated", action="store_true",
-                        help="start PostgreSQL + Redis + 2 API replicas (ignored when PREFECT_API_URL is set)")
+    parser.add_argument(
+        "--replicated",
+        action="store_true",
+        help="start PostgreSQL + Redis + 2 API replicas (ignored when PREFECT_API_URL is set)",
+    )
     parser.add_argument("--server-pid", type=int, help="pid of the server in PREFECT_API_URL, to count its CPU")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument("--profile", type=Path, help="record each release process with py-spy into this folder")
     args = parser.parse_args(argv)
-    cases = ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)]) if args.matrix else [
-        (int(n), int(k)) for n in args.targets.split(",") for k in args.releases.split(",")]
+    cases = (
+        ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)])
+        if args.matrix
+        else [(int(n), int(k)) for n in args.targets.split(",") for k in args.releases.split(",")]
+    )
     if args.cases:
         cases = [(int(n), int(k)) for n, k in (case.split("x") for case in args.cases.split(","))]
     work = Path(tempfile.mkdtemp(prefix="dropship-bench-scale-"))
@@ -277,13 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PREFECT_RESULTS_LOCAL_STORAGE_PATH", str(work / "results"))
     os.environ.setdefault("DROPSHIP_HOME", str(work / "dropship-home"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    shape = "replicated" if args.replicated and not os.environ.get("PREFECT_API_URL") else (
-        "external" if os.environ.get("PREFECT_API_URL") else "embedded")
+    shape = (
+        "replicated"
+        if args.replicated and not os.environ.get("PREFECT_API_URL")
+        else ("external" if os.environ.get("PREFECT_API_URL") else "embedded")
+    )
     server = start_server(work, args.replicated, args.server_pid)
     os.environ["PREFECT_API_URL"] = server.api_url
     print(f"server: {shape} at {server.api_url}; work folder {work}", flush=True)
-    header = (f"{'server':10} {'N':>3} {'K':>2} {'wall s':>7} {'rel cpu/t':>9} {'srv cpu/t':>9} {'cpu/t':>6} "
-              f"{'5xx/429':>7} {'srv log':>7} {'printed':>7} {'published':>9}")
+    header = (
+        f"{'server':10} {'N':>3} {'K':>2} {'wall s':>7} {'rel cpu/t':>9} {'srv cpu/t':>9} {'cpu/t':>6} "
+        f"{'5xx/429':>7} {'srv log':>7} {'printed':>7} {'published':>9}"
+    )
     rows = []
     all_published = True
     try:
@@ -299,11 +353,13 @@ def main(argv: list[str] | None = None) -> int:
             published = sum(1 for o in outcomes if o.code == 0)
             all_published &= published == len(outcomes)
             answered = server.answered_errors()
-            row = (f"{shape:10} {targets:>3} {releases:>2} {wall:>7.1f} {release_cpu / total_targets:>9.2f} "
-                   f"{server_cpu / total_targets:>9.2f} {(release_cpu + server_cpu) / total_targets:>6.2f} "
-                   f"{(answered - answered_before) if answered >= 0 else '-':>7} "
-                   f"{server.log_errors() - errors_before:>7} {sum(o.errors_printed for o in outcomes):>7} "
-                   f"{published:>4} of {len(outcomes):<2}")
+            row = (
+                f"{shape:10} {targets:>3} {releases:>2} {wall:>7.1f} {release_cpu / total_targets:>9.2f} "
+                f"{server_cpu / total_targets:>9.2f} {(release_cpu + server_cpu) / total_targets:>6.2f} "
+                f"{(answered - answered_before) if answered >= 0 else '-':>7} "
+                f"{server.log_errors() - errors_before:>7} {sum(o.errors_printed for o in outcomes):>7} "
+                f"{published:>4} of {len(outcomes):<2}"
+            )
             rows.append(row)
             print(header if len(rows) == 1 else "", row, sep="\n" if len(rows) == 1 else "", flush=True)
             for outcome in outcomes:

@@ -1,6 +1,6 @@
 """dropship's Prefect blocks, registered through the `prefect.collections` entry point.
 
-    prefect block register -m blocks
+prefect block register -m blocks
 """
 
 from blocks.digitalocean import DigitalOceanCredentials

@@ -36,7 +36,9 @@ class DigitalOceanCredentials(Block):
         description="DigitalOcean API token (read and write). Only when no builder can reach this Prefect server: "
         "anyone with its API credential can read it; prefer token_env or token_file.",
     )
-    endpoint: str = Field(default="https://api.digitalocean.com", description="API endpoint; the emulator's URL in tests.")
+    endpoint: str = Field(
+        default="https://api.digitalocean.com", description="API endpoint; the emulator's URL in tests."
+    )
     ssh_port: int = Field(default=22, description="SSH port of the droplets.")
     ssh_user: str = Field(default="root", description="User the orchestrator logs in as.")
     vpcs: dict[str, str] = Field(
@@ -63,22 +65,33 @@ class DigitalOceanCredentials(Block):
     api_key: SecretStr | None = Field(
         default=None, description="PREFECT_API_KEY for the workers (Prefect Cloud); written only to a root-only file."
     )
-    package_index: str = Field(default=PYPI, description="Python package index the droplets install dropship's "
-                               "dependencies from (pinned to the orchestrator's versions).")
+    package_index: str = Field(
+        default=PYPI,
+        description="Python package index the droplets install dropship's "
+        "dependencies from (pinned to the orchestrator's versions).",
+    )
     ready_timeout: float = Field(default=300.0, description="Seconds a droplet may take to become active.")
-    ssh_timeout: float = Field(default=300.0, description="Seconds an active droplet may take to answer SSH with "
-                               "its pinned host key.")
+    ssh_timeout: float = Field(
+        default=300.0, description="Seconds an active droplet may take to answer SSH with its pinned host key."
+    )
     poll_interval: float = Field(default=2.0, description="First interval between status checks while droplets boot.")
 
     def settings(self) -> DigitalOceanSettings:
         return DigitalOceanSettings(
             token=resolve_secret(
-                "DigitalOcean token", value=self.token.get_secret_value() if self.token else None,
-                file=self.token_file, env=self.token_env,
+                "DigitalOcean token",
+                value=self.token.get_secret_value() if self.token else None,
+                file=self.token_file,
+                env=self.token_env,
             ).strip(),
-            endpoint=self.endpoint, ssh_port=self.ssh_port,
-            ssh_user=self.ssh_user, vpcs=dict(self.vpcs), private_network=self.private_network, ssh_key=self.ssh_key,
-            ready_timeout=self.ready_timeout, poll_interval=self.poll_interval,
+            endpoint=self.endpoint,
+            ssh_port=self.ssh_port,
+            ssh_user=self.ssh_user,
+            vpcs=dict(self.vpcs),
+            private_network=self.private_network,
+            ssh_key=self.ssh_key,
+            ready_timeout=self.ready_timeout,
+            poll_interval=self.poll_interval,
         )
 
     def worker_url(self, default: str) -> str:

@@ -56,8 +56,10 @@ class SigningKey(Block):
 
     def armored_keys(self) -> list[str]:
         text = resolve_secret(
-            "signing key", value=self.private_key.get_secret_value() if self.private_key else None,
-            file=self.private_key_file, env=self.private_key_env,
+            "signing key",
+            value=self.private_key.get_secret_value() if self.private_key else None,
+            file=self.private_key_file,
+            env=self.private_key_env,
         )
         parts = [p for p in re.split(f"(?={re.escape(_BLOCK_START)})", text) if p.strip()]
         return parts
@@ -66,8 +68,10 @@ class SigningKey(Block):
         if not self.passphrase_env and self.passphrase is None:
             return None
         return resolve_secret(
-            "signing key passphrase", value=self.passphrase.get_secret_value() if self.passphrase else None,
-            file=None, env=self.passphrase_env,
+            "signing key passphrase",
+            value=self.passphrase.get_secret_value() if self.passphrase else None,
+            file=None,
+            env=self.passphrase_env,
         )
 
     def signer(self, home: Path | None = None) -> Signer:

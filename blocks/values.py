@@ -44,7 +44,10 @@ def key_value(block: SigningKey) -> KeyValue:
 
 def repo_value(block: RepoServer) -> RepoValue:
     return RepoValue(
-        path=block.path, host=block.host, port=block.port, user=block.user,
+        path=block.path,
+        host=block.host,
+        port=block.port,
+        user=block.user,
         private_key=block.ssh_private_key.get_secret_value() if block.ssh_private_key else None,
         host_public_key=block.host_public_key,
     )

@@ -45,7 +45,10 @@ class DeploymentSpec:
 
 
 BUILD = DeploymentSpec(
-    "build", "build", "flows.build.build", BUILDERS_POOL,
+    "build",
+    "build",
+    "flows.build.build",
+    BUILDERS_POOL,
     "One target's build, run by the worker on that target's machine (started by the release flow).",
 )
 """Also ensured by every release run, so a server without `apply` still works."""
@@ -69,20 +72,48 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
     if settings.workdir:
         common["workdir"] = settings.workdir
     return [
-        DeploymentSpec("release", "release-tag", "flows.release.release", ORCHESTRATOR_POOL,
-                       "Release a tag (vX.Y.Z or the manifest's extra pattern): run with -p tag=v1.4.2.", dict(common)),
-        DeploymentSpec("release", "release-weekly", "flows.release.release", ORCHESTRATOR_POOL,
-                       f"Weekly development build of {settings.weekly_ref} into the nightly suites.",
-                       {**common, "ref": settings.weekly_ref}, cron=settings.weekly_cron, timezone=settings.timezone),
-        DeploymentSpec("promote", "promote", "flows.promote.promote", ORCHESTRATOR_POOL,
-                       "Publish a development build as a release tag, without rebuilding: -p build=<id> -p as_tag=vX.Y.Z.",
-                       dict(common)),
-        DeploymentSpec("rollback", "rollback", "flows.rollback.rollback", ORCHESTRATOR_POOL,
-                       "Point the repository's current back at an earlier release (-p to=<id>, default: the previous).",
-                       dict(common)),
-        DeploymentSpec("reap", "reap", "flows.reap.reap", ORCHESTRATOR_POOL,
-                       "Delete build machines whose release is over or that outlived their TTL.",
-                       {"provider": settings.provider, **({"workdir": settings.workdir} if settings.workdir else {})},
-                       interval_minutes=settings.reap_minutes),
+        DeploymentSpec(
+            "release",
+            "release-tag",
+            "flows.release.release",
+            ORCHESTRATOR_POOL,
+            "Release a tag (vX.Y.Z or the manifest's extra pattern): run with -p tag=v1.4.2.",
+            dict(common),
+        ),
+        DeploymentSpec(
+            "release",
+            "release-weekly",
+            "flows.release.release",
+            ORCHESTRATOR_POOL,
+            f"Weekly development build of {settings.weekly_ref} into the nightly suites.",
+            {**common, "ref": settings.weekly_ref},
+            cron=settings.weekly_cron,
+            timezone=settings.timezone,
+        ),
+        DeploymentSpec(
+            "promote",
+            "promote",
+            "flows.promote.promote",
+            ORCHESTRATOR_POOL,
+            "Publish a development build as a release tag, without rebuilding: -p build=<id> -p as_tag=vX.Y.Z.",
+            dict(common),
+        ),
+        DeploymentSpec(
+            "rollback",
+            "rollback",
+            "flows.rollback.rollback",
+            ORCHESTRATOR_POOL,
+            "Point the repository's current back at an earlier release (-p to=<id>, default: the previous).",
+            dict(common),
+        ),
+        DeploymentSpec(
+            "reap",
+            "reap",
+            "flows.reap.reap",
+            ORCHESTRATOR_POOL,
+            "Delete build machines whose release is over or that outlived their TTL.",
+            {"provider": settings.provider, **({"workdir": settings.workdir} if settings.workdir else {})},
+            interval_minutes=settings.reap_minutes,
+        ),
         BUILD,
     ]

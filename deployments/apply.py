@@ -21,8 +21,15 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
 from deployments import (
-    BUILDERS_POOL, HEARTBEAT_SECONDS, MACHINES_LIMIT, ORCHESTRATOR_POOL, PUBLISH_LIMIT, ZOMBIE_AUTOMATION,
-    DeploymentSpec, Settings, deployment_specs,
+    BUILDERS_POOL,
+    HEARTBEAT_SECONDS,
+    MACHINES_LIMIT,
+    ORCHESTRATOR_POOL,
+    PUBLISH_LIMIT,
+    ZOMBIE_AUTOMATION,
+    DeploymentSpec,
+    Settings,
+    deployment_specs,
 )
 
 POOLS = {
@@ -56,10 +63,14 @@ def ensure_pool(name: str, applied: Applied) -> None:
             applied.note("unchanged", f"work pool {name}")
         except ObjectNotFound:
             try:
-                client.create_work_pool(WorkPoolCreate(
-                    name=name, type="process", description=POOLS[name],
-                    base_job_template=ProcessWorker.get_default_base_job_template(),
-                ))
+                client.create_work_pool(
+                    WorkPoolCreate(
+                        name=name,
+                        type="process",
+                        description=POOLS[name],
+                        base_job_template=ProcessWorker.get_default_base_job_template(),
+                    )
+                )
             except ObjectAlreadyExists:
                 applied.note("unchanged", f"work pool {name}")  # a concurrent release made it
                 return
@@ -110,8 +121,11 @@ def zombie_automation() -> Any:
         trigger=EventTrigger(
             after={"prefect.flow-run.heartbeat"},
             expect={
-                "prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
-                "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed",
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
             },
             match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
             for_each={"prefect.resource.id"},
@@ -119,7 +133,9 @@ def zombie_automation() -> Any:
             threshold=1,
             within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
         ),
-        actions=[ChangeFlowRunState(state=StateType.CRASHED, message="no heartbeat for 3 periods: the run's process is gone")],
+        actions=[
+            ChangeFlowRunState(state=StateType.CRASHED, message="no heartbeat for 3 periods: the run's process is gone")
+        ],
     )
 
 
@@ -171,8 +187,12 @@ def _actual(deployment: Any) -> tuple[Any, ...]:
         elif getattr(schedule, "interval", None):
             schedules.append(("interval", schedule.interval.total_seconds()))
     return (
-        deployment.parameters, deployment.work_pool_name, deployment.entrypoint, deployment.description,
-        schedules, deployment.job_variables or {},
+        deployment.parameters,
+        deployment.work_pool_name,
+        deployment.entrypoint,
+        deployment.description,
+        schedules,
+        deployment.job_variables or {},
     )
 
 
@@ -191,9 +211,16 @@ def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
     # deploy() prints a banner and a table with rich; dropship says what it did in its own words
     with contextlib.redirect_stdout(io.StringIO()):
         _flow(spec.entrypoint).deploy(
-            name=spec.name, work_pool_name=spec.pool, entrypoint_type=EntrypointType.MODULE_PATH,
-            parameters=spec.parameters, description=spec.description, schedules=_schedules(spec),
-            job_variables=_job_variables(spec), build=False, push=False, print_next_steps=False,
+            name=spec.name,
+            work_pool_name=spec.pool,
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            parameters=spec.parameters,
+            description=spec.description,
+            schedules=_schedules(spec),
+            job_variables=_job_variables(spec),
+            build=False,
+            push=False,
+            print_next_steps=False,
             ignore_warnings=True,
         )
     applied.note("updated" if existing is not None else "created", f"deployment {spec.full_name}")

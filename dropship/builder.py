@@ -54,8 +54,10 @@ def build_identity(run_as: str | None) -> tuple[int, int] | None:
     try:
         entry = pwd.getpwnam(run_as)
     except KeyError:
-        run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", run_as],
-            what=f"creating the build user {run_as}")
+        run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", run_as],
+            what=f"creating the build user {run_as}",
+        )
         entry = pwd.getpwnam(run_as)
     if entry.pw_uid == 0:
         raise ConfigError(f"build user {run_as} is root: builds must run unprivileged")
@@ -116,8 +118,10 @@ def unpack(archive: Path, destination: Path) -> None:
                     raise BuildFailed(str(archive), f"source archive member {member.name!r} leaves the workspace")
                 if not (member.isfile() or member.isdir() or member.issym()):
                     raise BuildFailed(str(archive), f"source archive member {member.name!r} is not a file or folder")
-                if member.issym() and (member.linkname.startswith("/") or not (
-                        target.parent / member.linkname).resolve().is_relative_to(destination.resolve())):
+                if member.issym() and (
+                    member.linkname.startswith("/")
+                    or not (target.parent / member.linkname).resolve().is_relative_to(destination.resolve())
+                ):
                     raise BuildFailed(str(archive), f"source archive link {member.name!r} points outside the workspace")
                 member.mode &= 0o755
             tar.extractall(destination)  # noqa: S202 - every member checked above
@@ -151,8 +155,14 @@ def build(
         build_env["DROPSHIP_DEPS"] = str(source / DEPS_DIR)
     try:
         output = run(
-            command, cwd=source, env=build_env, inherit_env=False, what=f"build of {target}", timeout=timeout,
-            user=identity[0] if identity else None, group=identity[1] if identity else None,
+            command,
+            cwd=source,
+            env=build_env,
+            inherit_env=False,
+            what=f"build of {target}",
+            timeout=timeout,
+            user=identity[0] if identity else None,
+            group=identity[1] if identity else None,
         )
     except CommandError as exc:
         raise BuildFailed(target, str(exc)) from exc

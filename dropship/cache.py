@@ -22,7 +22,7 @@ import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -130,7 +130,9 @@ class Lookup:
 class ArtifactStore(Protocol):
     """Where builds are kept by content hash (a folder now; an S3 bucket can follow)."""
 
-    def put(self, digest: str, target: str, version: str, files: list[Path], inputs: tuple[tuple[str, str], ...]) -> StoredBuild: ...
+    def put(
+        self, digest: str, target: str, version: str, files: list[Path], inputs: tuple[tuple[str, str], ...]
+    ) -> StoredBuild: ...
 
     def get(self, digest: str, destination: Path) -> Lookup: ...
 
@@ -148,7 +150,9 @@ class LocalArtifactStore:
             raise ValueError(f"not a content hash: {digest!r}")
         return self.root / "objects" / digest
 
-    def put(self, digest: str, target: str, version: str, files: list[Path], inputs: tuple[tuple[str, str], ...]) -> StoredBuild:
+    def put(
+        self, digest: str, target: str, version: str, files: list[Path], inputs: tuple[tuple[str, str], ...]
+    ) -> StoredBuild:
         final = self._dir(digest)
         staging = final.with_name(f".{digest}.{os.getpid()}")
         shutil.rmtree(staging, ignore_errors=True)
@@ -157,7 +161,7 @@ class LocalArtifactStore:
         for path in files:
             shutil.copy2(path, staging / path.name)
             stored.append(StoredFile(path.name, path.stat().st_size, sha256_file(path)))
-        build = StoredBuild(digest, target, version, datetime.now(timezone.utc).isoformat(), stored, list(inputs))
+        build = StoredBuild(digest, target, version, datetime.now(UTC).isoformat(), stored, list(inputs))
         (staging / "build.json").write_text(json.dumps(asdict(build), indent=2))
         shutil.rmtree(final, ignore_errors=True)
         os.rename(staging, final)

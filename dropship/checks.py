@@ -21,8 +21,8 @@ from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
-from dropship.machines.provision import target_setup
 from dropship.machines.local import find_sshd
+from dropship.machines.provision import target_setup
 from dropship.manifest import Manifest
 from dropship.signing import Signer
 from dropship.ssh import Endpoint
@@ -95,7 +95,9 @@ def check_signing_key(manifest: Manifest, manifest_path: str, key: KeyValue | No
     if key is None:
         return Check(what, MISSING, "no such block", fix + "  (or --generate NAME --email E)")
     try:
-        with Signer(key.armored, passphrase=key.passphrase, min_validity=timedelta(days=key.min_validity_days)) as signer:
+        with Signer(
+            key.armored, passphrase=key.passphrase, min_validity=timedelta(days=key.min_validity_days)
+        ) as signer:
             described = ", ".join(
                 f"{k.fingerprint[-16:]} " + (f"expires {k.expires:%Y-%m-%d}" if k.expires else "never expires")
                 for k in signer.keys
@@ -112,7 +114,12 @@ def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | 
     what = f"repository server block {name!r}"
     if repo is None:
         fix = blocks_command(manifest_path, "--repo-path", "DIR")
-        return Check(what, MISSING, "no such block", fix + "  (or --repo-host H --repo-user U --repo-key-file F --repo-host-key-scan)")
+        return Check(
+            what,
+            MISSING,
+            "no such block",
+            fix + "  (or --repo-host H --repo-user U --repo-key-file F --repo-host-key-scan)",
+        )
     if not repo.host:
         fix = blocks_command(manifest_path, "--repo-path", "DIR")
         try:
@@ -120,8 +127,20 @@ def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | 
         except DropshipError as exc:
             return Check(what, FAILED, str(exc).removeprefix(f"{what}: ").splitlines()[0], fix)
         return Check(what, OK, f"folder {where} is writable")
-    fix = blocks_command(manifest_path, "--repo-host", repo.host, "--repo-port", str(repo.port), "--repo-user", repo.user,
-                         "--repo-path", repo.path, "--repo-key-file", "FILE", "--repo-host-key-scan")
+    fix = blocks_command(
+        manifest_path,
+        "--repo-host",
+        repo.host,
+        "--repo-port",
+        str(repo.port),
+        "--repo-user",
+        repo.user,
+        "--repo-path",
+        repo.path,
+        "--repo-key-file",
+        "FILE",
+        "--repo-host-key-scan",
+    )
     if not repo.private_key or not repo.host_public_key:
         return Check(what, FAILED, f"host {repo.host} needs an SSH key and the server's pinned host key", fix)
     endpoint = Endpoint(repo.host, repo.port, repo.user, repo.host_public_key)
@@ -132,8 +151,13 @@ def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | 
     return Check(what, OK, f"{where} answered with the pinned host key and is writable")
 
 
-def check_provider(manifest: Manifest, manifest_path: str, provider: str, targets: Sequence[str],
-                   digitalocean: DigitalOceanSettings | None) -> Check:
+def check_provider(
+    manifest: Manifest,
+    manifest_path: str,
+    provider: str,
+    targets: Sequence[str],
+    digitalocean: DigitalOceanSettings | None,
+) -> Check:
     if provider == "local":
         what = "local machines"
         try:
@@ -152,10 +176,15 @@ def check_provider(manifest: Manifest, manifest_path: str, provider: str, target
         return Check(what, FAILED, str(exc).splitlines()[0], fix)
     stale = stale_images(manifest, targets)
     if stale:
-        return Check(f"image of target {stale}", FAILED,
-                     "the snapshot was built for another dropship, Prefect or setup than this orchestrator's",
-                     image_build_command(manifest_path, stale))
-    return Check(what, OK, f"token accepted by {digitalocean.endpoint}; sizes, regions, images and the droplet limit fit")
+        return Check(
+            f"image of target {stale}",
+            FAILED,
+            "the snapshot was built for another dropship, Prefect or setup than this orchestrator's",
+            image_build_command(manifest_path, stale),
+        )
+    return Check(
+        what, OK, f"token accepted by {digitalocean.endpoint}; sizes, regions, images and the droplet limit fit"
+    )
 
 
 def image_build_command(manifest_path: str, target: str) -> str:
@@ -176,8 +205,14 @@ def stale_images(manifest: Manifest, targets: Sequence[str]) -> str | None:
     return None
 
 
-def run_checks(manifest: Manifest, manifest_path: str, inputs: Inputs, *, provider: str | None = None,
-               targets: Sequence[str] | None = None) -> list[Check]:
+def run_checks(
+    manifest: Manifest,
+    manifest_path: str,
+    inputs: Inputs,
+    *,
+    provider: str | None = None,
+    targets: Sequence[str] | None = None,
+) -> list[Check]:
     """Every check after the manifest's; none creates a machine."""
     chosen = provider or manifest.machines.provider
     names = list(targets) if targets else [t.name for t in manifest.targets]

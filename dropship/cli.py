@@ -34,10 +34,16 @@ def _parser() -> argparse.ArgumentParser:
         "signing key and a local Prefect server (started unless PREFECT_API_URL is set). Leaves "
         "DIR/published/current (the repository) and DIR/summary.json.",
     )
-    demo.add_argument("--workdir", type=Path, default=Path("demo"), help="folder for everything the demo makes (default: ./demo)")
+    demo.add_argument(
+        "--workdir", type=Path, default=Path("demo"), help="folder for everything the demo makes (default: ./demo)"
+    )
     demo.add_argument("--tag", default="v0.1.0", help="tag to release (default: v0.1.0)")
-    demo.add_argument("--provider", choices=["local", "digitalocean"], default="local",
-                      help="build machines: local sshd+worker (default), or droplets of --do-endpoint")
+    demo.add_argument(
+        "--provider",
+        choices=["local", "digitalocean"],
+        default="local",
+        help="build machines: local sshd+worker (default), or droplets of --do-endpoint",
+    )
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
     demo.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
 
@@ -50,10 +56,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     init.add_argument("--dir", type=Path, default=Path("."), help="the project's folder (default: here)")
     init.add_argument("--name", help="project name (default: from the git origin, else the folder)")
-    init.add_argument("--arch", action="append", choices=["amd64", "arm64"], dest="arches",
-                      help="a target architecture (repeatable; default: amd64 and arm64)")
-    init.add_argument("--format", action="append", choices=["deb", "rpm"], dest="formats",
-                      help="a package format (repeatable; default: deb and rpm)")
+    init.add_argument(
+        "--arch",
+        action="append",
+        choices=["amd64", "arm64"],
+        dest="arches",
+        help="a target architecture (repeatable; default: amd64 and arm64)",
+    )
+    init.add_argument(
+        "--format",
+        action="append",
+        choices=["deb", "rpm"],
+        dest="formats",
+        help="a package format (repeatable; default: deb and rpm)",
+    )
     init.add_argument("--force", action="store_true", help="replace an existing dropship.toml")
 
     rel = commands.add_parser(
@@ -66,12 +82,19 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     rel.add_argument("--target", action="append", dest="targets", help="build only this target (repeatable)")
     rel.add_argument("--dry-run", action="store_true", help="build, collect and sign, but publish nothing")
-    rel.add_argument("--force", action="store_true", help="rebuild targets even when their content hash has a stored build")
+    rel.add_argument(
+        "--force", action="store_true", help="rebuild targets even when their content hash has a stored build"
+    )
     rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
-    rel.add_argument("--submit", action="store_true",
-                     help="don't run here: create a run of the release-tag deployment for a worker, print its id")
-    rel.add_argument("--json", action="store_true", help="print the summary (summary.json) instead of the closing lines")
+    rel.add_argument(
+        "--submit",
+        action="store_true",
+        help="don't run here: create a run of the release-tag deployment for a worker, print its id",
+    )
+    rel.add_argument(
+        "--json", action="store_true", help="print the summary (summary.json) instead of the closing lines"
+    )
     rel.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
 
     from dropship.cli_setup import add_commands
@@ -79,14 +102,16 @@ def _parser() -> argparse.ArgumentParser:
     add_commands(commands)
 
     status = commands.add_parser(
-        "status", help="recent releases, promotions and rollbacks and their state (needs PREFECT_API_URL)",
+        "status",
+        help="recent releases, promotions and rollbacks and their state (needs PREFECT_API_URL)",
         description="List the latest runs of the release, promote and rollback flows, newest first.",
     )
     status.add_argument("--limit", type=int, default=15, help="how many runs (default 15)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     hook = commands.add_parser(
-        "webhook", help="serve the forge webhook receiver on 127.0.0.1 (needs PREFECT_API_URL)",
+        "webhook",
+        help="serve the forge webhook receiver on 127.0.0.1 (needs PREFECT_API_URL)",
         description="Accept GitLab tag-push and GitHub push/create tag events at POST /hooks/release; start one run "
         "of the release-tag deployment per project, tag and commit. Secrets come from a WebhookSecrets block.",
     )
@@ -94,41 +119,60 @@ def _parser() -> argparse.ArgumentParser:
     hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     hook.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml (tag rules)")
     hook.add_argument("--secrets-block", default="dropship-webhook", help="WebhookSecrets block name")
-    hook.add_argument("--deployment", default="release/release-tag", help="deployment to run (default release/release-tag)")
+    hook.add_argument(
+        "--deployment", default="release/release-tag", help="deployment to run (default release/release-tag)"
+    )
 
     deps = commands.add_parser(
-        "deployments", help="create the deployments, work pools, limits and automation (needs PREFECT_API_URL)",
+        "deployments",
+        help="create the deployments, work pools, limits and automation (needs PREFECT_API_URL)",
         description="Manage dropship's Prefect deployments (the same set as deployments/prefect.yaml).",
     )
     deps_commands = deps.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
     apply = deps_commands.add_parser(
-        "apply", help="create or update everything; a second apply changes nothing",
+        "apply",
+        help="create or update everything; a second apply changes nothing",
         description="Create the orchestrator and builders work pools, the global concurrency limits "
         "dropship-publish (1) and dropship-machines, the deployments release-tag, release-weekly, promote, "
         "rollback, reap and build, and the automation that marks zombie flow runs Crashed.",
     )
     apply.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="the project's dropship.toml")
-    apply.add_argument("--workdir", type=Path, help="orchestrator state folder the runs use (default: the worker's $DROPSHIP_HOME)")
-    apply.add_argument("--weekly-cron", default="0 3 * * 1", help="cron of the weekly development build (default: Monday 03:00)")
+    apply.add_argument(
+        "--workdir", type=Path, help="orchestrator state folder the runs use (default: the worker's $DROPSHIP_HOME)"
+    )
+    apply.add_argument(
+        "--weekly-cron", default="0 3 * * 1", help="cron of the weekly development build (default: Monday 03:00)"
+    )
     apply.add_argument("--timezone", default="UTC", help="IANA timezone of --weekly-cron (default UTC)")
     apply.add_argument("--weekly-ref", default="main", help="branch the weekly build releases (default main)")
     apply.add_argument("--reap-minutes", type=float, default=10.0, help="how often the reaper runs (default 10)")
-    apply.add_argument("--provider", choices=["local", "digitalocean"], default="local", help="machines the reaper checks")
+    apply.add_argument(
+        "--provider", choices=["local", "digitalocean"], default="local", help="machines the reaper checks"
+    )
     apply.add_argument("--machines", type=int, default=8, help="slots of the dropship-machines limit (default 8)")
 
-    keys = commands.add_parser("keys", help="generate or export a repository signing key",
-                               description="Make the GnuPG key that signs the repositories, or print its public part.")
+    keys = commands.add_parser(
+        "keys",
+        help="generate or export a repository signing key",
+        description="Make the GnuPG key that signs the repositories, or print its public part.",
+    )
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    gen = keys_commands.add_parser("generate", help="generate an ed25519 signing key (no passphrase)",
-                                   description="Write a new armored secret key to --out (mode 0600) and/or save it "
-                                   "as a SigningKey block (--block, needs PREFECT_API_URL).")
+    gen = keys_commands.add_parser(
+        "generate",
+        help="generate an ed25519 signing key (no passphrase)",
+        description="Write a new armored secret key to --out (mode 0600) and/or save it "
+        "as a SigningKey block (--block, needs PREFECT_API_URL).",
+    )
     gen.add_argument("--name", required=True, help='user id name, e.g. "Example Project release key"')
     gen.add_argument("--email", required=True, help="user id email")
     gen.add_argument("--expire-days", type=int, default=730, help="validity in days (default 730)")
     gen.add_argument("--out", type=Path, help="file to write the secret key to")
     gen.add_argument("--block", help="SigningKey block name to save the key as")
-    exp = keys_commands.add_parser("export", help="print the public key of a key file or SigningKey block",
-                                   description="Print the armored public key (what users import) of --file or --block.")
+    exp = keys_commands.add_parser(
+        "export",
+        help="print the public key of a key file or SigningKey block",
+        description="Print the armored public key (what users import) of --file or --block.",
+    )
     exp.add_argument("--file", type=Path, help="armored secret key file")
     exp.add_argument("--block", help="SigningKey block name (needs PREFECT_API_URL)")
 
@@ -141,7 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     reap.add_argument("--provider", choices=["local", "digitalocean"], default="local")
     reap.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     reap.add_argument("--credentials", default="dropship-digitalocean", help="DigitalOceanCredentials block name")
-    reap.add_argument("--ttl-minutes", type=float, default=120.0, help="age after which any machine is deleted (default 120)")
+    reap.add_argument(
+        "--ttl-minutes", type=float, default=120.0, help="age after which any machine is deleted (default 120)"
+    )
 
     promote = commands.add_parser(
         "promote",
@@ -166,7 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     image = commands.add_parser("image", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)")
     image_commands = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     image_build = image_commands.add_parser(
-        "build", help="snapshot a droplet with a target's setup, dropship and Prefect installed",
+        "build",
+        help="snapshot a droplet with a target's setup, dropship and Prefect installed",
         description="Boot a stock droplet, install the target's setup and this orchestrator's dropship and Prefect, "
         "snapshot it and delete it; print the snapshot's id and name (put the name in the manifest's `image`).",
     )
@@ -182,49 +229,82 @@ def _parser() -> argparse.ArgumentParser:
         "Runs until interrupted, then deletes its droplets.",
     )
     emu.add_argument("--port", type=int, default=8090, help="HTTP port on 127.0.0.1 (default 8090)")
-    emu.add_argument("--token", default=os.environ.get("DIGITALOCEAN_TOKEN", ""),
-                     help="the token clients must send (default: $DIGITALOCEAN_TOKEN)")
-    emu.add_argument("--machines", choices=["containers", "processes"], default="containers",
-                     help="what plays a droplet: a container (default; needs root and dockerd) or local processes")
+    emu.add_argument(
+        "--token",
+        default=os.environ.get("DIGITALOCEAN_TOKEN", ""),
+        help="the token clients must send (default: $DIGITALOCEAN_TOKEN)",
+    )
+    emu.add_argument(
+        "--machines",
+        choices=["containers", "processes"],
+        default="containers",
+        help="what plays a droplet: a container (default; needs root and dockerd) or local processes",
+    )
     emu.add_argument("--state", type=Path, default=Path("emulator-state"), help="folder for the droplets' machines")
-    emu.add_argument("--dockerd-dir", type=Path,
-                     help="folder of the emulator's own dockerd (default: <state>/dockerd; socket under /tmp)")
-    emu.add_argument("--ssh-port", type=int,
-                     help="SSH port of every droplet (default 22 for containers, 2222 for processes)")
-    emu.add_argument("--fault", action="append", default=[], metavar="FAULT",
-                     help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
-                     "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N] (repeatable)")
+    emu.add_argument(
+        "--dockerd-dir",
+        type=Path,
+        help="folder of the emulator's own dockerd (default: <state>/dockerd; socket under /tmp)",
+    )
+    emu.add_argument(
+        "--ssh-port", type=int, help="SSH port of every droplet (default 22 for containers, 2222 for processes)"
+    )
+    emu.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="FAULT",
+        help="rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
+        "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N] (repeatable)",
+    )
     _server_parser(commands)
     return parser
 
 
 def _server_parser(commands: Any) -> None:
     server = commands.add_parser(
-        "server", help="run the orchestrator's Prefect server (embedded, or PostgreSQL + Redis with API replicas)",
+        "server",
+        help="run the orchestrator's Prefect server (embedded, or PostgreSQL + Redis with API replicas)",
         description="The Prefect server releases run on. See docs/orchestrator.md.",
     )
     actions = server.add_subparsers(dest="server_command", required=True, metavar="ACTION")
     start = actions.add_parser(
-        "start", help="start the server and keep it up until SIGTERM",
+        "start",
+        help="start the server and keep it up until SIGTERM",
         description="No options: the embedded SQLite server. With --database and --redis: migrations once, "
         "--api-replicas API servers without services (one after the other), one services process, and nginx "
         "in front on --host/--port. Children that die are restarted; SIGTERM stops them all.",
     )
-    start.add_argument("--home", type=Path, default=Path("/var/lib/dropship/server"),
-                       help="state and logs (default /var/lib/dropship/server)")
+    start.add_argument(
+        "--home",
+        type=Path,
+        default=Path("/var/lib/dropship/server"),
+        help="state and logs (default /var/lib/dropship/server)",
+    )
     start.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on (default 127.0.0.1)")
     start.add_argument("--port", type=int, default=4200, help="port of the API and UI (default 4200)")
-    start.add_argument("--database", default=os.environ.get("DROPSHIP_DATABASE_URL"),
-                       help="postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (default: $DROPSHIP_DATABASE_URL)")
-    start.add_argument("--redis", default=os.environ.get("DROPSHIP_REDIS_URL"),
-                       help="redis://HOST:PORT/DB (default: $DROPSHIP_REDIS_URL)")
+    start.add_argument(
+        "--database",
+        default=os.environ.get("DROPSHIP_DATABASE_URL"),
+        help="postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB (default: $DROPSHIP_DATABASE_URL)",
+    )
+    start.add_argument(
+        "--redis",
+        default=os.environ.get("DROPSHIP_REDIS_URL"),
+        help="redis://HOST:PORT/DB (default: $DROPSHIP_REDIS_URL)",
+    )
     start.add_argument("--api-replicas", type=int, default=2, help="API servers behind nginx (default 2)")
-    start.add_argument("--auth-string-file", type=Path,
-                       help="file (mode 0600) holding the API's basic auth string user:password")
-    start.add_argument("--public-api-url", help="API URL the UI uses when a TLS proxy is in front, "
-                       "e.g. https://prefect.example.org/api (default: this server's own)")
+    start.add_argument(
+        "--auth-string-file", type=Path, help="file (mode 0600) holding the API's basic auth string user:password"
+    )
+    start.add_argument(
+        "--public-api-url",
+        help="API URL the UI uses when a TLS proxy is in front, "
+        "e.g. https://prefect.example.org/api (default: this server's own)",
+    )
     units = actions.add_parser(
-        "units", help="print systemd unit files for the orchestrator machine",
+        "units",
+        help="print systemd unit files for the orchestrator machine",
         description="Print dropship-server.service and dropship-worker.service, separated by a line "
         "'# ---- NAME'; or write them into --out DIR.",
     )
@@ -233,8 +313,12 @@ def _server_parser(commands: Any) -> None:
     units.add_argument("--port", type=int, default=4200)
     units.add_argument("--api-replicas", type=int, default=2)
     units.add_argument("--auth-string-file", type=Path)
-    units.add_argument("--env-file", type=Path, default=Path("/etc/dropship/server.env"),
-                       help="file with DROPSHIP_DATABASE_URL and DROPSHIP_REDIS_URL (default /etc/dropship/server.env)")
+    units.add_argument(
+        "--env-file",
+        type=Path,
+        default=Path("/etc/dropship/server.env"),
+        help="file with DROPSHIP_DATABASE_URL and DROPSHIP_REDIS_URL (default /etc/dropship/server.env)",
+    )
     units.add_argument("--dropship", help="path of the dropship command (default: the one running)")
     units.add_argument("--out", type=Path, help="write the units into this folder instead of printing them")
 
@@ -246,8 +330,15 @@ def _server(args: argparse.Namespace) -> int:
 
     if args.server_command == "units":
         dropship = args.dropship or shutil.which("dropship") or str(Path(sys.executable).with_name("dropship"))
-        units = systemd_units(dropship=dropship, home=args.home, env_file=args.env_file, host=args.host,
-                              port=args.port, api_replicas=args.api_replicas, auth_string_file=args.auth_string_file)
+        units = systemd_units(
+            dropship=dropship,
+            home=args.home,
+            env_file=args.env_file,
+            host=args.host,
+            port=args.port,
+            api_replicas=args.api_replicas,
+            auth_string_file=args.auth_string_file,
+        )
         for name, text in units.items():
             if args.out:
                 args.out.mkdir(parents=True, exist_ok=True)
@@ -256,9 +347,16 @@ def _server(args: argparse.Namespace) -> int:
             else:
                 print(f"# ---- {name}\n{text}")
         return 0
-    config = StackConfig(home=args.home, host=args.host, port=args.port, database=args.database, redis=args.redis,
-                         api_replicas=args.api_replicas, auth_string_file=args.auth_string_file,
-                         public_api_url=args.public_api_url)
+    config = StackConfig(
+        home=args.home,
+        host=args.host,
+        port=args.port,
+        database=args.database,
+        redis=args.redis,
+        api_replicas=args.api_replicas,
+        auth_string_file=args.auth_string_file,
+        public_api_url=args.public_api_url,
+    )
     Orchestrator(config, echo=lambda line: print(line, flush=True)).run()
     return 0
 
@@ -300,8 +398,13 @@ def _demo(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from dropship.scaffold import write_manifest
 
-    path = write_manifest(args.dir, name=args.name, arches=args.arches or ["amd64", "arm64"],
-                          formats=args.formats or ["deb", "rpm"], force=args.force)
+    path = write_manifest(
+        args.dir,
+        name=args.name,
+        arches=args.arches or ["amd64", "arm64"],
+        formats=args.formats or ["deb", "rpm"],
+        force=args.force,
+    )
     print(f"wrote {path}: replace each target's build command, then run `dropship check --manifest {path}`")
     return 0
 
@@ -330,8 +433,12 @@ def _reap(args: argparse.Namespace) -> int:
         raise DropshipError("set PREFECT_API_URL: the reaper asks Prefect whether each machine's run is over")
     from flows.reap import reap
 
-    deleted = reap(provider=args.provider, workdir=str(args.workdir) if args.workdir else None,
-                   credentials=args.credentials, ttl_minutes=args.ttl_minutes)
+    deleted = reap(
+        provider=args.provider,
+        workdir=str(args.workdir) if args.workdir else None,
+        credentials=args.credentials,
+        ttl_minutes=args.ttl_minutes,
+    )
     print("\n".join(deleted) if deleted else "nothing to reap")
     return 0
 
@@ -361,8 +468,13 @@ def _promote(args: argparse.Namespace) -> int:
     _need_api("the promotion runs as a flow and holds the publish lock there")
     from flows.promote import promote
 
-    state = promote(manifest=str(args.manifest), build=args.build, as_tag=args.as_tag,
-                    workdir=str(args.workdir) if args.workdir else None, return_state=True)
+    state = promote(
+        manifest=str(args.manifest),
+        build=args.build,
+        as_tag=args.as_tag,
+        workdir=str(args.workdir) if args.workdir else None,
+        return_state=True,
+    )
     result = _outcome(state, "promotion")
     if result is None:
         return 1
@@ -374,8 +486,9 @@ def _rollback(args: argparse.Namespace) -> int:
     _need_api("the rollback runs as a flow and holds the publish lock there")
     from flows.rollback import rollback
 
-    state = rollback(manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None,
-                     return_state=True)
+    state = rollback(
+        manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None, return_state=True
+    )
     result = _outcome(state, "rollback")
     if result is None:
         return 1
@@ -448,9 +561,14 @@ def _deployments(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DropshipError(f"--weekly-cron {args.weekly_cron!r} is not a cron expression") from exc
     settings = Settings(
-        manifest=str(manifest), workdir=str(args.workdir.resolve()) if args.workdir else None,
-        weekly_cron=args.weekly_cron, timezone=args.timezone, weekly_ref=args.weekly_ref,
-        reap_minutes=args.reap_minutes, provider=args.provider, machines_limit=args.machines,
+        manifest=str(manifest),
+        workdir=str(args.workdir.resolve()) if args.workdir else None,
+        weekly_cron=args.weekly_cron,
+        timezone=args.timezone,
+        weekly_ref=args.weekly_ref,
+        reap_minutes=args.reap_minutes,
+        provider=args.provider,
+        machines_limit=args.machines,
     )
     apply(settings, echo=lambda line: print(line, flush=True))
     return 0
@@ -510,8 +628,9 @@ def _emulator(args: argparse.Namespace) -> int:
 
     docker = DockerDaemon(args.dockerd_dir).start() if args.machines == "containers" and args.dockerd_dir else None
     try:
-        emulator = Emulator(args.state.resolve(), token=args.token, ssh_port=args.ssh_port, machines=args.machines,
-                            docker=docker)
+        emulator = Emulator(
+            args.state.resolve(), token=args.token, ssh_port=args.ssh_port, machines=args.machines, docker=docker
+        )
     except BaseException:
         if docker is not None:
             docker.stop()
@@ -524,8 +643,11 @@ def _emulator(args: argparse.Namespace) -> int:
     server = EmulatorServer(emulator, args.port).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port}); "
-          "Ctrl-C stops it", flush=True)
+    print(
+        f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port}); "
+        "Ctrl-C stops it",
+        flush=True,
+    )
     try:
         stop.wait()
     except KeyboardInterrupt:
@@ -558,9 +680,19 @@ def main(argv: list[str] | None = None) -> int:
 
     apply_client_retry_env()
     handlers = {
-        "demo": _demo, "init": _init, "release": _release, "reap": _reap, "emulator": _emulator, "promote": _promote,
-        "rollback": _rollback, "status": _status, "webhook": _webhook, "deployments": _deployments, "keys": _keys,
-        "server": _server, "image": _image,
+        "demo": _demo,
+        "init": _init,
+        "release": _release,
+        "reap": _reap,
+        "emulator": _emulator,
+        "promote": _promote,
+        "rollback": _rollback,
+        "status": _status,
+        "webhook": _webhook,
+        "deployments": _deployments,
+        "keys": _keys,
+        "server": _server,
+        "image": _image,
     }
     from dropship.cli_setup import HANDLERS
 

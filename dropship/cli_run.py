@@ -52,7 +52,7 @@ def quiet_prefect(log_file: Path, *, verbose: bool = False, stream: TextIO | Non
         file_handler.close()
         if loud is not None:
             root.removeHandler(loud)
-        for handler, level in zip(muted, levels):
+        for handler, level in zip(muted, levels, strict=True):
             handler.setLevel(level)
 
 
@@ -103,8 +103,14 @@ def run_release(args: Any) -> int:
         from flows.release import release
 
         state = release(
-            manifest=str(args.manifest), tag=args.tag, ref=args.ref, targets=args.targets,
-            dry_run=args.dry_run, force=args.force, provider=args.provider, workdir=str(workdir),
+            manifest=str(args.manifest),
+            tag=args.tag,
+            ref=args.ref,
+            targets=args.targets,
+            dry_run=args.dry_run,
+            force=args.force,
+            provider=args.provider,
+            workdir=str(workdir),
             return_state=True,
         )
     summary, summary_file = summary_of(state, workdir)
@@ -119,10 +125,18 @@ def run_release(args: Any) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     elif summary["status"] == "published":
-        print("\n" + "\n".join(closing_lines(
-            summary, key_name=manifest.repository.key_name, component=manifest.repository.component,
-            summary_path=str(summary_file), provider=args.provider or manifest.machines.provider,
-        )))
+        print(
+            "\n"
+            + "\n".join(
+                closing_lines(
+                    summary,
+                    key_name=manifest.repository.key_name,
+                    component=manifest.repository.component,
+                    summary_path=str(summary_file),
+                    provider=args.provider or manifest.machines.provider,
+                )
+            )
+        )
     else:
         print(f"dry run of {what}: signed tree in {summary['repository']}, nothing published; summary: {summary_file}")
     return 0

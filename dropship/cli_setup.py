@@ -31,7 +31,8 @@ from dropship.process import run
 def add_commands(commands: Any) -> None:
     """Register blocks, check and ui on the CLI's subparsers."""
     blocks = commands.add_parser(
-        "blocks", help="create or update the blocks dropship.toml names (needs PREFECT_API_URL)",
+        "blocks",
+        help="create or update the blocks dropship.toml names (needs PREFECT_API_URL)",
         description="Create or update the SigningKey, RepoServer and (for droplets) DigitalOceanCredentials "
         "blocks the manifest names, and the WebhookSecrets block, from flags or prompts. A block that exists "
         "and gets no flag is left as it is. Secrets are read from files, environment variables or a hidden "
@@ -44,27 +45,39 @@ def add_commands(commands: Any) -> None:
     key.add_argument("--email", help="user id email of --generate")
     key.add_argument("--expire-days", type=int, default=730, help="validity of --generate in days (default 730)")
     repo = blocks.add_argument_group("repository server")
-    repo.add_argument("--repo-path", type=Path, metavar="DIR",
-                      help="publish into this folder here; with --repo-host, the folder on that server")
+    repo.add_argument(
+        "--repo-path",
+        type=Path,
+        metavar="DIR",
+        help="publish into this folder here; with --repo-host, the folder on that server",
+    )
     repo.add_argument("--repo-host", metavar="HOST", help="publish over SSH to this server")
     repo.add_argument("--repo-port", type=int, default=22, metavar="PORT", help="its SSH port (default 22)")
     repo.add_argument("--repo-user", default="dropship", metavar="USER", help="its SSH user (default dropship)")
     repo.add_argument("--repo-key-file", type=Path, metavar="FILE", help="unencrypted OpenSSH private key of that user")
     repo.add_argument("--repo-host-key", metavar="LINE", help="the server's host public key line, pinned")
-    repo.add_argument("--repo-host-key-scan", action="store_true",
-                      help="read the host key once with ssh-keyscan and show its fingerprint (check it!)")
+    repo.add_argument(
+        "--repo-host-key-scan",
+        action="store_true",
+        help="read the host key once with ssh-keyscan and show its fingerprint (check it!)",
+    )
     repo.add_argument("--repo-base-url", metavar="URL", help="URL at which clients reach <path>/current")
     do = blocks.add_argument_group("DigitalOcean (provider digitalocean)")
     do.add_argument("--do-token-env", metavar="VAR", help="environment variable holding the API token")
     do.add_argument("--do-endpoint", metavar="URL", help="API endpoint (default DigitalOcean's; the emulator's URL)")
     do.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
     hook = blocks.add_argument_group("webhook secrets (dropship webhook)")
-    hook.add_argument("--webhook-block", default="dropship-webhook", metavar="NAME", help="block name (default dropship-webhook)")
+    hook.add_argument(
+        "--webhook-block", default="dropship-webhook", metavar="NAME", help="block name (default dropship-webhook)"
+    )
     hook.add_argument("--webhook-gitlab-token-env", metavar="VAR", help="environment variable holding the GitLab token")
-    hook.add_argument("--webhook-github-secret-env", metavar="VAR", help="environment variable holding the GitHub secret")
+    hook.add_argument(
+        "--webhook-github-secret-env", metavar="VAR", help="environment variable holding the GitHub secret"
+    )
 
     check = commands.add_parser(
-        "check", help="say what a release still needs, without creating a machine (needs PREFECT_API_URL)",
+        "check",
+        help="say what a release still needs, without creating a machine (needs PREFECT_API_URL)",
         description="Load the manifest and every block it names; check the signing key's expiry, the machine "
         "provider (local: sshd; digitalocean: token, sizes, regions) and that the repository server is "
         "reachable and writable. One line per check with the command that fixes it; exit 1 if any is not ok.",
@@ -73,7 +86,8 @@ def add_commands(commands: Any) -> None:
     check.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
 
     ui = commands.add_parser(
-        "ui", help="serve the Prefect UI (and API) on a workdir's database, until Ctrl-C",
+        "ui",
+        help="serve the Prefect UI (and API) on a workdir's database, until Ctrl-C",
         description="Start a local Prefect server on 127.0.0.1 with its SQLite database in DIR/prefect (the one "
         "`dropship demo --workdir DIR` used), print its URL and the PREFECT_API_URL to export, and run until "
         "interrupted.",
@@ -83,6 +97,7 @@ def add_commands(commands: Any) -> None:
 
 
 # --- prompts ---------------------------------------------------------------
+
 
 def _interactive() -> bool:
     return sys.stdin.isatty()
@@ -124,8 +139,11 @@ def host_key_fingerprint(line: str) -> str:
 
 def scan_host_key(host: str, port: int) -> str:
     """The server's host key line (ed25519 preferred), read once with ssh-keyscan."""
-    output = run(["ssh-keyscan", "-T", "10", "-p", str(port), "-t", "ed25519,ecdsa,rsa", host],
-                 what=f"ssh-keyscan of {host}:{port}", timeout=30)
+    output = run(
+        ["ssh-keyscan", "-T", "10", "-p", str(port), "-t", "ed25519,ecdsa,rsa", host],
+        what=f"ssh-keyscan of {host}:{port}",
+        timeout=30,
+    )
     keys = [line.split(None, 1)[1] for line in output.splitlines() if line and not line.startswith("#") and " " in line]
     if not keys:
         raise ConfigError(f"ssh-keyscan got no host key from {host}:{port}: is sshd running there?")
@@ -134,6 +152,7 @@ def scan_host_key(host: str, port: int) -> str:
 
 
 # --- blocks ----------------------------------------------------------------
+
 
 def _save(block: Any, name: str, existed: bool, say: Callable[[str], None], detail: str) -> None:
     block.save(name, overwrite=True)
@@ -153,11 +172,16 @@ def _signing_key(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
         if existing is not None:
             say(f"unchanged SigningKey block {name!r}")
             return
-        answer = "" if not _interactive() else input(
-            f"signing key block {name!r}: armored secret key file (empty: generate a new key): ").strip()
+        answer = (
+            ""
+            if not _interactive()
+            else input(f"signing key block {name!r}: armored secret key file (empty: generate a new key): ").strip()
+        )
         if not _interactive():
-            raise ConfigError(f"signing key block {name!r} does not exist: pass --signing-key-file FILE or "
-                              "--generate NAME --email E (stdin is not a terminal, so dropship can't ask)")
+            raise ConfigError(
+                f"signing key block {name!r} does not exist: pass --signing-key-file FILE or "
+                "--generate NAME --email E (stdin is not a terminal, so dropship can't ask)"
+            )
         if answer:
             args.signing_key_file = Path(answer).expanduser().absolute()
         else:
@@ -184,9 +208,11 @@ def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
             say(f"unchanged RepoServer block {name!r}")
             return
         if not _interactive():
-            raise ConfigError(f"repository server block {name!r} does not exist: pass --repo-path DIR (a folder here) "
-                              "or --repo-host H --repo-path DIR --repo-key-file F --repo-host-key-scan "
-                              "(stdin is not a terminal, so dropship can't ask)")
+            raise ConfigError(
+                f"repository server block {name!r} does not exist: pass --repo-path DIR (a folder here) "
+                "or --repo-host H --repo-path DIR --repo-key-file F --repo-host-key-scan "
+                "(stdin is not a terminal, so dropship can't ask)"
+            )
         answer = _ask("repository: a folder here, or user@host[:port]:/path on an SSH server: ", "--repo-path DIR")
         if "@" in answer and ":" in answer:
             user, _, rest = answer.partition("@")
@@ -200,8 +226,13 @@ def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
     if not args.repo_path:
         raise ConfigError("--repo-host needs --repo-path: the repository's folder on that server")
     if not args.repo_host:
-        _save(RepoServer(path=str(args.repo_path), base_url=args.repo_base_url), name, existing is not None, say,
-              f"folder {args.repo_path}")
+        _save(
+            RepoServer(path=str(args.repo_path), base_url=args.repo_base_url),
+            name,
+            existing is not None,
+            say,
+            f"folder {args.repo_path}",
+        )
         return
     if not args.repo_key_file:
         raise ConfigError("--repo-host needs --repo-key-file FILE: the SSH private key of --repo-user")
@@ -209,16 +240,29 @@ def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
     host_key = args.repo_host_key
     if args.repo_host_key_scan:
         host_key = scan_host_key(args.repo_host, args.repo_port)
-        say(f"{args.repo_host}:{args.repo_port} host key {host_key.split()[0]} {host_key_fingerprint(host_key)} "
-            "(read once with ssh-keyscan and pinned: compare it with the server's `ssh-keygen -lf`)")
+        say(
+            f"{args.repo_host}:{args.repo_port} host key {host_key.split()[0]} {host_key_fingerprint(host_key)} "
+            "(read once with ssh-keyscan and pinned: compare it with the server's `ssh-keygen -lf`)"
+        )
     if not host_key:
         raise ConfigError("--repo-host needs the server's host key: --repo-host-key LINE or --repo-host-key-scan")
     host_key_fingerprint(host_key)
-    block = RepoServer(path=str(args.repo_path), base_url=args.repo_base_url, host=args.repo_host,
-                       port=args.repo_port, user=args.repo_user, ssh_private_key=private_key,
-                       host_public_key=host_key)
-    _save(block, name, existing is not None, say,
-          f"{args.repo_user}@{args.repo_host}:{args.repo_port}:{args.repo_path}, host key {host_key_fingerprint(host_key)}")
+    block = RepoServer(
+        path=str(args.repo_path),
+        base_url=args.repo_base_url,
+        host=args.repo_host,
+        port=args.repo_port,
+        user=args.repo_user,
+        ssh_private_key=private_key,
+        host_public_key=host_key,
+    )
+    _save(
+        block,
+        name,
+        existing is not None,
+        say,
+        f"{args.repo_user}@{args.repo_host}:{args.repo_port}:{args.repo_path}, host key {host_key_fingerprint(host_key)}",
+    )
 
 
 def _digitalocean(args: argparse.Namespace, manifest: Manifest, say: Callable[[str], None]) -> None:
@@ -243,7 +287,13 @@ def _digitalocean(args: argparse.Namespace, manifest: Manifest, say: Callable[[s
     if args.do_endpoint:
         fields["endpoint"] = args.do_endpoint
     block = DigitalOceanCredentials(token=token, **fields)
-    _save(block, name, existing is not None, say, f"token from {args.do_token_env or 'the prompt'}, endpoint {block.endpoint}")
+    _save(
+        block,
+        name,
+        existing is not None,
+        say,
+        f"token from {args.do_token_env or 'the prompt'}, endpoint {block.endpoint}",
+    )
 
 
 def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
@@ -257,9 +307,11 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     github = existing.github_secret if existing is not None else None
     block = WebhookSecrets(
         gitlab_token=_env_secret(args.webhook_gitlab_token_env, "--webhook-gitlab-token-env")
-        if args.webhook_gitlab_token_env else gitlab,
+        if args.webhook_gitlab_token_env
+        else gitlab,
         github_secret=_env_secret(args.webhook_github_secret_env, "--webhook-github-secret-env")
-        if args.webhook_github_secret_env else github,
+        if args.webhook_github_secret_env
+        else github,
     )
     forges = [f for f, v in (("GitLab", block.gitlab_token), ("GitHub", block.github_secret)) if v]
     _save(block, args.webhook_block, existing is not None, say, f"secrets for {' and '.join(forges)}")
@@ -269,14 +321,18 @@ def need_api() -> None:
     """PREFECT_API_URL set and answering, or a one-line error saying how to get there."""
     url = os.environ.get("PREFECT_API_URL", "")
     if not url:
-        raise ConfigError("set PREFECT_API_URL to the Prefect server the blocks live on "
-                          "(`dropship ui --workdir DIR` starts one and prints it)")
+        raise ConfigError(
+            "set PREFECT_API_URL to the Prefect server the blocks live on "
+            "(`dropship ui --workdir DIR` starts one and prints it)"
+        )
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10):
             pass
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"the Prefect server at {url} can't be reached ({exc}): start it "
-                          "(`dropship ui --workdir DIR`) or fix PREFECT_API_URL") from exc
+        raise ConfigError(
+            f"the Prefect server at {url} can't be reached ({exc}): start it "
+            "(`dropship ui --workdir DIR`) or fix PREFECT_API_URL"
+        ) from exc
 
 
 def blocks_command(args: argparse.Namespace) -> int:
@@ -288,8 +344,10 @@ def blocks_command(args: argparse.Namespace) -> int:
 
     failed = 0
     steps: list[Callable[[], None]] = [
-        lambda: _signing_key(args, manifest, say), lambda: _repo_server(args, manifest, say),
-        lambda: _digitalocean(args, manifest, say), lambda: _webhook(args, say),
+        lambda: _signing_key(args, manifest, say),
+        lambda: _repo_server(args, manifest, say),
+        lambda: _digitalocean(args, manifest, say),
+        lambda: _webhook(args, say),
     ]
     for step in steps:  # each block on its own: one that can't be made doesn't stop the others
         try:
@@ -305,13 +363,20 @@ def blocks_command(args: argparse.Namespace) -> int:
 
 # --- check -----------------------------------------------------------------
 
+
 def check_command(args: argparse.Namespace) -> int:
     try:
         manifest = load_manifest(args.manifest)
     except DropshipError as exc:
         print(Check("manifest", FAILED, str(exc), "fix it, or `dropship init` to start one").line())
         return 1
-    lines = [Check("manifest", OK, f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} target{'' if len(manifest.targets) == 1 else 's'})")]
+    lines = [
+        Check(
+            "manifest",
+            OK,
+            f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} target{'' if len(manifest.targets) == 1 else 's'})",
+        )
+    ]
     url = os.environ.get("PREFECT_API_URL", "")
     fix_server = "dropship ui --workdir DIR (or prefect server start), then export PREFECT_API_URL"
     if not url:
@@ -339,6 +404,7 @@ def check_command(args: argparse.Namespace) -> int:
 
 # --- ui --------------------------------------------------------------------
 
+
 def ui_command(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -348,7 +414,9 @@ def ui_command(args: argparse.Namespace) -> int:
     home = args.workdir / "prefect"
     fresh = not (home / "prefect.db").exists()
     server = LocalPrefectServer(home, port=args.port or 0)
-    print(f"starting the Prefect server on {'a new' if fresh else 'the'} database {home / 'prefect.db'} ...", flush=True)
+    print(
+        f"starting the Prefect server on {'a new' if fresh else 'the'} database {home / 'prefect.db'} ...", flush=True
+    )
     server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -365,5 +433,7 @@ def ui_command(args: argparse.Namespace) -> int:
 
 
 HANDLERS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "blocks": blocks_command, "check": check_command, "ui": ui_command,
+    "blocks": blocks_command,
+    "check": check_command,
+    "ui": ui_command,
 }

@@ -33,5 +33,5 @@ def collect(machine: Machine, private_key: str, destination: Path) -> tuple[Buil
             if "/" in artifact.name or artifact.name.startswith("."):
                 raise TransferError(f"target {report.target}: refusing artifact name {artifact.name!r}")
         pulled = [destination / artifact.name for artifact in report.artifacts]
-        session.get_many([(a.path, local, a.sha256) for a, local in zip(report.artifacts, pulled)])
+        session.get_many([(a.path, local, a.sha256) for a, local in zip(report.artifacts, pulled, strict=True)])
     return report, pulled

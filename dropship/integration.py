@@ -84,8 +84,9 @@ def _under(tree: Path, relative: str) -> list[str]:
     return sorted(p.relative_to(tree).as_posix() for p in base.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def plan_install(tree: Path, manifest: Manifest, suite: str, fmt: PackageFormat, arch: Arch,
-                 packages: Sequence[Path]) -> Install:
+def plan_install(
+    tree: Path, manifest: Manifest, suite: str, fmt: PackageFormat, arch: Arch, packages: Sequence[Path]
+) -> Install:
     """The packages of `arch` among `packages` and the tree files their installation needs."""
     key = manifest.repository.key_name
     if fmt is PackageFormat.DEB:
@@ -100,11 +101,19 @@ def plan_install(tree: Path, manifest: Manifest, suite: str, fmt: PackageFormat,
     if not headers:
         raise RepositoryError(f"no {arch.rpm} .rpm to install among {', '.join(p.name for p in packages)}")
     folder = f"rpm/{suite}/{arch.rpm}"
-    files = [*_under(tree, f"{folder}/repodata"), f"keys/{key}.asc",
-             *(f"{folder}/packages/{h.filename}" for h in headers)]
+    files = [
+        *_under(tree, f"{folder}/repodata"),
+        f"keys/{key}.asc",
+        *(f"{folder}/packages/{h.filename}" for h in headers),
+    ]
     requires = run(["rpm", "-qp", "--nosignature", "--nodigest", "--requires", *map(str, packages)], what="rpm -qp")
-    return Install(fmt, arch, tuple(f"{h.name}-{h.version}-{h.release}.{h.arch}" for h in headers),
-                   tuple(dict.fromkeys(files)), tuple(sorted({r.strip() for r in requires.splitlines() if r.strip()})))
+    return Install(
+        fmt,
+        arch,
+        tuple(f"{h.name}-{h.version}-{h.release}.{h.arch}" for h in headers),
+        tuple(dict.fromkeys(files)),
+        tuple(sorted({r.strip() for r in requires.splitlines() if r.strip()})),
+    )
 
 
 class Remote:
@@ -136,9 +145,16 @@ class Remote:
 def essence(output: str, limit: int = 700) -> str:
     """apt's, dnf's or a command's error as one line: the lines that say what is wrong."""
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    telling = [line for line in lines if re.match(r"^(E:|W:|Err:|Error|error|Problem|- nothing provides|"
-                                                  r"\S+ : Depends:|\S+ : PreDepends:|\s*Depends:|dpkg:)", line)
-               or " : Depends: " in line]
+    telling = [
+        line
+        for line in lines
+        if re.match(
+            r"^(E:|W:|Err:|Error|error|Problem|- nothing provides|"
+            r"\S+ : Depends:|\S+ : PreDepends:|\s*Depends:|dpkg:)",
+            line,
+        )
+        or " : Depends: " in line
+    ]
     chosen = telling or lines[-5:]
     return "; ".join(chosen)[-limit:] or "(no output)"
 
@@ -158,33 +174,72 @@ def upload(session: SshSession, tree: Path, files: Sequence[str], destination: s
 def apt_options(home: str, root: str, arch: Arch, native: str) -> list[str]:
     arches = [native] + ([arch.value] if arch.value != native else [])
     options = [
-        "-o", f"Dir::State={home}/state", "-o", "Dir::State::status=/var/lib/dpkg/status",
-        "-o", f"Dir::Cache={home}/cache", "-o", f"Dir::Etc={home}/etc", "-o", f"Dir::Log={home}/log",
-        "-o", f"Dir::Etc::SourceList={home}/etc/sources.list", "-o", f"Dir::Etc::SourceParts={home}/etc/sources.list.d",
-        "-o", f"Dir::Etc::TrustedParts={home}/etc/trusted.gpg.d", "-o", f"Dir::Etc::Parts={home}/etc/apt.conf.d",
-        "-o", f"Dir::Etc::PreferencesParts={home}/etc/preferences.d",
-        "-o", f"APT::Architecture={native}", "-o", "APT::Architectures::=",
+        "-o",
+        f"Dir::State={home}/state",
+        "-o",
+        "Dir::State::status=/var/lib/dpkg/status",
+        "-o",
+        f"Dir::Cache={home}/cache",
+        "-o",
+        f"Dir::Etc={home}/etc",
+        "-o",
+        f"Dir::Log={home}/log",
+        "-o",
+        f"Dir::Etc::SourceList={home}/etc/sources.list",
+        "-o",
+        f"Dir::Etc::SourceParts={home}/etc/sources.list.d",
+        "-o",
+        f"Dir::Etc::TrustedParts={home}/etc/trusted.gpg.d",
+        "-o",
+        f"Dir::Etc::Parts={home}/etc/apt.conf.d",
+        "-o",
+        f"Dir::Etc::PreferencesParts={home}/etc/preferences.d",
+        "-o",
+        f"APT::Architecture={native}",
+        "-o",
+        "APT::Architectures::=",
         *(x for a in arches for x in ("-o", f"APT::Architectures::={a}")),
-        "-o", "Debug::NoLocking=1", "-o", "Acquire::Retries=0", "-o", "APT::Sandbox::User=root",
-        "-o", "Acquire::Languages=none", "-o", "APT::Install-Recommends=0",
-        "-o", f"DPkg::Options::=--root={root}", "-o", "DPkg::Options::=--force-depends",
-        "-o", f"DPkg::Options::=--log={home}/log/dpkg.log",
+        "-o",
+        "Debug::NoLocking=1",
+        "-o",
+        "Acquire::Retries=0",
+        "-o",
+        "APT::Sandbox::User=root",
+        "-o",
+        "Acquire::Languages=none",
+        "-o",
+        "APT::Install-Recommends=0",
+        "-o",
+        f"DPkg::Options::=--root={root}",
+        "-o",
+        "DPkg::Options::=--force-depends",
+        "-o",
+        f"DPkg::Options::=--log={home}/log/dpkg.log",
     ]
     return options
 
 
-def install_deb(remote: Remote, work: str, install: Install, suite: str, component: str, key_name: str,
-                native: str) -> str:
+def install_deb(
+    remote: Remote, work: str, install: Install, suite: str, component: str, key_name: str, native: str
+) -> str:
     home, root, repo = f"{work}/apt", f"{work}/root", f"{work}/repo"
-    for sub in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/trusted.gpg.d",
-                "etc/preferences.d", "etc/apt.conf.d", "log"):
+    for sub in (
+        "state/lists/partial",
+        "cache/archives/partial",
+        "etc/sources.list.d",
+        "etc/trusted.gpg.d",
+        "etc/preferences.d",
+        "etc/apt.conf.d",
+        "log",
+    ):
         remote.session.makedirs(f"{home}/{sub}")
     for sub in ("info", "updates", "triggers"):
         remote.session.makedirs(f"{root}/var/lib/dpkg/{sub}")
     remote.write(f"{root}/var/lib/dpkg/status", "")
     remote.write(f"{root}/var/lib/dpkg/available", "")
-    remote.write(f"{home}/etc/sources.list",
-                 f"deb [signed-by={repo}/keys/{key_name}.gpg] file:{repo} {suite} {component}\n")
+    remote.write(
+        f"{home}/etc/sources.list", f"deb [signed-by={repo}/keys/{key_name}.gpg] file:{repo} {suite} {component}\n"
+    )
     if install.arch.value != native:
         remote.must(["dpkg", f"--root={root}", "--add-architecture", install.arch.value], "dpkg --add-architecture")
     options = apt_options(home, root, install.arch, native)
@@ -214,8 +269,13 @@ def machine_provides(remote: Remote, install: Install) -> list[str]:
     if not wanted:
         return []
     status, listing = remote.call(["/sbin/ldconfig", "-p"])
-    paths = sorted({line.split("=>")[-1].strip() for line in listing.splitlines()
-                    if "=>" in line and line.split()[0] in wanted and "x86-64" in line})
+    paths = sorted(
+        {
+            line.split("=>")[-1].strip()
+            for line in listing.splitlines()
+            if "=>" in line and line.split()[0] in wanted and "x86-64" in line
+        }
+    )
     if status != 0 or not paths:
         return []
     found = remote.must(["/usr/lib/rpm/elfdeps", "--provides", *paths], "elfdeps --provides")
@@ -228,8 +288,21 @@ def machine_provides(remote: Remote, install: Install) -> list[str]:
 def build_provides_rpm(provides: Sequence[str], folder: Path) -> Path:
     spec = folder / "provides.spec"
     spec.write_text(PROVIDES_SPEC.format(provides="".join(f"Provides: {p}\n" for p in provides)))
-    run(["rpmbuild", "--quiet", "--define", f"_topdir {folder}", "--define", f"_rpmdir {folder}/out",
-         "--define", "_build_name_fmt %%{NAME}.rpm", "-bb", str(spec)], what="rpmbuild (machine provides)")
+    run(
+        [
+            "rpmbuild",
+            "--quiet",
+            "--define",
+            f"_topdir {folder}",
+            "--define",
+            f"_rpmdir {folder}/out",
+            "--define",
+            "_build_name_fmt %%{NAME}.rpm",
+            "-bb",
+            str(spec),
+        ],
+        what="rpmbuild (machine provides)",
+    )
     return folder / "out" / "dropship-machine-provides.rpm"
 
 
@@ -242,30 +315,81 @@ def install_rpm(remote: Remote, work: str, install: Install, suite: str, key_nam
             remote.session.put(rpm, f"{conf}/dropship-machine-provides.rpm")
         remote.session.makedirs(root)
         # A local package of the machine's own libraries, not from the release: no signature to check.
-        remote.must(["rpm", f"--root={root}", "--nosignature", "-i", f"{conf}/dropship-machine-provides.rpm"],
-                    "rpm -i (machine provides)")
-    remote.write(f"{conf}/repos/release.repo", "\n".join([
-        "[dropship-release]", "name=the release under test", f"baseurl=file://{repo}/rpm/{suite}/{install.arch.rpm}",
-        "enabled=1", "gpgcheck=1", "repo_gpgcheck=1", f"gpgkey=file://{repo}/keys/{key_name}.asc", "",
-    ]))
-    remote.write(f"{conf}/dnf.conf", "\n".join([
-        "[main]", "gpgcheck=1", "repo_gpgcheck=1", f"reposdir={conf}/repos", f"cachedir={conf}/cache",
-        "install_weak_deps=0", "",
-    ]))
-    return remote.must([
-        "dnf", "-y", "--config", f"{conf}/dnf.conf", "--installroot", root, "--setopt", f"reposdir={conf}/repos",
-        "--releasever", "12", "--forcearch", install.arch.rpm, "--disablerepo", "*", "--enablerepo", "dropship-release",
-        "install", *install.specs,
-    ], "dnf install")
+        remote.must(
+            ["rpm", f"--root={root}", "--nosignature", "-i", f"{conf}/dropship-machine-provides.rpm"],
+            "rpm -i (machine provides)",
+        )
+    remote.write(
+        f"{conf}/repos/release.repo",
+        "\n".join(
+            [
+                "[dropship-release]",
+                "name=the release under test",
+                f"baseurl=file://{repo}/rpm/{suite}/{install.arch.rpm}",
+                "enabled=1",
+                "gpgcheck=1",
+                "repo_gpgcheck=1",
+                f"gpgkey=file://{repo}/keys/{key_name}.asc",
+                "",
+            ]
+        ),
+    )
+    remote.write(
+        f"{conf}/dnf.conf",
+        "\n".join(
+            [
+                "[main]",
+                "gpgcheck=1",
+                "repo_gpgcheck=1",
+                f"reposdir={conf}/repos",
+                f"cachedir={conf}/cache",
+                "install_weak_deps=0",
+                "",
+            ]
+        ),
+    )
+    return remote.must(
+        [
+            "dnf",
+            "-y",
+            "--config",
+            f"{conf}/dnf.conf",
+            "--installroot",
+            root,
+            "--setopt",
+            f"reposdir={conf}/repos",
+            "--releasever",
+            "12",
+            "--forcearch",
+            install.arch.rpm,
+            "--disablerepo",
+            "*",
+            "--enablerepo",
+            "dropship-release",
+            "install",
+            *install.specs,
+        ],
+        "dnf install",
+    )
 
 
 def run_command(remote: Remote, work: str, command: Sequence[str], timeout: float) -> str:
     """The job's command with the root's binaries and libraries first on PATH and LD_LIBRARY_PATH."""
     root = f"{work}/root"
-    path = ":".join(f"{root}{d}" for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")) + ":" + BASE_PATH
+    path = (
+        ":".join(f"{root}{d}" for d in ("/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin")) + ":" + BASE_PATH
+    )
     libs = ":".join(f"{root}{d}" for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib", "/lib"))
-    argv = ["timeout", "--kill-after=5", str(int(timeout)), "env", f"PATH={path}", f"LD_LIBRARY_PATH={libs}",
-            f"DROPSHIP_INSTALL_ROOT={root}", *command]
+    argv = [
+        "timeout",
+        "--kill-after=5",
+        str(int(timeout)),
+        "env",
+        f"PATH={path}",
+        f"LD_LIBRARY_PATH={libs}",
+        f"DROPSHIP_INSTALL_ROOT={root}",
+        *command,
+    ]
     status, out = remote.call(argv, timeout=timeout + 30)
     if status != 0:
         what = f"timed out after {int(timeout)} s" if status == 124 else f"exited {status}"
@@ -273,8 +397,19 @@ def run_command(remote: Remote, work: str, command: Sequence[str], timeout: floa
     return out
 
 
-def run_integration(session: SshSession, *, job: str, work: str, tree: Path, install: Install, suite: str,
-                    component: str, key_name: str, command: Sequence[str], timeout: float) -> JobOutcome:
+def run_integration(
+    session: SshSession,
+    *,
+    job: str,
+    work: str,
+    tree: Path,
+    install: Install,
+    suite: str,
+    component: str,
+    key_name: str,
+    command: Sequence[str],
+    timeout: float,
+) -> JobOutcome:
     """Upload, install (signatures checked), run; `JobFailed` names what failed and why."""
     started = time.monotonic()
     remote = Remote(session, job)
@@ -288,8 +423,10 @@ def run_integration(session: SshSession, *, job: str, work: str, tree: Path, ins
     outcome = JobOutcome(job, "integration", "passed", detail=f"installed {', '.join(install.specs)}")
     if native != install.arch.value:
         outcome.status = "installed"
-        outcome.detail += (f"; not executed: a {machine_arch} machine cannot run {install.arch.value} binaries "
-                           f"(needs a {install.arch.value} machine)")
+        outcome.detail += (
+            f"; not executed: a {machine_arch} machine cannot run {install.arch.value} binaries "
+            f"(needs a {install.arch.value} machine)"
+        )
         outcome.output = "\n".join(log.strip().splitlines()[-10:])
     else:
         outcome.output = run_command(remote, work, command, timeout).strip()[-2000:]
@@ -312,8 +449,11 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
         "/etc/dropship/authorized_keys": authorized_key,
     }
     script = [
-        "#!/bin/sh", "# dropship integration-job machine (cloud-init user_data), generated.", "set -eu",
-        'ROOT="${DROPSHIP_MACHINE_ROOT:-}"', "umask 077",
+        "#!/bin/sh",
+        "# dropship integration-job machine (cloud-init user_data), generated.",
+        "set -eu",
+        'ROOT="${DROPSHIP_MACHINE_ROOT:-}"',
+        "umask 077",
         f'mkdir -p "$ROOT/etc/ssh" "$ROOT/etc/dropship" "$ROOT"{shlex.quote(work_dir)}',
     ]
     for path, content in files.items():
@@ -326,22 +466,37 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys",
         "  rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*",
         "  systemctl restart ssh 2>/dev/null || service ssh restart 2>/dev/null || true",
-        "fi", "",
+        "fi",
+        "",
     ]
     return "\n".join(script)
 
 
-def create_job_machine(provider: Provider, manifest: Manifest, job: str, arch: Arch, *, run_id: str,
-                       short_run_id: str, client_public_key: str) -> Machine:
+def create_job_machine(
+    provider: Provider,
+    manifest: Manifest,
+    job: str,
+    arch: Arch,
+    *,
+    run_id: str,
+    short_run_id: str,
+    client_public_key: str,
+) -> Machine:
     """A new machine for one job, tagged with the run (so teardown and the reaper find it)."""
     host_key = generate_keypair(f"dropship-host-job-{job}")
     defaults = manifest.defaults
     request = MachineRequest(
         name=f"{manifest.project.name}-job-{job}-{short_run_id}"[:63].rstrip("-"),
         tags=(run_tag(run_id), f"dropship-job-{job}", f"dropship-arch-{arch.value}"),
-        size=defaults.size, image=defaults.image, region=defaults.region,
-        user_data=job_user_data(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line,
-                                authorized_key=client_public_key, work_dir=WORK_DIR),
+        size=defaults.size,
+        image=defaults.image,
+        region=defaults.region,
+        user_data=job_user_data(
+            host_private_key=host_key.private_openssh,
+            host_public_key=host_key.public_line,
+            authorized_key=client_public_key,
+            work_dir=WORK_DIR,
+        ),
         host_public_key=host_key.public_line,
     )
     return provider.create(request)

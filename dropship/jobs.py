@@ -87,8 +87,9 @@ def _inside_source(pattern: str) -> str:
 class LanguagePackage(_Model):
     kind: LanguageKind = Field(description="wheel | sdist | npm | crate")
     glob: str = Field(description="glob pattern of the built files, relative to the source root")
-    registry: str | None = Field(default=None, pattern=NAME_RE,
-                                 description="the [[registries]] entry it is published to; none: collected only")
+    registry: str | None = Field(
+        default=None, pattern=NAME_RE, description="the [[registries]] entry it is published to; none: collected only"
+    )
 
     @field_validator("glob")
     @classmethod
@@ -121,11 +122,13 @@ class Registry(_Model):
     name: str = Field(pattern=NAME_RE, description="what a target's packages name in `registry`")
     kind: RegistryKind = Field(description="pypi | npm | cargo")
     url: str = Field(pattern=r"^https?://[^\s]+$", description="upload URL (twine's --repository-url)")
-    index: str | None = Field(default=None, pattern=r"^https?://[^\s]+$",
-                              description="PEP 503 simple index URL; default <url>/simple/")
+    index: str | None = Field(
+        default=None, pattern=r"^https?://[^\s]+$", description="PEP 503 simple index URL; default <url>/simple/"
+    )
     credentials: str = Field(description="RegistryCredentials block name; read on the orchestrator only")
     classes: list[ReleaseClassName] = Field(
-        default_factory=lambda: list[ReleaseClassName](["stable", "extra"]), min_length=1,
+        default_factory=lambda: list[ReleaseClassName](["stable", "extra"]),
+        min_length=1,
         description="release classes whose language packages go there (default: tags, not development builds)",
     )
 
@@ -161,8 +164,11 @@ def check_jobs(manifest: Manifest) -> None:
             if found is None:
                 raise _FieldError(where, f"unknown registry {package.registry!r}: add it under [[registries]]")
             if found.kind is not REGISTRY_FOR[package.kind]:
-                raise _FieldError(where, f"a {package.kind.value} goes to a {REGISTRY_FOR[package.kind].value} "
-                                  f"registry, not {found.kind.value} {found.name!r}")
+                raise _FieldError(
+                    where,
+                    f"a {package.kind.value} goes to a {REGISTRY_FOR[package.kind].value} "
+                    f"registry, not {found.kind.value} {found.name!r}",
+                )
     seen: set[str] = set()
     for index, job in enumerate(manifest.jobs):
         where = f"jobs[{index}]"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 LEDGER = "machines.jsonl"
@@ -44,7 +44,12 @@ class MachineLife:
 
 
 def record(
-    run_dir: Path, event: str, machine_id: str, name: str = "", target: str = "", at: datetime | None = None,
+    run_dir: Path,
+    event: str,
+    machine_id: str,
+    name: str = "",
+    target: str = "",
+    at: datetime | None = None,
     price_hourly: str = "",
 ) -> None:
     entry = {
@@ -52,7 +57,7 @@ def record(
         "machine_id": machine_id,
         "name": name,
         "target": target,
-        "at": (at or datetime.now(timezone.utc)).isoformat(),
+        "at": (at or datetime.now(UTC)).isoformat(),
         "price_hourly": price_hourly,
     }
     run_dir.mkdir(parents=True, exist_ok=True)

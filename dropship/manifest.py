@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import (
-    AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, field_validator,
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -112,7 +119,9 @@ class _Model(BaseModel):
 class Project(_Model):
     name: Name = Field(description="project name, used in tags and paths")
     source: Text = Field(
-        default=".", min_length=1, max_length=MAX_ARG,
+        default=".",
+        min_length=1,
+        max_length=MAX_ARG,
         description="git repository: a path relative to the manifest, or a URL",
     )
     test: Command | None = Field(default=None, description="argument list run on the orchestrator before any machine")
@@ -125,14 +134,20 @@ class MachineDefaults(_Model):
     size: Slug = "s-2vcpu-4gb"
     image: Slug = "debian-12-x64"
     region: Slug = "nyc1"
-    setup: list[DebianPackage] = Field(default_factory=list, max_length=MAX_ARGS, description="Debian packages every build machine needs")
-    setup_commands: list[Command] = Field(default_factory=list, max_length=MAX_ARGS, description="argument lists run as root after them")
+    setup: list[DebianPackage] = Field(
+        default_factory=list, max_length=MAX_ARGS, description="Debian packages every build machine needs"
+    )
+    setup_commands: list[Command] = Field(
+        default_factory=list, max_length=MAX_ARGS, description="argument lists run as root after them"
+    )
 
 
 class Target(_Model):
     name: Name
     arch: Arch
-    format: PackageFormat | None = Field(default=None, description="deb | rpm; left out by a target of language packages only")
+    format: PackageFormat | None = Field(
+        default=None, description="deb | rpm; left out by a target of language packages only"
+    )
     build: Command = Field(description="argument list run in the unpacked source on the machine")
     artifacts: list[Annotated[Text, Field(max_length=MAX_ARG)]] = Field(
         default_factory=list, max_length=MAX_GLOBS, description="glob patterns, relative to the source root"
@@ -143,8 +158,12 @@ class Target(_Model):
     size: Slug | None = None
     image: Slug | None = None
     region: Slug | None = None
-    setup: list[DebianPackage] = Field(default_factory=list, max_length=MAX_ARGS, description="Debian packages added to the defaults'")
-    setup_commands: list[Command] = Field(default_factory=list, max_length=MAX_ARGS, description="root commands run after the defaults'")
+    setup: list[DebianPackage] = Field(
+        default_factory=list, max_length=MAX_ARGS, description="Debian packages added to the defaults'"
+    )
+    setup_commands: list[Command] = Field(
+        default_factory=list, max_length=MAX_ARGS, description="root commands run after the defaults'"
+    )
     rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
     depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
     packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
@@ -207,9 +226,7 @@ class ClassSettings(_Model):
 
 class ReleaseClasses(_Model):
     stable: ClassSettings = ClassSettings(suites=["stable"])
-    extra: ClassSettings = ClassSettings(
-        suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]+$"
-    )
+    extra: ClassSettings = ClassSettings(suites=["testing"], pattern=r"^v\d+\.\d+\.\d+[-+][0-9A-Za-z.+-]+$")
     development: ClassSettings = ClassSettings(suites=["nightly"])
 
     @field_validator("extra")
@@ -258,9 +275,7 @@ class Blocks(_Model):
 
 class Machines(_Model):
     provider: StrictStr = Field(default="local", pattern=r"^(local|digitalocean)$")
-    credentials: BlockName = Field(
-        default="dropship-digitalocean", description="DigitalOceanCredentials block name"
-    )
+    credentials: BlockName = Field(default="dropship-digitalocean", description="DigitalOceanCredentials block name")
     build_timeout: StrictInt = Field(
         default=1800, ge=10, le=MAX_BUILD_TIMEOUT, description="seconds one build may take"
     )
@@ -335,7 +350,7 @@ def _check_acyclic(targets: list[Target]) -> None:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = path[path.index(name):] + [name]
+            cycle = path[path.index(name) :] + [name]
             index = [t.name for t in targets].index(name)
             raise _FieldError(f"targets[{index}].depends_on", "dependency cycle " + " -> ".join(cycle))
         state[name] = 1
@@ -394,7 +409,7 @@ def parse_manifest(data: dict[str, Any], path: str = "dropship.toml") -> Manifes
         elif first["type"] in ("less_than_equal", "greater_than_equal", "less_than", "greater_than"):
             message = f"{message}, got {_short(first['input'])}"
         elif message.startswith("Value error, "):
-            message = message[len("Value error, "):]
+            message = message[len("Value error, ") :]
         more = len(exc.errors()) - 1
         if more:
             message += f" (and {more} more problem{'s' if more > 1 else ''})"

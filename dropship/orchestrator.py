@@ -148,7 +148,9 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         if (self.database is None) != (self.redis is None):
-            raise ConfigError("give both --database and --redis for the replicated server, or neither for the embedded one")
+            raise ConfigError(
+                "give both --database and --redis for the replicated server, or neither for the embedded one"
+            )
         if self.database is not None and not self.database.startswith("postgresql+asyncpg://"):
             raise ConfigError("--database must be a postgresql+asyncpg://USER:PASSWORD@HOST:PORT/DB URL")
         if self.api_replicas < 1:
@@ -204,7 +206,9 @@ def nginx_config(config: StackConfig, upstream_ports: list[int], run_dir: Path, 
     # timeouts took both out and nginx answered "no live upstreams" (502); a
     # killed replica refuses connections at once and the next one is tried.
     servers = "".join(f"        server 127.0.0.1:{port} max_fails=0;\n" for port in upstream_ports)
-    temp = "".join(f"    {name}_temp_path {run_dir / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    temp = "".join(
+        f"    {name}_temp_path {run_dir / name};\n" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
     proxy = (
         "            proxy_pass http://prefect_api;\n"
         "            proxy_http_version 1.1;\n"
@@ -227,20 +231,17 @@ def nginx_config(config: StackConfig, upstream_ports: list[int], run_dir: Path, 
         f"error_log {config.home / 'logs' / 'nginx-error.log'} warn;\n"
         "events { worker_connections 4096; }\n"
         "http {\n"
-        f"    access_log {config.home / 'logs' / 'nginx-access.log'};\n"
-        + temp
-        + "    client_max_body_size 64m;\n"
+        f"    access_log {config.home / 'logs' / 'nginx-access.log'};\n" + temp + "    client_max_body_size 64m;\n"
         "    map $http_upgrade $connection_upgrade { default upgrade; '' close; }\n"
-        "    upstream prefect_api {\n"
-        + servers
-        + "        keepalive 32;\n"
+        "    upstream prefect_api {\n" + servers + "        keepalive 32;\n"
         # shorter than uvicorn's 5 s, so nginx never reuses a connection the replica is closing
         "        keepalive_timeout 3s;\n"
         "    }\n"
         "    server {\n"
         f"        listen {config.host}:{config.port};\n"
         "        location ~ ^/api/(events/in|logs/out|events/out|task_runs/subscriptions/) {\n"
-        + proxy + websocket
+        + proxy
+        + websocket
         + "        }\n"
         "        location / {\n"
         + proxy
@@ -270,7 +271,11 @@ class Child:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                self.argv,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
         self.started_at = time.monotonic()
@@ -359,8 +364,15 @@ class Orchestrator:
         self.log("applying database migrations (prefect server database upgrade -y)")
         upgrade_log = home / "logs" / "database-upgrade.log"
         with upgrade_log.open("ab") as out:
-            done = subprocess.run(self._prefect("server", "database", "upgrade", "-y"), env=env, stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=600, check=False)
+            done = subprocess.run(
+                self._prefect("server", "database", "upgrade", "-y"),
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=600,
+                check=False,
+            )
         if done.returncode != 0:
             tail = upgrade_log.read_text(errors="replace")[-1200:]
             raise DropshipError(f"the database migrations failed (exit {done.returncode}; log {upgrade_log}):\n{tail}")
@@ -370,7 +382,9 @@ class Orchestrator:
             child = Child(
                 name=f"api-{index + 1}",
                 argv=self._prefect("server", "start", "--host", "127.0.0.1", "--port", str(port), "--no-services"),
-                env=env, log=home / "logs" / f"api-{index + 1}.log", ready=functools.partial(health, url),
+                env=env,
+                log=home / "logs" / f"api-{index + 1}.log",
+                ready=functools.partial(health, url),
             )
             self.children.append(child)
             # one after the other: replicas started together race on block type registration
@@ -379,8 +393,12 @@ class Orchestrator:
             child.wait_ready(self.config.startup_timeout)
             self.log(f"{child.name} (pid {child.pid}) serves http://127.0.0.1:{port}/api")
         self._check_stop()
-        services = Child(name="services", argv=self._prefect("server", "services", "start"), env=env,
-                         log=home / "logs" / "services.log")
+        services = Child(
+            name="services",
+            argv=self._prefect("server", "services", "start"),
+            env=env,
+            log=home / "logs" / "services.log",
+        )
         self.children.append(services)
         services.start()
         self.log(f"services (pid {services.pid}) started: scheduler, automations, …")
@@ -390,16 +408,24 @@ class Orchestrator:
         conf.write_text(nginx_config(self.config, ports, home / "run", user))
         for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (home / "run" / name).mkdir(exist_ok=True)
-        check = subprocess.run([nginx, "-t", "-q", "-c", str(conf), "-p", str(home)], capture_output=True, text=True,
-                               check=False)
+        check = subprocess.run(
+            [nginx, "-t", "-q", "-c", str(conf), "-p", str(home)], capture_output=True, text=True, check=False
+        )
         if check.returncode != 0:
             raise DropshipError(f"the generated nginx config {conf} is refused: {check.stderr.strip()}")
-        balancer = Child(name="nginx", argv=[nginx, "-c", str(conf), "-p", str(home)], env=self._base_env(),
-                         log=home / "logs" / "nginx.log", ready=lambda: health(self.config.api_url))
+        balancer = Child(
+            name="nginx",
+            argv=[nginx, "-c", str(conf), "-p", str(home)],
+            env=self._base_env(),
+            log=home / "logs" / "nginx.log",
+            ready=lambda: health(self.config.api_url),
+        )
         self.children.append(balancer)
         balancer.start()
         balancer.wait_ready(30)
-        self.log(f"nginx (pid {balancer.pid}) balances {len(ports)} API replicas on {self.config.host}:{self.config.port}")
+        self.log(
+            f"nginx (pid {balancer.pid}) balances {len(ports)} API replicas on {self.config.host}:{self.config.port}"
+        )
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -423,8 +449,13 @@ class Orchestrator:
         extra = {"PREFECT_UI_API_URL": self.config.public_api_url or self.config.api_url}
         if auth is not None:
             extra["PREFECT_SERVER_API_AUTH_STRING"] = auth
-        server = LocalPrefectServer(self.config.home / "prefect", host=self.config.host, port=self.config.port,
-                                    startup_timeout=self.config.startup_timeout, extra_env=extra)
+        server = LocalPrefectServer(
+            self.config.home / "prefect",
+            host=self.config.host,
+            port=self.config.port,
+            startup_timeout=self.config.startup_timeout,
+            extra_env=extra,
+        )
         server.start()
         self.embedded = server
         self.log(f"embedded Prefect server (SQLite, pid {server.pid}) on {self.config.host}:{self.config.port}")
@@ -450,9 +481,11 @@ class Orchestrator:
             if child.process is not None:
                 pid = child.pid
                 child.stop(grace=1)
-                child.next_start = now + min(2.0 ** child.restarts - 1, 30.0)
-                self.log(f"{child.name} (pid {pid}) exited with code {code}; restarting"
-                         + (f" in {child.next_start - now:.0f} s" if child.next_start > now else ""))
+                child.next_start = now + min(2.0**child.restarts - 1, 30.0)
+                self.log(
+                    f"{child.name} (pid {pid}) exited with code {code}; restarting"
+                    + (f" in {child.next_start - now:.0f} s" if child.next_start > now else "")
+                )
             if now >= child.next_start:
                 child.restarts += 1
                 child.start()
@@ -487,8 +520,17 @@ class Orchestrator:
         self.log("stopped")
 
 
-def systemd_units(*, dropship: str, home: Path, env_file: Path, host: str, port: int, api_replicas: int,
-                  auth_string_file: Path | None, user: str = "root") -> dict[str, str]:
+def systemd_units(
+    *,
+    dropship: str,
+    home: Path,
+    env_file: Path,
+    host: str,
+    port: int,
+    api_replicas: int,
+    auth_string_file: Path | None,
+    user: str = "root",
+) -> dict[str, str]:
     """Unit files for the orchestrator machine: the Prefect stack and the
     worker that runs releases. PostgreSQL and Redis come from Debian's own
     units; the database and Redis URLs (with their passwords) are read from

@@ -49,8 +49,10 @@ _OP = _constants
 _LOOPS = {_OP.MAX_REPEAT, _OP.MIN_REPEAT, _OP.POSSESSIVE_REPEAT}
 _SINGLE = {_OP.LITERAL, _OP.NOT_LITERAL, _OP.ANY, _OP.IN}
 _REFUSED = {
-    _OP.GROUPREF: "back-references", _OP.GROUPREF_EXISTS: "conditional groups",
-    _OP.ASSERT: "lookarounds", _OP.ASSERT_NOT: "lookarounds",
+    _OP.GROUPREF: "back-references",
+    _OP.GROUPREF_EXISTS: "conditional groups",
+    _OP.ASSERT: "lookarounds",
+    _OP.ASSERT_NOT: "lookarounds",
 }
 
 
@@ -115,7 +117,8 @@ def _check_loop_body(body: list[tuple[Any, Any]], flags: int) -> None:
         return
     first_op, first_av = items[0]
     if (
-        len(loops) != 1 or first_op != _OP.LITERAL
+        len(loops) != 1
+        or first_op != _OP.LITERAL
         or any(op not in _SINGLE for op, av in loops[0][1][2])
         or len(loops[0][1][2]) != 1
     ):
@@ -201,8 +204,12 @@ def probe_pattern(pattern: str, seconds: float = PROBE_SECONDS) -> None:
     payload = json.dumps([pattern, adversarial_tags()])
     try:
         result = subprocess.run(
-            [sys.executable, "-I", "-c", _PROBE], input=payload, capture_output=True, text=True,
-            timeout=seconds, check=False,
+            [sys.executable, "-I", "-c", _PROBE],
+            input=payload,
+            capture_output=True,
+            text=True,
+            timeout=seconds,
+            check=False,
         )
     except subprocess.TimeoutExpired as exc:
         raise UnsafePattern(

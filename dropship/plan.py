@@ -120,4 +120,3 @@ def make_plan(
     )
     (run_dir / "plan.json").write_text(plan.to_json())
     return manifest, plan
-

@@ -63,14 +63,15 @@ class Reporter(logging.Handler):
         stream.flush()
 
 
-def closing_lines(summary: Mapping[str, Any], *, key_name: str, component: str, summary_path: str,
-                  provider: str = "") -> list[str]:
+def closing_lines(
+    summary: Mapping[str, Any], *, key_name: str, component: str, summary_path: str, provider: str = ""
+) -> list[str]:
     """The end of a published release: what, where, and the apt and dnf lines to use it."""
     project, version = summary["project"], summary["version"]
     suite = summary["suites"][0]
     url = str(summary.get("url") or "")
     local = url.startswith("file://")
-    root = url[len("file://"):] if local else url.rstrip("/")
+    root = url[len("file://") :] if local else url.rstrip("/")
     apt_url = f"file:{root}" if local else root
     keyring = f"/etc/apt/keyrings/{project}-{key_name}.gpg"
     count = int(summary["machines_created"])
@@ -86,8 +87,10 @@ def closing_lines(summary: Mapping[str, Any], *, key_name: str, component: str, 
         get_repo = f"sudo curl -fsSL -o /etc/yum.repos.d/{project}-{suite}.repo {root}/rpm/{suite}.repo"
     source = shlex.quote(f"deb [signed-by={keyring}] {apt_url} {suite} {component}")
     lines = [
-        (f"Published {project} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
-         f"in {summary['wall_seconds']:.1f} s{machines}{cost}."),
+        (
+            f"Published {project} {summary['name']} ({summary['release_class']}, suites {', '.join(summary['suites'])}) "
+            f"in {summary['wall_seconds']:.1f} s{machines}{cost}."
+        ),
         f"Repository: {root}",
         f"Summary:    {summary_path}",
     ]

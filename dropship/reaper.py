@@ -16,7 +16,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, Machine, Provider
@@ -33,7 +33,7 @@ class Reaped:
 
 
 def run_id_of(machine: Machine) -> str | None:
-    return next((t[len(RUN_TAG_PREFIX):] for t in machine.tags if t.startswith(RUN_TAG_PREFIX)), None)
+    return next((t[len(RUN_TAG_PREFIX) :] for t in machine.tags if t.startswith(RUN_TAG_PREFIX)), None)
 
 
 def reap(
@@ -48,7 +48,7 @@ def reap(
     `run_finished(run_id)`: True when the run is over, False while it runs,
     None when Prefect does not know it (then only the TTL deletes its machines).
     """
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     reaped = []
     for machine in provider.list(BASE_TAG):
         run_id = run_id_of(machine)
@@ -59,8 +59,11 @@ def reap(
         elif finished:
             reason = f"run {run_id} is over"
         elif age > ttl:
-            reason = (f"older than {ttl} while run {run_id} still claims to run" if finished is False
-                      else f"older than {ttl} and run {run_id} is unknown to Prefect")
+            reason = (
+                f"older than {ttl} while run {run_id} still claims to run"
+                if finished is False
+                else f"older than {ttl} and run {run_id} is unknown to Prefect"
+            )
         else:
             reason = ""
         if reason:
@@ -96,7 +99,8 @@ def stale_queues(
 ) -> list[str]:
     """Work queues (name -> created) that no machine serves, with no open run, older than `grace`."""
     return sorted(
-        name for name, created in queues.items()
+        name
+        for name, created in queues.items()
         if name != "default" and name not in machines and name not in busy and now - created > grace
     )
 

@@ -103,8 +103,9 @@ def language_files(manifest: Manifest, targets: Sequence[str], artifacts: Path) 
                 raise RegistryError(f"target {name}: no collected file matches {package.glob}")
             for path in files:
                 pkg_name, version = inspect(path, package.kind)
-                found.append(LanguageFile(path, package.kind, pkg_name, version, sha256_file(path), name,
-                                          package.registry))
+                found.append(
+                    LanguageFile(path, package.kind, pkg_name, version, sha256_file(path), name, package.registry)
+                )
     return found
 
 
@@ -140,7 +141,9 @@ class PypiIndex:
                 return {}
             raise RegistryError(f"registry {self.registry.name}: {url} answered {exc.code}") from exc
         except (urllib.error.URLError, OSError) as exc:
-            raise RegistryError(f"registry {self.registry.name}: cannot read {url}: {getattr(exc, 'reason', exc)}") from exc
+            raise RegistryError(
+                f"registry {self.registry.name}: cannot read {url}: {getattr(exc, 'reason', exc)}"
+            ) from exc
         served: dict[str, str] = {}
         for href in re.findall(r'href="([^"]+)"', page):
             path, _, fragment = href.partition("#")
@@ -151,13 +154,22 @@ class PypiIndex:
 
     def upload(self, files: Sequence[Path]) -> str:
         env = {"TWINE_USERNAME": self.username, "TWINE_PASSWORD": self.password, "TWINE_NON_INTERACTIVE": "1"}
-        argv = [*self.twine, "upload", "--repository-url", self.registry.url, "--non-interactive",
-                "--disable-progress-bar", *map(str, files)]
+        argv = [
+            *self.twine,
+            "upload",
+            "--repository-url",
+            self.registry.url,
+            "--non-interactive",
+            "--disable-progress-bar",
+            *map(str, files),
+        ]
         try:
             return redact(run(argv, env=env, what="twine upload", timeout=600), [self.password])
         except CommandError as exc:
             tail = redact(" / ".join(exc.output.strip().splitlines()[-4:]), [self.password])
-            raise RegistryError(f"registry {self.registry.name}: twine upload exited {exc.returncode}: {tail}") from None
+            raise RegistryError(
+                f"registry {self.registry.name}: twine upload exited {exc.returncode}: {tail}"
+            ) from None
 
 
 def conflicts(files: Sequence[LanguageFile], index: PypiIndex) -> dict[str, str]:
@@ -183,8 +195,11 @@ def conflicts(files: Sequence[LanguageFile], index: PypiIndex) -> dict[str, str]
 def publish(files: Sequence[LanguageFile], index: PypiIndex) -> list[Published]:
     """Upload what the index lacks; refuse everything if one file name is served with other bytes."""
     status = conflicts(files, index)
-    results = [Published(f.path.name, index.registry.name, "already published", f.sha256)
-               for f in files if status[f.path.name] == "already published"]
+    results = [
+        Published(f.path.name, index.registry.name, "already published", f.sha256)
+        for f in files
+        if status[f.path.name] == "already published"
+    ]
     missing = [f for f in files if status[f.path.name] == "new"]
     if missing:
         index.upload([f.path for f in missing])
@@ -193,7 +208,9 @@ def publish(files: Sequence[LanguageFile], index: PypiIndex) -> list[Published]:
             after.update(index.served(project))
         for file in missing:
             if after.get(file.path.name) != file.sha256:
-                raise RegistryError(f"registry {index.registry.name}: {file.path.name} is not served with the "
-                                    f"uploaded sha256 after the upload")
+                raise RegistryError(
+                    f"registry {index.registry.name}: {file.path.name} is not served with the "
+                    f"uploaded sha256 after the upload"
+                )
             results.append(Published(file.path.name, index.registry.name, "uploaded", file.sha256))
     return results

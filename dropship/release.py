@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from dropship.errors import TagError
@@ -122,8 +122,13 @@ def check_ref(ref: str) -> str:
     shown = _show(ref)
     parts = ref.split("/")
     if (
-        not ref or len(ref) > MAX_REF_LENGTH or not _REF_CHARS.fullmatch(ref) or ref.startswith("-")
-        or ".." in ref or ref.endswith((".", "/", ".lock")) or any(not p or p.startswith(".") for p in parts)
+        not ref
+        or len(ref) > MAX_REF_LENGTH
+        or not _REF_CHARS.fullmatch(ref)
+        or ref.startswith("-")
+        or ".." in ref
+        or ref.endswith((".", "/", ".lock"))
+        or any(not p or p.startswith(".") for p in parts)
     ):
         raise TagError(
             f"ref {shown} is not a valid branch name or commit id: ASCII letters, digits and ._/+- "
@@ -172,11 +177,11 @@ def package_version(classification: Classification, commit: str, commit_time: da
     """
     if classification.is_tag:
         return parse_tag(classification.name).package_version
-    stamp = commit_time.astimezone(timezone.utc).strftime("%Y%m%d%H%M%S")
+    stamp = commit_time.astimezone(UTC).strftime("%Y%m%d%H%M%S")
     return f"0~dev{stamp}.g{commit[:8]}"
 
 
 def release_id(classification: Classification, started: datetime) -> str:
     """Folder name of the published release: sortable by time, readable by name."""
     safe = re.sub(r"[^A-Za-z0-9.~-]", "_", classification.name)
-    return f"{started.astimezone(timezone.utc):%Y%m%dT%H%M%SZ}-{safe}"
+    return f"{started.astimezone(UTC):%Y%m%dT%H%M%SZ}-{safe}"

@@ -24,8 +24,9 @@ def project_name(folder: Path) -> str:
     """The repository's name (its origin URL's last part), else the folder's, as a valid project name."""
     name = folder.name
     try:
-        url = subprocess.run(["git", "-C", str(folder), "remote", "get-url", "origin"], capture_output=True,
-                             text=True, check=False).stdout.strip()
+        url = subprocess.run(
+            ["git", "-C", str(folder), "remote", "get-url", "origin"], capture_output=True, text=True, check=False
+        ).stdout.strip()
     except OSError:
         url = ""
     if url:
@@ -48,7 +49,7 @@ def _target(name: str, arch: str, fmt: str) -> str:
         "# Files the build leaves, relative to the source root.\n"
         f'artifacts = ["out/*.{fmt}"]\n'
         "# Debian packages the machine needs for this build (installed at bootstrap).\n"
-        "# setup = [\"build-essential\"]\n"
+        '# setup = ["build-essential"]\n'
         "# Rebuild only when files matching these patterns change.\n"
         '# rebuild_patterns = ["^src/", "^packaging/"]\n'
     )
@@ -72,7 +73,7 @@ def render(name: str, arches: Sequence[str], formats: Sequence[str]) -> str:
         "[project]\n"
         f'name = "{name}"\n'
         'source = "."                        # the git repository (this folder)\n'
-        "# test = [\"make\", \"check\"]          # runs before any machine is created\n\n"
+        '# test = ["make", "check"]          # runs before any machine is created\n\n'
         "[defaults]                          # machines, unless a target says otherwise\n"
         'size = "s-2vcpu-4gb"\n'
         'image = "debian-12-x64"\n'
@@ -92,8 +93,9 @@ def render(name: str, arches: Sequence[str], formats: Sequence[str]) -> str:
     )
 
 
-def write_manifest(folder: Path, *, name: str | None, arches: Sequence[str], formats: Sequence[str],
-                   force: bool = False) -> Path:
+def write_manifest(
+    folder: Path, *, name: str | None, arches: Sequence[str], formats: Sequence[str], force: bool = False
+) -> Path:
     """Write `folder/dropship.toml`; an existing one is kept unless `force`."""
     path = folder / "dropship.toml"
     if path.exists() and not force:

@@ -21,7 +21,9 @@ def resolve_secret(what: str, *, value: str | None, file: str | None, env: str |
     """The secret `what` from exactly one of: an env variable name, a private file, or the value itself."""
     given = [name for name, v in (("value", value), ("file", file), ("env", env)) if v]
     if len(given) > 1:
-        raise ConfigError(f"{what}: set only one of the secret itself, a file or an environment variable, not {' and '.join(given)}")
+        raise ConfigError(
+            f"{what}: set only one of the secret itself, a file or an environment variable, not {' and '.join(given)}"
+        )
     if env:
         secret = os.environ.get(env, "")
         if not secret:
@@ -32,9 +34,13 @@ def resolve_secret(what: str, *, value: str | None, file: str | None, env: str |
         try:
             info = path.stat()
         except OSError as exc:
-            raise ConfigError(f"{what}: cannot read {path} on this orchestrator ({exc.strerror}): create it, mode 0600") from exc
+            raise ConfigError(
+                f"{what}: cannot read {path} on this orchestrator ({exc.strerror}): create it, mode 0600"
+            ) from exc
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{what}: {path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it")
+            raise ConfigError(
+                f"{what}: {path} is readable by other users (mode {stat.S_IMODE(info.st_mode):o}): chmod 600 it"
+            )
         try:
             secret = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:

@@ -25,7 +25,6 @@ from types import TracebackType
 from dropship.errors import DropshipError
 from dropship.machines.local import free_port
 
-
 PIDFILE = "server.pid"
 _PR_SET_PDEATHSIG = 1
 
@@ -71,8 +70,15 @@ def stop_stale_server(home: Path) -> int | None:
 
 
 class LocalPrefectServer:
-    def __init__(self, home: Path, *, startup_timeout: float = 120.0, host: str = "127.0.0.1", port: int = 0,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        *,
+        startup_timeout: float = 120.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.home = home
         self.startup_timeout = startup_timeout
         self.host = host
@@ -139,7 +145,11 @@ class LocalPrefectServer:
         log = (self.home / "server.log").open("ab")  # a restart keeps the crash
         self._process = subprocess.Popen(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
             preexec_fn=_die_with_parent,
         )
         log.close()

@@ -20,7 +20,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -71,7 +71,10 @@ def remove_gnupg_home(home: Path) -> None:
         try:
             subprocess.run(
                 ["gpgconf", "--homedir", str(home), "--kill", "all"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=30,
                 check=False,
             )
         except (OSError, subprocess.TimeoutExpired):
@@ -219,7 +222,7 @@ class Signer:
                 KeyInfo(
                     fingerprint=fpr,
                     uids=tuple(entry.get("uids", [])),
-                    created=_epoch(entry.get("date")) or datetime.now(timezone.utc),
+                    created=_epoch(entry.get("date")) or datetime.now(UTC),
                     expires=_epoch(entry.get("expires")),
                 )
             )
@@ -227,7 +230,7 @@ class Signer:
             raise SigningKeyError(f"signing key #{index + 1} has no secret part")
 
     def _check_expiry(self) -> None:
-        now = self._now or datetime.now(timezone.utc)
+        now = self._now or datetime.now(UTC)
         for key in self.keys:
             if key.expires is None:
                 continue
@@ -294,7 +297,7 @@ def _epoch(value: object) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromtimestamp(int(str(value)), tz=timezone.utc)
+        return datetime.fromtimestamp(int(str(value)), tz=UTC)
     except ValueError:
         return None
 

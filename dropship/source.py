@@ -7,7 +7,7 @@ uncommitted edits), so what is tested, built and hashed is what was tagged.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
 
@@ -53,7 +53,7 @@ def resolve(repo: Path, name: str, *, is_tag: bool) -> Revision:
         kind = "tag" if is_tag else "ref"
         raise TagError(f"{kind} {name!r} does not exist in {repo}") from exc
     stamp = int(_git(repo, "show", "-s", "--format=%ct", commit).strip())
-    return Revision(repo, commit, datetime.fromtimestamp(stamp, tz=timezone.utc))
+    return Revision(repo, commit, datetime.fromtimestamp(stamp, tz=UTC))
 
 
 def archive(revision: Revision, destination: Path) -> Path:

@@ -139,7 +139,7 @@ class Started:
             out: str = self.stdout.read().decode(errors="replace")
             err: str = self.stderr.read().decode(errors="replace")
             status = self.stdout.channel.recv_exit_status()
-        except (OSError, paramiko.SSHException, socket.timeout) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise MachineError(f"remote command {self.command!r} failed: {exc}") from exc
         if status != 0:
             raise MachineError(f"remote command {self.command!r} exited {status}: {(err or out).strip()[-500:]}")
@@ -188,8 +188,15 @@ class SshSession:
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
             try:
                 client.connect(
-                    ep.host, port=ep.port, username=ep.user, pkey=self._key,
-                    allow_agent=False, look_for_keys=False, timeout=10, banner_timeout=10, auth_timeout=10,
+                    ep.host,
+                    port=ep.port,
+                    username=ep.user,
+                    pkey=self._key,
+                    allow_agent=False,
+                    look_for_keys=False,
+                    timeout=10,
+                    banner_timeout=10,
+                    auth_timeout=10,
                 )
                 self._client = client
                 return
@@ -254,7 +261,7 @@ class SshSession:
             out: str = stdout.read().decode(errors="replace")
             err: str = stderr.read().decode(errors="replace")
             status = stdout.channel.recv_exit_status()
-        except (OSError, paramiko.SSHException, socket.timeout) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if status != 0:
             raise MachineError(f"remote command {command!r} exited {status}: {(err or out).strip()[-500:]}")
@@ -280,7 +287,7 @@ class SshSession:
             while on_line is not None and line and line != ready:
                 on_line(line)
                 line = stdout.readline().strip()
-        except (OSError, paramiko.SSHException, socket.timeout) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if line != ready:
             status = stdout.channel.recv_exit_status() if stdout.channel.exit_status_ready() else None
@@ -299,7 +306,7 @@ class SshSession:
         command = shlex.join(argv)
         try:
             stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-        except (OSError, paramiko.SSHException, socket.timeout) as exc:
+        except (TimeoutError, OSError, paramiko.SSHException) as exc:
             raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         return Started(command, stdin, stdout, stderr)
 
@@ -383,8 +390,7 @@ class SshSession:
             names = [current.remote] if current else [d.remote for d in active]
             what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
             raise TransferError(
-                f"download of {what} from {self.endpoint.host} failed: {_reason(exc)}; "
-                "no unverified file was kept"
+                f"download of {what} from {self.endpoint.host} failed: {_reason(exc)}; no unverified file was kept"
             ) from exc
         except BaseException:  # a refused file: the replies still due for the others must not reach anyone
             self._abandon(pipeline)
@@ -620,7 +626,10 @@ class _Download:
             else:
                 return
             pipeline.send(
-                CMD_READ, self.handle, int64(offset), length,
+                CMD_READ,
+                self.handle,
+                int64(offset),
+                length,
                 reply=functools.partial(self._data, pipeline, offset, length),
             )
             pipeline.bytes_in_flight += length
@@ -791,7 +800,10 @@ class _Upload:
             if self.op.digest is not None:
                 self.op.digest.update(chunk)
             pipeline.send(
-                CMD_WRITE, self.handle, int64(self.offset), chunk,
+                CMD_WRITE,
+                self.handle,
+                int64(self.offset),
+                chunk,
                 reply=functools.partial(self._written, pipeline, len(chunk)),
             )
             pipeline.bytes_in_flight += len(chunk)

@@ -72,7 +72,9 @@ class ReleaseSummary:
         reused = sum(1 for t in self.targets if t.status == "reused")
         lines.append(f"- targets: {len(self.targets)}, cache hits: {reused}")
         if self.url:
-            lines.append(f"- repository: [{self.url}]({self.url.rstrip('/')}/index.html) (published to `{self.repository}`)")
+            lines.append(
+                f"- repository: [{self.url}]({self.url.rstrip('/')}/index.html) (published to `{self.repository}`)"
+            )
         elif self.repository:
             lines.append(f"- repository: `{self.repository}`")
         if self.error:

@@ -359,15 +359,27 @@ class GuardedH11Protocol(H11Protocol):
 
 
 def serve(
-    app: Starlette, host: str, port: int, *, header_seconds: float = HEADER_SECONDS,
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    header_seconds: float = HEADER_SECONDS,
     max_connections: int = MAX_CONNECTIONS,
 ) -> None:
     """Serve `app` with uvicorn and the limits that keep slow or many clients from holding it."""
     import uvicorn
 
-    protocol = type("Guarded", (GuardedH11Protocol,), {"header_seconds": header_seconds, "max_connections": max_connections})
+    protocol = type(
+        "Guarded", (GuardedH11Protocol,), {"header_seconds": header_seconds, "max_connections": max_connections}
+    )
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", http=protocol,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS, limit_concurrency=max_connections, timeout_graceful_shutdown=5,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        http=protocol,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=max_connections,
+        timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()

@@ -60,11 +60,14 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
             raise ConfigError("the digitalocean demo needs --do-endpoint and the token in $DIGITALOCEAN_TOKEN")
         auth = os.environ.get("PREFECT_API_AUTH_STRING")
         DigitalOceanCredentials(
-            token_env="DIGITALOCEAN_TOKEN", endpoint=do_endpoint, api_auth_string=SecretStr(auth) if auth else None,
+            token_env="DIGITALOCEAN_TOKEN",
+            endpoint=do_endpoint,
+            api_auth_string=SecretStr(auth) if auth else None,
         ).save(manifest.machines.credentials, overwrite=True)
 
-    state = release(manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), provider=provider,
-                    return_state=True)
+    state = release(
+        manifest=str(manifest_path), tag=tag, workdir=str(workdir / "state"), provider=provider, return_state=True
+    )
     APILogHandler().flush()  # before the caller stops the server
     run_id = state.state_details.flow_run_id
     summary_file = workdir / "state" / "runs" / str(run_id) / "summary.json"
@@ -73,6 +76,11 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
     if not state.is_completed():
         return False, f"release failed: {failure_text(state)}"
     summary = json.loads(summary_file.read_text())
-    lines = closing_lines(summary, key_name=manifest.repository.key_name, component=manifest.repository.component,
-                          summary_path=str(workdir / "summary.json"), provider=provider)
+    lines = closing_lines(
+        summary,
+        key_name=manifest.repository.key_name,
+        component=manifest.repository.component,
+        summary_path=str(workdir / "summary.json"),
+        provider=provider,
+    )
     return True, "\n".join(lines)

@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run as current_run
 
 from dropship.errors import ConfigError
-
 from dropship.machines.bootstrap import connect_pinned, image_hash, scrub_for_snapshot
 from dropship.machines.digitalocean import DigitalOceanProvider, image_hash_of, snapshot_name
 from dropship.machines.provision import provision_droplet, target_setup
@@ -56,9 +55,19 @@ def build_image(manifest: Manifest, target_name: str, run_id: str) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="dropship-image-") as tmp:
         pair = write_keypair(Path(tmp) / "id_ed25519", f"dropship-image-{target_name}")
         machine = provision_droplet(
-            provider, manifest, target, run_id=run_id, short_run_id=run_id[:8], client_public_key=pair.public_line,
-            client_private_key=pair.private_openssh, worker=None, image=base, index_url=credentials.package_index,
-            ssh_timeout=credentials.ssh_timeout, extra_tags=("dropship-image",), mark=digest[:20],
+            provider,
+            manifest,
+            target,
+            run_id=run_id,
+            short_run_id=run_id[:8],
+            client_public_key=pair.public_line,
+            client_private_key=pair.private_openssh,
+            worker=None,
+            image=base,
+            index_url=credentials.package_index,
+            ssh_timeout=credentials.ssh_timeout,
+            extra_tags=("dropship-image",),
+            mark=digest[:20],
         )
         try:
             with connect_pinned(machine, pair.private_openssh, timeout=credentials.ssh_timeout) as ssh:
@@ -101,6 +110,3 @@ def _credentials_exist(manifest: Manifest) -> bool:
     except ConfigError:
         return False
     return True
-
-
-

@@ -51,10 +51,13 @@ def _record(plan: ReleasePlan, outcomes: list[JobOutcome]) -> None:
     rows = ["| job | kind | status | seconds | machine | detail |", "|---|---|---|---|---|---|"]
     for job in known:
         detail = (job["detail"] or "-").replace("|", "/").replace("\n", " ")[:300]
-        rows.append(f"| {job['name']} | {job['kind']} | {job['status']} | {job['seconds']:.1f} | "
-                    f"{job['machine'] or '-'} | {detail} |")
-    create_markdown_artifact(key="release-jobs", markdown="\n".join(rows) + "\n",
-                             description=f"{plan.project} {plan.name}: jobs")
+        rows.append(
+            f"| {job['name']} | {job['kind']} | {job['status']} | {job['seconds']:.1f} | "
+            f"{job['machine'] or '-'} | {detail} |"
+        )
+    create_markdown_artifact(
+        key="release-jobs", markdown="\n".join(rows) + "\n", description=f"{plan.project} {plan.name}: jobs"
+    )
 
 
 def run_unit_jobs(manifest: Manifest, plan: ReleasePlan) -> None:
@@ -79,8 +82,9 @@ def _settle(plan: ReleasePlan, futures: dict[str, Any], when: str) -> list[JobOu
             outcomes.append(JobOutcome(name, "", "failed", detail=reason))
     _record(plan, outcomes)
     if failures:
-        raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} job(s) failed {when}; nothing was published",
-                            failures)
+        raise ReleaseFailed(
+            f"{plan.project} {plan.name}: {len(failures)} job(s) failed {when}; nothing was published", failures
+        )
     return outcomes
 
 
@@ -94,10 +98,15 @@ def _no_machine_left(manifest: Manifest, plan: ReleasePlan, workdir: str) -> Non
 
 def needs_signed_tree(manifest: Manifest, plan: ReleasePlan) -> bool:
     """Whether a job installs from, or writes into, the signed tree before publication."""
-    return bool(jobs_of(manifest, JobKind.INTEGRATION, plan.release_class) or jobs_of(manifest, JobKind.DOCS, plan.release_class))
+    return bool(
+        jobs_of(manifest, JobKind.INTEGRATION, plan.release_class)
+        or jobs_of(manifest, JobKind.DOCS, plan.release_class)
+    )
 
 
-def run_jobs_before_publication(manifest: Manifest, plan: ReleasePlan, tree: str | None, workdir: str) -> list[JobOutcome]:
+def run_jobs_before_publication(
+    manifest: Manifest, plan: ReleasePlan, tree: str | None, workdir: str
+) -> list[JobOutcome]:
     """Integration and docs jobs in parallel on the signed tree, then each manual gate in turn.
 
     Raises `ReleaseFailed` (a job failed) or `JobFailed` (a gate was rejected
@@ -132,11 +141,18 @@ def manual_gate(plan: ReleasePlan, name: str, timeout: int) -> JobOutcome:
     """Pause the flow run until a person approves or rejects, in the UI or with
     `resume_flow_run(id, run_input={"approve": true, "reason": "..."})`."""
     logger = get_run_logger()
-    logger.info("%s: waiting up to %d s for approval of %s %s (version %s) in the Prefect UI",
-                name, timeout, plan.project, plan.name, plan.version)
+    logger.info(
+        "%s: waiting up to %d s for approval of %s %s (version %s) in the Prefect UI",
+        name,
+        timeout,
+        plan.project,
+        plan.name,
+        plan.version,
+    )
     try:
-        answer = pause_flow_run(wait_for_input=Approval, timeout=timeout, poll_interval=min(2, timeout),
-                                key=f"gate-{name}")
+        answer = pause_flow_run(
+            wait_for_input=Approval, timeout=timeout, poll_interval=min(2, timeout), key=f"gate-{name}"
+        )
     except FlowPauseTimeout as exc:
         outcome = JobOutcome(name, "manual", "timed out", float(timeout), detail=f"no answer within {timeout} s")
         _record(plan, [outcome])

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -20,7 +20,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
-    FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, WorkQueueFilter,
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    WorkQueueFilter,
     WorkQueueFilterName,
 )
 from prefect.client.schemas.objects import StateType
@@ -73,23 +78,27 @@ def _last_heartbeat(client: object, run_id: str, since: datetime) -> datetime | 
 
 
 @task(name="crash-orphaned-releases", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def crash_orphaned_releases(ttl_minutes: float, silence_seconds: float = HEARTBEAT_SILENCE.total_seconds()) -> list[str]:
+def crash_orphaned_releases(
+    ttl_minutes: float, silence_seconds: float = HEARTBEAT_SILENCE.total_seconds()
+) -> list[str]:
     """Mark Running release runs Crashed whose orchestrator stopped sending heartbeats."""
     if _zombie_automation_installed():
         return []
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ttl = timedelta(minutes=ttl_minutes)
     with get_client(sync_client=True) as client:
         running = client.read_flow_runs(
             flow_filter=FlowFilter(name=FlowFilterName(any_=["release"])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+            ),
         )
         beats = {str(r.id): _last_heartbeat(client, str(r.id), now - ttl) for r in running}
         started = {str(r.id): r.start_time or r.created or now for r in running}
         lost = orphaned(beats, started=started, now=now, silence=timedelta(seconds=silence_seconds), ttl=ttl)
         for run_id in lost:
             beat = beats[run_id]
-            why = (f"no heartbeat since {beat:%H:%M:%S} UTC" if beat else f"no heartbeat in {ttl}")
+            why = f"no heartbeat since {beat:%H:%M:%S} UTC" if beat else f"no heartbeat in {ttl}"
             client.set_flow_run_state(
                 UUID(run_id), Crashed(message=f"the reaper found its orchestrator gone ({why})"), force=True
             )
@@ -100,7 +109,7 @@ def crash_orphaned_releases(ttl_minutes: float, silence_seconds: float = HEARTBE
 
 
 def _remove_stale_queues(machine_names: set[str], grace: timedelta) -> list[str]:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with get_client(sync_client=True) as client:
         try:
             queues = client.read_work_queues(work_pool_name=BUILDERS_POOL)

@@ -73,7 +73,9 @@ def _outcome(
     lookup = restore_artifacts(plan, name, workdir)
     if lookup.build is not None:
         return TargetSummary(
-            name=name, status="reused", reason=f"cache hit {plan.content[name].digest[:12]}",
+            name=name,
+            status="reused",
+            reason=f"cache hit {plan.content[name].digest[:12]}",
             artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
         )
     rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
@@ -85,7 +87,9 @@ def _outcome(
     return rebuilt
 
 
-def _build_graph(spec: Manifest, plan: ReleasePlan, workdir: str, force: bool, results: dict[str, TargetSummary]) -> None:
+def _build_graph(
+    spec: Manifest, plan: ReleasePlan, workdir: str, force: bool, results: dict[str, TargetSummary]
+) -> None:
     """Build or reuse every target into `results`, each once its dependencies' artifacts
     are in the run; a target whose dependency failed is skipped (dropship.graph)."""
     logger = get_run_logger()
@@ -93,7 +97,9 @@ def _build_graph(spec: Manifest, plan: ReleasePlan, workdir: str, force: bool, r
     builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
     deps = dependencies(spec, plan.targets)
     running: dict[str, PrefectFuture[Any]] = {}
-    progress = create_progress_artifact(0.0, key="release-progress", description=f"{plan.project} {plan.name}: targets done")
+    progress = create_progress_artifact(
+        0.0, key="release-progress", description=f"{plan.project} {plan.name}: targets done"
+    )
 
     def finish(name: str, result: TargetSummary) -> None:
         results[name] = result
@@ -191,15 +197,23 @@ def release(
         _build_graph(spec, plan, workdir, force, results)
         failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
         if failures:
-            raise ReleaseFailed(f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published", failures)
-        formats = " and ".join(sorted({"APT" if fmt.value == "deb" else "RPM"
-                                       for n in plan.targets if (fmt := spec.target(n).format)}))
+            raise ReleaseFailed(
+                f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published",
+                failures,
+            )
+        formats = " and ".join(
+            sorted({"APT" if fmt.value == "deb" else "RPM" for n in plan.targets if (fmt := spec.target(n).format)})
+        )
         tree = None
         if dry_run or needs_signed_tree(spec, plan):  # jobs install from it; publishing signs again under the lock
             sign_started = time.monotonic()
             tree = sign_repositories(spec, plan, base_url, workdir)
-            logger.info("%s repository of %s", formats, ", ".join(plan.suites),
-                        extra=event("sign", seconds=time.monotonic() - sign_started))
+            logger.info(
+                "%s repository of %s",
+                formats,
+                ", ".join(plan.suites),
+                extra=event("sign", seconds=time.monotonic() - sign_started),
+            )
         run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
         if dry_run:
             assert tree is not None
@@ -212,8 +226,12 @@ def release(
             done = f"signed the {formats} repository of {', '.join(plan.suites)}; uploaded {published.uploaded} files"
             if published.reused:
                 done += f", {published.reused} unchanged from the previous release"
-            logger.info("%s; current -> %s", done, plan.release_id,
-                        extra=event("publish", seconds=time.monotonic() - publish_started))
+            logger.info(
+                "%s; current -> %s",
+                done,
+                plan.release_id,
+                extra=event("publish", seconds=time.monotonic() - publish_started),
+            )
             publish_language_packages(spec, plan, workdir)  # [[registries]]: after everything succeeded
     except BaseException as exc:
         error = str(exc)
@@ -224,8 +242,12 @@ def release(
         finally:
             shutil.rmtree(key_path.parent, ignore_errors=True)
             summary = write_summary(
-                plan, results, status=status, error=error, repository=repository,
-                wall_seconds=time.monotonic() - clock, url=None if dry_run else repository_url(spec, base_url),
+                plan,
+                results,
+                status=status,
+                error=error,
+                repository=repository,
+                wall_seconds=time.monotonic() - clock,
+                url=None if dry_run else repository_url(spec, base_url),
             )
     return asdict(summary)
-

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect.runtime import flow_run as current_run
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
+from prefect.runtime import flow_run as current_run
 
 from dropship.manifest import load_manifest
 from tasks.repository import switch_current
@@ -22,5 +22,7 @@ def rollback(manifest: str, to: str | None = None, workdir: str | None = None) -
     """Switch `current` to release `to`, or to the one published before the current one."""
     spec = load_manifest(manifest)
     previous, target = switch_current(spec.blocks.repo_server, workdir or str(default_workdir()), to)
-    create_markdown_artifact(key="rollback", markdown=f"# {spec.project.name}: rolled back\n\n`{previous}` -> `{target}`\n")
+    create_markdown_artifact(
+        key="rollback", markdown=f"# {spec.project.name}: rolled back\n\n`{previous}` -> `{target}`\n"
+    )
     return {"from": previous, "to": target}

@@ -48,9 +48,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".split("\n")[0][:200]
 
 
-def call(fn: Callable[[SyncPrefectClient], T], what: str, *, patience: float = PATIENCE,
-         first_delay: float = 1.0, max_delay: float = 20.0,
-         on_retry: Callable[[BaseException, float], None] | None = None) -> T:
+def call(
+    fn: Callable[[SyncPrefectClient], T],
+    what: str,
+    *,
+    patience: float = PATIENCE,
+    first_delay: float = 1.0,
+    max_delay: float = 20.0,
+    on_retry: Callable[[BaseException, float], None] | None = None,
+) -> T:
     """`fn(client)` with a fresh sync client, retried on transient errors.
 
     `what` names the call in the error ("reading build run 1234"). Use it for

@@ -8,7 +8,6 @@ from pathlib import Path
 from uuid import UUID
 
 import httpx
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
@@ -17,6 +16,8 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
+from deployments import BUILD
+from deployments.apply import Applied, ensure_deployment, ensure_pool
 from dropship.builder import BuildReport, build
 from dropship.collect import endpoint, upload_source
 from dropship.errors import BuildFailed, DropshipError
@@ -26,8 +27,6 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
 from tasks.machines import client_key_path, delete_machine, provider_for
-from deployments import BUILD
-from deployments.apply import Applied, ensure_deployment, ensure_pool
 
 PICKUP_TIMEOUT = 180.0
 LIVENESS_SECONDS = 15.0
@@ -73,8 +72,9 @@ def _wait(
                 unreachable_since = unreachable_since or now
                 if now - unreachable_since > API_OUTAGE_SECONDS:
                     raise BuildFailed(
-                        target, f"the Prefect API at {PREFECT_API_URL.value()} was unreachable for "
-                        f"{now - unreachable_since:.0f} s while waiting for the build ({type(exc).__name__})"
+                        target,
+                        f"the Prefect API at {PREFECT_API_URL.value()} was unreachable for "
+                        f"{now - unreachable_since:.0f} s while waiting for the build ({type(exc).__name__})",
                     ) from exc
                 time.sleep(2.0)
                 continue
@@ -94,7 +94,9 @@ def _wait(
             time.sleep(1.0)
 
 
-def _liveness(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine, key: str) -> Callable[[], str | None]:
+def _liveness(
+    manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine, key: str
+) -> Callable[[], str | None]:
     """What tells a dead machine from a slow build: the provider's view, then SSH (twice, to forgive a blip)."""
     provider = provider_for(manifest, plan.provider, workdir)
     misses = [0]
@@ -118,7 +120,9 @@ def _liveness(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Mach
 
 
 @task(name="build", task_run_name="build {target_name}", cache_policy=NO_CACHE)
-def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str) -> dict[str, object]:
+def build_on_machine(
+    manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
+) -> dict[str, object]:
     """Upload the source, run the build deployment on the machine's queue, wait.
 
     On failure the machine is deleted at once rather than at teardown.
@@ -150,16 +154,24 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
             flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
         )
         logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
-        finished = _wait(child.id, target.name, machine.name, float(manifest.machines.build_timeout),
-                         _liveness(manifest, plan, workdir, machine, key))
+        finished = _wait(
+            child.id,
+            target.name,
+            machine.name,
+            float(manifest.machines.build_timeout),
+            _liveness(manifest, plan, workdir, machine, key),
+        )
         assert finished.state is not None
         if finished.state.is_crashed():
             raise BuildFailed(
-                target.name, f"machine lost during the build: the flow run {finished.name} on {machine.name} "
+                target.name,
+                f"machine lost during the build: the flow run {finished.name} on {machine.name} "
                 f"({machine.id}) crashed, its process or worker died: {finished.state.message}",
             )
         if not finished.state.is_completed():
-            raise BuildFailed(target.name, f"build flow run {finished.name} ended {finished.state.name}: {finished.state.message}")
+            raise BuildFailed(
+                target.name, f"build flow run {finished.name} ended {finished.state.name}: {finished.state.message}"
+            )
         return {"flow_run": finished.name, "seconds": round(time.monotonic() - started, 3)}
     except BaseException:
         try:
@@ -171,13 +183,27 @@ def build_on_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, ma
 
 @task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
-    target: str, workspace: str, archive: str, command: list[str], artifacts: list[str],
-    version: str, env: dict[str, str], timeout: float, build_user: str | None = None,
+    target: str,
+    workspace: str,
+    archive: str,
+    command: list[str],
+    artifacts: list[str],
+    version: str,
+    env: dict[str, str],
+    timeout: float,
+    build_user: str | None = None,
 ) -> BuildReport:
     """On the machine: the build itself (see `dropship.builder`)."""
     report = build(
-        target=target, workspace=Path(workspace), archive=Path(archive), command=command,
-        artifacts=artifacts, version=version, env=env, timeout=timeout, run_as=build_user,
+        target=target,
+        workspace=Path(workspace),
+        archive=Path(archive),
+        command=command,
+        artifacts=artifacts,
+        version=version,
+        env=env,
+        timeout=timeout,
+        run_as=build_user,
     )
     logger = get_run_logger()
     logger.info("build output (last lines):\n%s", report.output_tail)

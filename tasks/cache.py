@@ -75,12 +75,16 @@ def build_target(
     # One slot of `dropship-machines` per machine alive (the flow creates the limit if missing).
     with concurrency(MACHINES_LIMIT, occupy=1, strict=False, timeout_seconds=3600):
         machine = provision_machine(manifest, plan, target_name, workdir)
-        logger.info("machine %s is up, building (%s)", machine.name, reason,
-                    extra=event("build", "running", name=target_name))
+        logger.info(
+            "machine %s is up, building (%s)", machine.name, reason, extra=event("build", "running", name=target_name)
+        )
         built = build_on_machine(manifest, plan, target_name, machine, workdir)
         summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
-    logger.info("%s", ", ".join(a.name for a in summary.artifacts),
-                extra=event("build", name=target_name, seconds=time.monotonic() - started))
+    logger.info(
+        "%s",
+        ", ".join(a.name for a in summary.artifacts),
+        extra=event("build", name=target_name, seconds=time.monotonic() - started),
+    )
     files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
     store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
     summary.reason = reason

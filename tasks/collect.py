@@ -36,4 +36,3 @@ def collect_artifacts(
         build_seconds=report.seconds,
         artifacts=[ArtifactSummary(a.name, a.size, a.sha256) for a in report.artifacts],
     )
-

@@ -46,7 +46,9 @@ def unit_job(plan: ReleasePlan, job: Job) -> JobOutcome:
         try:
             output = run(job.command, cwd=source, env=_env(plan), what=f"job {job.name}", timeout=job.timeout)
         except CommandError as exc:
-            raise JobFailed(job.name, f"exited {exc.returncode}: {' / '.join(exc.output.strip().splitlines()[-5:])}") from exc
+            raise JobFailed(
+                job.name, f"exited {exc.returncode}: {' / '.join(exc.output.strip().splitlines()[-5:])}"
+            ) from exc
     get_run_logger().info("%s passed:\n%s", job.name, "\n".join(output.strip().splitlines()[-20:]))
     return JobOutcome(job.name, "unit", "passed", round(time.monotonic() - started, 3), output=output[-2000:])
 
@@ -62,7 +64,9 @@ def docs_job(plan: ReleasePlan, job: Job, tree: str) -> JobOutcome:
         try:
             run(job.command, cwd=source, env=_env(plan), what=f"job {job.name}", timeout=job.timeout)
         except CommandError as exc:
-            raise JobFailed(job.name, f"exited {exc.returncode}: {' / '.join(exc.output.strip().splitlines()[-5:])}") from exc
+            raise JobFailed(
+                job.name, f"exited {exc.returncode}: {' / '.join(exc.output.strip().splitlines()[-5:])}"
+            ) from exc
         built = source / job.output
         if not built.is_dir() or not any(built.iterdir()):
             raise JobFailed(job.name, f"wrote nothing to {job.output}/")
@@ -88,17 +92,38 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
     provider = provider_for(manifest, plan.provider, workdir)
     key = client_key_path(plan)
     started = time.monotonic()
-    machine = create_job_machine(provider, manifest, job.name, Arch(job.arch), run_id=plan.run_id,
-                                 short_run_id=plan.short_id, client_public_key=key.with_suffix(".pub").read_text().strip())
-    ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, f"job:{job.name}", machine.created_at,
-                  price_hourly=machine.details.get("price_hourly", ""))
+    machine = create_job_machine(
+        provider,
+        manifest,
+        job.name,
+        Arch(job.arch),
+        run_id=plan.run_id,
+        short_run_id=plan.short_id,
+        client_public_key=key.with_suffix(".pub").read_text().strip(),
+    )
+    ledger.record(
+        Path(plan.run_dir),
+        "created",
+        machine.id,
+        machine.name,
+        f"job:{job.name}",
+        machine.created_at,
+        price_hourly=machine.details.get("price_hourly", ""),
+    )
     logger.info("%s: fresh machine %s is up; installing %s", job.name, machine.name, ", ".join(install.specs))
     try:
         with SshSession(endpoint(machine), key.read_text()) as session:
             outcome = run_integration(
-                session, job=job.name, work=machine.work_dir, tree=Path(tree), install=install, suite=plan.suites[0],
-                component=manifest.repository.component, key_name=manifest.repository.key_name,
-                command=job.command, timeout=float(job.timeout),
+                session,
+                job=job.name,
+                work=machine.work_dir,
+                tree=Path(tree),
+                install=install,
+                suite=plan.suites[0],
+                component=manifest.repository.component,
+                key_name=manifest.repository.key_name,
+                command=job.command,
+                timeout=float(job.timeout),
             )
     finally:
         provider.delete(machine.id)
@@ -125,16 +150,27 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
         if not mine:
             continue
         if plan.release_class not in registry.classes:
-            logger.info("%s: not for %s (a %s release; the registry takes %s)", ", ".join(f.path.name for f in mine),
-                        registry.name, plan.release_class, ", ".join(registry.classes))
+            logger.info(
+                "%s: not for %s (a %s release; the registry takes %s)",
+                ", ".join(f.path.name for f in mine),
+                registry.name,
+                plan.release_class,
+                ", ".join(registry.classes),
+            )
             continue
         try:
             credentials = RegistryCredentials.load(registry.credentials)
         except ValueError as exc:
-            raise ConfigError(f"RegistryCredentials block {registry.credentials!r} (registry {registry.name}) not found: "
-                              "create it before releasing") from exc
-        index = PypiIndex(registry, credentials.username, credentials.password.get_secret_value(),
-                          twine=[sys.executable, "-m", "twine"])
+            raise ConfigError(
+                f"RegistryCredentials block {registry.credentials!r} (registry {registry.name}) not found: "
+                "create it before releasing"
+            ) from exc
+        index = PypiIndex(
+            registry,
+            credentials.username,
+            credentials.password.get_secret_value(),
+            twine=[sys.executable, "-m", "twine"],
+        )
         chosen.append((index, mine))
     return chosen
 

@@ -10,21 +10,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType, FlowRunFilterTags
 from prefect.client.schemas.objects import StateType
-from prefect.states import Cancelled
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.states import Cancelled
 
 from blocks.digitalocean import DigitalOceanCredentials
 from dropship import ledger
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine, Provider, run_tag
-from dropship.machines.bootstrap import WorkerConfig, image_hash, worker_log
-from dropship.machines.digitalocean import DigitalOceanProvider, image_hash_of
+from dropship.machines.bootstrap import WorkerConfig, worker_log
 from dropship.machines.factory import make_provider
-from dropship.machines.provision import machine_name, provision, provision_droplet, target_setup
+from dropship.machines.provision import machine_name, provision, provision_droplet
 from dropship.machines.userdata import WorkerSpec
-from dropship.ssh import Endpoint, SshSession
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
 from tasks.settings import BUILDERS_POOL, api_url, local_worker
 
@@ -34,7 +33,9 @@ def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
     try:
         return DigitalOceanCredentials.load(name)
     except ValueError as exc:
-        raise ConfigError(f"DigitalOceanCredentials block {name!r} not found: create it before releasing on droplets") from exc
+        raise ConfigError(
+            f"DigitalOceanCredentials block {name!r} not found: create it before releasing on droplets"
+        ) from exc
 
 
 def provider_for(manifest: Manifest, provider: str, workdir: str) -> Provider:
@@ -51,7 +52,9 @@ def droplet_worker(manifest: Manifest, queue: str) -> WorkerConfig:
     """The worker a droplet runs: the block's API URL and credentials."""
     credentials = _credentials(manifest)
     return WorkerConfig(
-        api_url=credentials.worker_url(api_url()), pool=BUILDERS_POOL, queue=queue,
+        api_url=credentials.worker_url(api_url()),
+        pool=BUILDERS_POOL,
+        queue=queue,
         auth_string=credentials.api_auth_string.get_secret_value() if credentials.api_auth_string else None,
         api_key=credentials.api_key.get_secret_value() if credentials.api_key else None,
     )
@@ -71,7 +74,9 @@ def _ensure_queue(name: str) -> None:
     call(create, f"creating work queue {name}")
 
 
-@task(name="provision", task_run_name="provision {target_name}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="provision", task_run_name="provision {target_name}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE
+)
 def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str) -> Machine:
     """One machine for one target, its worker serving a queue named after it."""
     provider = provider_for(manifest, plan.provider, workdir)
@@ -83,9 +88,16 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
         credentials = _credentials(manifest)
         private_key = client_key_path(plan).read_text()
         machine = provision_droplet(
-            provider, manifest, target, run_id=plan.run_id, short_run_id=plan.short_id,
-            client_public_key=public_key, client_private_key=private_key, worker=droplet_worker(manifest, name),
-            index_url=credentials.package_index, ssh_timeout=credentials.ssh_timeout,
+            provider,
+            manifest,
+            target,
+            run_id=plan.run_id,
+            short_run_id=plan.short_id,
+            client_public_key=public_key,
+            client_private_key=private_key,
+            worker=droplet_worker(manifest, name),
+            index_url=credentials.package_index,
+            ssh_timeout=credentials.ssh_timeout,
         )
         try:
             wait_worker(name, machine, private_key)
@@ -94,11 +106,23 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             raise
     else:
         machine = provision(
-            provider, manifest, target, run_id=plan.run_id, short_run_id=plan.short_id,
-            client_public_key=public_key, worker=worker_for(manifest, plan.provider, name),
+            provider,
+            manifest,
+            target,
+            run_id=plan.run_id,
+            short_run_id=plan.short_id,
+            client_public_key=public_key,
+            worker=worker_for(manifest, plan.provider, name),
         )
-    ledger.record(Path(plan.run_dir), "created", machine.id, machine.name, target_name, machine.created_at,
-                  price_hourly=machine.details.get("price_hourly", ""))
+    ledger.record(
+        Path(plan.run_dir),
+        "created",
+        machine.id,
+        machine.name,
+        target_name,
+        machine.created_at,
+        price_hourly=machine.details.get("price_hourly", ""),
+    )
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine
 
@@ -177,4 +201,3 @@ def teardown_run(manifest: Manifest, plan: ReleasePlan, workdir: str) -> list[st
     if deleted:
         get_run_logger().info("teardown deleted %s", ", ".join(deleted))
     return deleted
-

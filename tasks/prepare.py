@@ -31,13 +31,25 @@ def plan_release(
     provider: str | None = None,
 ) -> tuple[Manifest, ReleasePlan]:
     manifest, plan = make_plan(
-        manifest_path, tag=tag, ref=ref, targets=targets, workdir=Path(workdir),
-        run_id=run_id, started=started, dry_run=dry_run, provider=provider,
+        manifest_path,
+        tag=tag,
+        ref=ref,
+        targets=targets,
+        workdir=Path(workdir),
+        run_id=run_id,
+        started=started,
+        dry_run=dry_run,
+        provider=provider,
     )
     get_run_logger().info(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",
-        plan.project, plan.name, plan.release_class, plan.commit[:12], plan.version,
-        ", ".join(plan.suites), ", ".join(plan.targets),
+        plan.project,
+        plan.name,
+        plan.release_class,
+        plan.commit[:12],
+        plan.version,
+        ", ".join(plan.suites),
+        ", ".join(plan.targets),
         extra=event("plan"),
     )
     return manifest, plan
@@ -50,8 +62,9 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     The same checks and one-line messages as `dropship check`; raises
     `PreflightFailed` (a ConfigError) naming what is missing and the fixing command.
     """
-    checks = run_checks(manifest, plan.manifest_path, load_inputs(manifest, plan.provider),
-                        provider=plan.provider, targets=plan.targets)
+    checks = run_checks(
+        manifest, plan.manifest_path, load_inputs(manifest, plan.provider), provider=plan.provider, targets=plan.targets
+    )
     logger = get_run_logger()
     for check in checks:
         logger.info("%s", check.line())

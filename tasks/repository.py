@@ -10,7 +10,7 @@ lease, 300 s). Whoever waits is told which run holds it.
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -49,7 +49,7 @@ def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
 
 
 def now_utc() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _published_tree(publisher: Publisher, run_dir: str) -> Path:
@@ -82,12 +82,19 @@ def _sign_release(
     sweep_dead_keyrings(plan.run_dir)
     tree = _published_tree(publisher, plan.run_dir)
     release = IndexedRelease(
-        id=plan.release_id, name=plan.name, release_class=plan.release_class, version=plan.version,
-        commit=plan.commit, date=now_utc(), suites=list(plan.suites), targets=list(plan.targets),
+        id=plan.release_id,
+        name=plan.name,
+        release_class=plan.release_class,
+        version=plan.version,
+        commit=plan.commit,
+        date=now_utc(),
+        suites=list(plan.suites),
+        targets=list(plan.targets),
     )
     with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
-        result = sign_and_index(tree, manifest, release, _packages(manifest, plan), signer,
-                                base_url=base_url or server.url())
+        result = sign_and_index(
+            tree, manifest, release, _packages(manifest, plan), signer, base_url=base_url or server.url()
+        )
     logger = get_run_logger()
     logger.info("APT: added %s; removed %s", result.apt_added, result.apt_removed or "nothing")
     logger.info("RPM: added %s; removed %s", result.rpm_added, result.rpm_removed or "nothing")
@@ -108,7 +115,12 @@ def _publish(publisher: Publisher, release_id: str, tree: Path) -> PublishResult
     result = publisher.publish(tree, release_id, progress=progress)
     logger.info(
         "published %s: %d files (%d reused from the previous release, %d uploaded, %d bytes); current -> releases/%s",
-        release_id, result.files, result.reused, result.uploaded, result.bytes_uploaded, release_id,
+        release_id,
+        result.files,
+        result.reused,
+        result.uploaded,
+        result.bytes_uploaded,
+        release_id,
     )
     return result
 
@@ -164,9 +176,14 @@ def promote_build(
         promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
         source = promotion.source
         release = IndexedRelease(
-            id=release_id(promotion.classification, datetime.now(timezone.utc)), name=as_tag,
-            release_class=promotion.classification.release_class.value, version=source.version, commit=source.commit,
-            date=now_utc(), suites=list(promotion.classification.suites), targets=source.targets,
+            id=release_id(promotion.classification, datetime.now(UTC)),
+            name=as_tag,
+            release_class=promotion.classification.release_class.value,
+            version=source.version,
+            commit=source.commit,
+            date=now_utc(),
+            suites=list(promotion.classification.suites),
+            targets=source.targets,
             promoted_from=source.id,
         )
         with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
 
+from deployments import BUILDERS_POOL, MACHINES_LIMIT  # noqa: F401 - re-exported names
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
-
-from deployments import BUILDERS_POOL, MACHINES_LIMIT  # noqa: F401 - re-exported names
 
 
 def api_url() -> str:
@@ -26,7 +25,9 @@ def api_url() -> str:
 
 def local_worker(queue: str) -> WorkerSpec:
     """A worker for a local machine: this interpreter, so it has dropship installed."""
-    return WorkerSpec(api_url=api_url(), pool=BUILDERS_POOL, queue=queue, prefect=[sys.executable, "-m", "prefect"], env={})
+    return WorkerSpec(
+        api_url=api_url(), pool=BUILDERS_POOL, queue=queue, prefect=[sys.executable, "-m", "prefect"], env={}
+    )
 
 
 def default_workdir() -> Path:

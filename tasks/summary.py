@@ -39,26 +39,39 @@ def write_summary(
             summary.cost = life.cost
         rows.append(summary)
     release = ReleaseSummary(
-        run_id=plan.run_id, project=plan.project, name=plan.name, release_class=plan.release_class,
-        suites=list(plan.suites), version=plan.version, commit=plan.commit, status=status,
-        release_id=plan.release_id if status == "published" else "", error=error,
-        repository=repository, machines_created=len(lives),
+        run_id=plan.run_id,
+        project=plan.project,
+        name=plan.name,
+        release_class=plan.release_class,
+        suites=list(plan.suites),
+        version=plan.version,
+        commit=plan.commit,
+        status=status,
+        release_id=plan.release_id if status == "published" else "",
+        error=error,
+        repository=repository,
+        machines_created=len(lives),
         machine_seconds=round(sum(life.seconds or 0.0 for life in lives), 3),
         cost=round(sum(life.cost or 0.0 for life in lives), 6),
-        wall_seconds=round(wall_seconds, 3), targets=rows, url=url or "",
+        wall_seconds=round(wall_seconds, 3),
+        targets=rows,
+        url=url or "",
     )
     release.write(Path(plan.run_dir) / "summary.json")
-    create_markdown_artifact(key="release-summary", markdown=release.to_markdown(), description=f"{plan.project} {plan.name}")
+    create_markdown_artifact(
+        key="release-summary", markdown=release.to_markdown(), description=f"{plan.project} {plan.name}"
+    )
     table = [
-        {"target": t.name, "artifact": a.name, "size": a.size, "sha256": a.sha256}
-        for t in rows for a in t.artifacts
+        {"target": t.name, "artifact": a.name, "size": a.size, "sha256": a.sha256} for t in rows for a in t.artifacts
     ]
     if table:
         create_table_artifact(key="release-packages", table=table, description="every collected package")
     if url and status == "published":
         create_link_artifact(
-            key="release-repository", link=f"{url.rstrip('/')}/index.html",
-            link_text=f"{plan.project} repository ({plan.release_id})", description="the published release index",
+            key="release-repository",
+            link=f"{url.rstrip('/')}/index.html",
+            link_text=f"{plan.project} repository ({plan.release_id})",
+            description="the published release index",
         )
     return release
 

@@ -34,11 +34,23 @@ class Browser:
 
     def __enter__(self) -> Self:
         self._process = subprocess.Popen(
-            ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={self._profile}",
-             f"--window-size={self.size[0]},{self.size[1]}", "--remote-debugging-address=127.0.0.1",
-             "--remote-debugging-port=0", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "chromium",
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                f"--user-data-dir={self._profile}",
+                f"--window-size={self.size[0]},{self.size[1]}",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "about:blank",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         port_file = self._profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -53,7 +65,9 @@ class Browser:
         self.call("Page.enable")
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._socket is not None:
             self._socket.close()
         if self._process is not None:
@@ -98,8 +112,13 @@ class Browser:
     def screenshot(self, path: Path, *, height: int | None = None) -> Path:
         """Capture the viewport; `height` makes it taller first (the UI scrolls inside its own panes)."""
         if height:
-            self.call("Emulation.setDeviceMetricsOverride", width=self.size[0], height=height, deviceScaleFactor=1,
-                      mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=self.size[0],
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         time.sleep(1.5)  # let charts and transitions settle
         data = self.call("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
@@ -113,8 +132,8 @@ def png_colours(path: Path) -> int:
         return 0
     offset, idat, width, channels = 8, b"", 0, 4
     while offset < len(data):
-        length, kind = struct.unpack(">I4s", data[offset:offset + 8])
-        body = data[offset + 8:offset + 8 + length]
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        body = data[offset + 8 : offset + 8 + length]
         if kind == b"IHDR":
             width = struct.unpack(">I", body[:4])[0]
             channels = {2: 3, 6: 4, 0: 1, 4: 2}.get(body[9], 4)
@@ -123,4 +142,4 @@ def png_colours(path: Path) -> int:
         offset += 12 + length
     raw = zlib.decompress(idat)
     stride = width * channels + 1
-    return len({raw[i + 1:i + stride] for i in range(0, len(raw), stride)})
+    return len({raw[i + 1 : i + stride] for i in range(0, len(raw), stride)})

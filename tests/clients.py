@@ -35,8 +35,15 @@ class AptClient:
     arch: str = "amd64"
 
     def __post_init__(self) -> None:
-        for sub in ("state/lists/partial", "cache/archives/partial", "etc/sources.list.d", "etc/trusted.gpg.d",
-                    "etc/preferences.d", "etc/apt.conf.d", "downloads"):
+        for sub in (
+            "state/lists/partial",
+            "cache/archives/partial",
+            "etc/sources.list.d",
+            "etc/trusted.gpg.d",
+            "etc/preferences.d",
+            "etc/apt.conf.d",
+            "downloads",
+        ):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "etc/sources.list").write_text(
             f"deb [signed-by={self.keyring}] {self.base_url} {self.suite} {self.component}\n"
@@ -45,14 +52,38 @@ class AptClient:
     def options(self) -> list[str]:
         h = self.home
         return [
-            "-o", f"Dir::State={h}/state", "-o", "Dir::State::status=/dev/null",
-            "-o", f"Dir::Cache={h}/cache", "-o", f"Dir::Etc={h}/etc",
-            "-o", f"Dir::Etc::SourceList={h}/etc/sources.list", "-o", f"Dir::Etc::SourceParts={h}/etc/sources.list.d",
-            "-o", f"Dir::Etc::TrustedParts={h}/etc/trusted.gpg.d", "-o", f"Dir::Etc::Parts={h}/etc/apt.conf.d",
-            "-o", f"Dir::Etc::PreferencesParts={h}/etc/preferences.d",
-            "-o", f"APT::Architecture={self.arch}", "-o", "APT::Architectures::=", "-o", f"APT::Architectures::={self.arch}",
-            "-o", "Debug::NoLocking=1", "-o", "Acquire::Retries=0", "-o", "APT::Sandbox::User=root",
-            "-o", "Acquire::Languages=none",
+            "-o",
+            f"Dir::State={h}/state",
+            "-o",
+            "Dir::State::status=/dev/null",
+            "-o",
+            f"Dir::Cache={h}/cache",
+            "-o",
+            f"Dir::Etc={h}/etc",
+            "-o",
+            f"Dir::Etc::SourceList={h}/etc/sources.list",
+            "-o",
+            f"Dir::Etc::SourceParts={h}/etc/sources.list.d",
+            "-o",
+            f"Dir::Etc::TrustedParts={h}/etc/trusted.gpg.d",
+            "-o",
+            f"Dir::Etc::Parts={h}/etc/apt.conf.d",
+            "-o",
+            f"Dir::Etc::PreferencesParts={h}/etc/preferences.d",
+            "-o",
+            f"APT::Architecture={self.arch}",
+            "-o",
+            "APT::Architectures::=",
+            "-o",
+            f"APT::Architectures::={self.arch}",
+            "-o",
+            "Debug::NoLocking=1",
+            "-o",
+            "Acquire::Retries=0",
+            "-o",
+            "APT::Sandbox::User=root",
+            "-o",
+            "Acquire::Languages=none",
         ]
 
     def update(self) -> str:
@@ -103,11 +134,26 @@ class DnfClient:
         folder = self.home / "downloads"
         for old in folder.glob("*.rpm"):
             old.unlink()
-        _run([
-            "dnf", "-y", "--config", str(self.home / "dnf.conf"), "--installroot", str(self.home / "root"),
-            "--setopt", f"reposdir={self.home}/repos", "--releasever", "12", "--forcearch", self.arch,
-            "--refresh", "download", package,
-        ], cwd=folder)
+        _run(
+            [
+                "dnf",
+                "-y",
+                "--config",
+                str(self.home / "dnf.conf"),
+                "--installroot",
+                str(self.home / "root"),
+                "--setopt",
+                f"reposdir={self.home}/repos",
+                "--releasever",
+                "12",
+                "--forcearch",
+                self.arch,
+                "--refresh",
+                "download",
+                package,
+            ],
+            cwd=folder,
+        )
         (rpm,) = folder.glob("*.rpm")
         return rpm
 

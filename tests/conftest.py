@@ -67,7 +67,10 @@ def build_example(version: str, out: Path, epoch: int = 1700000000) -> dict[str,
     for fmt in ("deb", "rpm"):
         for arch in ("amd64", "arm64"):
             subprocess.run(
-                ["sh", "packaging/build.sh", fmt, arch], cwd=work, check=True, capture_output=True,
+                ["sh", "packaging/build.sh", fmt, arch],
+                cwd=work,
+                check=True,
+                capture_output=True,
                 env={**os.environ, "DROPSHIP_VERSION": version, "SOURCE_DATE_EPOCH": str(epoch)},
             )
             (package,) = (work / "out").glob(f"*.{fmt}")

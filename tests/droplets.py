@@ -49,9 +49,14 @@ def stock_image(dockerd: DockerDaemon) -> str:
     log = BuildLog()
     started = time.monotonic()
     ref = ensure_image(dockerd, log=log)
-    built = f"debootstrap+customise {log.debootstrap_seconds:.0f} s (cold)" if log.debootstrap_seconds else "tarball cached"
-    print(f"\n[droplets] stock image {ref}: {built}; docker import {log.import_seconds or 0:.1f} s; "
-          f"total {time.monotonic() - started:.1f} s", flush=True)
+    built = (
+        f"debootstrap+customise {log.debootstrap_seconds:.0f} s (cold)" if log.debootstrap_seconds else "tarball cached"
+    )
+    print(
+        f"\n[droplets] stock image {ref}: {built}; docker import {log.import_seconds or 0:.1f} s; "
+        f"total {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     return ref
 
 
@@ -77,8 +82,7 @@ def container_emulator(dockerd: DockerDaemon, stock_image: str, tmp_path: Path) 
     """An emulator whose droplets are containers in the session's dockerd. SSH is on a free port of each
     droplet's address rather than 22: any process of the shared host listening on 0.0.0.0:22 holds 22 on
     every loopback address (`emulator.ssh_port` says which)."""
-    emulator = Emulator(tmp_path / "emulator", token=TOKEN, machines="containers", docker=dockerd,
-                        ssh_port=free_port())
+    emulator = Emulator(tmp_path / "emulator", token=TOKEN, machines="containers", docker=dockerd, ssh_port=free_port())
     server = EmulatorServer(emulator).start()
     yield EmulatorUnderTest(emulator, server.url, pydo_client(server.url))
     server.stop()

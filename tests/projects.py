@@ -48,8 +48,16 @@ class Done:
 
 def dropship(*argv: str, cwd: Path, env: dict[str, str]) -> Done:
     """`dropship ARGV` in `cwd`, stdin not a terminal."""
-    done = subprocess.run([DROPSHIP, *argv], cwd=cwd, env=env, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=900, check=False)
+    done = subprocess.run(
+        [DROPSHIP, *argv],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     return Done(done.returncode, done.stdout, done.stderr)
 
 
@@ -61,7 +69,7 @@ def make_project(folder: Path) -> Path:
     """A git repository with build.sh (a .deb from a shell script) and a test script."""
     folder.mkdir(parents=True)
     (folder / "build.sh").write_text(BUILD_DEB)
-    (folder / "test.sh").write_text("#!/bin/sh\ntouch \"${TEST_MARKER:-/dev/null}\"\necho all good\n")
+    (folder / "test.sh").write_text('#!/bin/sh\ntouch "${TEST_MARKER:-/dev/null}"\necho all good\n')
     git(folder, "init", "-q", "-b", "main")
     git(folder, "add", ".")
     git(folder, "commit", "-qm", "tiny project")

@@ -85,13 +85,18 @@ def start_repo_server(folder: Path) -> RepoServerHost:
     log = folder / "sshd.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [find_sshd(), "-D", "-e", "-f", str(config)], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [find_sshd(), "-D", "-e", "-f", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     _wait_port(port, log, "sshd", b"SSH-")
     root = folder / "srv"
     root.mkdir()
-    return RepoServerHost(folder, root, Endpoint("127.0.0.1", port, user, host.public_line), client.private_openssh, process)
+    return RepoServerHost(
+        folder, root, Endpoint("127.0.0.1", port, user, host.public_line), client.private_openssh, process
+    )
 
 
 @dataclass
@@ -140,8 +145,11 @@ http {{
     log = folder / "stderr.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf")], stdout=out, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            [nginx, "-p", str(folder), "-c", str(folder / "nginx.conf")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     _wait_port(port, log, "nginx")
     return Nginx(f"http://127.0.0.1:{port}", process, folder)

@@ -59,8 +59,14 @@ class Postgres:
             raise RuntimeError(f"pg_ctl {' '.join(args)} failed: {done.stdout[-800:]} {done.stderr[-800:]}")
 
     def start(self) -> None:
-        self._ctl("-w", "-l", str(self.folder / "postgres.log"), "-o",
-                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300", "start")
+        self._ctl(
+            "-w",
+            "-l",
+            str(self.folder / "postgres.log"),
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            "start",
+        )
 
     def stop(self, mode: str = "fast") -> None:
         self._ctl("-w", "-m", mode, "stop")
@@ -70,12 +76,33 @@ class Postgres:
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def restart(self) -> None:
-        self._ctl("-w", "-m", "fast", "-l", str(self.folder / "postgres.log"), "-o",
-                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300", "restart")
+        self._ctl(
+            "-w",
+            "-m",
+            "fast",
+            "-l",
+            str(self.folder / "postgres.log"),
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=300",
+            "restart",
+        )
 
     def psql(self, sql: str) -> str:
-        done = _as_postgres([str(PG_BIN.parent / "bin" / "psql") if (PG_BIN / "psql").exists() else "psql",
-                             "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-At", "-c", sql], timeout=60)
+        done = _as_postgres(
+            [
+                str(PG_BIN.parent / "bin" / "psql") if (PG_BIN / "psql").exists() else "psql",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ],
+            timeout=60,
+        )
         if done.returncode != 0:
             raise RuntimeError(f"psql failed: {done.stderr.strip()}")
         return str(done.stdout)
@@ -120,7 +147,10 @@ def start_redis(folder: Path) -> Redis:
     with (folder / "redis.log").open("wb") as log:
         process = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     wait_port(port)
     return Redis(port, process)
@@ -179,7 +209,10 @@ def start_stack(home: Path, *args: str, timeout: float = 300) -> Stack:
     with output.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "dropship.cli", "server", "start", "--home", str(home), "--port", str(port), *args],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,8 +20,16 @@ def source_archive(tmp_path: Path) -> Path:
 
 
 def _build(tmp_path: Path, src: Path, command: list[str], artifacts: list[str]) -> BuildReport:
-    return build(target="amd64-deb", workspace=tmp_path / "ws", archive=src, command=command,
-                 artifacts=artifacts, version="0.1.0", env={}, timeout=120)
+    return build(
+        target="amd64-deb",
+        workspace=tmp_path / "ws",
+        archive=src,
+        command=command,
+        artifacts=artifacts,
+        version="0.1.0",
+        env={},
+        timeout=120,
+    )
 
 
 def test_real_build_reports_artifacts(tmp_path: Path, source_archive: Path) -> None:
@@ -51,6 +59,11 @@ def test_archive_escaping_the_workspace_is_refused(tmp_path: Path) -> None:
 
 
 def test_report_round_trip() -> None:
-    data = {"target": "t", "version": "1", "seconds": 1.5, "output_tail": "",
-            "artifacts": [{"name": "a.deb", "path": "/w/a.deb", "size": 3, "sha256": "ab"}]}
+    data = {
+        "target": "t",
+        "version": "1",
+        "seconds": 1.5,
+        "output_tail": "",
+        "artifacts": [{"name": "a.deb", "path": "/w/a.deb", "size": 3, "sha256": "ab"}],
+    }
     assert json.loads(BuildReport.from_json(json.dumps(data)).to_json()) == data

@@ -12,18 +12,39 @@ from dropship.manifest import parse_manifest
 MANIFEST: dict[str, Any] = {
     "project": {"name": "p"},
     "targets": [
-        {"name": "lib", "arch": "amd64", "format": "deb", "build": ["make", "lib"], "artifacts": ["*.deb"],
-         "rebuild_patterns": ["^lib/"]},
-        {"name": "app", "arch": "amd64", "format": "deb", "build": ["make", "app"], "artifacts": ["*.deb"],
-         "rebuild_patterns": ["^app/"], "depends_on": ["lib"]},
-        {"name": "docs", "arch": "amd64", "format": "deb", "build": ["make", "docs"], "artifacts": ["*.deb"],
-         "rebuild_patterns": ["^docs/", r"\.md$"]},
+        {
+            "name": "lib",
+            "arch": "amd64",
+            "format": "deb",
+            "build": ["make", "lib"],
+            "artifacts": ["*.deb"],
+            "rebuild_patterns": ["^lib/"],
+        },
+        {
+            "name": "app",
+            "arch": "amd64",
+            "format": "deb",
+            "build": ["make", "app"],
+            "artifacts": ["*.deb"],
+            "rebuild_patterns": ["^app/"],
+            "depends_on": ["lib"],
+        },
+        {
+            "name": "docs",
+            "arch": "amd64",
+            "format": "deb",
+            "build": ["make", "docs"],
+            "artifacts": ["*.deb"],
+            "rebuild_patterns": ["^docs/", r"\.md$"],
+        },
     ],
 }
 FILES = [("lib/a.c", "1" * 40), ("app/main.c", "2" * 40), ("docs/guide.md", "3" * 40), ("README", "4" * 40)]
 
 
-def _hashes(files: list[tuple[str, str]] = FILES, manifest: dict[str, Any] = MANIFEST, version: str | None = None) -> dict[str, str]:
+def _hashes(
+    files: list[tuple[str, str]] = FILES, manifest: dict[str, Any] = MANIFEST, version: str | None = None
+) -> dict[str, str]:
     return {name: h.digest for name, h in content_hashes(parse_manifest(manifest), files, version=version).items()}
 
 
@@ -59,10 +80,14 @@ def test_recipe_and_version_are_covered() -> None:
 
 def test_tree_files_reads_the_commit_not_the_working_tree(tmp_path: Path) -> None:
     repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     (repo / "src" / "hello.c").write_text("uncommitted edit")
     files = dict(tree_files(repo, commit))
-    blob = subprocess.run(["git", "-C", str(repo), "rev-parse", f"{commit}:src/hello.c"], capture_output=True, text=True).stdout.strip()
+    blob = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", f"{commit}:src/hello.c"], capture_output=True, text=True
+    ).stdout.strip()
     assert files["src/hello.c"] == blob and "dropship.toml" in files
 
 

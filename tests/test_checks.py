@@ -20,11 +20,13 @@ from dropship.signing import generate_key
 from dropship.ssh import generate_keypair
 from tests.servers import start_repo_server
 
-MANIFEST = parse_manifest({
-    "project": {"name": "tiny"},
-    "targets": [{"name": "amd64-deb", "arch": "amd64", "format": "deb", "build": ["true"], "artifacts": ["*.deb"]}],
-    "blocks": {"signing_key": "tiny-key", "repo_server": "tiny-repo"},
-})
+MANIFEST = parse_manifest(
+    {
+        "project": {"name": "tiny"},
+        "targets": [{"name": "amd64-deb", "arch": "amd64", "format": "deb", "build": ["true"], "artifacts": ["*.deb"]}],
+        "blocks": {"signing_key": "tiny-key", "repo_server": "tiny-repo"},
+    }
+)
 
 
 def _lines(inputs: Inputs, provider: str = "local") -> list[str]:
@@ -33,12 +35,18 @@ def _lines(inputs: Inputs, provider: str = "local") -> list[str]:
 
 def test_every_missing_block_is_named_with_the_command_that_creates_it() -> None:
     lines = _lines(Inputs(None, None, None), provider="digitalocean")
-    assert lines[0].startswith("missing signing key block 'tiny-key': no such block -> "
-                               "dropship blocks --manifest /p/dropship.toml --signing-key-file FILE")
-    assert lines[1].startswith("missing repository server block 'tiny-repo': no such block -> "
-                               "dropship blocks --manifest /p/dropship.toml --repo-path DIR")
-    assert lines[2] == ("missing DigitalOcean credentials block 'dropship-digitalocean': no such block -> "
-                        "dropship blocks --manifest /p/dropship.toml --do-token-env VAR")
+    assert lines[0].startswith(
+        "missing signing key block 'tiny-key': no such block -> "
+        "dropship blocks --manifest /p/dropship.toml --signing-key-file FILE"
+    )
+    assert lines[1].startswith(
+        "missing repository server block 'tiny-repo': no such block -> "
+        "dropship blocks --manifest /p/dropship.toml --repo-path DIR"
+    )
+    assert lines[2] == (
+        "missing DigitalOcean credentials block 'dropship-digitalocean': no such block -> "
+        "dropship blocks --manifest /p/dropship.toml --do-token-env VAR"
+    )
     with pytest.raises(PreflightFailed) as info:
         require(run_checks(MANIFEST, "/p/dropship.toml", Inputs(None, None, None)))
     assert str(info.value).splitlines() == lines[:2]
@@ -66,7 +74,9 @@ def test_a_local_repository_that_cannot_be_written_fails(signing_key: str, tmp_p
     (tmp_path / "file").write_text("not a folder")
     key = KeyValue([signing_key], None, 30)
     line = _lines(Inputs(key, RepoValue(str(tmp_path / "file" / "repo")), None))[1]
-    assert line.startswith(f"failed  repository server block 'tiny-repo': cannot write into {tmp_path / 'file' / 'repo'}")
+    assert line.startswith(
+        f"failed  repository server block 'tiny-repo': cannot write into {tmp_path / 'file' / 'repo'}"
+    )
     assert line.endswith("-> dropship blocks --manifest /p/dropship.toml --repo-path DIR")
 
 
@@ -77,8 +87,10 @@ def test_an_ssh_repository_server_is_reached_with_its_pinned_key(signing_key: st
         key = KeyValue([signing_key], None, 30)
         good = RepoValue(str(host.root / "repo"), ep.host, ep.port, ep.user, host.private_key, ep.host_public_key)
         line = _lines(Inputs(key, good, None))[1]
-        assert line == (f"ok      repository server block 'tiny-repo': {ep.user}@{ep.host}:{ep.port}:{host.root / 'repo'} "
-                        "answered with the pinned host key and is writable")
+        assert line == (
+            f"ok      repository server block 'tiny-repo': {ep.user}@{ep.host}:{ep.port}:{host.root / 'repo'} "
+            "answered with the pinned host key and is writable"
+        )
         impostor = generate_keypair("impostor").public_line
         wrong = RepoValue(good.path, ep.host, ep.port, ep.user, host.private_key, impostor)
         line = _lines(Inputs(key, wrong, None))[1]

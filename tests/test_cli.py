@@ -20,8 +20,23 @@ def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    ["demo", "release", "reap", "emulator", "status", "webhook", "promote", "rollback", "deployments", "keys",
-     "deployments apply", "keys generate", "keys export", "image", "image build"],
+    [
+        "demo",
+        "release",
+        "reap",
+        "emulator",
+        "status",
+        "webhook",
+        "promote",
+        "rollback",
+        "deployments",
+        "keys",
+        "deployments apply",
+        "keys generate",
+        "keys export",
+        "image",
+        "image build",
+    ],
 )
 def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
@@ -31,8 +46,15 @@ def test_each_command_has_help(command: str, capsys: pytest.CaptureFixture[str])
 
 
 @pytest.mark.parametrize(
-    "argv", [["release", "v1.0.0"], ["status"], ["promote", "x", "--as", "v1.0.0"], ["rollback"], ["webhook"],
-             ["deployments", "apply"]],
+    "argv",
+    [
+        ["release", "v1.0.0"],
+        ["status"],
+        ["promote", "x", "--as", "v1.0.0"],
+        ["rollback"],
+        ["webhook"],
+        ["deployments", "apply"],
+    ],
 )
 def test_server_commands_without_server_fail_in_one_line(
     argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -45,7 +67,10 @@ def test_server_commands_without_server_fail_in_one_line(
 
 def test_keys_generate_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     key = tmp_path / "release.asc"
-    assert main(["keys", "generate", "--name", "Example release key", "--email", "rel@example.invalid", "--out", str(key)]) == 0
+    assert (
+        main(["keys", "generate", "--name", "Example release key", "--email", "rel@example.invalid", "--out", str(key)])
+        == 0
+    )
     assert key.stat().st_mode & 0o077 == 0 and "PRIVATE KEY BLOCK" in key.read_text()
     fingerprint = capsys.readouterr().out.split("fingerprint: ")[1].strip()
     assert main(["keys", "export", "--file", str(key)]) == 0
@@ -59,7 +84,9 @@ def test_keys_generate_and_export(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert capsys.readouterr().err == f"dropship: {key} exists; a signing key is never overwritten\n"
 
 
-def test_release_without_server_fails_in_one_line(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_release_without_server_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     assert main(["release", "v1.0.0"]) == 1
     err = capsys.readouterr().err

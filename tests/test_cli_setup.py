@@ -32,9 +32,14 @@ pytestmark = pytest.mark.e2e
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """`dropship ui --workdir W --port 0`, as the README says to start one; yields its URLs."""
     workdir = tmp_path_factory.mktemp("ui")
-    process = subprocess.Popen([DROPSHIP, "ui", "--workdir", str(workdir), "--port", "0"], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                               env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")})
+    process = subprocess.Popen(
+        [DROPSHIP, "ui", "--workdir", str(workdir), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")},
+    )
     assert process.stdout is not None
     lines: list[str] = []
     api = ui = ""
@@ -84,15 +89,26 @@ def published(server: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     git(project, "add", "dropship.toml")
     git(project, "commit", "-qm", "dropship manifest")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    blocks = run("blocks", "--generate", "tiny release key", "--email", "tiny@example.invalid", "--repo-path", str(repo))
+    blocks = run(
+        "blocks", "--generate", "tiny release key", "--email", "tiny@example.invalid", "--repo-path", str(repo)
+    )
     assert blocks.returncode == 0, blocks.output
     check = run("check")
     assert check.returncode == 0, check.output
     release = run("release", "v1.0.0")
     assert release.returncode == 0, release.output
     summary = json.loads((base / "home" / "summary.json").read_text())
-    return {"project": project, "env": env, "repo": repo, "home": base / "home", "commands": commands,
-            "check": check, "release": release, "blocks": blocks, "summary": summary}
+    return {
+        "project": project,
+        "env": env,
+        "repo": repo,
+        "home": base / "home",
+        "commands": commands,
+        "check": check,
+        "release": release,
+        "blocks": blocks,
+        "summary": summary,
+    }
 
 
 def test_five_commands_publish_a_package_apt_fetches(
@@ -156,10 +172,16 @@ def test_release_refuses_what_is_missing_before_tests_or_machines(
     project, env, marker = _lacking(server, tmp_path, name)
     if case != "no-key":
         if case == "bad-key":  # stored behind `dropship blocks`' back: an armored header and nothing usable
-            script = ("import sys; from blocks.signing_key import SigningKey; "
-                      "SigningKey(private_key='-----BEGIN PGP PRIVATE KEY BLOCK-----\\n\\nAAAA\\n').save(sys.argv[1])")
-            subprocess.run([str(Path(DROPSHIP).parent / "python"), "-c", script, f"{name}-signing-key"],
-                           env=env, check=True, capture_output=True)
+            script = (
+                "import sys; from blocks.signing_key import SigningKey; "
+                "SigningKey(private_key='-----BEGIN PGP PRIVATE KEY BLOCK-----\\n\\nAAAA\\n').save(sys.argv[1])"
+            )
+            subprocess.run(
+                [str(Path(DROPSHIP).parent / "python"), "-c", script, f"{name}-signing-key"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
         else:
             done = dropship("blocks", "--generate", "k", "--email", "k@example.invalid", cwd=project, env=env)
             assert "repository server block" in done.stderr and done.returncode == 1  # no repo flag, no terminal
@@ -173,7 +195,8 @@ def test_release_refuses_what_is_missing_before_tests_or_machines(
     if case == "no-key":
         done = dropship("blocks", "--repo-path", str(tmp_path / "repo"), "--generate", "k", cwd=project, env=env)
         assert done.returncode == 1 and done.stderr.strip() == (
-            "dropship: missing --email E (stdin is not a terminal, so dropship can't ask)"), done.output
+            "dropship: missing --email E (stdin is not a terminal, so dropship can't ask)"
+        ), done.output
         from_blocks = dropship("blocks", "--repo-path", str(tmp_path / "repo"), cwd=project, env=env)
         assert from_blocks.returncode == 1 and len(from_blocks.stderr.splitlines()) == 1
         assert "--signing-key-file FILE or --generate NAME --email E" in from_blocks.stderr
@@ -187,23 +210,39 @@ def test_release_refuses_what_is_missing_before_tests_or_machines(
     assert check.returncode == 1 and re.search(expected, check.stdout, flags=re.MULTILINE), check.output
     release = dropship("release", "v1.0.0", cwd=project, env=env)
     assert release.returncode == 1
-    lines = [line for line in release.output.splitlines() if re.search(expected, line.removeprefix("✗ release failed: "))]
+    lines = [
+        line for line in release.output.splitlines() if re.search(expected, line.removeprefix("✗ release failed: "))
+    ]
     assert len(lines) == 1, release.output
     assert "Traceback" not in release.output and len(release.output.splitlines()) <= 5, release.output
     assert not marker.exists(), "the tests ran before the missing block was found"
-    assert not (tmp_path / "home" / "local" / "machines").exists() or not any((tmp_path / "home" / "local" / "machines").iterdir())
+    assert not (tmp_path / "home" / "local" / "machines").exists() or not any(
+        (tmp_path / "home" / "local" / "machines").iterdir()
+    )
 
 
 def test_a_failed_build_says_its_cause_once(server: dict[str, Any], tmp_path: Path) -> None:
     project, env, _ = _lacking(server, tmp_path, "broken")
     (project / "fail.sh").write_text("echo 'cc: error: frobnicate.c: No such file or directory' >&2\nexit 1\n")
-    _edit(project / "dropship.toml", r'^build = .*$', 'build = ["sh", "fail.sh"]')
+    _edit(project / "dropship.toml", r"^build = .*$", 'build = ["sh", "fail.sh"]')
     git(project, "add", ".")
     git(project, "commit", "-qm", "broken build")
     git(project, "tag", "-d", "v1.0.0")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    assert dropship("blocks", "--generate", "k", "--email", "k@example.invalid", "--repo-path", str(tmp_path / "repo"),
-                    cwd=project, env=env).returncode == 0
+    assert (
+        dropship(
+            "blocks",
+            "--generate",
+            "k",
+            "--email",
+            "k@example.invalid",
+            "--repo-path",
+            str(tmp_path / "repo"),
+            cwd=project,
+            env=env,
+        ).returncode
+        == 0
+    )
     done = dropship("release", "v1.0.0", cwd=project, env=env)
     assert done.returncode == 1
     assert done.output.count("frobnicate.c") == 1, done.output
@@ -261,8 +300,20 @@ def test_depends_on_orders_builds_hands_artifacts_over_and_skips_after_a_failure
     git(project, "commit", "-qm", "graph")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
     env = env_for(server["api"], tmp_path / "home")
-    assert dropship("blocks", "--generate", "k", "--email", "k@example.invalid", "--repo-path", str(tmp_path / "repo"),
-                    cwd=project, env=env).returncode == 0
+    assert (
+        dropship(
+            "blocks",
+            "--generate",
+            "k",
+            "--email",
+            "k@example.invalid",
+            "--repo-path",
+            str(tmp_path / "repo"),
+            cwd=project,
+            env=env,
+        ).returncode
+        == 0
+    )
     done = dropship("release", "v1.0.0", cwd=project, env=env)
     assert done.returncode == 0, done.output
     summary = json.loads((tmp_path / "home" / "summary.json").read_text())
@@ -294,8 +345,10 @@ def test_ui_knows_its_api_and_shows_the_release(server: dict[str, Any], publishe
     shots = Path(os.environ.get("DROPSHIP_SCREENSHOTS") or tempfile.mkdtemp(prefix="dropship-ui-"))
     shots.mkdir(parents=True, exist_ok=True)
     with Browser() as browser:
-        assert browser.open(f"{server['ui']}/runs/flow-run/{summary['run_id']}",
-                            "document.querySelector('#artifacts') !== null && document.body.innerText.includes('tiny v1.0.0')")
+        assert browser.open(
+            f"{server['ui']}/runs/flow-run/{summary['run_id']}",
+            "document.querySelector('#artifacts') !== null && document.body.innerText.includes('tiny v1.0.0')",
+        )
         browser.wait_for("document.body.innerText.includes('Finished in state')", 20)
         run_page = browser.screenshot(shots / "run.png")
         assert browser.click("#artifacts")
@@ -326,14 +379,37 @@ def test_blocks_for_an_ssh_server_droplets_and_webhooks_never_print_a_secret(
         ep = host.endpoint
         env.update(DO_TOKEN="dop_v1_secret_token_value", HOOK_SECRET="github-hook-secret-value")
         done = dropship(
-            "blocks", "--generate", "k", "--email", "k@example.invalid",
-            "--repo-host", ep.host, "--repo-port", str(ep.port), "--repo-user", ep.user, "--repo-key-file", str(key_file),
-            "--repo-path", str(host.root / "repo"), "--repo-host-key-scan",
-            "--provider", "digitalocean", "--do-token-env", "DO_TOKEN", "--do-endpoint", api.url,
-            "--webhook-github-secret-env", "HOOK_SECRET", cwd=project, env=env)
+            "blocks",
+            "--generate",
+            "k",
+            "--email",
+            "k@example.invalid",
+            "--repo-host",
+            ep.host,
+            "--repo-port",
+            str(ep.port),
+            "--repo-user",
+            ep.user,
+            "--repo-key-file",
+            str(key_file),
+            "--repo-path",
+            str(host.root / "repo"),
+            "--repo-host-key-scan",
+            "--provider",
+            "digitalocean",
+            "--do-token-env",
+            "DO_TOKEN",
+            "--do-endpoint",
+            api.url,
+            "--webhook-github-secret-env",
+            "HOOK_SECRET",
+            cwd=project,
+            env=env,
+        )
         assert done.returncode == 0, done.output
-        fingerprint = subprocess.run(["ssh-keygen", "-lf", "-"], input=ep.host_public_key, capture_output=True,
-                                     text=True, check=True).stdout.split()[1]
+        fingerprint = subprocess.run(
+            ["ssh-keygen", "-lf", "-"], input=ep.host_public_key, capture_output=True, text=True, check=True
+        ).stdout.split()[1]
         assert f"host key ssh-ed25519 {fingerprint}" in done.stdout  # what the user compares with the server's
         assert "created DigitalOceanCredentials block 'dropship-digitalocean'" in done.stdout
         assert "created WebhookSecrets block 'dropship-webhook': secrets for GitHub" in done.stdout
@@ -343,12 +419,18 @@ def test_blocks_for_an_ssh_server_droplets_and_webhooks_never_print_a_secret(
         assert check.returncode == 0, check.output
         lines = check.stdout.splitlines()
         assert any(line.startswith("ok      repository server block") and "pinned host key" in line for line in lines)
-        assert any(line.startswith("ok      DigitalOcean credentials block 'dropship-digitalocean': token accepted")
-                   for line in lines)
+        assert any(
+            line.startswith("ok      DigitalOcean credentials block 'dropship-digitalocean': token accepted")
+            for line in lines
+        )
         assert emulator.alive() == []  # check creates no droplet
         env["DO_TOKEN"] = "dop_v1_wrong"
-        assert dropship("blocks", "--provider", "digitalocean", "--do-token-env", "DO_TOKEN", cwd=project,
-                        env=env).returncode == 0
+        assert (
+            dropship(
+                "blocks", "--provider", "digitalocean", "--do-token-env", "DO_TOKEN", cwd=project, env=env
+            ).returncode
+            == 0
+        )
         bad = dropship("check", "--provider", "digitalocean", cwd=project, env=env)
         assert bad.returncode == 1
         (line,) = [x for x in bad.stdout.splitlines() if "DigitalOcean" in x]
@@ -405,13 +487,18 @@ def test_blocks_asks_on_a_terminal_and_hides_the_token(server: dict[str, Any], t
     env = env_for(server["api"], tmp_path / "home")
     assert dropship("init", "--arch", "amd64", "--format", "deb", cwd=project, env=env).returncode == 0
     _edit(project / "dropship.toml", r'^provider = "local"', 'provider = "digitalocean"')
-    status, screen = _converse(["blocks"], project, env, [
-        ("armored secret key file (empty: generate a new key): ", ""),
-        ("key user id name", "asked release key"),
-        ("key user id email: ", "asked@example.invalid"),
-        ("repository: a folder here, or user@host[:port]:/path on an SSH server: ", str(tmp_path / "repo")),
-        ("DigitalOcean API token (hidden): ", "dop_v1_typed_secret"),
-    ])
+    status, screen = _converse(
+        ["blocks"],
+        project,
+        env,
+        [
+            ("armored secret key file (empty: generate a new key): ", ""),
+            ("key user id name", "asked release key"),
+            ("key user id email: ", "asked@example.invalid"),
+            ("repository: a folder here, or user@host[:port]:/path on an SSH server: ", str(tmp_path / "repo")),
+            ("DigitalOcean API token (hidden): ", "dop_v1_typed_secret"),
+        ],
+    )
     assert status == 0, screen
     assert "created SigningKey block 'asked-signing-key'" in screen
     assert f"created RepoServer block 'asked-repo': folder {tmp_path / 'repo'}" in screen

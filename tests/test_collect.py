@@ -31,7 +31,9 @@ def _machine(server: RepoServerHost, artifacts: dict[str, bytes], reported: dict
     for name, data in artifacts.items():
         (work / name.replace("/", "_")).write_bytes(data)
         claimed = (reported or {}).get(name, data)
-        entries.append(ArtifactReport(name, str(work / name.replace("/", "_")), len(claimed), hashlib.sha256(claimed).hexdigest()))
+        entries.append(
+            ArtifactReport(name, str(work / name.replace("/", "_")), len(claimed), hashlib.sha256(claimed).hexdigest())
+        )
     (work / REPORT).write_text(BuildReport("t", "1.0", 1.0, tuple(entries), "").to_json())
     ep = server.endpoint
     return Machine("m", "m", "local", (), ep.host, ep.port, ep.user, str(work), datetime.now(UTC), ep.host_public_key)

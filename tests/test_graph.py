@@ -20,11 +20,26 @@ from dropship.plan import select_targets
 
 def _manifest() -> Manifest:
     def target(name: str, deps: list[str]) -> dict[str, object]:
-        return {"name": name, "arch": "amd64", "format": "deb", "build": ["true"], "artifacts": ["*"], "depends_on": deps}
+        return {
+            "name": name,
+            "arch": "amd64",
+            "format": "deb",
+            "build": ["true"],
+            "artifacts": ["*"],
+            "depends_on": deps,
+        }
 
-    return parse_manifest({"project": {"name": "g"}, "targets": [
-        target("lib", []), target("app", ["lib"]), target("plugin", ["app", "lib"]), target("alone", []),
-    ]})
+    return parse_manifest(
+        {
+            "project": {"name": "g"},
+            "targets": [
+                target("lib", []),
+                target("app", ["lib"]),
+                target("plugin", ["app", "lib"]),
+                target("alone", []),
+            ],
+        }
+    )
 
 
 def test_ready_follows_dependencies_and_failures_skip_dependants() -> None:
@@ -53,12 +68,22 @@ def test_dependency_artifacts_reach_the_build_in_dropship_deps(tmp_path: Path) -
     lib = tmp_path / "artifacts" / "lib"
     lib.mkdir(parents=True)
     (lib / "liblib.a").write_bytes(b"\x00archive")
-    archive = archive_with_dependencies(tmp_path / "source.tar.gz", {"lib": [lib / "liblib.a"]}, tmp_path / "with-deps.tar.gz")
+    archive = archive_with_dependencies(
+        tmp_path / "source.tar.gz", {"lib": [lib / "liblib.a"]}, tmp_path / "with-deps.tar.gz"
+    )
     with tarfile.open(archive) as tar:
         names = tar.getnames()
     assert "./build.sh" in names and f"{DEPS_DIR}/lib/liblib.a" in names
-    report = build(target="app", workspace=tmp_path / "machine", archive=archive, command=["sh", "build.sh"],
-                   artifacts=["out.a", "deps.txt"], version="1.0", env={}, timeout=30)
+    report = build(
+        target="app",
+        workspace=tmp_path / "machine",
+        archive=archive,
+        command=["sh", "build.sh"],
+        artifacts=["out.a", "deps.txt"],
+        version="1.0",
+        env={},
+        timeout=30,
+    )
     by_name = {a.name: Path(a.path) for a in report.artifacts}
     assert by_name["out.a"].read_bytes() == b"\x00archive"
     assert by_name["deps.txt"].read_text().split() == ["lib"]

@@ -33,8 +33,12 @@ BASE: dict[str, Any] = {
         {"name": "amd64-deb", "arch": "amd64", "format": "deb", "build": ["make"], "artifacts": ["out/*.deb"]},
         {"name": "amd64-rpm", "arch": "amd64", "format": "rpm", "build": ["make"], "artifacts": ["out/*.rpm"]},
         {"name": "arm64-deb", "arch": "arm64", "format": "deb", "build": ["make"], "artifacts": ["out/*.deb"]},
-        {"name": "wheel", "arch": "amd64", "build": ["python3", "w.py"],
-         "packages": [{"kind": "wheel", "glob": "dist/*.whl", "registry": "pypi"}]},
+        {
+            "name": "wheel",
+            "arch": "amd64",
+            "build": ["python3", "w.py"],
+            "packages": [{"kind": "wheel", "glob": "dist/*.whl", "registry": "pypi"}],
+        },
     ],
     "registries": [{"name": "pypi", "kind": "pypi", "url": "http://127.0.0.1:8080/", "credentials": "creds"}],
     "jobs": [
@@ -64,10 +68,17 @@ def with_change(path: str, value: Any) -> dict[str, Any]:
 
 def test_jobs_registries_and_packages_parse() -> None:
     manifest = parse_manifest(BASE)
-    assert [j.kind for j in manifest.jobs] == [JobKind.UNIT, JobKind.INTEGRATION, JobKind.INTEGRATION,
-                                               JobKind.MANUAL, JobKind.DOCS]
+    assert [j.kind for j in manifest.jobs] == [
+        JobKind.UNIT,
+        JobKind.INTEGRATION,
+        JobKind.INTEGRATION,
+        JobKind.MANUAL,
+        JobKind.DOCS,
+    ]
     assert integration_targets(manifest, manifest.jobs[1]) == ["amd64-deb"]
-    assert integration_targets(manifest, manifest.jobs[2]) == ["arm64-deb"], "no needs: every package target of the arch"
+    assert integration_targets(manifest, manifest.jobs[2]) == ["arm64-deb"], (
+        "no needs: every package target of the arch"
+    )
     assert [j.name for j in jobs_of(manifest, JobKind.MANUAL, "stable")] == ["approve"]
     assert jobs_of(manifest, JobKind.MANUAL, "development") == []
     assert manifest.target("wheel").format is None
@@ -107,7 +118,9 @@ def test_jobs_registries_and_packages_parse() -> None:
 def test_bad_jobs_name_the_field(path: str, value: Any, field: str, problem: str) -> None:
     with pytest.raises(ManifestError) as caught:
         parse_manifest(with_change(path, value), "dropship.toml")
-    assert caught.value.field.replace("[", ".").replace("]", "") == field.replace("[", ".").replace("]", ""), str(caught.value)
+    assert caught.value.field.replace("[", ".").replace("]", "") == field.replace("[", ".").replace("]", ""), str(
+        caught.value
+    )
     assert problem in caught.value.problem, str(caught.value)
 
 
@@ -118,15 +131,21 @@ def test_essence_keeps_what_apt_says_is_wrong() -> None:
         " hello : Depends: libdropship-missing (>= 1) but it is not installable\n"
         "E: Unable to correct problems, you have held broken packages.\n"
     )
-    assert essence(output) == ("hello : Depends: libdropship-missing (>= 1) but it is not installable; "
-                               "E: Unable to correct problems, you have held broken packages.")
+    assert essence(output) == (
+        "hello : Depends: libdropship-missing (>= 1) but it is not installable; "
+        "E: Unable to correct problems, you have held broken packages."
+    )
     assert essence("just\nsome\noutput") == "just; some; output"
     assert essence("") == "(no output)"
 
 
 def test_job_user_data_writes_keys_and_starts_no_worker(tmp_path: Path) -> None:
-    script = job_user_data(host_private_key="PRIVATE\n", host_public_key="ssh-ed25519 AAAA host",
-                           authorized_key="ssh-ed25519 BBBB me", work_dir="/var/lib/dropship/work")
+    script = job_user_data(
+        host_private_key="PRIVATE\n",
+        host_public_key="ssh-ed25519 AAAA host",
+        authorized_key="ssh-ed25519 BBBB me",
+        work_dir="/var/lib/dropship/work",
+    )
     subprocess.run(["sh", "-c", script], env={**os.environ, "DROPSHIP_MACHINE_ROOT": str(tmp_path)}, check=True)
     assert (tmp_path / "etc/ssh/ssh_host_ed25519_key").read_text() == "PRIVATE\n"
     assert (tmp_path / "etc/dropship/authorized_keys").read_text() == "ssh-ed25519 BBBB me\n"
@@ -137,8 +156,12 @@ def test_job_user_data_writes_keys_and_starts_no_worker(tmp_path: Path) -> None:
 
 
 def build_wheel(out: Path, version: str = "0.1.0", epoch: str = "1700000000") -> Path:
-    subprocess.run([sys.executable, str(EXAMPLE_WHEEL), str(out)], check=True, capture_output=True,
-                   env={**os.environ, "DROPSHIP_VERSION": version, "SOURCE_DATE_EPOCH": epoch})
+    subprocess.run(
+        [sys.executable, str(EXAMPLE_WHEEL), str(out)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "DROPSHIP_VERSION": version, "SOURCE_DATE_EPOCH": epoch},
+    )
     (wheel,) = out.glob("*.whl")
     return wheel
 
@@ -148,7 +171,9 @@ def test_example_wheel_is_reproducible_and_inspected(tmp_path: Path) -> None:
     assert first.read_bytes() == second.read_bytes()
     assert inspect(first, LanguageKind.WHEEL) == ("hello-dropship", "0.1.0")
     assert build_wheel(tmp_path / "c", "1.5.0~rc1").name == "hello_dropship-1.5.0rc1-py3-none-any.whl"
-    assert build_wheel(tmp_path / "d", "0~dev20261122181500.gabc1234").name.startswith("hello_dropship-0.dev20261122181500-")
+    assert build_wheel(tmp_path / "d", "0~dev20261122181500.gabc1234").name.startswith(
+        "hello_dropship-0.dev20261122181500-"
+    )
 
 
 def test_malformed_wheels_are_refused(tmp_path: Path) -> None:
@@ -174,19 +199,28 @@ def _signed_tree(tmp_path: Path, packages: list[Path], signing_key: str) -> tupl
     from dropship.repos.tree import sign_release
     from dropship.signing import Signer
 
-    manifest = parse_manifest({
-        "project": {"name": "hello"},
-        "targets": [
-            {"name": "arm64-deb", "arch": "arm64", "format": "deb", "build": ["x"], "artifacts": ["*.deb"]},
-            {"name": "arm64-rpm", "arch": "arm64", "format": "rpm", "build": ["x"], "artifacts": ["*.rpm"]},
-        ],
-        "repository": {"key_name": "hello-release"},
-    })
+    manifest = parse_manifest(
+        {
+            "project": {"name": "hello"},
+            "targets": [
+                {"name": "arm64-deb", "arch": "arm64", "format": "deb", "build": ["x"], "artifacts": ["*.deb"]},
+                {"name": "arm64-rpm", "arch": "arm64", "format": "rpm", "build": ["x"], "artifacts": ["*.rpm"]},
+            ],
+            "repository": {"key_name": "hello-release"},
+        }
+    )
     tree = tmp_path / "tree"
     tree.mkdir()
     with Signer([signing_key]) as signer:
-        sign_release(tree, manifest, ["stable"], [p for p in packages if p.suffix == ".deb"],
-                     [p for p in packages if p.suffix == ".rpm"], signer, base_url="http://127.0.0.1:9/")
+        sign_release(
+            tree,
+            manifest,
+            ["stable"],
+            [p for p in packages if p.suffix == ".deb"],
+            [p for p in packages if p.suffix == ".rpm"],
+            signer,
+            base_url="http://127.0.0.1:9/",
+        )
     return manifest, tree
 
 
@@ -206,13 +240,29 @@ def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
     install = plan_install(tree, manifest, "stable", PackageFormat(fmt), Arch.ARM64, [signed])
     provider = LocalProvider(tmp_path / "local")
     pair = write_keypair(tmp_path / "ssh" / "id", "test")
-    machine = create_job_machine(provider, manifest, "install-arm64", Arch.ARM64, run_id="t-1", short_run_id="t1",
-                                 client_public_key=pair.public_line)
+    machine = create_job_machine(
+        provider,
+        manifest,
+        "install-arm64",
+        Arch.ARM64,
+        run_id="t-1",
+        short_run_id="t1",
+        client_public_key=pair.public_line,
+    )
     try:
         with SshSession(endpoint(machine), pair.private_openssh) as session:
-            outcome = run_integration(session, job="install-arm64", work=machine.work_dir, tree=tree, install=install,
-                                      suite="stable", component="main", key_name="hello-release",
-                                      command=["hello", "--version"], timeout=60)
+            outcome = run_integration(
+                session,
+                job="install-arm64",
+                work=machine.work_dir,
+                tree=tree,
+                install=install,
+                suite="stable",
+                component="main",
+                key_name="hello-release",
+                command=["hello", "--version"],
+                timeout=60,
+            )
         root = Path(machine.work_dir) / "root"
         assert (root / "usr/bin/hello").is_file(), "installed into the isolated root"
         assert (root / "usr/bin/hello").read_bytes()[18] == 0xB7, "an AArch64 ELF (e_machine 183)"
@@ -223,8 +273,9 @@ def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
     assert provider.list() == []
 
 
-def test_tampered_tree_is_refused_by_apt(tmp_path: Path, example_packages: dict[str, dict[str, Path]],
-                                         signing_key: str, other_key: str) -> None:
+def test_tampered_tree_is_refused_by_apt(
+    tmp_path: Path, example_packages: dict[str, dict[str, Path]], signing_key: str, other_key: str
+) -> None:
     """The signature check is on: a tree whose InRelease another key signed does not install."""
     from dropship.collect import endpoint
     from dropship.errors import JobFailed
@@ -243,12 +294,23 @@ def test_tampered_tree_is_refused_by_apt(tmp_path: Path, example_packages: dict[
     install = plan_install(tree, manifest, "stable", PackageFormat.DEB, Arch.ARM64, [next(tree.rglob(package.name))])
     provider = LocalProvider(tmp_path / "local")
     pair = write_keypair(tmp_path / "ssh" / "id", "test")
-    machine = create_job_machine(provider, manifest, "tampered", Arch.ARM64, run_id="t-2", short_run_id="t2",
-                                 client_public_key=pair.public_line)
+    machine = create_job_machine(
+        provider, manifest, "tampered", Arch.ARM64, run_id="t-2", short_run_id="t2", client_public_key=pair.public_line
+    )
     try:
         with SshSession(endpoint(machine), pair.private_openssh) as session, pytest.raises(JobFailed) as caught:
-            run_integration(session, job="tampered", work=machine.work_dir, tree=tree, install=install, suite="stable",
-                            component="main", key_name="hello-release", command=["hello"], timeout=60)
+            run_integration(
+                session,
+                job="tampered",
+                work=machine.work_dir,
+                tree=tree,
+                install=install,
+                suite="stable",
+                component="main",
+                key_name="hello-release",
+                command=["hello"],
+                timeout=60,
+            )
     finally:
         provider.delete(machine.id)
     message = str(caught.value)

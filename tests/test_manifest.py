@@ -15,8 +15,15 @@ BASE: dict[str, Any] = {
     "project": {"name": "hello", "test": ["true"]},
     "targets": [
         {"name": "amd64-deb", "arch": "amd64", "format": "deb", "build": ["make", "deb"], "artifacts": ["out/*.deb"]},
-        {"name": "arm64-rpm", "arch": "arm64", "format": "rpm", "build": ["make", "rpm"], "artifacts": ["out/*.rpm"],
-         "size": "c2-8vcpu-16gb", "depends_on": ["amd64-deb"]},
+        {
+            "name": "arm64-rpm",
+            "arch": "arm64",
+            "format": "rpm",
+            "build": ["make", "rpm"],
+            "artifacts": ["out/*.rpm"],
+            "size": "c2-8vcpu-16gb",
+            "depends_on": ["amd64-deb"],
+        },
     ],
 }
 
@@ -24,7 +31,9 @@ BASE: dict[str, Any] = {
 def test_example_manifest_loads() -> None:
     manifest = load_manifest(EXAMPLE)
     assert [t.name for t in manifest.targets] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm", "python-wheel"]
-    assert [(j.name, j.kind.value, j.needs) for j in manifest.jobs] == [("install-amd64-deb", "integration", ["amd64-deb"])]
+    assert [(j.name, j.kind.value, j.needs) for j in manifest.jobs] == [
+        ("install-amd64-deb", "integration", ["amd64-deb"])
+    ]
     assert manifest.target("arm64-rpm").arch is Arch.ARM64
     assert manifest.target("arm64-rpm").arch.rpm == "aarch64"
     assert manifest.target("amd64-rpm").format is PackageFormat.RPM
@@ -35,7 +44,10 @@ def test_example_manifest_loads() -> None:
 def test_defaults_fill_machine_spec() -> None:
     manifest = parse_manifest(BASE)
     assert manifest.machine_spec(manifest.target("amd64-deb")) == {
-        "size": "s-2vcpu-4gb", "image": "debian-12-x64", "region": "nyc1"}
+        "size": "s-2vcpu-4gb",
+        "image": "debian-12-x64",
+        "region": "nyc1",
+    }
     assert manifest.machine_spec(manifest.target("arm64-rpm"))["size"] == "c2-8vcpu-16gb"
 
 
@@ -50,8 +62,10 @@ def _error(mutate: Any) -> str:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["targets"][0].__setitem__("arch", "sparc"),
-         "proj/dropship.toml: targets[0].arch: expected one of 'amd64' or 'arm64', got 'sparc'"),
+        (
+            lambda d: d["targets"][0].__setitem__("arch", "sparc"),
+            "proj/dropship.toml: targets[0].arch: expected one of 'amd64' or 'arm64', got 'sparc'",
+        ),
         (lambda d: d["targets"][1].__setitem__("format", "apk"), "targets[1].format: expected one of 'deb' or 'rpm'"),
         (lambda d: d["targets"][0].pop("build"), "targets[0].build: required field is missing"),
         (lambda d: d["targets"][0].__setitem__("build", "make deb"), "targets[0].build: Input should be a valid list"),
@@ -59,15 +73,29 @@ def _error(mutate: Any) -> str:
         (lambda d: d["project"].__setitem__("nmae", "x"), "project.nmae: unknown field (check the spelling)"),
         (lambda d: d["project"].__setitem__("name", "Hello World"), "project.name: 'Hello World' does not match"),
         (lambda d: d["targets"][1].__setitem__("depends_on", ["nope"]), "targets[1].depends_on: unknown target 'nope'"),
-        (lambda d: d["targets"][0].__setitem__("depends_on", ["arm64-rpm"]),
-         "depends_on: dependency cycle"),
-        (lambda d: d["targets"].append(copy.deepcopy(d["targets"][0])), "targets[2].name: duplicate target name 'amd64-deb'"),
-        (lambda d: d["targets"][0].__setitem__("rebuild_patterns", ["("]), "targets[0].rebuild_patterns: '(' is not a regular expression"),
-        (lambda d: d["targets"][0].__setitem__("artifacts", ["../x.deb"]), "targets[0].artifacts: '../x.deb' must stay inside"),
+        (lambda d: d["targets"][0].__setitem__("depends_on", ["arm64-rpm"]), "depends_on: dependency cycle"),
+        (
+            lambda d: d["targets"].append(copy.deepcopy(d["targets"][0])),
+            "targets[2].name: duplicate target name 'amd64-deb'",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("rebuild_patterns", ["("]),
+            "targets[0].rebuild_patterns: '(' is not a regular expression",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("artifacts", ["../x.deb"]),
+            "targets[0].artifacts: '../x.deb' must stay inside",
+        ),
         (lambda d: d.__setitem__("targets", []), "targets: List should have at least 1 item"),
-        (lambda d: d.__setitem__("repository", {"keep_versions": 0}), "repository.keep_versions: Input should be greater than or equal to 1"),
+        (
+            lambda d: d.__setitem__("repository", {"keep_versions": 0}),
+            "repository.keep_versions: Input should be greater than or equal to 1",
+        ),
         (lambda d: d.__setitem__("machines", {"provider": "aws"}), "machines.provider: 'aws' does not match"),
-        (lambda d: d.__setitem__("classes", {"extra": {"suites": ["testing"]}}), "classes.extra: extra needs a pattern"),
+        (
+            lambda d: d.__setitem__("classes", {"extra": {"suites": ["testing"]}}),
+            "classes.extra: extra needs a pattern",
+        ),
     ],
 )
 def test_errors_name_file_field_and_expectation(mutate: Any, expected: str) -> None:
@@ -86,40 +114,93 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["targets"][0].__setitem__("env", {"A=B": "x"}), "targets[0].env: 'A=B' is not an environment variable name"),
-        (lambda d: d["targets"][0].__setitem__("env", {"A": "x\0y"}), "targets[0].env: the value of A contains a NUL byte"),
-        (lambda d: d["targets"][0].__setitem__("env", {"DROPSHIP_VERSION": "1"}), "DROPSHIP_VERSION is set by dropship"),
+        (
+            lambda d: d["targets"][0].__setitem__("env", {"A=B": "x"}),
+            "targets[0].env: 'A=B' is not an environment variable name",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("env", {"A": "x\0y"}),
+            "targets[0].env: the value of A contains a NUL byte",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("env", {"DROPSHIP_VERSION": "1"}),
+            "DROPSHIP_VERSION is set by dropship",
+        ),
         (lambda d: d["targets"][0].__setitem__("env", {"PREFECT_API_URL": "x"}), "PREFECT_API_URL is set by dropship"),
         (lambda d: d["targets"][0].__setitem__("build", ["make", "a\0"]), "targets[0].build[1]: contains a NUL byte"),
-        (lambda d: d["targets"][0].__setitem__("build", ["make", "\ud800"]), "targets[0].build[1]: Input should be a valid string, unable to parse raw data"),
-        (lambda d: d["targets"][0].__setitem__("env", {"A": "\udfff"}), "targets[0].env.A: Input should be a valid string"),
+        (
+            lambda d: d["targets"][0].__setitem__("build", ["make", "\ud800"]),
+            "targets[0].build[1]: Input should be a valid string, unable to parse raw data",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("env", {"A": "\udfff"}),
+            "targets[0].env.A: Input should be a valid string",
+        ),
         (lambda d: d["project"].__setitem__("test", ["sh", "-c", "x\0"]), "project.test[2]: contains a NUL byte"),
         (lambda d: d["targets"][0].__setitem__("artifacts", [""]), "targets[0].artifacts: '' names no file"),
         (lambda d: d["targets"][0].__setitem__("artifacts", ["."]), "targets[0].artifacts: '.' names no file"),
         (lambda d: d["targets"][0].__setitem__("artifacts", ["out/"]), "'out/' names no file"),
-        (lambda d: d["targets"][0].__setitem__("build", ["make && make install"]),
-         ('targets[0].build: the program \'make && make install\' contains spaces or shell characters: a command is an '
-          'argument list run without a shell; split it, or run a shell explicitly, e.g. ["sh", "-c", "make && make install"]')),
-        (lambda d: d["project"].__setitem__("test", ["./run tests", "x"]), "project.test: the program './run tests' contains"),
-        (lambda d: d.__setitem__("machines", {"build_timeout": 10**12}),
-         "machines.build_timeout: Input should be less than or equal to 86400, got 1000000000000"),
-        (lambda d: d.__setitem__("machines", {"build_timeout": 60.0}), "machines.build_timeout: expected an integer, got 60.0"),
-        (lambda d: d.__setitem__("repository", {"valid_days": 999999999}), "repository.valid_days: Input should be less than or equal to 3650"),
-        (lambda d: d.__setitem__("repository", {"origin": "a\nb"}), "repository.origin: contains the control character '\\n'"),
-        (lambda d: d.__setitem__("repository", {"label": " x"}), "repository.label: ' x' has leading or trailing spaces"),
-        (lambda d: d.__setitem__("repository", {"keep_versions": True}),
-         "repository.keep_versions: expected an integer, got True (true/false and strings are not numbers)"),
-        (lambda d: d.__setitem__("repository", {"keep_versions": "3"}), "repository.keep_versions: expected an integer, got '3'"),
+        (
+            lambda d: d["targets"][0].__setitem__("build", ["make && make install"]),
+            (
+                "targets[0].build: the program 'make && make install' contains spaces or shell characters: a command is an "
+                'argument list run without a shell; split it, or run a shell explicitly, e.g. ["sh", "-c", "make && make install"]'
+            ),
+        ),
+        (
+            lambda d: d["project"].__setitem__("test", ["./run tests", "x"]),
+            "project.test: the program './run tests' contains",
+        ),
+        (
+            lambda d: d.__setitem__("machines", {"build_timeout": 10**12}),
+            "machines.build_timeout: Input should be less than or equal to 86400, got 1000000000000",
+        ),
+        (
+            lambda d: d.__setitem__("machines", {"build_timeout": 60.0}),
+            "machines.build_timeout: expected an integer, got 60.0",
+        ),
+        (
+            lambda d: d.__setitem__("repository", {"valid_days": 999999999}),
+            "repository.valid_days: Input should be less than or equal to 3650",
+        ),
+        (
+            lambda d: d.__setitem__("repository", {"origin": "a\nb"}),
+            "repository.origin: contains the control character '\\n'",
+        ),
+        (
+            lambda d: d.__setitem__("repository", {"label": " x"}),
+            "repository.label: ' x' has leading or trailing spaces",
+        ),
+        (
+            lambda d: d.__setitem__("repository", {"keep_versions": True}),
+            "repository.keep_versions: expected an integer, got True (true/false and strings are not numbers)",
+        ),
+        (
+            lambda d: d.__setitem__("repository", {"keep_versions": "3"}),
+            "repository.keep_versions: expected an integer, got '3'",
+        ),
         (lambda d: d["project"].__setitem__("name", 7), "project.name: expected a string, got 7"),
         (lambda d: d["targets"][0].__setitem__("image", "debian 12"), "targets[0].image: 'debian 12' does not match"),
-        (lambda d: d.__setitem__("blocks", {"repo_server": "Repo Server"}), "blocks.repo_server: 'Repo Server' does not match"),
-        (lambda d: d["targets"][0].__setitem__("rebuild_patterns", ["(a*)*"]), "targets[0].rebuild_patterns: '(a*)*' could backtrack"),
-        (lambda d: d.__setitem__("classes", {"extra": {"suites": ["stable"], "pattern": "v.*"}}),
-         "classes.extra.suites: suite 'stable' is already the stable class's"),
-        (lambda d: d.__setitem__("classes", {"extra": {"suites": ["testing"], "pattern": "v(?=1).*"}}),
-         "classes.extra.pattern: 'v(?=1).*' uses lookarounds"),
-        (lambda d: d["targets"].extend(copy.deepcopy(d["targets"][0]) | {"name": f"t{i}"} for i in range(70)),
-         "targets: List should have at most 64 items"),
+        (
+            lambda d: d.__setitem__("blocks", {"repo_server": "Repo Server"}),
+            "blocks.repo_server: 'Repo Server' does not match",
+        ),
+        (
+            lambda d: d["targets"][0].__setitem__("rebuild_patterns", ["(a*)*"]),
+            "targets[0].rebuild_patterns: '(a*)*' could backtrack",
+        ),
+        (
+            lambda d: d.__setitem__("classes", {"extra": {"suites": ["stable"], "pattern": "v.*"}}),
+            "classes.extra.suites: suite 'stable' is already the stable class's",
+        ),
+        (
+            lambda d: d.__setitem__("classes", {"extra": {"suites": ["testing"], "pattern": "v(?=1).*"}}),
+            "classes.extra.pattern: 'v(?=1).*' uses lookarounds",
+        ),
+        (
+            lambda d: d["targets"].extend(copy.deepcopy(d["targets"][0]) | {"name": f"t{i}"} for i in range(70)),
+            "targets: List should have at most 64 items",
+        ),
         (lambda d: d.__setitem__("a\nb", 1), "proj/dropship.toml: ['a\\nb']: unknown field"),
     ],
 )
@@ -132,7 +213,9 @@ def test_values_that_used_to_fail_on_a_machine_are_refused_at_load(mutate: Any, 
 def test_non_utf8_deep_and_huge_files_are_one_line_errors(tmp_path: Path) -> None:
     bad = tmp_path / "dropship.toml"
     bad.write_bytes(b'[project]\nname = "h\xe9llo"\n')
-    with pytest.raises(ManifestError, match=r"dropship.toml: is not UTF-8 text \(byte 0xe9 at offset 19\): save it as UTF-8"):
+    with pytest.raises(
+        ManifestError, match=r"dropship.toml: is not UTF-8 text \(byte 0xe9 at offset 19\): save it as UTF-8"
+    ):
         load_manifest(bad)
     bad.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     with pytest.raises(ManifestError, match="is not valid TOML"):

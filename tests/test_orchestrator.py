@@ -70,12 +70,18 @@ def stack(backing: tuple[Postgres, Redis], tmp_path_factory: pytest.TempPathFact
 def demo(api_url: str, workdir: Path, tag: str) -> subprocess.Popen[str]:
     """`dropship demo` against the stack, as a user runs it (its own process, retry settings from the CLI)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(workdir / "prefect-home"),
-               PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(workdir / "results"))
+    env.update(
+        PREFECT_API_URL=api_url,
+        PREFECT_HOME=str(workdir / "prefect-home"),
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH=str(workdir / "results"),
+    )
     workdir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
         [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(workdir), "--tag", tag],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -100,6 +106,7 @@ def wait_for_line(process: subprocess.Popen[str], needle: str, timeout: float = 
 
 
 # ---- the stack itself -------------------------------------------------------
+
 
 def test_stack_serves_api_and_ui_through_nginx_from_both_replicas(stack: Stack) -> None:
     import urllib.request
@@ -134,7 +141,9 @@ def test_release_publishes_while_an_api_replica_is_killed(stack: Stack, tmp_path
     assert stack.healthy()
 
 
-def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_killed(stack: Stack, tmp_path: Path) -> None:
+def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_killed(
+    stack: Stack, tmp_path: Path
+) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate, WorkPoolCreate
     from prefect.client.schemas.filters import (
@@ -153,23 +162,37 @@ def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_kil
         client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         flow_id = client.create_flow_from_name("stack-tick")
         deployment_id = client.create_deployment(
-            flow_id=flow_id, name="every-5s", entrypoint="tests.scheduled_flow:tick", work_pool_name=pool,
+            flow_id=flow_id,
+            name="every-5s",
+            entrypoint="tests.scheduled_flow:tick",
+            work_pool_name=pool,
             schedules=[DeploymentScheduleCreate(schedule=IntervalSchedule(interval=timedelta(seconds=5)))],
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=stack.api_url, PREFECT_HOME=str(tmp_path / "worker-home"), PYTHONPATH=str(ROOT),
-               PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_API_URL=stack.api_url,
+        PREFECT_HOME=str(tmp_path / "worker-home"),
+        PYTHONPATH=str(ROOT),
+        PREFECT_WORKER_QUERY_SECONDS="2",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    )
     with (tmp_path / "worker.log").open("wb") as log:
         worker = subprocess.Popen(
             [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"],
-            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def runs(client: Any, *states: StateType) -> list[Any]:
-        return list(client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
-            flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
-        ))
+        return list(
+            client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(states)))),
+            )
+        )
 
     def completed_after(client: Any, moment: datetime, timeout: float) -> list[Any]:
         deadline = time.monotonic() + timeout
@@ -178,8 +201,10 @@ def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_kil
             if done:
                 return done
             time.sleep(2)
-        raise AssertionError(f"no run created after {moment} completed; worker log:\n"
-                             + (tmp_path / "worker.log").read_text(errors="replace")[-2000:])
+        raise AssertionError(
+            f"no run created after {moment} completed; worker log:\n"
+            + (tmp_path / "worker.log").read_text(errors="replace")[-2000:]
+        )
 
     try:
         with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
@@ -203,8 +228,9 @@ def test_schedule_runs_on_a_worker_and_resumes_after_the_services_process_is_kil
             worker.wait()
 
 
-def test_postgresql_restart_mid_release_loses_nothing_published(stack: Stack, backing: tuple[Postgres, Redis],
-                                                                tmp_path: Path) -> None:
+def test_postgresql_restart_mid_release_loses_nothing_published(
+    stack: Stack, backing: tuple[Postgres, Redis], tmp_path: Path
+) -> None:
     pg, _ = backing
     workdir = tmp_path / "demo"
     first = demo(stack.api_url, workdir, "v0.1.0")
@@ -227,6 +253,7 @@ def test_postgresql_restart_mid_release_loses_nothing_published(stack: Stack, ba
 
 
 # ---- the command's other paths -------------------------------------------------
+
 
 def test_embedded_server_restarted_after_a_kill_and_stopped_by_sigterm(tmp_path: Path) -> None:
     import urllib.request
@@ -281,20 +308,40 @@ def test_replicated_server_refuses_world_readable_auth_file_before_starting_anyt
     secret.write_text("admin:pw\n")
     secret.chmod(0o640)
     done = subprocess.run(
-        [sys.executable, "-m", "dropship.cli", "server", "start", "--home", str(tmp_path / "home"), "--port",
-         str(free_port()), "--database", "postgresql+asyncpg://u@127.0.0.1:1/x", "--redis", "redis://127.0.0.1:1/0",
-         "--auth-string-file", str(secret)],
-        capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dropship.cli",
+            "server",
+            "start",
+            "--home",
+            str(tmp_path / "home"),
+            "--port",
+            str(free_port()),
+            "--database",
+            "postgresql+asyncpg://u@127.0.0.1:1/x",
+            "--redis",
+            "redis://127.0.0.1:1/0",
+            "--auth-string-file",
+            str(secret),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 1 and "chmod 600" in done.stderr
     assert not (tmp_path / "home" / "logs" / "database-upgrade.log").exists()
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"database": "postgresql+asyncpg://x@h/db"}, "give both --database and --redis"),
-    ({"database": "postgresql://x@h/db", "redis": "redis://h:6379/0"}, r"must be a postgresql\+asyncpg://"),
-    ({"database": "postgresql+asyncpg://x@h/db", "redis": "redis://h:6379/0", "api_replicas": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"database": "postgresql+asyncpg://x@h/db"}, "give both --database and --redis"),
+        ({"database": "postgresql://x@h/db", "redis": "redis://h:6379/0"}, r"must be a postgresql\+asyncpg://"),
+        ({"database": "postgresql+asyncpg://x@h/db", "redis": "redis://h:6379/0", "api_replicas": 0}, "at least 1"),
+    ],
+)
 def test_stack_config_refuses_half_a_configuration(tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         StackConfig(home=tmp_path, **kwargs)
@@ -309,12 +356,24 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     env_file = tmp_path / "server.env"
     env_file.write_text("DROPSHIP_DATABASE_URL=postgresql+asyncpg://prefect@127.0.0.1/prefect\n")
     dropship = str(Path(sys.executable).with_name("dropship"))
-    units = systemd_units(dropship=dropship, home=Path("/var/lib/dropship/server"), env_file=env_file,
-                          host="127.0.0.1", port=4200, api_replicas=2, auth_string_file=Path("/etc/dropship/auth"))
+    units = systemd_units(
+        dropship=dropship,
+        home=Path("/var/lib/dropship/server"),
+        env_file=env_file,
+        host="127.0.0.1",
+        port=4200,
+        api_replicas=2,
+        auth_string_file=Path("/etc/dropship/auth"),
+    )
     for name, text in units.items():
         (tmp_path / name).write_text(text)
-    done = subprocess.run([analyze, "verify", *(str(tmp_path / n) for n in units)], capture_output=True, text=True,
-                          check=False, timeout=120)
+    done = subprocess.run(
+        [analyze, "verify", *(str(tmp_path / n) for n in units)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"ExecStart={dropship} server start" in units["dropship-server.service"]
     assert "KillMode=mixed" in units["dropship-server.service"]
@@ -322,6 +381,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 
 
 # ---- tasks/api: dropship's own API calls --------------------------------------
+
 
 def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -336,8 +396,12 @@ def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     starter.start()
     try:
         with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
-            version = call(lambda client: client.api_version(), "reading the API version", patience=180,
-                           on_retry=lambda exc, pause: retries.append(type(exc).__name__))
+            version = call(
+                lambda client: client.api_version(),
+                "reading the API version",
+                patience=180,
+                on_retry=lambda exc, pause: retries.append(type(exc).__name__),
+            )
         assert version and retries and set(retries) <= {"ConnectError", "ReadError", "RemoteProtocolError"}
     finally:
         starter.join()
@@ -350,8 +414,10 @@ def test_api_call_gives_up_with_a_clear_error(tmp_path: Path) -> None:
     from tasks.api import call
 
     port = free_port()
-    with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}), \
-            pytest.raises(ApiUnavailable, match="kept failing for 2 s while reading build run 42"):
+    with (
+        temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}),
+        pytest.raises(ApiUnavailable, match="kept failing for 2 s while reading build run 42"),
+    ):
         call(lambda client: client.api_version(), "reading build run 42", patience=2)
 
 
@@ -360,12 +426,20 @@ def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
     the provider sets explicitly wins."""
     from dropship.machines.userdata import WorkerSpec, render
 
-    worker = WorkerSpec(api_url="http://127.0.0.1:4200/api", pool="dropship-builders", queue="q", prefect=["true"],
-                        env={"PREFECT_CLIENT_MAX_RETRIES": "2"})
+    worker = WorkerSpec(
+        api_url="http://127.0.0.1:4200/api",
+        pool="dropship-builders",
+        queue="q",
+        prefect=["true"],
+        env={"PREFECT_CLIENT_MAX_RETRIES": "2"},
+    )
     script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=worker)
     (tmp_path / "ud.sh").write_text(script)
-    subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"),
-                                                         "PATH": "/usr/bin:/bin"}, check=True)
+    subprocess.run(
+        ["sh", str(tmp_path / "ud.sh")],
+        env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     env = (tmp_path / "root" / "etc/dropship/worker.env").read_text()
     assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=500,504\n" in env
     assert "export PREFECT_CLIENT_MAX_RETRIES=2\n" in env and "PREFECT_CLIENT_MAX_RETRIES=7" not in env

@@ -30,32 +30,53 @@ def test_only_marked_records_become_lines() -> None:
 
 def _summary(url: str, names: list[str]) -> dict[str, object]:
     return {
-        "project": "tiny", "name": "v1.0.0", "release_class": "stable", "suites": ["stable"], "version": "1.0.0",
-        "wall_seconds": 30.4, "machines_created": 1, "cost": 0.0, "url": url,
+        "project": "tiny",
+        "name": "v1.0.0",
+        "release_class": "stable",
+        "suites": ["stable"],
+        "version": "1.0.0",
+        "wall_seconds": 30.4,
+        "machines_created": 1,
+        "cost": 0.0,
+        "url": url,
         "targets": [{"name": "t", "artifacts": [{"name": n} for n in names]}],
     }
 
 
 def test_closing_lines_of_a_local_deb_only_release() -> None:
-    lines = closing_lines(_summary("file:///srv/repo/current", ["tiny_1.0.0_amd64.deb"]), key_name="tiny-release",
-                          component="main", summary_path="/w/summary.json", provider="local")
+    lines = closing_lines(
+        _summary("file:///srv/repo/current", ["tiny_1.0.0_amd64.deb"]),
+        key_name="tiny-release",
+        component="main",
+        summary_path="/w/summary.json",
+        provider="local",
+    )
     assert lines[0] == "Published tiny v1.0.0 (stable, suites stable) in 30.4 s with 1 local machine."
     assert lines[1:3] == ["Repository: /srv/repo/current", "Summary:    /w/summary.json"]
-    assert ("  echo 'deb [signed-by=/etc/apt/keyrings/tiny-tiny-release.gpg] file:/srv/repo/current stable main' "
-            "| sudo tee /etc/apt/sources.list.d/tiny.list") in lines
+    assert (
+        "  echo 'deb [signed-by=/etc/apt/keyrings/tiny-tiny-release.gpg] file:/srv/repo/current stable main' "
+        "| sudo tee /etc/apt/sources.list.d/tiny.list"
+    ) in lines
     assert not any("dnf" in line for line in lines)
 
 
 def test_closing_lines_of_a_served_repository_with_rpms() -> None:
-    lines = closing_lines(_summary("https://repo.example.org/", ["tiny-1.0.0-1.x86_64.rpm"]), key_name="k",
-                          component="main", summary_path="s.json")
+    lines = closing_lines(
+        _summary("https://repo.example.org/", ["tiny-1.0.0-1.x86_64.rpm"]),
+        key_name="k",
+        component="main",
+        summary_path="s.json",
+    )
     assert "  sudo curl -fsSL -o /etc/yum.repos.d/tiny-stable.repo https://repo.example.org/rpm/stable.repo" in lines
     assert "  sudo dnf install tiny-1.0.0" in lines and not any("apt" in line for line in lines)
 
 
 def test_a_failed_targets_reason_loses_its_wrappers_not_its_cause() -> None:
-    reason = ("target amd64-deb: build flow run x-amd64-deb ended Failed: Flow run encountered an exception: "
-              "BuildFailed: target amd64-deb: build of amd64-deb failed with exit code 1: sh fail.sh\ncc: error: x.c")
+    reason = (
+        "target amd64-deb: build flow run x-amd64-deb ended Failed: Flow run encountered an exception: "
+        "BuildFailed: target amd64-deb: build of amd64-deb failed with exit code 1: sh fail.sh\ncc: error: x.c"
+    )
     assert tidy_reason("amd64-deb", reason) == (
         "build flow run x-amd64-deb ended Failed: build of amd64-deb failed with exit code 1: sh fail.sh\n"
-        "    cc: error: x.c")
+        "    cc: error: x.c"
+    )

@@ -1,12 +1,12 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dropship.machines.local import LocalProvider, _pids_with_marker
 from dropship.reaper import reap, run_id_of
 from dropship.ssh import generate_keypair
-from tests.test_ssh import boot
+from tests.support import boot
 
 
 def test_reaps_finished_runs_and_old_machines_only(tmp_path: Path) -> None:
@@ -22,7 +22,7 @@ def test_reaps_finished_runs_and_old_machines_only(tmp_path: Path) -> None:
     assert [(r.machine.name, r.reason) for r in reaped] == [("over", "run over is over")]
     assert _pids_with_marker(over.id) == []
 
-    later = datetime.now(timezone.utc) + timedelta(hours=3)
+    later = datetime.now(UTC) + timedelta(hours=3)
     reaped = reap(provider, run_finished=lambda run: finished[run], ttl=timedelta(hours=2), now=later)
     assert sorted(r.machine.name for r in reaped) == ["running", "untagged"]
     assert "still claims to run" in {r.machine.name: r.reason for r in reaped}["running"]

@@ -24,8 +24,9 @@ def test_name_comes_from_the_repository_origin(tmp_path: Path) -> None:
     folder = tmp_path / "checkout"
     folder.mkdir()
     subprocess.run(["git", "init", "-q", str(folder)], check=True)
-    subprocess.run(["git", "-C", str(folder), "remote", "add", "origin", "git@example.invalid:team/My_Tool.git"],
-                   check=True)
+    subprocess.run(
+        ["git", "-C", str(folder), "remote", "add", "origin", "git@example.invalid:team/My_Tool.git"], check=True
+    )
     assert project_name(folder) == "my-tool"
     assert project_name(tmp_path / "Plain Folder") == "plain-folder"
 

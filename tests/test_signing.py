@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import subprocess
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -56,7 +56,7 @@ def test_expired_and_expiring_keys_are_refused() -> None:
         Signer([key], min_validity=timedelta(days=7)).__enter__()
     with Signer([key], min_validity=timedelta(days=1)):
         pass
-    later = datetime.now(timezone.utc) + timedelta(days=10)
+    later = datetime.now(UTC) + timedelta(days=10)
     with pytest.raises(SigningKeyError, match="expired on"):
         Signer([key], min_validity=timedelta(0), now=later).__enter__()
 
@@ -65,6 +65,8 @@ def test_bad_key_material_is_refused(signing_key: str) -> None:
     with pytest.raises(SigningKeyError, match="not an armored private key"):
         Signer(["-----BEGIN PGP PUBLIC KEY BLOCK-----\nxx"]).__enter__()
     with pytest.raises(SigningKeyError, match="could not be imported"):
-        Signer(["-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot a key\n-----END PGP PRIVATE KEY BLOCK-----\n"]).__enter__()
+        Signer(
+            ["-----BEGIN PGP PRIVATE KEY BLOCK-----\n\nnot a key\n-----END PGP PRIVATE KEY BLOCK-----\n"]
+        ).__enter__()
     with pytest.raises(SigningKeyError, match="no signing key"):
         Signer([])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from dropship.errors import (
     MachineError,
     TransferError,
 )
-from dropship.machines import Machine, MachineRequest
+from dropship.machines import Machine
 from dropship.machines.local import LocalProvider
-from dropship.machines.userdata import WorkerSpec, render
 from dropship.ssh import (
     READ_SIZE,
     Endpoint,
@@ -34,20 +32,7 @@ from dropship.ssh import (
     generate_keypair,
 )
 from tests.servers import RepoServerHost, start_repo_server
-
-IDLE_WORKER = WorkerSpec(
-    api_url="http://127.0.0.1:9/api", pool="p", queue="q",
-    prefect=[sys.executable, "-c", "import time; time.sleep(300)"], env={},
-)
-
-
-def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[str, ...] = ()) -> Machine:
-    host = generate_keypair("host")
-    user_data = render(
-        host_private_key=host.private_openssh, host_public_key=host.public_line,
-        authorized_key=client.public_line, work_dir="/var/lib/dropship/work", worker=IDLE_WORKER,
-    )
-    return provider.create(MachineRequest(name, tags, "s", "i", "r", user_data, host.public_line))
+from tests.support import boot
 
 
 @pytest.fixture
@@ -105,6 +90,7 @@ def test_unreachable_port_times_out_clearly(tmp_path: Path) -> None:
 
 # -- pipelined transfers (get_many, apply) against an sshd whose connections a test can cut
 
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RepoServerHost]:
     host = start_repo_server(tmp_path / "server")
@@ -138,16 +124,20 @@ def test_get_refuses_a_file_that_is_not_the_reported_one(server: RepoServerHost,
     reported = hashlib.sha256(data["pkg.deb"]).hexdigest()
     remote = server.root / "pkg.deb"
     if damage == "truncated":
-        remote.write_bytes(data["pkg.deb"][:READ_SIZE + 3])
+        remote.write_bytes(data["pkg.deb"][: READ_SIZE + 3])
     else:
         remote.write_bytes(data["pkg.deb"][:1000] + bytes([data["pkg.deb"][1000] ^ 1]) + data["pkg.deb"][1001:])
     out = tmp_path / "out"
     with SshSession(server.endpoint, server.private_key) as session:
-        with pytest.raises(ChecksumMismatch, match=f"pkg.deb from 127.0.0.1: sha256 .* does not match the build report's {reported}"):
-            session.get_many([
-                (str(server.root / "good"), out / "good", hashlib.sha256(data["good"]).hexdigest()),
-                (str(remote), out / "pkg.deb", reported),
-            ])
+        with pytest.raises(
+            ChecksumMismatch, match=f"pkg.deb from 127.0.0.1: sha256 .* does not match the build report's {reported}"
+        ):
+            session.get_many(
+                [
+                    (str(server.root / "good"), out / "good", hashlib.sha256(data["good"]).hexdigest()),
+                    (str(remote), out / "pkg.deb", reported),
+                ]
+            )
         assert not (out / "pkg.deb").exists() and not (out / "pkg.deb.part").exists()
         # the session stays usable after the refusal
         session.get(str(server.root / "good"), out / "again", sha256=hashlib.sha256(data["good"]).hexdigest())
@@ -155,8 +145,9 @@ def test_get_refuses_a_file_that_is_not_the_reported_one(server: RepoServerHost,
 
 
 def test_missing_remote_file_is_a_transfer_error(server: RepoServerHost, tmp_path: Path) -> None:
-    with SshSession(server.endpoint, server.private_key) as session, pytest.raises(
-        TransferError, match=r"cannot open .*/absent"
+    with (
+        SshSession(server.endpoint, server.private_key) as session,
+        pytest.raises(TransferError, match=r"cannot open .*/absent"),
     ):
         session.get(str(server.root / "absent"), tmp_path / "absent", sha256="0" * 64)
     assert not list(tmp_path.glob("absent*"))
@@ -199,7 +190,9 @@ def test_apply_creates_folders_links_and_files_in_order(server: RepoServerHost, 
         (tmp_path / name).write_bytes(content)
     digest = hashlib.sha256()
     steps: list[Operation] = [
-        Mkdir(base), Mkdir(f"{base}/a"), Mkdir(f"{base}/a/b"),
+        Mkdir(base),
+        Mkdir(f"{base}/a"),
+        Mkdir(f"{base}/a/b"),
         Hardlink(str(server.root / "old"), f"{base}/a/b/linked"),
         *[Upload(tmp_path / n, f"{base}/a/{n}") for n in sources],
         Upload(tmp_path / "f5", f"{base}/hashed", digest=digest),

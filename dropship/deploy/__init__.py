@@ -19,12 +19,26 @@ a repository server over SSH (paramiko, pinned host key).
 from __future__ import annotations
 
 from dropship.deploy.base import (
-    CURRENT, INCOMING_PREFIX, RELEASES, Progress, PublishResult, Publisher, rollback_target,
+    CURRENT,
+    INCOMING_PREFIX,
+    RELEASES,
+    Progress,
+    Publisher,
+    PublishResult,
+    rollback_target,
 )
 from dropship.deploy.local import LocalPublisher, hardlink_tree
 from dropship.deploy.ssh import SshPublisher
 
 __all__ = [
-    "CURRENT", "INCOMING_PREFIX", "RELEASES", "LocalPublisher", "Progress", "PublishResult", "Publisher",
-    "SshPublisher", "hardlink_tree", "rollback_target",
+    "CURRENT",
+    "INCOMING_PREFIX",
+    "RELEASES",
+    "LocalPublisher",
+    "Progress",
+    "PublishResult",
+    "Publisher",
+    "SshPublisher",
+    "hardlink_tree",
+    "rollback_target",
 ]

@@ -90,4 +90,3 @@ def rollback_target(ids: list[str], current: str | None, to: str | None, been_cu
 def prune_candidates(ids: list[str], current: str | None, keep: int) -> list[str]:
     """Releases beyond the newest `keep`, never the current one (it may be an old one after a rollback)."""
     return [i for i in ids[: max(0, len(ids) - keep)] if i != current]
-

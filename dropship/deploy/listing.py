@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dropship.errors import PublishError
@@ -85,7 +85,7 @@ def list_tree(tree: Path, release_id: str, *, known_inodes: dict[tuple[int, int]
     files that are new, not every package again.
     """
     known_inodes = known_inodes or {}
-    listing = Listing(release_id, datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    listing = Listing(release_id, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
     for directory, dirnames, filenames in os.walk(tree):
         dirnames[:] = [d for d in dirnames if not (directory == str(tree) and d == META_DIR)]
         for name in [*filenames, *[d for d in dirnames if os.path.islink(os.path.join(directory, d))]]:

@@ -7,12 +7,20 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from dropship.deploy.base import (
-    BEEN_CURRENT, CURRENT, INCOMING_PREFIX, LOCK_FILE, RELEASES, Progress, PublishResult, check_release_id, prune_candidates,
+    BEEN_CURRENT,
+    CURRENT,
+    INCOMING_PREFIX,
+    LOCK_FILE,
+    RELEASES,
+    Progress,
+    PublishResult,
+    check_release_id,
+    prune_candidates,
     rollback_target,
 )
 from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree

@@ -22,7 +22,7 @@ REMOTE_TOOLS = ("flock", "sha256sum", "xargs", "ln", "mv", "mkdir", "rm")
 
 # $1 root, $2 probe file name. Exit 3: tools missing, 4: root not a writable folder.
 _REMOTE_CHECK = (
-    'missing=""; for tool in ' + " ".join(REMOTE_TOOLS) + '; do '
+    'missing=""; for tool in ' + " ".join(REMOTE_TOOLS) + "; do "
     'command -v "$tool" >/dev/null 2>&1 || missing="$missing $tool"; done; '
     'if [ -n "$missing" ]; then echo "missing tools:$missing" >&2; exit 3; fi; '
     'mkdir -p -- "$1" 2>/dev/null && [ -d "$1" ] && : > "$1/$2" 2>/dev/null && rm -f -- "$1/$2" '
@@ -57,8 +57,9 @@ def check_ssh_root(
         raise ConfigError(f"{label}: path {root!r} must be absolute")
     try:
         with SshSession(endpoint, private_key, connect_timeout=connect_timeout) as session:
-            session.run(["sh", "-c", _REMOTE_CHECK, "sh", root, f".dropship-preflight-{secrets.token_hex(4)}"],
-                        timeout=60)
+            session.run(
+                ["sh", "-c", _REMOTE_CHECK, "sh", root, f".dropship-preflight-{secrets.token_hex(4)}"], timeout=60
+            )
     except HostKeyMismatch as exc:
         raise ConfigError(f"{label}: {exc}; if the server was really re-keyed, update host_public_key") from exc
     except MachineError as exc:

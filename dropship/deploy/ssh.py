@@ -66,7 +66,7 @@ _LOCK = (
     'mkdir -p -- "$1/' + RELEASES + '" && exec 9>>"$1/' + LOCK_FILE + '" || exit 1\n'
     'flock -n 9 || { echo "busy $(cat "$1/' + LOCK_FILE + '-holder" 2>/dev/null)"; flock -w "$2" 9 || exit 1; }\n'
     'printf "%s\\n" "$3" >"$1/' + LOCK_FILE + '-holder"; cd "$1/' + RELEASES + '" || exit 1\n'
-    "for d in " + INCOMING_PREFIX + "*; do [ -d \"$d\" ] && rm -rf -- \"$d\"; done\n"
+    "for d in " + INCOMING_PREFIX + '*; do [ -d "$d" ] && rm -rf -- "$d"; done\n'
     "echo locked; exec cat >/dev/null"
 )
 # stdin, once the new files are uploaded: `go`; the current release; the
@@ -78,20 +78,20 @@ _LOCK = (
 # `current` switched.
 _CHECK_AND_SWITCH = (
     'IFS= read -r go && [ "$go" = go ] || exit 1; root=$1 incoming=$2 release=$3 tmp=$4; '
-    'IFS= read -r previous; set --; '
+    "IFS= read -r previous; set --; "
     'while IFS= read -r old && [ -n "$old" ]; do set -- "$@" "$old"; done; '
     'checks=; while IFS= read -r line && [ -n "$line" ]; do checks="$checks$line\n"; done; '
     'set -e; cd "$root/' + RELEASES + '"; '
     'if [ -n "$previous" ]; then (cd "$previous" && xargs -0 -r cp -l --parents -t "../$incoming" --); fi; '
     'cd "$incoming"; printf %s "$checks" | sha256sum --quiet --strict -c -; '
     'cd "$root"; mv -T -- "' + RELEASES + '/$incoming" "' + RELEASES + '/$release"; '
-    'ln -s -- "' + RELEASES + '/$release" "$tmp"; mv -T -- "$tmp" ' + CURRENT + '; '
-    ': >"' + RELEASES + '/$release/' + BEEN_CURRENT + '"; '
+    'ln -s -- "' + RELEASES + '/$release" "$tmp"; mv -T -- "$tmp" ' + CURRENT + "; "
+    ': >"' + RELEASES + "/$release/" + BEEN_CURRENT + '"; '
     'cd "$root/' + RELEASES + '"; rm -rf -- "$@"'
 )
 _SWITCH = (
-    'cd "$1" && test -f "' + RELEASES + '/$2/' + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && '
-    'mv -T -- "$3" ' + CURRENT + ' && : >"' + RELEASES + '/$2/' + BEEN_CURRENT + '"'
+    'cd "$1" && test -f "' + RELEASES + "/$2/" + META_FILE + '" && ln -s -- "' + RELEASES + '/$2" "$3" && '
+    'mv -T -- "$3" ' + CURRENT + ' && : >"' + RELEASES + "/$2/" + BEEN_CURRENT + '"'
 )
 
 
@@ -172,7 +172,9 @@ class SshPublisher:
         try:
             lock = session.hold(
                 ["sh", "-c", _LOCK, "sh", self.root, str(int(self.lock_timeout)), holder or "an unnamed publisher"],
-                ready="locked", timeout=self.lock_timeout + 30, on_line=busy,
+                ready="locked",
+                timeout=self.lock_timeout + 30,
+                on_line=busy,
             )
         except MachineError as exc:
             raise PublishError(
@@ -339,15 +341,20 @@ class SshPublisher:
                     ]
                     sent = self._stage(session, steps, progress) - len(meta)
                     removed = [  # one a line on the switch's stdin: a name with a newline is not ours to prune
-                        r for r in prune_candidates(sorted([*ids, release_id]), release_id, self.keep_releases)
+                        r
+                        for r in prune_candidates(sorted([*ids, release_id]), release_id, self.keep_releases)
                         if "\n" not in r
                     ]
                     checks = "".join(f"{listing.files[p].sha256}  {p}\n" for p in new)
                     checks += f"{hashlib.sha256(meta).hexdigest()}  {META_FILE}\n"
                     try:
                         switch.finish(
-                            f"go\n{current if same else ''}\n".encode() + "".join(f"{r}\n" for r in removed).encode()
-                            + b"\n" + checks.encode() + b"\n" + b"".join(p.encode() + b"\0" for p in same)
+                            f"go\n{current if same else ''}\n".encode()
+                            + "".join(f"{r}\n" for r in removed).encode()
+                            + b"\n"
+                            + checks.encode()
+                            + b"\n"
+                            + b"".join(p.encode() + b"\0" for p in same)
                         )
                     except MachineError as exc:
                         raise PublishError(
@@ -359,7 +366,12 @@ class SshPublisher:
                     switching.result().close()
         self._remember(tree, listing)
         return PublishResult(
-            release_id, f"{self.where}/{RELEASES}/{release_id}", len(listing.files), len(reuse), len(new), sent,
+            release_id,
+            f"{self.where}/{RELEASES}/{release_id}",
+            len(listing.files),
+            len(reuse),
+            len(new),
+            sent,
             tuple(removed),
         )
 
@@ -372,6 +384,7 @@ class SshPublisher:
 
     def _stage(self, session: SshSession, steps: list[Operation], progress: Progress | None) -> int:
         """Create the staged release over SFTP, pipelined; return the bytes sent."""
+
         def report(done: int, total: int) -> None:
             if progress is not None:
                 progress("upload", done, total)

@@ -73,20 +73,35 @@ class DockerDaemon:
     def start(self, timeout: float = 60.0) -> DockerDaemon:
         dockerd = shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
         if not dockerd:
-            raise ConfigError("dockerd not found: install Debian's docker.io (the emulator runs droplets as containers)")
+            raise ConfigError(
+                "dockerd not found: install Debian's docker.io (the emulator runs droplets as containers)"
+            )
         if os.geteuid() != 0:
-            raise ConfigError("container droplets need root to run dockerd; use the process backend (--machines processes)")
+            raise ConfigError(
+                "container droplets need root to run dockerd; use the process backend (--machines processes)"
+            )
         (self.folder / "data").mkdir(parents=True, exist_ok=True)
         (self.short / "exec").mkdir(parents=True, exist_ok=True)
         self.socket.unlink(missing_ok=True)
         argv = [
-            dockerd, "--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-masq=false",
-            "--data-root", str(self.folder / "data"), "--exec-root", str(self.short / "exec"),
-            "--pidfile", str(self.folder / "dockerd.pid"), "-H", self.host,
+            dockerd,
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--ip-masq=false",
+            "--data-root",
+            str(self.folder / "data"),
+            "--exec-root",
+            str(self.short / "exec"),
+            "--pidfile",
+            str(self.folder / "dockerd.pid"),
+            "-H",
+            self.host,
         ]
         with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -150,14 +165,29 @@ class DockerDaemon:
         with _docker_errors(f"docker import of {tarball.name}"):
             self.client.api.import_image_from_file(str(tarball), repository=repository, tag=tag)
 
-    def run(self, image: str, command: list[str], *, name: str, mounts: dict[str, str], hostname: str,
-            labels: dict[str, str]) -> Container:
+    def run(
+        self,
+        image: str,
+        command: list[str],
+        *,
+        name: str,
+        mounts: dict[str, str],
+        hostname: str,
+        labels: dict[str, str],
+    ) -> Container:
         """A detached container on the host's network with `mounts` (host folder -> path inside)."""
         volumes = {host: {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
         with _docker_errors(f"start container {name}"):
             container: Container = self.client.containers.run(
-                image, command, name=name, detach=True, network_mode="host", volumes=volumes,
-                hostname=hostname, labels=labels, stop_signal="SIGTERM",
+                image,
+                command,
+                name=name,
+                detach=True,
+                network_mode="host",
+                volumes=volumes,
+                hostname=hostname,
+                labels=labels,
+                stop_signal="SIGTERM",
                 tmpfs={"/run": "rw,nosuid,nodev,mode=755"},  # cleared at each boot, as on a machine
             )
             return container

@@ -89,7 +89,9 @@ def _ca_files() -> Iterator[Path]:
 
 def recipe_key(mirror: str) -> str:
     """Hash of everything that makes the tarball: the steps, packages, config, mirror and host CAs."""
-    digest = hashlib.sha256(json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, PACKAGES, CLOUD_CFG, LOCALE_GEN, mirror]).encode())
+    digest = hashlib.sha256(
+        json.dumps([RECIPE_VERSION, SUITE, BASE_PACKAGES, PACKAGES, CLOUD_CFG, LOCALE_GEN, mirror]).encode()
+    )
     for path in _ca_files():
         digest.update(str(path).encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
@@ -120,8 +122,10 @@ def _install(root: Path) -> None:
     try:
         env = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C"]
         _run(["chroot", str(root), *env, "apt-get", "update", "-q"], "apt-get update in the image root")
-        _run(["chroot", str(root), *env, "apt-get", "install", "-q", "-y", "--no-install-recommends", *PACKAGES],
-             "apt-get install in the image root")
+        _run(
+            ["chroot", str(root), *env, "apt-get", "install", "-q", "-y", "--no-install-recommends", *PACKAGES],
+            "apt-get install in the image root",
+        )
         _run(["chroot", str(root), "apt-get", "clean"], "apt-get clean in the image root")
     finally:
         subprocess.run(["umount", "-l", str(root / "proc")], capture_output=True, check=False)
@@ -179,8 +183,17 @@ def ensure_tarball(cache: Path | None = None, log: BuildLog | None = None) -> Pa
             root = Path(work) / "root"
             started = time.monotonic()
             try:
-                _run(["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(root),
-                      mirror], f"debootstrap of Debian {SUITE} from {mirror}")
+                _run(
+                    [
+                        "debootstrap",
+                        "--variant=minbase",
+                        f"--include={','.join(BASE_PACKAGES)}",
+                        SUITE,
+                        str(root),
+                        mirror,
+                    ],
+                    f"debootstrap of Debian {SUITE} from {mirror}",
+                )
             except CommandError as exc:
                 detail = root / "debootstrap" / "debootstrap.log"
                 if detail.exists():
@@ -189,7 +202,10 @@ def ensure_tarball(cache: Path | None = None, log: BuildLog | None = None) -> Pa
             _install(root)
             _customise(root)
             partial = tarball.with_suffix(".tar.partial")
-            _run(["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-cf", str(partial), "."], "tar of the image root")
+            _run(
+                ["tar", "-C", str(root), "--numeric-owner", "--xattrs", "-cf", str(partial), "."],
+                "tar of the image root",
+            )
             partial.replace(tarball)
             if log is not None:
                 log.debootstrap_seconds = time.monotonic() - started

@@ -78,8 +78,17 @@ class Machines(Protocol):
     separate: bool
     """True when droplets are separate machines (their files only over SSH)."""
 
-    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
-             public_keys: list[str], timeout: float) -> dict[str, str]: ...
+    def boot(
+        self,
+        droplet_id: int,
+        request: MachineRequest,
+        *,
+        image: str,
+        address: str,
+        port: int,
+        public_keys: list[str],
+        timeout: float,
+    ) -> dict[str, str]: ...
 
     def activate(self, droplet_id: int) -> None: ...
 
@@ -126,8 +135,17 @@ class ContainerMachines:
     def hypervisor(self, droplet_id: int) -> Path:
         return self.folder / str(droplet_id)
 
-    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
-             public_keys: list[str], timeout: float) -> dict[str, str]:
+    def boot(
+        self,
+        droplet_id: int,
+        request: MachineRequest,
+        *,
+        image: str,
+        address: str,
+        port: int,
+        public_keys: list[str],
+        timeout: float,
+    ) -> dict[str, str]:
         hv = self.hypervisor(droplet_id)
         (hv / "seed").mkdir(parents=True, exist_ok=True)
         (hv / "boot").write_text(BOOT_SCRIPT)
@@ -136,9 +154,14 @@ class ContainerMachines:
         (hv / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
         (hv / "seed" / "user-data").write_text(request.user_data)
         self._clear(hv)
-        self.daemon.run(image, ["/bin/sh", f"{HYPERVISOR}/boot"], name=self.name(droplet_id),
-                        mounts={str(hv): HYPERVISOR}, hostname=request.name,
-                        labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)})
+        self.daemon.run(
+            image,
+            ["/bin/sh", f"{HYPERVISOR}/boot"],
+            name=self.name(droplet_id),
+            mounts={str(hv): HYPERVISOR},
+            hostname=request.name,
+            labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
+        )
         self._wait_sshd(droplet_id, address, port, timeout)
         return {}
 
@@ -165,8 +188,10 @@ class ContainerMachines:
                     break
             time.sleep(0.05)
         console = (hv / "console.log").read_text(errors="replace")[-600:] if (hv / "console.log").exists() else ""
-        raise MachineError(f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
-                           + " | ".join(console.splitlines()[-6:]))
+        raise MachineError(
+            f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
+            + " | ".join(console.splitlines()[-6:])
+        )
 
     def activate(self, droplet_id: int) -> None:
         """The API says `active`: let the boot go on to the config and final stages."""
@@ -197,8 +222,12 @@ class ContainerMachines:
         self.daemon.remove_image(ref)
 
     def close(self) -> None:
-        for container in self.daemon.call("list containers", lambda: self.daemon.client.containers.list(
-                all=True, filters={"label": f"dropship.emulator={self.instance}"})):
+        for container in self.daemon.call(
+            "list containers",
+            lambda: self.daemon.client.containers.list(
+                all=True, filters={"label": f"dropship.emulator={self.instance}"}
+            ),
+        ):
             self.daemon.call("remove container", lambda c=container: c.remove(force=True))  # type: ignore[misc]
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -212,8 +241,17 @@ class ProcessMachines:
         self.local = LocalProvider(state_dir)
         self._ids: dict[int, str] = {}
 
-    def boot(self, droplet_id: int, request: MachineRequest, *, image: str, address: str, port: int,
-             public_keys: list[str], timeout: float) -> dict[str, str]:
+    def boot(
+        self,
+        droplet_id: int,
+        request: MachineRequest,
+        *,
+        image: str,
+        address: str,
+        port: int,
+        public_keys: list[str],
+        timeout: float,
+    ) -> dict[str, str]:
         machine = self.local.create(request, address=address, port=port)
         self._ids[droplet_id] = machine.id
         return {"root": machine.details["root"]}

@@ -102,8 +102,11 @@ class _Handler(BaseHTTPRequestHandler):
             pages.update(first=link(1), prev=link(min(page - 1, last)))
         if page < last:
             pages.update(next=link(page + 1), last=link(last))
-        return {key: items[(page - 1) * per_page: page * per_page], "links": {"pages": pages} if pages else {},
-                "meta": {"total": len(items)}}
+        return {
+            key: items[(page - 1) * per_page : page * per_page],
+            "links": {"pages": pages} if pages else {},
+            "meta": {"total": len(items)},
+        }
 
     def _droplet(self, droplet: Droplet) -> dict[str, Any]:
         answer = droplet.to_api()
@@ -111,29 +114,52 @@ class _Handler(BaseHTTPRequestHandler):
         if not emulator.backend.separate:
             # Process droplets only: the folder that plays the droplet's `/`. A real
             # (or container) droplet's files are reachable over SSH alone.
-            answer["dropship_emulator"] = {"root": droplet.details.get("root", ""), "ssh_port": emulator.ssh_port,
-                                           "ssh_user": emulator.ssh_user}
+            answer["dropship_emulator"] = {
+                "root": droplet.details.get("root", ""),
+                "ssh_port": emulator.ssh_port,
+                "ssh_user": emulator.ssh_user,
+            }
         return answer
 
-    def _route(self, method: str, parts: list[str], query: dict[str, str],
-               body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _route(
+        self, method: str, parts: list[str], query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | None]:
         emulator = self.emulator
         if parts[:1] != ["v2"]:
             raise not_found()
         route = parts[1:]
         if method == "GET" and route == ["account"]:
-            return 200, {"account": {"droplet_limit": emulator.droplet_limit, "floating_ip_limit": 3,
-                                     "email": "emulator@example.invalid", "uuid": emulator.instance,
-                                     "status": "active", "status_message": "", "email_verified": True}}
+            return 200, {
+                "account": {
+                    "droplet_limit": emulator.droplet_limit,
+                    "floating_ip_limit": 3,
+                    "email": "emulator@example.invalid",
+                    "uuid": emulator.instance,
+                    "status": "active",
+                    "status_message": "",
+                    "email_verified": True,
+                }
+            }
         if method == "GET" and route == ["sizes"]:
-            return 200, self._page("sizes", [{"slug": s, **v, "available": True, "description": "Basic"}
-                                             for s, v in SIZES.items()], query)
+            return 200, self._page(
+                "sizes", [{"slug": s, **v, "available": True, "description": "Basic"} for s, v in SIZES.items()], query
+            )
         if method == "GET" and route == ["regions"]:
             return 200, self._page("regions", [region_api(s) for s in REGIONS], query)
         if method == "GET" and route == ["vpcs"]:
-            vpcs = [{"id": v, "urn": f"do:vpc:{v}", "name": f"default-{r}", "description": "", "region": r,
-                     "ip_range": f"10.{100 + i}.0.0/20", "default": True, "created_at": "2024-01-01T00:00:00Z"}
-                    for i, (v, r) in enumerate(VPCS.items())]
+            vpcs = [
+                {
+                    "id": v,
+                    "urn": f"do:vpc:{v}",
+                    "name": f"default-{r}",
+                    "description": "",
+                    "region": r,
+                    "ip_range": f"10.{100 + i}.0.0/20",
+                    "default": True,
+                    "created_at": "2024-01-01T00:00:00Z",
+                }
+                for i, (v, r) in enumerate(VPCS.items())
+            ]
             return 200, self._page("vpcs", vpcs, query)
         if route[:1] == ["images"]:
             return self._images(method, route, query)
@@ -176,8 +202,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return 204, None
         raise not_found()
 
-    def _keys(self, method: str, route: list[str], query: dict[str, str],
-              body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _keys(
+        self, method: str, route: list[str], query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | None]:
         emulator = self.emulator
         if not route:
             if method == "GET":
@@ -194,8 +221,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return 204, None
         raise not_found()
 
-    def _droplets(self, method: str, route: list[str], query: dict[str, str],
-                  body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    def _droplets(
+        self, method: str, route: list[str], query: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any] | None]:
         emulator = self.emulator
         if not route:
             if method == "POST":

@@ -41,29 +41,77 @@ from dropship.errors import MachineError
 from dropship.machines import MachineRequest
 
 ALL_REGIONS = ("nyc1", "nyc3", "ams3", "fra1", "sfo3")
-REGIONS = {"nyc1": "New York 1", "nyc3": "New York 3", "ams3": "Amsterdam 3", "fra1": "Frankfurt 1", "sfo3": "San Francisco 3"}
+REGIONS = {
+    "nyc1": "New York 1",
+    "nyc3": "New York 3",
+    "ams3": "Amsterdam 3",
+    "fra1": "Frankfurt 1",
+    "sfo3": "San Francisco 3",
+}
 SIZES: dict[str, dict[str, Any]] = {
-    "s-1vcpu-1gb": {"memory": 1024, "vcpus": 1, "disk": 25, "transfer": 1.0, "price_monthly": 6.0,
-                    "price_hourly": 0.00893, "regions": list(ALL_REGIONS)},
-    "s-2vcpu-4gb": {"memory": 4096, "vcpus": 2, "disk": 80, "transfer": 4.0, "price_monthly": 24.0,
-                    "price_hourly": 0.03571, "regions": list(ALL_REGIONS)},
-    "c2-8vcpu-16gb-intel": {"memory": 16384, "vcpus": 8, "disk": 100, "transfer": 6.0, "price_monthly": 189.0,
-                            "price_hourly": 0.28125, "regions": ["nyc1", "nyc3", "ams3", "fra1", "sfo3"]},
+    "s-1vcpu-1gb": {
+        "memory": 1024,
+        "vcpus": 1,
+        "disk": 25,
+        "transfer": 1.0,
+        "price_monthly": 6.0,
+        "price_hourly": 0.00893,
+        "regions": list(ALL_REGIONS),
+    },
+    "s-2vcpu-4gb": {
+        "memory": 4096,
+        "vcpus": 2,
+        "disk": 80,
+        "transfer": 4.0,
+        "price_monthly": 24.0,
+        "price_hourly": 0.03571,
+        "regions": list(ALL_REGIONS),
+    },
+    "c2-8vcpu-16gb-intel": {
+        "memory": 16384,
+        "vcpus": 8,
+        "disk": 100,
+        "transfer": 6.0,
+        "price_monthly": 189.0,
+        "price_hourly": 0.28125,
+        "regions": ["nyc1", "nyc3", "ams3", "fra1", "sfo3"],
+    },
     # Not offered everywhere, as many of DigitalOcean's larger sizes.
-    "c2-16vcpu-32gb": {"memory": 32768, "vcpus": 16, "disk": 200, "transfer": 7.0, "price_monthly": 336.0,
-                       "price_hourly": 0.5, "regions": ["nyc1", "nyc3", "fra1"]},
+    "c2-16vcpu-32gb": {
+        "memory": 32768,
+        "vcpus": 16,
+        "disk": 200,
+        "transfer": 7.0,
+        "price_monthly": 336.0,
+        "price_hourly": 0.5,
+        "regions": ["nyc1", "nyc3", "fra1"],
+    },
 }
 PUBLIC_IMAGES: dict[str, dict[str, Any]] = {
-    "debian-12-x64": {"id": 153_000_001, "name": "12 x64", "distribution": "Debian", "slug": "debian-12-x64",
-                      "public": True, "regions": list(ALL_REGIONS), "created_at": "2024-06-11T13:28:52Z",
-                      "type": "base", "min_disk_size": 15, "size_gigabytes": 0.83, "description": "Debian 12 x64",
-                      "tags": [], "status": "available", "error_message": ""},
+    "debian-12-x64": {
+        "id": 153_000_001,
+        "name": "12 x64",
+        "distribution": "Debian",
+        "slug": "debian-12-x64",
+        "public": True,
+        "regions": list(ALL_REGIONS),
+        "created_at": "2024-06-11T13:28:52Z",
+        "type": "base",
+        "min_disk_size": 15,
+        "size_gigabytes": 0.83,
+        "description": "Debian 12 x64",
+        "tags": [],
+        "status": "available",
+        "error_message": "",
+    },
 }
 TAG_RE = re.compile(r"^[A-Za-z0-9:_\-.]{1,255}$")
 NOT_FOUND = "The resource you were accessing could not be found."
 PENDING = "Droplet already has a pending event."
-FAULTS_HELP = ("rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
-               "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N]")
+FAULTS_HELP = (
+    "rate-limit[:N], server-error[:N], stuck-new, slow-boot[:S], delete-error[:N], quota, "
+    "create-then-5xx[:N], 404-after-create[:N], pending-event-on-delete[:N]"
+)
 
 
 def _iso(epoch: float) -> str:
@@ -161,10 +209,10 @@ def fingerprint(public_key: str) -> str:
         blob = base64.b64decode(words[1], validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError("key is not base64") from exc
-    if len(blob) < 4 or blob[4:4 + int.from_bytes(blob[:4], "big")] != words[0].encode():
+    if len(blob) < 4 or blob[4 : 4 + int.from_bytes(blob[:4], "big")] != words[0].encode():
         raise ValueError("key type does not match its blob")
     digest = hashlib.md5(blob).hexdigest()  # DigitalOcean's fingerprint format
-    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+    return ":".join(digest[i : i + 2] for i in range(0, 32, 2))
 
 
 @dataclass
@@ -180,15 +228,35 @@ class Snapshot:
 
     def to_snapshot_api(self) -> dict[str, Any]:
         """As `/v2/snapshots` shows it (string id, the droplet it was taken from)."""
-        return {"id": str(self.id), "name": self.name, "created_at": _iso(self.created), "regions": [self.region],
-                "resource_id": str(self.droplet_id), "resource_type": "droplet", "min_disk_size": self.min_disk_size,
-                "size_gigabytes": self.size_gigabytes, "tags": []}
+        return {
+            "id": str(self.id),
+            "name": self.name,
+            "created_at": _iso(self.created),
+            "regions": [self.region],
+            "resource_id": str(self.droplet_id),
+            "resource_type": "droplet",
+            "min_disk_size": self.min_disk_size,
+            "size_gigabytes": self.size_gigabytes,
+            "tags": [],
+        }
 
     def to_api(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "distribution": "Debian", "slug": None, "public": False,
-                "regions": [self.region], "created_at": _iso(self.created), "type": "snapshot",
-                "min_disk_size": self.min_disk_size, "size_gigabytes": self.size_gigabytes, "description": "",
-                "tags": [], "status": "available", "error_message": ""}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "distribution": "Debian",
+            "slug": None,
+            "public": False,
+            "regions": [self.region],
+            "created_at": _iso(self.created),
+            "type": "snapshot",
+            "min_disk_size": self.min_disk_size,
+            "size_gigabytes": self.size_gigabytes,
+            "description": "",
+            "tags": [],
+            "status": "available",
+            "error_message": "",
+        }
 
 
 @dataclass
@@ -202,15 +270,27 @@ class Action:
     status: str = "in-progress"
 
     def to_api(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "type": self.type, "started_at": _iso(self.started),
-                "completed_at": _iso(self.completed) if self.completed else None, "resource_id": self.droplet_id,
-                "resource_type": "droplet", "region": region_api(self.region), "region_slug": self.region}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "type": self.type,
+            "started_at": _iso(self.started),
+            "completed_at": _iso(self.completed) if self.completed else None,
+            "resource_id": self.droplet_id,
+            "resource_type": "droplet",
+            "region": region_api(self.region),
+            "region_slug": self.region,
+        }
 
 
 def region_api(slug: str) -> dict[str, Any]:
-    return {"slug": slug, "name": REGIONS[slug], "available": True,
-            "sizes": [s for s, v in SIZES.items() if slug in v["regions"]],
-            "features": ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"]}
+    return {
+        "slug": slug,
+        "name": REGIONS[slug],
+        "available": True,
+        "sizes": [s for s, v in SIZES.items() if slug in v["regions"]],
+        "features": ["backups", "ipv6", "metadata", "install_agent", "storage", "image_transfer"],
+    }
 
 
 @dataclass
@@ -238,13 +318,27 @@ class Droplet:
         size = {"slug": self.size, **SIZES[self.size], "available": True, "description": "Basic"}
         network = {"ip_address": self.address, "netmask": "255.0.0.0", "gateway": "127.0.0.1"}
         return {
-            "id": self.id, "name": self.name, "memory": size["memory"], "vcpus": size["vcpus"], "disk": size["disk"],
-            "locked": False, "status": self.status, "kernel": None, "created_at": _iso(self.created),
-            "features": ["private_networking"], "backup_ids": [], "next_backup_window": None,
-            "snapshot_ids": list(self.snapshot_ids), "volume_ids": [], "image": dict(self.image),
-            "size": size, "size_slug": self.size,
+            "id": self.id,
+            "name": self.name,
+            "memory": size["memory"],
+            "vcpus": size["vcpus"],
+            "disk": size["disk"],
+            "locked": False,
+            "status": self.status,
+            "kernel": None,
+            "created_at": _iso(self.created),
+            "features": ["private_networking"],
+            "backup_ids": [],
+            "next_backup_window": None,
+            "snapshot_ids": list(self.snapshot_ids),
+            "volume_ids": [],
+            "image": dict(self.image),
+            "size": size,
+            "size_slug": self.size,
             "networks": {"v4": [{**network, "type": "private"}, {**network, "type": "public"}], "v6": []},
-            "region": region_api(self.region), "tags": list(self.tags), "vpc_uuid": self.vpc_uuid,
+            "region": region_api(self.region),
+            "tags": list(self.tags),
+            "vpc_uuid": self.vpc_uuid,
         }
 
 
@@ -258,9 +352,19 @@ class Emulator:
     `archive_seconds` how long a deleted droplet stays listed.
     """
 
-    def __init__(self, state_dir: Path, *, token: str, ssh_port: int | None = None, droplet_limit: int = 25,
-                 machines: str = "processes", docker: DockerDaemon | None = None, rate_limit: int = 5000,
-                 archive_seconds: float = 5.0, boot_timeout: float = 120.0) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        token: str,
+        ssh_port: int | None = None,
+        droplet_limit: int = 25,
+        machines: str = "processes",
+        docker: DockerDaemon | None = None,
+        rate_limit: int = 5000,
+        archive_seconds: float = 5.0,
+        boot_timeout: float = 120.0,
+    ) -> None:
         self.token = token
         self.droplet_limit = droplet_limit
         self.rate_limit = rate_limit
@@ -324,13 +428,22 @@ class Emulator:
                     reset = int(now) + 1
                 else:
                     reset = int(self._requests[0] + 3600) + 1
-                raise ApiError(429, "too_many_requests", "API rate limit exceeded.",
-                               {"ratelimit-limit": str(self.rate_limit), "ratelimit-remaining": "0",
-                                "ratelimit-reset": str(reset)})
+                raise ApiError(
+                    429,
+                    "too_many_requests",
+                    "API rate limit exceeded.",
+                    {
+                        "ratelimit-limit": str(self.rate_limit),
+                        "ratelimit-remaining": "0",
+                        "ratelimit-reset": str(reset),
+                    },
+                )
             self._requests.append(now)
-            headers = {"ratelimit-limit": str(self.rate_limit),
-                       "ratelimit-remaining": str(self.rate_limit - len(self._requests)),
-                       "ratelimit-reset": str(int(self._requests[0] + 3600))}
+            headers = {
+                "ratelimit-limit": str(self.rate_limit),
+                "ratelimit-remaining": str(self.rate_limit - len(self._requests)),
+                "ratelimit-reset": str(int(self._requests[0] + 3600)),
+            }
             if self.faults.server_error > 0:
                 self.faults.server_error -= 1
                 raise ApiError(500, "server_error", "Server Error", headers)
@@ -445,9 +558,18 @@ class Emulator:
                 raise unprocessable("creating this/these droplet(s) will exceed your droplet limit")
             self._next_id += 1
             droplet = Droplet(
-                id=self._next_id, name=name, size=str(size), image=image, image_ref=image_ref, region=str(region),
-                tags=tags, user_data=str(body.get("user_data") or ""), vpc_uuid=str(vpc or vpc_id(str(region))),
-                address=self._free_address(), ssh_keys=public_keys, hidden_gets=self.faults.not_found_after_create,
+                id=self._next_id,
+                name=name,
+                size=str(size),
+                image=image,
+                image_ref=image_ref,
+                region=str(region),
+                tags=tags,
+                user_data=str(body.get("user_data") or ""),
+                vpc_uuid=str(vpc or vpc_id(str(region))),
+                address=self._free_address(),
+                ssh_keys=public_keys,
+                hidden_gets=self.faults.not_found_after_create,
             )
             self._droplets[droplet.id] = droplet
             stuck, delay = self.faults.stuck_new, self.faults.slow_boot
@@ -493,8 +615,12 @@ class Emulator:
                 except OSError:
                     continue
             return address
-        raise ApiError(500, "server_error", f"the emulator found no loopback address with port {self.ssh_port} free: "
-                       f"is something listening on 0.0.0.0:{self.ssh_port}? Give the emulator another --ssh-port")
+        raise ApiError(
+            500,
+            "server_error",
+            f"the emulator found no loopback address with port {self.ssh_port} free: "
+            f"is something listening on 0.0.0.0:{self.ssh_port}? Give the emulator another --ssh-port",
+        )
 
     def _spawn(self, target: Any, *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True)
@@ -505,11 +631,25 @@ class Emulator:
 
     def _boot(self, droplet: Droplet, delay: float) -> None:
         time.sleep(delay)
-        request = MachineRequest(droplet.name, tuple(droplet.tags), droplet.size, str(droplet.image.get("slug")),
-                                 droplet.region, droplet.user_data, host_public_key="")
+        request = MachineRequest(
+            droplet.name,
+            tuple(droplet.tags),
+            droplet.size,
+            str(droplet.image.get("slug")),
+            droplet.region,
+            droplet.user_data,
+            host_public_key="",
+        )
         try:
-            details = self.backend.boot(droplet.id, request, image=droplet.image_ref, address=droplet.address,
-                                        port=self.ssh_port, public_keys=droplet.ssh_keys, timeout=self.boot_timeout)
+            details = self.backend.boot(
+                droplet.id,
+                request,
+                image=droplet.image_ref,
+                address=droplet.address,
+                port=self.ssh_port,
+                public_keys=droplet.ssh_keys,
+                timeout=self.boot_timeout,
+            )
         except MachineError:
             with self._lock:
                 gone = droplet.deleted is not None
@@ -555,8 +695,11 @@ class Emulator:
         """Droplets a list shows: live ones and, for `archive_seconds`, deleted ones as `archive`."""
         now = time.time()
         with self._lock:
-            return [d for d in self._droplets.values()
-                    if (d.deleted is None or now - d.deleted < self.archive_seconds) and (tag is None or tag in d.tags)]
+            return [
+                d
+                for d in self._droplets.values()
+                if (d.deleted is None or now - d.deleted < self.archive_seconds) and (tag is None or tag in d.tags)
+            ]
 
     def tagged(self, tag: str | None) -> list[Droplet]:
         with self._lock:
@@ -592,8 +735,9 @@ class Emulator:
         kind = str(body.get("type") or "")
         droplet = self.get(droplet_id)
         if kind not in ("power_off", "power_on", "shutdown", "reboot", "power_cycle", "snapshot"):
-            raise unprocessable(f"The emulator does not support the droplet action type {kind!r}." if kind
-                                else "type is required")
+            raise unprocessable(
+                f"The emulator does not support the droplet action type {kind!r}." if kind else "type is required"
+            )
         with self._lock:
             if droplet.status == "new" or self._pending(droplet_id):
                 raise unprocessable(PENDING)
@@ -627,8 +771,16 @@ class Emulator:
                     self._next_image += 1
                     image_id = self._next_image
                 ref, gigabytes = self.backend.snapshot(droplet.id, image_id)
-                snapshot = Snapshot(image_id, name or f"{droplet.name}-{int(time.time())}", droplet.id,
-                                    droplet.region, ref, time.time(), gigabytes, SIZES[droplet.size]["disk"])
+                snapshot = Snapshot(
+                    image_id,
+                    name or f"{droplet.name}-{int(time.time())}",
+                    droplet.id,
+                    droplet.region,
+                    ref,
+                    time.time(),
+                    gigabytes,
+                    SIZES[droplet.size]["disk"],
+                )
                 with self._lock:
                     self._snapshots[image_id] = snapshot
                     droplet.snapshot_ids.append(image_id)
@@ -653,9 +805,17 @@ class Emulator:
         """Every droplet ever created: name, tags, created, deleted, billed seconds."""
         with self._lock:
             return [
-                {"id": d.id, "name": d.name, "tags": list(d.tags), "size": d.size, "created": d.created,
-                 "deleted": d.deleted, "seconds": (d.deleted or time.time()) - d.created,
-                 "price_hourly": SIZES[d.size]["price_hourly"], "active_at": d.active_at}
+                {
+                    "id": d.id,
+                    "name": d.name,
+                    "tags": list(d.tags),
+                    "size": d.size,
+                    "created": d.created,
+                    "deleted": d.deleted,
+                    "seconds": (d.deleted or time.time()) - d.created,
+                    "price_hourly": SIZES[d.size]["price_hourly"],
+                    "active_at": d.active_at,
+                }
                 for d in self._droplets.values()
             ]
 

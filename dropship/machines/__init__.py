@@ -8,7 +8,6 @@ a run by tag alone, even after the orchestrator that created them died.
 from __future__ import annotations
 
 import builtins
-
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -72,7 +71,7 @@ class Provider(Protocol):
         """Delete what a run registered besides its machines (DigitalOcean: its SSH key)."""
         ...
 
-    def run_leftovers(self) -> "builtins.list[str]":
+    def run_leftovers(self) -> builtins.list[str]:
         """Run ids that still have such registrations."""
         ...
 

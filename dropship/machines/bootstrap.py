@@ -102,8 +102,21 @@ class WorkerConfig:
         return "".join(f"{name}={value}\n" for name, value in env.items())
 
     def argv(self) -> list[str]:
-        return [f"{VENV}/bin/prefect", "worker", "start", "--pool", self.pool, "--work-queue", self.queue,
-                "--name", self.queue, "--type", "process", "--limit", "1"]
+        return [
+            f"{VENV}/bin/prefect",
+            "worker",
+            "start",
+            "--pool",
+            self.pool,
+            "--work-queue",
+            self.queue,
+            "--name",
+            self.queue,
+            "--type",
+            "process",
+            "--limit",
+            "1",
+        ]
 
 
 # --- what this orchestrator runs ---------------------------------------------
@@ -139,7 +152,9 @@ def _build_wheel(out: Path) -> Path:
         had_build = (source / "build").exists()
         result = subprocess.run(
             [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
-            capture_output=True, text=True, check=False,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         # setuptools leaves build/ and *.egg-info in the checkout; they are not ours to keep
         if not had_build:
@@ -216,14 +231,19 @@ def constraints() -> str:
 
 def versions() -> dict[str, str]:
     """What this orchestrator runs, for image hashes and messages."""
-    return {"dropship": metadata.version("dropship"), "prefect": metadata.version("prefect"),
-            "python": ".".join(map(str, sys.version_info[:2]))}
+    return {
+        "dropship": metadata.version("dropship"),
+        "prefect": metadata.version("prefect"),
+        "python": ".".join(map(str, sys.version_info[:2])),
+    }
 
 
 def image_hash(base: str, setup: Setup) -> str:
     """The hash a snapshot of `base` with `setup` made by this orchestrator records."""
     record = {
-        "base": base, "versions": versions(), "dropship_wheel": wheel_identity(dropship_wheel()),
+        "base": base,
+        "versions": versions(),
+        "dropship_wheel": wheel_identity(dropship_wheel()),
         "constraints": hashlib.sha256(constraints().encode()).hexdigest(),
         "setup": {"packages": list(setup.packages), "commands": [list(c) for c in setup.commands]},
     }
@@ -232,8 +252,15 @@ def image_hash(base: str, setup: Setup) -> str:
 
 # --- on the machine ------------------------------------------------------------
 
-def connect_pinned(machine: Machine, private_key: str, *, timeout: float, interval: float = 2.0,
-                   sleep: Callable[[float], None] = time.sleep) -> SshSession:
+
+def connect_pinned(
+    machine: Machine,
+    private_key: str,
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> SshSession:
     """An SSH session once the machine answers with its pinned host key.
 
     A freshly booted droplet answers with the image's own keys until its
@@ -280,13 +307,36 @@ def install(ssh: SshSession, setup: Setup, *, index_url: str = PYPI, image_mark:
     for command in setup.commands:
         ssh.run(list(command), timeout=1800)
     wheel = dropship_wheel()
-    ssh.run(["mkdir", "-p", DIST, "/etc/dropship", "/var/log/dropship", "/var/lib/dropship/prefect",
-             "/var/lib/dropship/work", "/opt/dropship/bin"])
+    ssh.run(
+        [
+            "mkdir",
+            "-p",
+            DIST,
+            "/etc/dropship",
+            "/var/log/dropship",
+            "/var/lib/dropship/prefect",
+            "/var/lib/dropship/work",
+            "/opt/dropship/bin",
+        ]
+    )
     ssh.put(wheel, f"{DIST}/{wheel.name}")
     ssh.run(["sh", "-c", f"cat > {DIST}/constraints.txt"], stdin=constraints().encode())
     ssh.run(["python3", "-m", "venv", VENV])
-    ssh.run([f"{VENV}/bin/pip", "install", "-q", "--disable-pip-version-check", "--no-input", "--index-url", index_url,
-             "--constraint", f"{DIST}/constraints.txt", f"{DIST}/{wheel.name}"], timeout=1800)
+    ssh.run(
+        [
+            f"{VENV}/bin/pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--index-url",
+            index_url,
+            "--constraint",
+            f"{DIST}/constraints.txt",
+            f"{DIST}/{wheel.name}",
+        ],
+        timeout=1800,
+    )
     if image_mark:
         ssh.run(["sh", "-c", f"cat > {MARK}"], stdin=(image_mark + "\n").encode())
 
@@ -294,8 +344,10 @@ def install(ssh: SshSession, setup: Setup, *, index_url: str = PYPI, image_mark:
 def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
     """Credentials file, then the worker (step 3 and 4); returns "systemd" or "supervised"."""
     ssh.run(["mkdir", "-p", "/etc/dropship", "/var/log/dropship", "/var/lib/dropship/prefect", "/opt/dropship/bin"])
-    ssh.run(["sh", "-c", f"umask 077 && cat > {ENV_FILE}.part && mv {ENV_FILE}.part {ENV_FILE}"],
-            stdin=worker.env_file().encode())
+    ssh.run(
+        ["sh", "-c", f"umask 077 && cat > {ENV_FILE}.part && mv {ENV_FILE}.part {ENV_FILE}"],
+        stdin=worker.env_file().encode(),
+    )
     argv = worker.argv()
     if ssh.run(["cat", "/proc/1/comm"]).strip() == "systemd":
         unit = (
@@ -313,7 +365,7 @@ def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
         "#!/bin/sh\n# dropship build worker, restarted whenever it ends (no systemd on this machine)\n"
         "echo $$ > /run/dropship-worker.pid\n"
         "while :; do\n"
-        f"  ( while IFS= read -r line; do export \"$line\"; done < {ENV_FILE}\n"
+        f'  ( while IFS= read -r line; do export "$line"; done < {ENV_FILE}\n'
         f"    cd /var/lib/dropship && exec {' '.join(argv)} )\n"
         "  sleep 2\n"
         "done\n"
@@ -343,4 +395,3 @@ def safe_names(names: Sequence[str]) -> None:
     for name in names:
         if not re.fullmatch(r"[a-z0-9][a-z0-9+.:=~-]*", name):
             raise ConfigError(f"{name!r} is not a Debian package name: fix setup in dropship.toml")
-

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pydo
@@ -95,7 +95,7 @@ def image_hash_of(name: str) -> tuple[str, str] | None:
     """(base image, hash) of a snapshot named by `dropship image build`, else None."""
     if not name.startswith(SNAPSHOT_PREFIX):
         return None
-    base, _, digest = name[len(SNAPSHOT_PREFIX):].rpartition("-")
+    base, _, digest = name[len(SNAPSHOT_PREFIX) :].rpartition("-")
     if not base or len(digest) != 20 or not all(c in "0123456789abcdef" for c in digest):
         return None
     return base, digest
@@ -230,8 +230,9 @@ class DigitalOceanProvider:
                 )
             images[image] = found
         limit = int(account.get("droplet_limit", 0))
-        alive = sum(1 for d in self._all("list droplets", self.client.droplets.list, "droplets")
-                    if d.get("status") != "archive")
+        alive = sum(
+            1 for d in self._all("list droplets", self.client.droplets.list, "droplets") if d.get("status") != "archive"
+        )
         if limit - alive < len(wanted):
             raise ConfigError(
                 f"this release needs {len(wanted)} droplet(s) but the account's droplet limit is {limit} with {alive} "
@@ -262,7 +263,7 @@ class DigitalOceanProvider:
                 f"DigitalOcean account has no SSH key {self.settings.ssh_key!r}: register it or fix ssh_key in the "
                 "DigitalOceanCredentials block"
             )
-        run_id = next((t[len(RUN_TAG_PREFIX):] for t in request.tags if t.startswith(RUN_TAG_PREFIX)), None)
+        run_id = next((t[len(RUN_TAG_PREFIX) :] for t in request.tags if t.startswith(RUN_TAG_PREFIX)), None)
         if not request.authorized_key or run_id is None:
             return []
         name = key_name(run_id)
@@ -273,8 +274,11 @@ class DigitalOceanProvider:
             for key in self._all("list SSH keys", self.client.ssh_keys.list, "ssh_keys"):
                 if key.get("name") == name or _same_key(str(key.get("public_key", ""))) == mine:
                     return [int(key["id"])]
-            answer = self._call(f"register SSH key {name}", self.client.ssh_keys.create,
-                                body={"name": name, "public_key": request.authorized_key})
+            answer = self._call(
+                f"register SSH key {name}",
+                self.client.ssh_keys.create,
+                body={"name": name, "public_key": request.authorized_key},
+            )
             return [int(answer["ssh_key"]["id"])]
 
     def release_run(self, run_id: str) -> None:
@@ -289,9 +293,11 @@ class DigitalOceanProvider:
 
     def run_leftovers(self) -> list[str]:
         """Run ids whose SSH key is still registered."""
-        return [str(k["name"])[len(RUN_TAG_PREFIX):]
-                for k in self._all("list SSH keys", self.client.ssh_keys.list, "ssh_keys")
-                if str(k.get("name", "")).startswith(RUN_TAG_PREFIX)]
+        return [
+            str(k["name"])[len(RUN_TAG_PREFIX) :]
+            for k in self._all("list SSH keys", self.client.ssh_keys.list, "ssh_keys")
+            if str(k.get("name", "")).startswith(RUN_TAG_PREFIX)
+        ]
 
     # --- Provider ---------------------------------------------------------
     def create(self, request: MachineRequest) -> Machine:
@@ -324,7 +330,9 @@ class DigitalOceanProvider:
             return int(image)
         found = self.find_image(image)
         if found is None:
-            raise ConfigError(f"DigitalOcean has no image {image} (slug or snapshot name): fix the image in dropship.toml")
+            raise ConfigError(
+                f"DigitalOcean has no image {image} (slug or snapshot name): fix the image in dropship.toml"
+            )
         return str(found["slug"]) if found.get("slug") == image else int(found["id"])
 
     def _create_once(self, request: MachineRequest, body: dict[str, Any]) -> int:
@@ -351,8 +359,11 @@ class DigitalOceanProvider:
             return None
         target_tags = set(request.tags)
         for droplet in self._all(f"list droplets tagged {run}", self.client.droplets.list, "droplets", tag_name=run):
-            if (target_tags <= set(droplet.get("tags") or []) and droplet.get("name") == request.name
-                    and droplet.get("status") != "archive"):
+            if (
+                target_tags <= set(droplet.get("tags") or [])
+                and droplet.get("name") == request.name
+                and droplet.get("status") != "archive"
+            ):
                 return int(droplet["id"])
         return None
 
@@ -408,17 +419,26 @@ class DigitalOceanProvider:
         # port and user; a real droplet has no such field.
         emulated = droplet.get("dropship_emulator") or {}
         root = str(emulated.get("root", ""))
-        created = datetime.strptime(droplet["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        created = datetime.strptime(droplet["created_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
         size = droplet.get("size") or {}
         image = droplet.get("image") or {}
         return Machine(
-            id=str(droplet["id"]), name=droplet["name"], provider=self.name, tags=tuple(droplet.get("tags", [])),
-            host=host, port=int(emulated.get("ssh_port", self.settings.ssh_port)),
-            user=str(emulated.get("ssh_user", self.settings.ssh_user)), work_dir=f"{root}{WORK_DIR}",
-            created_at=created, host_public_key=host_public_key,
-            details={"size": str(droplet.get("size_slug", "")), "region": str((droplet.get("region") or {}).get("slug", "")),
-                     "price_hourly": str(size.get("price_hourly", "")),
-                     "image": str(image.get("slug") or image.get("name") or image.get("id") or "")},
+            id=str(droplet["id"]),
+            name=droplet["name"],
+            provider=self.name,
+            tags=tuple(droplet.get("tags", [])),
+            host=host,
+            port=int(emulated.get("ssh_port", self.settings.ssh_port)),
+            user=str(emulated.get("ssh_user", self.settings.ssh_user)),
+            work_dir=f"{root}{WORK_DIR}",
+            created_at=created,
+            host_public_key=host_public_key,
+            details={
+                "size": str(droplet.get("size_slug", "")),
+                "region": str((droplet.get("region") or {}).get("slug", "")),
+                "price_hourly": str(size.get("price_hourly", "")),
+                "image": str(image.get("slug") or image.get("name") or image.get("id") or ""),
+            },
         )
 
     def list(self, tag: str = BASE_TAG) -> list[Machine]:
@@ -448,8 +468,12 @@ class DigitalOceanProvider:
                 raise MachineError(f"{what} was still in progress after {timeout:.0f} s")
             self._sleep(interval)
             interval = min(interval * 1.5, max(self.settings.max_poll_interval, self.settings.poll_interval))
-            action = self._call(f"read the {what} action", self.client.droplet_actions.get,
-                                droplet_id=droplet_id, action_id=int(action["id"]))["action"]
+            action = self._call(
+                f"read the {what} action",
+                self.client.droplet_actions.get,
+                droplet_id=droplet_id,
+                action_id=int(action["id"]),
+            )["action"]
         if action.get("status") != "completed":
             raise MachineError(f"{what} ended {action.get('status')!r}")
 
@@ -460,8 +484,11 @@ class DigitalOceanProvider:
             what = f"{kind} of droplet {machine_id}"
             action = self._call(what, self.client.droplet_actions.post, droplet_id=droplet_id, body=body)["action"]
             self._wait_action(droplet_id, action, what, timeout)
-        found = [i for i in self._all("list this account's snapshots", self.client.images.list, "images", private=True)
-                 if i.get("name") == name]
+        found = [
+            i
+            for i in self._all("list this account's snapshots", self.client.images.list, "images", private=True)
+            if i.get("name") == name
+        ]
         if not found:
             raise MachineError(f"the snapshot {name} of droplet {machine_id} completed but is not listed among images")
         return max(found, key=lambda i: int(i["id"]))

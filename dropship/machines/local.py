@@ -18,7 +18,6 @@ can list and delete machines an orchestrator left behind.
 from __future__ import annotations
 
 import builtins
-
 import getpass
 import json
 import os
@@ -29,7 +28,7 @@ import socket
 import subprocess
 import time
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from dropship.errors import MachineError
@@ -169,7 +168,7 @@ class LocalProvider:
             port=port,
             user=self.user,
             work_dir=f"{root}{WORK_DIR}",
-            created_at=datetime.now(timezone.utc),
+            created_at=datetime.now(UTC),
             host_public_key=request.host_public_key,
             details={"root": str(root), "size": request.size, "image": request.image, "region": request.region},
         )
@@ -189,13 +188,19 @@ class LocalProvider:
         env = _machine_env(machine.id, root)
         with (folder / "user_data.log").open("wb") as log:
             boot = subprocess.Popen(
-                ["sh", str(script)], env=env, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                ["sh", str(script)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
             try:
                 status = boot.wait(timeout=self.boot_timeout)
             except subprocess.TimeoutExpired as exc:
-                raise MachineError(f"machine {machine.name}: user_data did not finish in {self.boot_timeout:.0f} s") from exc
+                raise MachineError(
+                    f"machine {machine.name}: user_data did not finish in {self.boot_timeout:.0f} s"
+                ) from exc
         pids = {"user_data_pgid": boot.pid}
         if status != 0:
             tail = (folder / "user_data.log").read_text(errors="replace")[-500:]
@@ -206,8 +211,12 @@ class LocalProvider:
         config.write_text(sshd_config(root, machine.host, machine.port, self.user))
         with (folder / "sshd.log").open("wb") as log:
             sshd = subprocess.Popen(
-                [find_sshd(), "-D", "-e", "-f", str(config)], env=env, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                [find_sshd(), "-D", "-e", "-f", str(config)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         pids["sshd_pgid"] = sshd.pid
         return pids
@@ -282,5 +291,5 @@ class LocalProvider:
     def release_run(self, run_id: str) -> None:
         """Local machines register nothing beyond themselves."""
 
-    def run_leftovers(self) -> "builtins.list[str]":
+    def run_leftovers(self) -> builtins.list[str]:
         return []

@@ -39,7 +39,7 @@ def _heredoc(path: str, content: str) -> str:
     if DELIMITER in content:
         raise ValueError("content contains the here-document delimiter")
     body = content if content.endswith("\n") else content + "\n"
-    return f'cat > "$ROOT"{shlex.quote(path)} <<\'{DELIMITER}\'\n{body}{DELIMITER}\n'
+    return f"cat > \"$ROOT\"{shlex.quote(path)} <<'{DELIMITER}'\n{body}{DELIMITER}\n"
 
 
 def render(
@@ -67,8 +67,21 @@ def render(
         f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items())
     )
     worker_argv = shlex.join(
-        [*worker.prefect, "worker", "start", "--pool", worker.pool, "--work-queue", worker.queue,
-         "--name", worker.queue, "--type", "process", "--limit", "1"]
+        [
+            *worker.prefect,
+            "worker",
+            "start",
+            "--pool",
+            worker.pool,
+            "--work-queue",
+            worker.queue,
+            "--name",
+            worker.queue,
+            "--type",
+            "process",
+            "--limit",
+            "1",
+        ]
     )
     return (
         "#!/bin/sh\n"
@@ -86,9 +99,7 @@ def render(
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys\n"
         "  rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*\n"
         "  systemctl restart ssh 2>/dev/null || service ssh restart 2>/dev/null || true\n"
-        "fi\n"
-        + _heredoc("/etc/dropship/worker.env", env_lines)
-        + "(\n"
+        "fi\n" + _heredoc("/etc/dropship/worker.env", env_lines) + "(\n"
         "  umask 022  # 077 was for the keys; builds need ordinary permissions\n"
         '  . "$ROOT/etc/dropship/worker.env"\n'
         '  cd "$ROOT/var/lib/dropship"\n'

@@ -20,33 +20,47 @@ import gzip
 import hashlib
 import io
 import lzma
-import zlib
 import multiprocessing
 import os
 import tarfile
+import zlib
 from collections import defaultdict
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
-from debian.deb822 import Release
 from debian.arfile import ArError, ArFile
+from debian.deb822 import Release
 from debian.debian_support import Version
 
 from dropship.errors import RepositoryError
-from dropship.repos.files import file_digests, stream_digests, gzip_bytes, link_or_copy, write_atomic, xz_bytes
+from dropship.repos.files import file_digests, gzip_bytes, link_or_copy, stream_digests, write_atomic, xz_bytes
 from dropship.signing import Signer
 
 INDEX_HASHES = (("SHA256", "sha256"), ("SHA512", "sha512"))
 # Fields copied from the control file first, in Debian's customary order.
 FIELD_ORDER = (
-    "Package", "Source", "Version", "Architecture", "Maintainer", "Installed-Size",
-    "Pre-Depends", "Depends", "Recommends", "Suggests", "Conflicts", "Breaks",
-    "Replaces", "Provides", "Section", "Priority", "Homepage",
+    "Package",
+    "Source",
+    "Version",
+    "Architecture",
+    "Maintainer",
+    "Installed-Size",
+    "Pre-Depends",
+    "Depends",
+    "Recommends",
+    "Suggests",
+    "Conflicts",
+    "Breaks",
+    "Replaces",
+    "Provides",
+    "Section",
+    "Priority",
+    "Homepage",
 )
 
 
@@ -93,8 +107,9 @@ class Entry:
         missing = _KEY_FIELDS - fields.keys()
         if missing:
             raise RepositoryError(f"a Packages stanza lacks {', '.join(sorted(missing))}: {text[:80]!r}")
-        return cls(fields["Package"], fields["Architecture"], fields["Version"], fields["Filename"],
-                   text.rstrip("\n") + "\n")
+        return cls(
+            fields["Package"], fields["Architecture"], fields["Version"], fields["Filename"], text.rstrip("\n") + "\n"
+        )
 
     @property
     def key(self) -> tuple[str, str]:
@@ -146,7 +161,10 @@ def control_fields(handle: BinaryIO, name: str) -> dict[str, str]:
 
 
 DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
-    "gz": gzip.decompress, "xz": lzma.decompress, "bz2": bz2.decompress, "tar": lambda data: data,
+    "gz": gzip.decompress,
+    "xz": lzma.decompress,
+    "bz2": bz2.decompress,
+    "tar": lambda data: data,
 }
 
 
@@ -274,9 +292,7 @@ class AptRepository:
     def _binary_dir(self, suite: str, arch: str) -> Path:
         return self.root / "dists" / suite / self.settings.component / f"binary-{arch}"
 
-    def add(
-        self, suite: str, debs: list[Path], signer: Signer, *, now: datetime | None = None
-    ) -> SuiteResult:
+    def add(self, suite: str, debs: list[Path], signer: Signer, *, now: datetime | None = None) -> SuiteResult:
         """Add `debs` to `suite`, apply retention, rewrite and sign its indices."""
         result = SuiteResult(suite)
         settings = self.settings
@@ -296,7 +312,7 @@ class AptRepository:
             kept, dropped = _retain(entries, settings.keep_versions)
             indices[arch] = kept
             result.removed += [e.filename for e in dropped]
-        self._write_suite(suite, indices, signer, now or datetime.now(timezone.utc))
+        self._write_suite(suite, indices, signer, now or datetime.now(UTC))
         return result
 
     def _write_suite(self, suite: str, indices: dict[str, list[Entry]], signer: Signer, now: datetime) -> None:
@@ -323,9 +339,9 @@ class AptRepository:
         release["Label"] = settings.label
         release["Suite"] = suite
         release["Codename"] = suite
-        release["Date"] = format_datetime(now.astimezone(timezone.utc), usegmt=True)
+        release["Date"] = format_datetime(now.astimezone(UTC), usegmt=True)
         if settings.valid_for is not None:
-            release["Valid-Until"] = format_datetime((now + settings.valid_for).astimezone(timezone.utc), usegmt=True)
+            release["Valid-Until"] = format_datetime((now + settings.valid_for).astimezone(UTC), usegmt=True)
         release["Architectures"] = " ".join(sorted(settings.architectures))
         release["Components"] = settings.component
         release["Acquire-By-Hash"] = "yes"
@@ -391,4 +407,3 @@ def _prune_by_hash(directory: Path, keep: set[str]) -> None:
             for path in folder.iterdir():
                 if path.name not in keep:
                     path.unlink()
-

@@ -68,10 +68,12 @@ def load_index(tree: Path) -> list[IndexedRelease]:
         data = json.loads(path.read_text())
         fields = set(IndexedRelease.__dataclass_fields__)
         return [
-            IndexedRelease(**{
-                **{k: v for k, v in r.items() if k in fields},
-                "artifacts": [IndexedArtifact(**a) for a in r["artifacts"]],
-            })
+            IndexedRelease(
+                **{
+                    **{k: v for k, v in r.items() if k in fields},
+                    "artifacts": [IndexedArtifact(**a) for a in r["artifacts"]],
+                }
+            )
             for r in data["releases"]
         ]
     except (ValueError, KeyError, TypeError) as exc:
@@ -105,9 +107,7 @@ def update_index(tree: Path, index: ReleaseIndex, release: IndexedRelease) -> Re
         "base_url": index.base_url,
         "keys": {"armored": f"keys/{index.key_name}.asc", "keyring": f"keys/{index.key_name}.gpg"},
         "apt_sources": f"{index.project}.sources",
-        "releases": [
-            {**asdict(r), "available": all((tree / a.path).exists() for a in r.artifacts)} for r in history
-        ],
+        "releases": [{**asdict(r), "available": all((tree / a.path).exists() for a in r.artifacts)} for r in history],
     }
     write_atomic(tree / INDEX_JSON, (json.dumps(payload, indent=2) + "\n").encode())
     write_atomic(tree / INDEX_HTML, render_html(tree, index).encode())

@@ -56,10 +56,12 @@ def read_headers(paths: list[Path]) -> list[RpmHeader]:
     """Name, epoch, version, release and arch of each package, a few hundred per `rpm -qp`."""
     headers: list[RpmHeader] = []
     for start in range(0, len(paths), HEADER_BATCH):
-        batch = paths[start:start + HEADER_BATCH]
+        batch = paths[start : start + HEADER_BATCH]
         try:
-            out = run(["rpm", "-qp", "--nosignature", "--nodigest", "--queryformat", QUERY_FORMAT, *map(str, batch)],
-                      what="rpm -qp")
+            out = run(
+                ["rpm", "-qp", "--nosignature", "--nodigest", "--queryformat", QUERY_FORMAT, *map(str, batch)],
+                what="rpm -qp",
+            )
         except CommandError as exc:
             names = ", ".join(p.name for p in batch[:3]) + (" ..." if len(batch) > 3 else "")
             raise RepositoryError(f"not a readable RPM among {names}: {exc.output.strip()[-300:]}") from exc
@@ -165,13 +167,19 @@ def sign_rpms(rpms: list[Path], signer: Signer, scratch: Path) -> list[Path]:
         passfile.chmod(0o600)
         extra += f" --passphrase-file {passfile}"
     argv = [
-        "rpmsign", "--addsign",
+        "rpmsign",
+        "--addsign",
         # Debian's rpm expects /usr/bin/gpg2, which Debian's gnupg no longer ships.
-        "--define", f"__gpg {shutil.which('gpg') or '/usr/bin/gpg'}",
-        "--define", f"_gpg_path {signer.gnupghome}",
-        "--define", f"_gpg_name {signer.fingerprints[0]}",
-        "--define", "_gpg_digest_algo sha256",
-        "--define", f"_gpg_sign_cmd_extra_args {extra}",
+        "--define",
+        f"__gpg {shutil.which('gpg') or '/usr/bin/gpg'}",
+        "--define",
+        f"_gpg_path {signer.gnupghome}",
+        "--define",
+        f"_gpg_name {signer.fingerprints[0]}",
+        "--define",
+        "_gpg_digest_algo sha256",
+        "--define",
+        f"_gpg_sign_cmd_extra_args {extra}",
         *[str(c) for c in copies],
     ]
     try:
@@ -204,7 +212,7 @@ class RpmRepository:
         content differs: a published version never changes.
         """
         by_arch: dict[str, list[tuple[RpmHeader, Path]]] = defaultdict(list)
-        for header, path in zip(read_headers(rpms), rpms):
+        for header, path in zip(read_headers(rpms), rpms, strict=True):
             by_arch[header.arch].append((header, path))
         results = []
         with tempfile.TemporaryDirectory(prefix="dropship-rpmsign-") as scratch:
@@ -212,9 +220,9 @@ class RpmRepository:
                 result = RpmSuiteResult(suite, arch)
                 packages = self.arch_dir(suite, arch) / "packages"
                 present = [packages / h.filename for h, _ in items if (packages / h.filename).exists()]
-                published = {p.name: h for p, h in zip(present, read_headers(present))}
+                published = {p.name: h for p, h in zip(present, read_headers(present), strict=True)}
                 new = []
-                for header, path in items:
+                for header, _path in items:
                     if header.filename not in published:
                         new.append(header)
                         continue
@@ -224,7 +232,7 @@ class RpmRepository:
                             "a version must not be rebuilt differently"
                         )
                 signed = sign_rpms([path for h, path in items if h in new], signer, Path(scratch) / arch)
-                for header, path in zip(new, signed):
+                for header, path in zip(new, signed, strict=True):
                     link_or_copy(path, packages / header.filename)
                     result.added.append(header.filename)
                 result.removed = self._retain(packages)
@@ -236,12 +244,12 @@ class RpmRepository:
     def _retain(self, packages: Path) -> list[str]:
         groups: dict[tuple[str, str], list[tuple[RpmHeader, Path]]] = defaultdict(list)
         paths = sorted(packages.glob("*.rpm"))
-        for header, path in zip(read_headers(paths), paths):
+        for header, path in zip(read_headers(paths), paths, strict=True):
             groups[(header.name, header.arch)].append((header, path))
         removed = []
         for group in groups.values():
             group.sort(key=lambda item: _evr_key(item[0]), reverse=True)
-            for _, path in group[self.keep_versions:]:
+            for _, path in group[self.keep_versions :]:
                 path.unlink()
                 removed.append(path.name)
         return removed
@@ -251,7 +259,16 @@ class RpmRepository:
         # A hard-linked repodata from the previous release must not be edited
         # in place: createrepo_c writes a new folder and swaps it in, and the
         # signature is replaced, never appended to.
-        argv = ["createrepo_c", "--quiet", "--update", "--checksum", "sha256", "--general-compress-type", "gz", str(directory)]
+        argv = [
+            "createrepo_c",
+            "--quiet",
+            "--update",
+            "--checksum",
+            "sha256",
+            "--general-compress-type",
+            "gz",
+            str(directory),
+        ]
         try:
             run(argv, what="createrepo_c")
         except CommandError as exc:

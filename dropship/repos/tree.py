@@ -8,7 +8,7 @@ publication then only has to move it into place.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dropship.deploy import hardlink_tree
@@ -50,7 +50,7 @@ def sign_release(
     now: datetime | None = None,
 ) -> TreeResult:
     """Add `debs` and `rpms` to every suite in `suites` and sign the result."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     repo = manifest.repository
     result = TreeResult(tree, list(suites), fingerprints=signer.fingerprints)
     deb_arches = sorted({t.arch.value for t in manifest.targets if t.format is PackageFormat.DEB})
@@ -99,8 +99,13 @@ def sign_and_index(
     """
     files = [f for fs in packages.values() for f in fs]
     result = sign_release(
-        tree, manifest, list(release.suites), [f for f in files if f.suffix == ".deb"],
-        [f for f in files if f.suffix == ".rpm"], signer, base_url=base_url,
+        tree,
+        manifest,
+        list(release.suites),
+        [f for f in files if f.suffix == ".deb"],
+        [f for f in files if f.suffix == ".rpm"],
+        signer,
+        base_url=base_url,
     )
     release.artifacts = locate_artifacts(tree, {t: [f.name for f in fs] for t, fs in packages.items()}, release.suites)
     update_index(tree, ReleaseIndex(manifest.project.name, base_url, manifest.repository.key_name), release)

@@ -12,14 +12,18 @@ def test_a_loopback_worker_url_is_refused_for_real_digitalocean() -> None:
     real = DigitalOceanCredentials(token="t")
     with pytest.raises(ConfigError, match="set worker_api_url"):
         real.worker_url("http://127.0.0.1:4200/api")
-    assert real.model_copy(update={"worker_api_url": "http://10.10.0.2:4200/api"}).worker_url("http://127.0.0.1:4200/api") \
+    assert (
+        real.model_copy(update={"worker_api_url": "http://10.10.0.2:4200/api"}).worker_url("http://127.0.0.1:4200/api")
         == "http://10.10.0.2:4200/api"
+    )
     emulated = DigitalOceanCredentials(token="t", endpoint="http://127.0.0.1:8090")
     assert emulated.worker_url("http://127.0.0.1:4200/api") == "http://127.0.0.1:4200/api"
 
 
 def test_settings_carry_vpcs_and_no_prefect_credentials() -> None:
-    block = DigitalOceanCredentials(token="dop_v1_x", vpcs={"nyc1": "vpc-1"}, api_auth_string="admin:pw", api_key="pnu_k")
+    block = DigitalOceanCredentials(
+        token="dop_v1_x", vpcs={"nyc1": "vpc-1"}, api_auth_string="admin:pw", api_key="pnu_k"
+    )
     settings = block.settings()
     assert dict(settings.vpcs) == {"nyc1": "vpc-1"}
     assert "admin:pw" not in repr(settings) and "pnu_k" not in repr(settings) and "dop_v1_x" not in repr(settings)

@@ -59,7 +59,9 @@ def test_failures_leave_current_untouched(tmp_path: Path) -> None:
     assert (tmp_path / "pub/current/a").read_text() == "1"
 
 
-def test_a_seeded_tree_is_listed_without_reading_unchanged_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_seeded_tree_is_listed_without_reading_unchanged_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import dropship.deploy.listing as listing
 
     publisher = LocalPublisher(tmp_path / "pub")

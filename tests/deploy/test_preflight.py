@@ -80,11 +80,18 @@ def test_blocks_from_prefect_are_checked_against_sshd(prefect_server: str, serve
         renamed = manifest.model_copy(update={"blocks": manifest.blocks.model_copy(update={"repo_server": name})})
         return check_repo_server(renamed, "dropship.toml", repo_value(block) if block else None).line()
 
-    good = RepoServer(path=str(server.root / "repo"), host=server.endpoint.host, port=server.endpoint.port,
-                      user=server.endpoint.user, ssh_private_key=SecretStr(server.private_key),
-                      host_public_key=server.endpoint.host_public_key)
+    good = RepoServer(
+        path=str(server.root / "repo"),
+        host=server.endpoint.host,
+        port=server.endpoint.port,
+        user=server.endpoint.user,
+        ssh_private_key=SecretStr(server.private_key),
+        host_public_key=server.endpoint.host_public_key,
+    )
     good.save("preflight-good", overwrite=True)
     assert check("preflight-good").startswith("ok") and str(server.root / "repo") in check("preflight-good")
-    good.model_copy(update={"host_public_key": generate_keypair("other").public_line}).save("preflight-rekeyed", overwrite=True)
+    good.model_copy(update={"host_public_key": generate_keypair("other").public_line}).save(
+        "preflight-rekeyed", overwrite=True
+    )
     assert re.search(r"^failed .*'preflight-rekeyed': .*instead of the pinned", check("preflight-rekeyed"))
     assert re.search(r"^missing .*'preflight-missing': no such block -> dropship blocks", check("preflight-missing"))

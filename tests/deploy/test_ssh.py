@@ -148,7 +148,9 @@ def test_two_publishers_at_once_do_not_interleave(server: RepoServerHost, tmp_pa
     first, second = sorted(uploads.values(), key=lambda times: times[0])
     assert first[-1] < second[0], "the second upload started before the first publication ended"
     for name in ("a", "b"):
-        assert sorted(p.name for p in (server.root / "releases" / f"r-{name}" / name).iterdir()) == [f"{i:02}" for i in range(30)]
+        assert sorted(p.name for p in (server.root / "releases" / f"r-{name}" / name).iterdir()) == [
+            f"{i:02}" for i in range(30)
+        ]
 
 
 def test_moved_and_copied_files_are_linked_and_symlinks_kept(server: RepoServerHost, tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ def releases(tmp_path_factory: pytest.TempPathFactory, signing_key: str) -> tupl
     base = tmp_path_factory.mktemp("load")
     debs = write_debs(base / "debs", 150)
     trees: list[Path] = []
-    now = datetime(2026, 11, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 1, tzinfo=UTC)
     with Signer([signing_key]) as signer:
         for k in range(RELEASES + 1):
             tree = base / f"tree{k:02}"
@@ -159,8 +159,10 @@ def test_in_place_upload_baseline_fails_clients(tmp_path: Path, server: RepoServ
             _upload_in_place(session, trees[0], str(live), None)
             web = nginx(live)
             loop = _under_clients(
-                tmp_path / f"round{round_}", web.url, keyring,
-                lambda k: _upload_in_place(session, trees[k], str(live), trees[k - 1]),
+                tmp_path / f"round{round_}",
+                web.url,
+                keyring,
+                lambda k, live=live: _upload_in_place(session, trees[k], str(live), trees[k - 1]),
             )
             runs, failures = runs + loop.runs, failures + len(loop.failures)
             if failures:

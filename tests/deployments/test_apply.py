@@ -17,7 +17,12 @@ from dropship.server import LocalPrefectServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
-    "release/release-tag", "release/release-weekly", "promote/promote", "rollback/rollback", "reap/reap", "build/build",
+    "release/release-tag",
+    "release/release-weekly",
+    "promote/promote",
+    "rollback/rollback",
+    "reap/reap",
+    "build/build",
 }
 
 
@@ -27,7 +32,9 @@ def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPrefe
     server = LocalPrefectServer(home / "prefect")
     server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
     try:
         yield server, env
     finally:
@@ -48,10 +55,20 @@ def _server_state(url: str) -> dict[str, Any]:
         flows = {f.id: f.name for f in client.read_flows()}
         deployments = {
             f"{flows[d.flow_id]}/{d.name}": {
-                "id": str(d.id), "pool": d.work_pool_name, "entrypoint": d.entrypoint, "parameters": d.parameters,
-                "schedules": [(getattr(s.schedule, "cron", None), getattr(s.schedule, "timezone", None),
-                               getattr(s.schedule, "interval", None)) for s in d.schedules],
-                "schedule_ids": [str(s.id) for s in d.schedules], "env": (d.job_variables or {}).get("env", {}),
+                "id": str(d.id),
+                "pool": d.work_pool_name,
+                "entrypoint": d.entrypoint,
+                "parameters": d.parameters,
+                "schedules": [
+                    (
+                        getattr(s.schedule, "cron", None),
+                        getattr(s.schedule, "timezone", None),
+                        getattr(s.schedule, "interval", None),
+                    )
+                    for s in d.schedules
+                ],
+                "schedule_ids": [str(s.id) for s in d.schedules],
+                "env": (d.job_variables or {}).get("env", {}),
             }
             for d in client.read_deployments()
         }
@@ -61,7 +78,9 @@ def _server_state(url: str) -> dict[str, Any]:
     return {"deployments": deployments, "pools": pools, "limits": limits, "automations": automations}
 
 
-def test_prefect_yaml_then_apply_then_apply_again(fresh: tuple[LocalPrefectServer, dict[str, str]], tmp_path: Path) -> None:
+def test_prefect_yaml_then_apply_then_apply_again(
+    fresh: tuple[LocalPrefectServer, dict[str, str]], tmp_path: Path
+) -> None:
     server, env = fresh
     project = tmp_path / "project"
     project.mkdir()
@@ -70,15 +89,22 @@ def test_prefect_yaml_then_apply_then_apply_again(fresh: tuple[LocalPrefectServe
     prefect = [sys.executable, "-m", "prefect"]
     for pool in ("dropship-orchestrator", "dropship-builders"):
         _run([*prefect, "work-pool", "create", pool, "--type", "process"], env)
-    _run([*prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
-         {**env, "DROPSHIP_MANIFEST": manifest, "DROPSHIP_PROJECT_DIR": str(project)})
+    _run(
+        [*prefect, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all"],
+        {**env, "DROPSHIP_MANIFEST": manifest, "DROPSHIP_PROJECT_DIR": str(project)},
+    )
     from_yaml = _server_state(server.api_url)
     assert set(from_yaml["deployments"]) == EXPECTED
     weekly = from_yaml["deployments"]["release/release-weekly"]
-    assert weekly["schedules"] == [("0 3 * * 1", "UTC", None)] and weekly["parameters"] == {"manifest": manifest, "ref": "main"}
+    assert weekly["schedules"] == [("0 3 * * 1", "UTC", None)] and weekly["parameters"] == {
+        "manifest": manifest,
+        "ref": "main",
+    }
     assert from_yaml["deployments"]["reap/reap"]["schedules"][0][2].total_seconds() == 600
     assert from_yaml["deployments"]["build/build"]["pool"] == "dropship-builders"
-    assert from_yaml["deployments"]["release/release-tag"]["env"] == {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)}
+    assert from_yaml["deployments"]["release/release-tag"]["env"] == {
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)
+    }
 
     dropship = [sys.executable, "-m", "dropship.cli"]
     first = _run([*dropship, "deployments", "apply", "--manifest", manifest], env)
@@ -95,21 +121,43 @@ def test_prefect_yaml_then_apply_then_apply_again(fresh: tuple[LocalPrefectServe
     assert all(line.startswith("unchanged") for line in second.splitlines()), second
     assert _server_state(server.api_url) == applied, "a second apply changed the server"
 
-    moved = _run([*dropship, "deployments", "apply", "--manifest", manifest, "--weekly-cron", "30 22 * * 5",
-                  "--timezone", "Europe/Berlin"], env)
+    moved = _run(
+        [
+            *dropship,
+            "deployments",
+            "apply",
+            "--manifest",
+            manifest,
+            "--weekly-cron",
+            "30 22 * * 5",
+            "--timezone",
+            "Europe/Berlin",
+        ],
+        env,
+    )
     assert "updated   deployment release/release-weekly" in moved
     assert _server_state(server.api_url)["deployments"]["release/release-weekly"]["schedules"] == [
         ("30 22 * * 5", "Europe/Berlin", None)
     ]
 
 
-def test_bad_schedule_settings_are_refused_before_anything_changes(fresh: tuple[LocalPrefectServer, dict[str, str]]) -> None:
+def test_bad_schedule_settings_are_refused_before_anything_changes(
+    fresh: tuple[LocalPrefectServer, dict[str, str]],
+) -> None:
     _, env = fresh
     manifest = str(ROOT / "examples/hello/dropship.toml")
-    for flag, value, message in (("--weekly-cron", "every monday", "not a cron expression"),
-                                 ("--timezone", "Mars/Olympus", "not an IANA timezone")):
-        done = subprocess.run([sys.executable, "-m", "dropship.cli", "deployments", "apply", "--manifest", manifest,
-                               flag, value], env=env, capture_output=True, text=True, timeout=120, check=False)
+    for flag, value, message in (
+        ("--weekly-cron", "every monday", "not a cron expression"),
+        ("--timezone", "Mars/Olympus", "not an IANA timezone"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "dropship.cli", "deployments", "apply", "--manifest", manifest, flag, value],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert done.returncode == 1 and message in done.stderr and done.stderr.count("\n") == 1
 
 

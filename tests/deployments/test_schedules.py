@@ -30,8 +30,9 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]
     server = LocalPrefectServer(tmp_path / "prefect")
     server.start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_API_URL=server.api_url, PREFECT_HOME=str(tmp_path / "client"),
-               PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(
+        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(tmp_path / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
     try:
         yield server, env
     finally:
@@ -39,7 +40,8 @@ def server(tmp_path: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]
 
 
 def test_the_reap_schedule_creates_runs_that_a_worker_completes(
-    server: tuple[LocalPrefectServer, dict[str, str]], tmp_path: Path,
+    server: tuple[LocalPrefectServer, dict[str, str]],
+    tmp_path: Path,
 ) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
@@ -55,15 +57,34 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
     manifest = tmp_path / "dropship.toml"
     manifest.write_text((ROOT / "examples/hello/dropship.toml").read_text())
     applied = subprocess.run(
-        [sys.executable, "-m", "dropship.cli", "deployments", "apply", "--manifest", str(manifest),
-         "--reap-minutes", "0.5", "--workdir", str(tmp_path / "state")],
-        env=env, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "dropship.cli",
+            "deployments",
+            "apply",
+            "--manifest",
+            str(manifest),
+            "--reap-minutes",
+            "0.5",
+            "--workdir",
+            str(tmp_path / "state"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert applied.returncode == 0, applied.stdout + applied.stderr
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dropship-orchestrator", "--type", "process"],
-        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**env, "PREFECT_WORKER_QUERY_SECONDS": "2"},
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     started = time.monotonic()
@@ -72,11 +93,16 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
         with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), get_client(sync_client=True) as client:
             reap = client.read_deployment_by_name("reap/reap")
             while time.monotonic() - started < 300 and not completed:
-                ended = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                    deployment_id=FlowRunFilterDeploymentId(any_=[reap.id]),
-                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[
-                        StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED])),
-                ))
+                ended = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(
+                        deployment_id=FlowRunFilterDeploymentId(any_=[reap.id]),
+                        state=FlowRunFilterState(
+                            type=FlowRunFilterStateType(
+                                any_=[StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED]
+                            )
+                        ),
+                    )
+                )
                 completed = [r for r in ended if r.state is not None and r.state.is_completed()]
                 failed = [r for r in ended if r.state is not None and not r.state.is_completed()]
                 assert not failed, f"a scheduled reap run ended {failed[0].state.name}: {failed[0].state.message}"
@@ -84,8 +110,12 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
     finally:
         stop_group(worker)
         log.close()
-    assert completed, f"no scheduled run completed in 300 s; worker log:\n{(tmp_path / 'worker.log').read_text()[-2000:]}"
+    assert completed, (
+        f"no scheduled run completed in 300 s; worker log:\n{(tmp_path / 'worker.log').read_text()[-2000:]}"
+    )
     run = completed[0]
-    print(f"\nFIGURE schedule: first scheduled reap run completed {time.monotonic() - started:.0f} s after the worker started")
+    print(
+        f"\nFIGURE schedule: first scheduled reap run completed {time.monotonic() - started:.0f} s after the worker started"
+    )
     assert run.auto_scheduled, "the scheduler created this run, not the test"
     assert run.parameters.get("workdir") == str(tmp_path / "state")

@@ -25,8 +25,8 @@ from dropship.demo import prepare_repository
 from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
 from dropship.webhook import Secrets, create_app
-from tests.flows.test_release import machine_processes
 from tests.servers import stop_group
+from tests.support import machine_processes
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,11 +74,19 @@ def receiver(prefect_server: str, tmp_path: Path) -> Iterator[str]:
             client.create_work_pool(WorkPoolCreate(name="dropship-webhook-test", type="process"))
     from prefect.deployments.runner import EntrypointType
 
-    release.deploy(name="webhook-test", work_pool_name="dropship-webhook-test", entrypoint_type=EntrypointType.MODULE_PATH,
-                   parameters={"manifest": "/nonexistent/dropship.toml"}, build=False, push=False, print_next_steps=False)
+    release.deploy(
+        name="webhook-test",
+        work_pool_name="dropship-webhook-test",
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        parameters={"manifest": "/nonexistent/dropship.toml"},
+        build=False,
+        push=False,
+        print_next_steps=False,
+    )
     manifest = load_manifest(ROOT / "examples/hello/dropship.toml")
-    app = create_app(manifest, Secrets(gitlab_token="gl-token", github_secret="gh-secret"),
-                     release_starter("release/webhook-test"))
+    app = create_app(
+        manifest, Secrets(gitlab_token="gl-token", github_secret="gh-secret"), release_starter("release/webhook-test")
+    )
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -94,8 +102,13 @@ def receiver(prefect_server: str, tmp_path: Path) -> Iterator[str]:
 
 
 def _gitlab(tag: str, token: str = "gl-token", ref_kind: str = "tags") -> tuple[dict[str, str], bytes]:
-    body = {"object_kind": "tag_push" if ref_kind == "tags" else "push", "ref": f"refs/{ref_kind}/{tag}",
-            "checkout_sha": SHA, "after": SHA, "project": {"path_with_namespace": "acme/hello"}}
+    body = {
+        "object_kind": "tag_push" if ref_kind == "tags" else "push",
+        "ref": f"refs/{ref_kind}/{tag}",
+        "checkout_sha": SHA,
+        "after": SHA,
+        "project": {"path_with_namespace": "acme/hello"},
+    }
     return {"X-Gitlab-Event": "Tag Push Hook", "X-Gitlab-Token": token}, json.dumps(body).encode()
 
 
@@ -163,13 +176,32 @@ def test_deployment_run_is_picked_up_by_a_process_worker(
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "DROPSHIP_HOME": str(tmp_path / "state")}
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", ORCHESTRATOR_POOL, "--type", "process",
-         "--name", "test-orchestrator"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "prefect",
+            "worker",
+            "start",
+            "--pool",
+            ORCHESTRATOR_POOL,
+            "--type",
+            "process",
+            "--name",
+            "test-orchestrator",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         done = subprocess.run(
             [sys.executable, "-m", "prefect", "deployment", "run", "release/release-tag", "-p", "tag=v0.2.0"],
-            env=env, capture_output=True, text=True, timeout=120, check=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
         )
         run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", done.stdout)
         assert run_id, done.stdout
@@ -188,8 +220,14 @@ def test_deployment_run_is_picked_up_by_a_process_worker(
         index = json.loads((current / "index.json").read_text())
         assert [r["name"] for r in index["releases"]] == ["v0.2.0"]
         assert machine_processes() == []
-        status = subprocess.run([sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
-                                env=env, capture_output=True, text=True, timeout=120, check=True)
+        status = subprocess.run(
+            [sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         row = next(r for r in json.loads(status.stdout) if r["id"] == run_id.group(1))
         assert (row["deployment"], row["what"], row["state"]) == ("release-tag", "v0.2.0", "Completed")
     finally:
@@ -206,9 +244,22 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
     env = {**os.environ, "PREFECT_API_URL": prefect_server}
     log = (tmp_path / "webhook.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "dropship.cli", "webhook", "--port", str(port), "--manifest",
-         str(ROOT / "examples/hello/dropship.toml"), "--secrets-block", "dropship-webhook-cli-test"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "dropship.cli",
+            "webhook",
+            "--port",
+            str(port),
+            "--manifest",
+            str(ROOT / "examples/hello/dropship.toml"),
+            "--secrets-block",
+            "dropship-webhook-cli-test",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -228,8 +279,9 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
         headers, body = _gitlab("v1.0", token="block-token")
         assert httpx.post(f"{url}/hooks/release", headers=headers, content=body).status_code == 400
         github_headers, github_body = _github("refs/tags/v1.0.0")
-        assert httpx.post(f"{url}/hooks/release", headers=github_headers, content=github_body).status_code == 401, \
+        assert httpx.post(f"{url}/hooks/release", headers=github_headers, content=github_body).status_code == 401, (
             "no GitHub secret in the block: GitHub deliveries are refused"
+        )
     finally:
         stop_group(process)
         log.close()

@@ -51,8 +51,14 @@ def test_cached_tarball_is_reused_and_holds_the_stock_image(stock_image: str) ->
     assert log.debootstrap_seconds is None  # cached: no debootstrap this time
     with tarfile.open(tarball) as tar:
         names = set(tar.getnames())
-    for present in ("./usr/bin/cloud-init", "./usr/sbin/sshd", "./usr/bin/python3", "./usr/bin/apt-get",
-                    "./etc/cloud/cloud.cfg.d/10_emulator.cfg", "./etc/ssh/ssh_host_ed25519_key.pub"):
+    for present in (
+        "./usr/bin/cloud-init",
+        "./usr/sbin/sshd",
+        "./usr/bin/python3",
+        "./usr/bin/apt-get",
+        "./etc/cloud/cloud.cfg.d/10_emulator.cfg",
+        "./etc/ssh/ssh_host_ed25519_key.pub",
+    ):
         assert present in names
     for absent in ("./usr/bin/gcc", "./usr/bin/cc", "./usr/bin/pip3"):
         assert absent not in names
@@ -64,19 +70,22 @@ def test_image_trusts_the_hosts_certificates(dockerd: DockerDaemon, stock_image:
     inside: bytes = dockerd.client.containers.run(stock_image, ["cat", str(bundle)], remove=True, network_mode="none")
     assert hashlib.sha256(inside).hexdigest() == hashlib.sha256(bundle.read_bytes()).hexdigest()
     for local in Path("/usr/local/share/ca-certificates").glob("*.crt"):
-        listed: bytes = dockerd.client.containers.run(stock_image, ["ls", "/usr/local/share/ca-certificates"],
-                                                      remove=True, network_mode="none")
+        listed: bytes = dockerd.client.containers.run(
+            stock_image, ["ls", "/usr/local/share/ca-certificates"], remove=True, network_mode="none"
+        )
         assert local.name in listed.decode().split()
 
 
 def test_image_resolves_python_against_the_mirror_with_apt(dockerd: DockerDaemon, stock_image: str) -> None:
     """apt inside knows the host's mirror (what a bootstrap uses to get python3-venv)."""
-    sources: bytes = dockerd.client.containers.run(stock_image, ["cat", "/etc/apt/sources.list"], remove=True,
-                                                   network_mode="none")
+    sources: bytes = dockerd.client.containers.run(
+        stock_image, ["cat", "/etc/apt/sources.list"], remove=True, network_mode="none"
+    )
     assert apt_mirror() in sources.decode()
     version = subprocess.run(["python3", "--version"], capture_output=True, text=True, check=True).stdout.split()[1]
-    inside: bytes = dockerd.client.containers.run(stock_image, ["python3", "--version"], remove=True,
-                                                  network_mode="none")
+    inside: bytes = dockerd.client.containers.run(
+        stock_image, ["python3", "--version"], remove=True, network_mode="none"
+    )
     assert inside.decode().split()[1].rsplit(".", 1)[0] == version.rsplit(".", 1)[0]  # bookworm's 3.11, as the host
 
 

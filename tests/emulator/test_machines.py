@@ -21,21 +21,42 @@ from tests.droplets import EmulatorUnderTest
 RECORD_USER_DATA = "#!/bin/sh\ndate +%s.%N > /root/user-data-ran\n"
 
 
-def create(emu: EmulatorUnderTest, key: KeyPair, *, user_data: str = RECORD_USER_DATA, image: object = "debian-12-x64",
-           name: str = "droplet-1") -> dict[str, Any]:
+def create(
+    emu: EmulatorUnderTest,
+    key: KeyPair,
+    *,
+    user_data: str = RECORD_USER_DATA,
+    image: object = "debian-12-x64",
+    name: str = "droplet-1",
+) -> dict[str, Any]:
     """Register `key` (once) and create a droplet with it; return the droplet as the create answered."""
-    fingerprints = [k["fingerprint"] for k in emu.call(emu.client.ssh_keys.list)["ssh_keys"]  # type: ignore[index, union-attr]
-                    if k["public_key"] == key.public_line]
+    fingerprints = [
+        k["fingerprint"]
+        for k in emu.call(emu.client.ssh_keys.list)["ssh_keys"]  # type: ignore[index, union-attr]
+        if k["public_key"] == key.public_line
+    ]
     if not fingerprints:
-        fingerprints = [emu.call(emu.client.ssh_keys.create, body={"name": "tests", "public_key": key.public_line})
-                        ["ssh_key"]["fingerprint"]]  # type: ignore[index]
-    body = {"name": name, "region": "nyc1", "size": "s-1vcpu-1gb", "image": image, "ssh_keys": fingerprints,
-            "user_data": user_data, "tags": ["emulator-tests"]}
+        fingerprints = [
+            emu.call(emu.client.ssh_keys.create, body={"name": "tests", "public_key": key.public_line})["ssh_key"][
+                "fingerprint"
+            ]
+        ]  # type: ignore[index]
+    body = {
+        "name": name,
+        "region": "nyc1",
+        "size": "s-1vcpu-1gb",
+        "image": image,
+        "ssh_keys": fingerprints,
+        "user_data": user_data,
+        "tags": ["emulator-tests"],
+    }
     droplet: dict[str, Any] = emu.call(emu.client.droplets.create, body=body)["droplet"]  # type: ignore[assignment]
     return droplet
 
 
-def wait_status(emu: EmulatorUnderTest, droplet_id: int, status: str = "active", timeout: float = 120) -> dict[str, Any]:
+def wait_status(
+    emu: EmulatorUnderTest, droplet_id: int, status: str = "active", timeout: float = 120
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         droplet: dict[str, Any] = emu.call(emu.client.droplets.get, droplet_id=droplet_id)["droplet"]  # type: ignore[assignment]
@@ -45,11 +66,14 @@ def wait_status(emu: EmulatorUnderTest, droplet_id: int, status: str = "active",
         time.sleep(0.05)
 
 
-def wait_action(emu: EmulatorUnderTest, droplet_id: int, action: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
+def wait_action(
+    emu: EmulatorUnderTest, droplet_id: int, action: dict[str, Any], timeout: float = 120
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
-        answer: dict[str, Any] = emu.call(emu.client.droplet_actions.get, droplet_id=droplet_id,
-                                          action_id=action["id"])["action"]  # type: ignore[assignment]
+        answer: dict[str, Any] = emu.call(
+            emu.client.droplet_actions.get, droplet_id=droplet_id, action_id=action["id"]
+        )["action"]  # type: ignore[assignment]
         if answer["status"] != "in-progress" or time.monotonic() > deadline:
             assert answer["status"] == "completed"
             return answer
@@ -74,8 +98,9 @@ def host_key(host: str, port: int) -> str:
 
 
 def image_host_key(dockerd: DockerDaemon, image: str) -> str:
-    output: bytes = dockerd.client.containers.run(image, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], remove=True,
-                                                  network_mode="none")
+    output: bytes = dockerd.client.containers.run(
+        image, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], remove=True, network_mode="none"
+    )
     return " ".join(output.decode().split()[:2])
 
 
@@ -93,8 +118,9 @@ def wait_file(session: SshSession, path: str, timeout: float = 60) -> str:
         time.sleep(0.2)
 
 
-def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(container_emulator: EmulatorUnderTest,
-                                                                    dockerd: DockerDaemon, stock_image: str) -> None:
+def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(
+    container_emulator: EmulatorUnderTest, dockerd: DockerDaemon, stock_image: str
+) -> None:
     emu = container_emulator
     key = generate_keypair("root-login")
     host_only = Path(f"/tmp/dropship-host-only-{secrets.token_hex(4)}")
@@ -121,8 +147,9 @@ def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(container_em
                 probe = session.run(["sh", "-c", f"python3 -c 'import {module}' 2>&1 || true"])
                 assert "ModuleNotFoundError" in probe
             assert session.run(["sh", "-c", f"test -e {host_only} && echo present || echo absent"]).strip() == "absent"
-            assert session.run(["sh", "-c", "for c in gcc cc cloud-init apt-get python3; do command -v $c; done; true"]).split() == [
-                "/usr/bin/cloud-init", "/usr/bin/apt-get", "/usr/bin/python3"]
+            assert session.run(
+                ["sh", "-c", "for c in gcc cc cloud-init apt-get python3; do command -v $c; done; true"]
+            ).split() == ["/usr/bin/cloud-init", "/usr/bin/apt-get", "/usr/bin/python3"]
             assert session.run(["hostname"]).strip() == "droplet-1"
             status = session.run(["sh", "-c", "cloud-init status --wait >/dev/null; cloud-init status"])
             assert "status: done" in status
@@ -131,7 +158,8 @@ def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(container_em
 
 
 def test_failing_user_data_leaves_the_droplet_active_and_delete_removes_its_container(
-        container_emulator: EmulatorUnderTest, dockerd: DockerDaemon) -> None:
+    container_emulator: EmulatorUnderTest, dockerd: DockerDaemon
+) -> None:
     emu = container_emulator
     key = generate_keypair("root-login")
     droplet = wait_status(emu, create(emu, key, user_data="#!/bin/sh\necho failing on purpose\nexit 3\n")["id"])
@@ -163,10 +191,14 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
     assert off["status"] == "in-progress" and off["type"] == "power_off"  # type: ignore[index]
     wait_action(emu, first["id"], off)  # type: ignore[arg-type]
     assert wait_status(emu, first["id"], "off")["status"] == "off"
-    shot = emu.call(emu.client.droplet_actions.post, droplet_id=first["id"],
-                    body={"type": "snapshot", "name": "build-base"})["action"]
+    shot = emu.call(
+        emu.client.droplet_actions.post, droplet_id=first["id"], body={"type": "snapshot", "name": "build-base"}
+    )["action"]
     done = wait_action(emu, first["id"], shot)  # type: ignore[arg-type]
-    assert done["completed_at"] and emu.call(emu.client.actions.get, action_id=done["id"])["action"]["status"] == "completed"  # type: ignore[index]
+    assert (
+        done["completed_at"]
+        and emu.call(emu.client.actions.get, action_id=done["id"])["action"]["status"] == "completed"
+    )  # type: ignore[index]
     (image,) = emu.call(emu.client.images.list, private=True)["images"]  # type: ignore[misc]
     assert image["name"] == "build-base" and image["type"] == "snapshot" and image["regions"] == ["nyc1"]
     assert image["status"] == "available" and image["min_disk_size"] == 25 and image["size_gigabytes"] > 0
@@ -187,21 +219,27 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
 
     on = emu.call(emu.client.droplet_actions.post, droplet_id=first["id"], body={"type": "power_on"})["action"]
     wait_action(emu, first["id"], on)  # type: ignore[arg-type]
-    assert host_key(address(wait_status(emu, first["id"])), emu.emulator.ssh_port) == first_key  # same instance, same keys
+    assert (
+        host_key(address(wait_status(emu, first["id"])), emu.emulator.ssh_port) == first_key
+    )  # same instance, same keys
 
     emu.call(emu.client.images.delete, image_id=image["id"])
     assert emu.call(emu.client.images.list, private=True)["images"] == []
 
 
-def test_host_keys_from_cloud_config_are_the_ones_sshd_presents_when_active(container_emulator: EmulatorUnderTest) -> None:
+def test_host_keys_from_cloud_config_are_the_ones_sshd_presents_when_active(
+    container_emulator: EmulatorUnderTest,
+) -> None:
     """A client can pin the host key from the start: cloud-config `ssh_keys` are installed by the init
     stage, before sshd starts (how a provider avoids trusting the first key it sees)."""
     emu = container_emulator
     key = generate_keypair("root-login")
     pinned = generate_keypair("host")
     indented = "\n".join(f"    {line}" for line in pinned.private_openssh.strip().splitlines())
-    user_data = (f"#cloud-config\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n{indented}\n"
-                 f"  ed25519_public: {pinned.public_line}\n")
+    user_data = (
+        f"#cloud-config\nssh_deletekeys: true\nssh_genkeytypes: []\nssh_keys:\n  ed25519_private: |\n{indented}\n"
+        f"  ed25519_public: {pinned.public_line}\n"
+    )
     droplet = wait_status(emu, create(emu, key, user_data=user_data)["id"])
     presented = host_key(address(droplet), emu.emulator.ssh_port)
     assert presented == " ".join(pinned.public_line.split()[:2])

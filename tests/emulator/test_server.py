@@ -30,15 +30,24 @@ def api(tmp_path: Path) -> Iterator[EmulatorUnderTest]:
     server.stop()
 
 
-def raw(api: EmulatorUnderTest, method: str, path: str, body: dict[str, Any] | None = None,
-        token: str = TOKEN) -> tuple[int, dict[str, str], dict[str, Any]]:
+def raw(
+    api: EmulatorUnderTest, method: str, path: str, body: dict[str, Any] | None = None, token: str = TOKEN
+) -> tuple[int, dict[str, str], dict[str, Any]]:
     """One request without pydo, to see status and headers."""
-    request = urllib.request.Request(f"{api.url}{path}", method=method, headers={"Authorization": f"Bearer {token}"},
-                                     data=json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(
+        f"{api.url}{path}",
+        method=method,
+        headers={"Authorization": f"Bearer {token}"},
+        data=json.dumps(body).encode() if body is not None else None,
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             data = response.read()
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, json.loads(data) if data else {}
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.headers.items()},
+                json.loads(data) if data else {},
+            )
     except urllib.error.HTTPError as exc:
         return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read() or b"{}")
 
@@ -48,7 +57,9 @@ DROPLET = {"name": "api-1", "region": "nyc1", "size": "s-1vcpu-1gb", "image": "d
 
 def test_ssh_keys_paginate_as_digitalocean(api: EmulatorUnderTest) -> None:
     for n in range(45):
-        api.call(api.client.ssh_keys.create, body={"name": f"key-{n}", "public_key": generate_keypair(f"k{n}").public_line})
+        api.call(
+            api.client.ssh_keys.create, body={"name": f"key-{n}", "public_key": generate_keypair(f"k{n}").public_line}
+        )
     first = api.call(api.client.ssh_keys.list)
     assert len(first["ssh_keys"]) == 20 and first["meta"] == {"total": 45}  # type: ignore[arg-type]
     pages = first["links"]["pages"]  # type: ignore[index]
@@ -67,12 +78,21 @@ def test_ssh_keys_paginate_as_digitalocean(api: EmulatorUnderTest) -> None:
     assert status == 400 and error["id"] == "bad_request"
 
 
-def test_ssh_keys_have_digitaloceans_md5_fingerprint_and_are_found_by_id_or_fingerprint(api: EmulatorUnderTest,
-                                                                                       tmp_path: Path) -> None:
+def test_ssh_keys_have_digitaloceans_md5_fingerprint_and_are_found_by_id_or_fingerprint(
+    api: EmulatorUnderTest, tmp_path: Path
+) -> None:
     key = generate_keypair("fp")
     (tmp_path / "key.pub").write_text(key.public_line + "\n")
-    expected = subprocess.run(["ssh-keygen", "-l", "-E", "md5", "-f", str(tmp_path / "key.pub")], check=True,
-                              capture_output=True, text=True).stdout.split()[1].removeprefix("MD5:")
+    expected = (
+        subprocess.run(
+            ["ssh-keygen", "-l", "-E", "md5", "-f", str(tmp_path / "key.pub")],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.split()[1]
+        .removeprefix("MD5:")
+    )
     made = api.call(api.client.ssh_keys.create, body={"name": "laptop", "public_key": key.public_line})["ssh_key"]
     assert made == {"id": made["id"], "fingerprint": expected, "public_key": key.public_line, "name": "laptop"}  # type: ignore[index]
     assert api.call(api.client.ssh_keys.get, ssh_key_identifier=expected)["ssh_key"] == made
@@ -118,8 +138,12 @@ def test_rate_budget_decreases_and_429_has_no_retry_after(tmp_path: Path) -> Non
 def test_sizes_and_images_live_in_regions(api: EmulatorUnderTest) -> None:
     sizes = {s["slug"]: s for s in api.call(api.client.sizes.list)["sizes"]}  # type: ignore[attr-defined]
     assert all(s["available"] and s["regions"] for s in sizes.values())
-    missing = [(slug, region) for slug, s in sizes.items() for region in ("nyc1", "nyc3", "ams3", "fra1", "sfo3")
-               if region not in s["regions"]]
+    missing = [
+        (slug, region)
+        for slug, s in sizes.items()
+        for region in ("nyc1", "nyc3", "ams3", "fra1", "sfo3")
+        if region not in s["regions"]
+    ]
     assert missing  # some size is not offered somewhere
     slug, region = missing[0]
     status, _, error = raw(api, "POST", "/v2/droplets", {**DROPLET, "size": slug, "region": region})

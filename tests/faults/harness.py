@@ -41,8 +41,14 @@ def release_into(
         publisher.fetch_current(tree)
         time.sleep(SLOW_SIGNING)  # a signing that takes a while: the other release starts meanwhile
         release = IndexedRelease(
-            id=release_id, name=f"v{version}", release_class="stable", version=version, commit="0" * 40,
-            date="2026-01-01 00:00 UTC", suites=["stable"], targets=["amd64-deb"],
+            id=release_id,
+            name=f"v{version}",
+            release_class="stable",
+            version=version,
+            commit="0" * 40,
+            date="2026-01-01 00:00 UTC",
+            suites=["stable"],
+            targets=["amd64-deb"],
         )
         with Signer([key], home=work / "gnupg") as signer:
             if kill_at == "signing":
@@ -93,35 +99,64 @@ def publisher_from(spec: dict[str, str]) -> Publisher:
     if spec["kind"] == "local":
         return LocalPublisher(Path(spec["root"]), keep_releases=10)
     return SshPublisher(
-        Endpoint(spec["host"], int(spec["port"]), spec["user"], spec["host_key"]), spec["private_key"], spec["root"],
-        mirror=Path(spec["mirror"]), keep_releases=10,
+        Endpoint(spec["host"], int(spec["port"]), spec["user"], spec["host_key"]),
+        spec["private_key"],
+        spec["root"],
+        mirror=Path(spec["mirror"]),
+        keep_releases=10,
     )
 
 
-def spawn_release(spec: dict[str, str], work: Path, release_id: str, version: str, deb: Path, key: str,
-                  kill_at: str | None = None) -> subprocess.Popen[str]:
+def spawn_release(
+    spec: dict[str, str], work: Path, release_id: str, version: str, deb: Path, key: str, kill_at: str | None = None
+) -> subprocess.Popen[str]:
     """`release_into` in a new process (an orchestrator of its own)."""
     work.mkdir(parents=True, exist_ok=True)
     (work / "key.asc").write_text(key)
-    args = json.dumps({"spec": spec, "work": str(work), "release_id": release_id, "version": version,
-                       "deb": str(deb), "kill_at": kill_at})
+    args = json.dumps(
+        {
+            "spec": spec,
+            "work": str(work),
+            "release_id": release_id,
+            "version": version,
+            "deb": str(deb),
+            "kill_at": kill_at,
+        }
+    )
     return subprocess.Popen(
-        [sys.executable, "-m", "tests.faults.harness", args], cwd=EXAMPLE.parents[1], text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "tests.faults.harness", args],
+        cwd=EXAMPLE.parents[1],
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
 def ssh_spec(server: RepoServerHost, mirror: Path) -> dict[str, str]:
-    return {"kind": "ssh", "host": server.endpoint.host, "port": str(server.endpoint.port),
-            "user": server.endpoint.user, "host_key": server.endpoint.host_public_key,
-            "private_key": server.private_key, "root": str(server.root), "mirror": str(mirror)}
+    return {
+        "kind": "ssh",
+        "host": server.endpoint.host,
+        "port": str(server.endpoint.port),
+        "user": server.endpoint.user,
+        "host_key": server.endpoint.host_public_key,
+        "private_key": server.private_key,
+        "root": str(server.root),
+        "mirror": str(mirror),
+    }
 
 
 if __name__ == "__main__":
     job = json.loads(sys.argv[1])
     work = Path(job["work"])
-    release_into(publisher_from(job["spec"]), work, job["release_id"], job["version"], Path(job["deb"]),
-                 (work / "key.asc").read_text(), kill_at=job["kill_at"])
+    release_into(
+        publisher_from(job["spec"]),
+        work,
+        job["release_id"],
+        job["version"],
+        Path(job["deb"]),
+        (work / "key.asc").read_text(),
+        kill_at=job["kill_at"],
+    )
     print("published", job["release_id"])
 
 

@@ -43,18 +43,32 @@ def _spec(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[di
 
 @pytest.mark.parametrize("kind", ["local", "ssh"])
 def test_two_releases_at_once_both_stay_published(
-    kind: str, tmp_path: Path, request: pytest.FixtureRequest, signing_key: str,
+    kind: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    signing_key: str,
     example_packages: dict[str, dict[str, Path]],
 ) -> None:
     spec, root = _spec(kind, tmp_path, request)
-    first = spawn_release({**spec, "mirror": str(tmp_path / "m0")} if kind == "ssh" else spec, tmp_path / "w0",
-                          "20260101T000000Z-v0.1.0", "0.1.0", example_packages["0.1.0"]["amd64-deb"], signing_key)
+    first = spawn_release(
+        {**spec, "mirror": str(tmp_path / "m0")} if kind == "ssh" else spec,
+        tmp_path / "w0",
+        "20260101T000000Z-v0.1.0",
+        "0.1.0",
+        example_packages["0.1.0"]["amd64-deb"],
+        signing_key,
+    )
     assert first.wait(timeout=120) == 0, first.stdout.read() if first.stdout else ""
     # Two orchestrators, each with its own mirror, started together.
     jobs = [
-        spawn_release({**spec, "mirror": str(tmp_path / f"m{i}")} if kind == "ssh" else spec, tmp_path / f"w{i}",
-                      f"2026010{i}T000000Z-v0.{i + 1}.0", f"0.{i + 1}.0",
-                      example_packages[f"0.{i + 1}.0"]["amd64-deb"], signing_key)
+        spawn_release(
+            {**spec, "mirror": str(tmp_path / f"m{i}")} if kind == "ssh" else spec,
+            tmp_path / f"w{i}",
+            f"2026010{i}T000000Z-v0.{i + 1}.0",
+            f"0.{i + 1}.0",
+            example_packages[f"0.{i + 1}.0"]["amd64-deb"],
+            signing_key,
+        )
         for i in (1, 2)
     ]
     outputs = []
@@ -64,13 +78,22 @@ def test_two_releases_at_once_both_stay_published(
         assert status == 0, outputs[-1]
     current = root / "current"
     assert published_versions(current) == {"0.1.0", "0.2.0", "0.3.0"}, "a release vanished from the served index"
-    assert indexed_releases(current) == {"20260101T000000Z-v0.1.0", "20260101T000000Z-v0.2.0", "20260102T000000Z-v0.3.0"}
+    assert indexed_releases(current) == {
+        "20260101T000000Z-v0.1.0",
+        "20260101T000000Z-v0.2.0",
+        "20260102T000000Z-v0.3.0",
+    }
     assert sorted(p.name for p in (root / "releases").iterdir() if not p.name.startswith(".")) == [
-        "20260101T000000Z-v0.1.0", "20260101T000000Z-v0.2.0", "20260102T000000Z-v0.3.0"]
+        "20260101T000000Z-v0.1.0",
+        "20260101T000000Z-v0.2.0",
+        "20260102T000000Z-v0.3.0",
+    ]
 
 
 @pytest.mark.parametrize("kind", ["local", "ssh"])
-def test_a_waiting_publisher_is_told_who_holds_the_lock(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_a_waiting_publisher_is_told_who_holds_the_lock(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     spec, _ = _spec(kind, tmp_path, request)
     holder = publisher_from({**spec, "mirror": str(tmp_path / "a")})
     waiter = publisher_from({**spec, "mirror": str(tmp_path / "b")})

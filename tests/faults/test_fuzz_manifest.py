@@ -13,7 +13,7 @@ import os
 import subprocess
 import tomllib
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,28 +26,66 @@ from dropship.patterns import compile_pattern
 from dropship.release import classify
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello" / "dropship.toml"
 RAW = EXAMPLE.read_bytes()
 DATA = tomllib.loads(RAW.decode())
 # Everything the example does not set, so mutations reach every field.
-DATA.setdefault("classes", {"stable": {"suites": ["stable"]}, "extra": {"suites": ["testing"], "pattern": r"v.*"},
-                            "development": {"suites": ["nightly"]}})
+DATA.setdefault(
+    "classes",
+    {
+        "stable": {"suites": ["stable"]},
+        "extra": {"suites": ["testing"], "pattern": r"v.*"},
+        "development": {"suites": ["nightly"]},
+    },
+)
 DATA["repository"].setdefault("valid_days", 7)
 DATA["machines"].setdefault("build_timeout", 1800)
 DATA["machines"].setdefault("credentials", "dropship-digitalocean")
 DATA["targets"][0].update(env={"CC": "gcc"}, depends_on=[], size="s-1vcpu-1gb")
 
-SPECIAL_TEXT = ["", ".", "/", "..", "../x", "a=b", "A=B", "x\x00y", "a\nb", " x", "make && make install", "(a+)+b",
-                "*", "out/", "٣", "DROPSHIP_VERSION", "PREFECT_API_URL", "\ud7ff", "x" * 5000, "-rf", "v\\d+"]
+SPECIAL_TEXT = [
+    "",
+    ".",
+    "/",
+    "..",
+    "../x",
+    "a=b",
+    "A=B",
+    "x\x00y",
+    "a\nb",
+    " x",
+    "make && make install",
+    "(a+)+b",
+    "*",
+    "out/",
+    "٣",
+    "DROPSHIP_VERSION",
+    "PREFECT_API_URL",
+    "\ud7ff",
+    "x" * 5000,
+    "-rf",
+    "v\\d+",
+]
 SPECIAL_INT = [0, -1, 1, 9, 10, 86400, 86401, 3650, 3651, 999999999, 2**63, 10**30, True, False]
 scalars = st.one_of(
-    st.sampled_from(SPECIAL_TEXT), st.text(max_size=40), st.sampled_from(SPECIAL_INT), st.integers(),
-    st.floats(allow_nan=True), st.booleans(), st.datetimes(),
+    st.sampled_from(SPECIAL_TEXT),
+    st.text(max_size=40),
+    st.sampled_from(SPECIAL_INT),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.booleans(),
+    st.datetimes(),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
-                      max_leaves=8)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -93,7 +131,7 @@ def mutated(draw: st.DrawFn) -> dict[str, Any]:
 
 def usable(manifest: Manifest, scratch: Path) -> None:
     """What a machine would do with the manifest later, done now: it must not fail."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if manifest.repository.valid_days:
         now + timedelta(days=manifest.repository.valid_days)
     assert manifest.repository.keep_versions >= 1 and type(manifest.repository.keep_versions) is int
@@ -139,8 +177,10 @@ def test_mutated_manifests_are_valid_or_a_manifest_error(tmp_path: Path) -> None
         usable(manifest, tmp_path)
 
     check()
-    print(f"\nmanifests (field mutations): refused at load {counts['refused']} / accepted {counts['accepted']} "
-          f"/ crashed {counts['crashed']}")
+    print(
+        f"\nmanifests (field mutations): refused at load {counts['refused']} / accepted {counts['accepted']} "
+        f"/ crashed {counts['crashed']}"
+    )
     assert not crashes, crashes[:5]
     assert counts["refused"] and counts["accepted"]
 
@@ -151,12 +191,17 @@ def test_mutated_manifest_files_are_valid_or_a_manifest_error(tmp_path: Path) ->
     file = tmp_path / "dropship.toml"
 
     @FUZZ
-    @given(st.lists(st.tuples(st.integers(0, len(RAW)), st.binary(min_size=0, max_size=4), st.integers(0, 3)),
-                    min_size=1, max_size=4))
+    @given(
+        st.lists(
+            st.tuples(st.integers(0, len(RAW)), st.binary(min_size=0, max_size=4), st.integers(0, 3)),
+            min_size=1,
+            max_size=4,
+        )
+    )
     def check(edits: list[tuple[int, bytes, int]]) -> None:
         raw = RAW
         for at, insert, remove in edits:
-            raw = raw[:at] + insert + raw[at + remove:]
+            raw = raw[:at] + insert + raw[at + remove :]
         file.write_bytes(raw)
         try:
             manifest = load_manifest(file)
@@ -172,6 +217,8 @@ def test_mutated_manifest_files_are_valid_or_a_manifest_error(tmp_path: Path) ->
         usable(manifest, tmp_path)
 
     check()
-    print(f"\nmanifests (byte edits): refused at load {counts['refused']} / accepted {counts['accepted']} "
-          f"/ crashed {counts['crashed']}")
+    print(
+        f"\nmanifests (byte edits): refused at load {counts['refused']} / accepted {counts['accepted']} "
+        f"/ crashed {counts['crashed']}"
+    )
     assert not crashes, crashes[:5]

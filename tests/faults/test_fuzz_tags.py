@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
-from dropship.release import TAG_GRAMMAR, ReleaseClass, classify, parse_tag, tag_of_version
+from dropship.release import ReleaseClass, classify, parse_tag, tag_of_version
+from tests.faults.strategies import near_valid, tags, valid_tags
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -31,29 +32,6 @@ SEMVER = re.compile(
     re.ASCII,
 )
 PACKAGE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+~]*", re.ASCII)
-TRICKY = list("0123456789.-+_~ /\n\t\x00vV") + ["١", "１", "३", "٠", "\u200b", "é", "ß", "\ufeff", "..", "v01", "rc"]
-
-valid_tags = st.from_regex(TAG_GRAMMAR, fullmatch=True).filter(lambda t: len(t) <= 100)
-
-
-@st.composite
-def near_valid(draw: st.DrawFn) -> str:
-    """A valid tag with one to three edits from characters that broke the old check."""
-    tag = draw(valid_tags)
-    for _ in range(draw(st.integers(1, 3))):
-        at = draw(st.integers(0, len(tag)))
-        piece = draw(st.sampled_from(TRICKY) | st.characters())
-        match draw(st.sampled_from(["insert", "replace", "delete"])):
-            case "insert":
-                tag = tag[:at] + piece + tag[at:]
-            case "replace":
-                tag = tag[:at] + piece + tag[at + 1:]
-            case "delete":
-                tag = tag[:at] + tag[at + 1:]
-    return tag
-
-
-tags = st.one_of(st.text(max_size=120), valid_tags, near_valid())
 
 
 def judge(tag: str, counts: Counter[str], crashes: list[str]) -> None:

@@ -22,7 +22,7 @@ from starlette.testclient import TestClient
 from dropship.manifest import load_manifest
 from dropship.release import ReleaseClass, classify
 from dropship.webhook import Secrets, TagPush, create_app
-from tests.faults.test_fuzz_tags import tags, valid_tags
+from tests.faults.strategies import tags, valid_tags
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,8 +38,13 @@ json_values = st.recursive(
 
 
 def gitlab_event(tag: str) -> dict[str, Any]:
-    return {"object_kind": "tag_push", "ref": f"refs/tags/{tag}", "checkout_sha": SHA, "after": SHA,
-            "project": {"path_with_namespace": "acme/hello"}}
+    return {
+        "object_kind": "tag_push",
+        "ref": f"refs/tags/{tag}",
+        "checkout_sha": SHA,
+        "after": SHA,
+        "project": {"path_with_namespace": "acme/hello"},
+    }
 
 
 def github_event(tag: str) -> dict[str, Any]:
@@ -84,8 +89,13 @@ def deliveries(draw: st.DrawFn) -> tuple[dict[str, str], bytes]:
         "github-create": {"x-github-event": "create", "x-hub-signature-256": signature},
         "github-ping": {"x-github-event": "ping", "x-hub-signature-256": signature},
         "none": {},
-        "bad-auth": {"x-gitlab-token": draw(st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126),
-                                                    max_size=20).filter(lambda t: t != "gl-secret"))},
+        "bad-auth": {
+            "x-gitlab-token": draw(
+                st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=20).filter(
+                    lambda t: t != "gl-secret"
+                )
+            )
+        },
     }[forge]
     return headers, body
 
@@ -125,7 +135,9 @@ def test_fuzzed_deliveries_never_crash_and_202_only_for_release_tags() -> None:
             assert isinstance(reply.get("error" if answer.status_code != 200 else "ignored"), str)
 
     check()
-    print(f"\nwebhook bodies: refused {counts['refused']} / ignored {counts['ignored']} / accepted "
-          f"{counts['accepted']} / crashed {counts['crashed']}")
+    print(
+        f"\nwebhook bodies: refused {counts['refused']} / ignored {counts['ignored']} / accepted "
+        f"{counts['accepted']} / crashed {counts['crashed']}"
+    )
     assert not crashes, crashes[:5]
     assert counts["refused"] and counts["accepted"]

@@ -41,7 +41,9 @@ def server(tmp_path: Path) -> Iterator[RepoServerHost]:
     host.stop()
 
 
-def _release(spec: dict[str, str], work: Path, rid: str, version: str, deb: Path, key: str, kill_at: str | None = None) -> int:
+def _release(
+    spec: dict[str, str], work: Path, rid: str, version: str, deb: Path, key: str, kill_at: str | None = None
+) -> int:
     job = spawn_release(spec, work, rid, version, deb, key, kill_at)
     status = job.wait(timeout=180)
     if kill_at is None:
@@ -50,7 +52,9 @@ def _release(spec: dict[str, str], work: Path, rid: str, version: str, deb: Path
 
 
 def test_killed_while_signing_leaves_current_and_a_keyring_the_sweep_removes(
-    tmp_path: Path, signing_key: str, example_packages: dict[str, dict[str, Path]],
+    tmp_path: Path,
+    signing_key: str,
+    example_packages: dict[str, dict[str, Path]],
 ) -> None:
     spec = {"kind": "local", "root": str(tmp_path / "repo")}
     runs = tmp_path / "runs"
@@ -81,7 +85,11 @@ def test_killed_while_signing_leaves_current_and_a_keyring_the_sweep_removes(
 
 @pytest.mark.parametrize(("kind", "kill_at"), [("local", "staged"), ("ssh", "upload")])
 def test_killed_while_publishing_blocks_no_one_and_is_never_rolled_back_to(
-    kind: str, kill_at: str, tmp_path: Path, request: pytest.FixtureRequest, signing_key: str,
+    kind: str,
+    kill_at: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    signing_key: str,
     example_packages: dict[str, dict[str, Path]],
 ) -> None:
     if kind == "local":

@@ -17,7 +17,7 @@ from dropship.machines.local import LocalProvider
 from dropship.server import PIDFILE, LocalPrefectServer, _is_our_server
 from dropship.ssh import generate_keypair
 from tests.faults.harness import machine_processes_under
-from tests.test_ssh import boot
+from tests.support import boot
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +36,9 @@ def _crashed_run() -> str:
     return str(run.id)
 
 
-def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(prefect_server: str, tmp_path: Path) -> None:
+def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(
+    prefect_server: str, tmp_path: Path
+) -> None:
     from prefect.client.orchestration import get_client
 
     from deployments.apply import Applied, ensure_pool
@@ -59,7 +61,10 @@ def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(pref
     done = reap(provider="local", workdir=str(state), ttl_minutes=120, queue_grace_minutes=0)
     assert f"{doomed.name}: run {crashed} is over" in done
     assert [m.name for m in provider.list()] == [kept.name], "an unknown run's machine waits for the TTL"
-    assert f"queue {doomed.name}: no machine serves it" in done and "queue hello-arm64-deb-nobody: no machine serves it" in done
+    assert (
+        f"queue {doomed.name}: no machine serves it" in done
+        and "queue hello-arm64-deb-nobody: no machine serves it" in done
+    )
     with get_client(sync_client=True) as prefect:
         queues = {q.name for q in prefect.read_work_queues(work_pool_name="dropship-builders")}
     assert kept.name in queues and doomed.name not in queues and "hello-arm64-deb-nobody" not in queues
@@ -95,8 +100,10 @@ def _gone(pid: int, home: Path, timeout: float) -> float | None:
 @pytest.mark.e2e
 def test_a_killed_demos_server_dies_with_it_and_a_survivor_is_stopped_at_the_next_start(tmp_path: Path) -> None:
     home = tmp_path / "prefect"
-    code = ("import sys, time; from pathlib import Path; from dropship.server import LocalPrefectServer; "
-            "s = LocalPrefectServer(Path(sys.argv[1])); s.start(); print('up', flush=True); time.sleep(600)")
+    code = (
+        "import sys, time; from pathlib import Path; from dropship.server import LocalPrefectServer; "
+        "s = LocalPrefectServer(Path(sys.argv[1])); s.start(); print('up', flush=True); time.sleep(600)"
+    )
     demo = subprocess.Popen([sys.executable, "-c", code, str(home)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     assert demo.stdout is not None and demo.stdout.readline().strip() == "up"
     pid = _server_pid(home)
@@ -112,10 +119,18 @@ def test_a_killed_demos_server_dies_with_it_and_a_survivor_is_stopped_at_the_nex
 
     # A server that survived some other way (no parent-death signal): found by its pidfile.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-               PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}")
-    survivor = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "0"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+    )
+    survivor = subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "0"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     (home / PIDFILE).write_text(f"{survivor.pid}\n")
     assert _is_our_server(survivor.pid, home)
     server = LocalPrefectServer(home)

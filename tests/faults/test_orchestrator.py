@@ -18,7 +18,7 @@ import pytest
 from dropship.demo import prepare_repository
 from dropship.machines.local import LocalProvider, _pids_with_marker
 from tests.faults.harness import agents_of, machine_processes_under
-from tests.flows.test_release import child_runs, commit_and_tag
+from tests.support import child_runs, commit_and_tag
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,9 @@ def _queues() -> set[str]:
 
 
 def test_a_machine_killed_mid_build_fails_the_release_within_a_minute(
-    prefect_server: str, signing_key: str, tmp_path: Path,
+    prefect_server: str,
+    signing_key: str,
+    tmp_path: Path,
 ) -> None:
     from flows.release import release
 
@@ -91,8 +93,9 @@ def test_a_machine_killed_mid_build_fails_the_release_within_a_minute(
 
     killer = threading.Thread(target=kill_machine, daemon=True)
     killer.start()
-    state = release(manifest=str(manifest), tag="v0.7.0", targets=["amd64-deb"], workdir=str(state_dir),
-                    return_state=True)
+    state = release(
+        manifest=str(manifest), tag="v0.7.0", targets=["amd64-deb"], workdir=str(state_dir), return_state=True
+    )
     ended = time.monotonic()
     killer.join(timeout=5)
     assert "at" in killed, "the machine was never killed"
@@ -110,7 +113,10 @@ def test_a_machine_killed_mid_build_fails_the_release_within_a_minute(
 
 @pytest.mark.parametrize("kill_during", ["build", "sign"])
 def test_an_orchestrator_killed_leaves_nothing_after_the_reaper(
-    kill_during: str, prefect_server: str, signing_key: str, tmp_path: Path,
+    kill_during: str,
+    prefect_server: str,
+    signing_key: str,
+    tmp_path: Path,
 ) -> None:
     from prefect.client.orchestration import get_client
 
@@ -119,25 +125,37 @@ def test_an_orchestrator_killed_leaves_nothing_after_the_reaper(
     manifest = _project(tmp_path, "v0.6.0", signing_key, SLOW_BUILD if kill_during == "build" else None)
     state_dir = tmp_path / "state"
     env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
-    code = ("import sys; from flows.release import release; "
-            "release(manifest=sys.argv[1], tag='v0.6.0', targets=['amd64-deb'], workdir=sys.argv[2])")
+    code = (
+        "import sys; from flows.release import release; "
+        "release(manifest=sys.argv[1], tag='v0.6.0', targets=['amd64-deb'], workdir=sys.argv[2])"
+    )
     log = tmp_path / "orchestrator.log"
     with log.open("wb") as out:
-        orchestrator = subprocess.Popen([sys.executable, "-c", code, str(manifest), str(state_dir)], cwd=ROOT,
-                                        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        orchestrator = subprocess.Popen(
+            [sys.executable, "-c", code, str(manifest), str(state_dir)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def reached(check: Any) -> Any:
         def probe() -> Any:
             assert orchestrator.poll() is None, f"the release ended first:\n{log.read_text()[-3000:]}"
             return check()
+
         return probe
 
     try:
         if kill_during == "build":
             _wait_for("the build", reached(lambda: _building(state_dir)))
         else:
-            _wait_for("signing", reached(lambda: list((state_dir / "runs").glob("*/gnupg")) if (state_dir / "runs").is_dir() else None),
-                      timeout=300)
+            _wait_for(
+                "signing",
+                reached(lambda: list((state_dir / "runs").glob("*/gnupg")) if (state_dir / "runs").is_dir() else None),
+                timeout=300,
+            )
         os.killpg(orchestrator.pid, signal.SIGKILL)
     finally:
         orchestrator.kill()
@@ -154,8 +172,9 @@ def test_an_orchestrator_killed_leaves_nothing_after_the_reaper(
 
     time.sleep(12)  # more than the heartbeat silence the reaper is given below
     started = time.monotonic()
-    done = reap(provider="local", workdir=str(state_dir), ttl_minutes=120, heartbeat_silence_seconds=10,
-                queue_grace_minutes=0)
+    done = reap(
+        provider="local", workdir=str(state_dir), ttl_minutes=120, heartbeat_silence_seconds=10, queue_grace_minutes=0
+    )
     print(f"\nFIGURE orchestrator-killed-during-{kill_during}: reaper took {time.monotonic() - started:.1f} s: {done}")
     with get_client(sync_client=True) as client:
         from uuid import UUID

@@ -16,8 +16,10 @@ from dropship.server import LocalPrefectServer
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skip(reason="unverified: did not finish within 14 min on the shared host (two Prefect server "
-                     "starts); the behaviour it checks is in tasks/build.py _wait"),
+    pytest.mark.skip(
+        reason="unverified: did not finish within 14 min on the shared host (two Prefect server "
+        "starts); the behaviour it checks is in tasks/build.py _wait"
+    ),
 ]
 
 
@@ -32,7 +34,8 @@ def server(tmp_path: Path) -> Iterator[LocalPrefectServer]:
 
 
 def test_the_build_wait_rides_out_a_short_outage_and_names_a_long_one(
-    server: LocalPrefectServer, monkeypatch: pytest.MonkeyPatch,
+    server: LocalPrefectServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client

@@ -25,7 +25,7 @@ from dropship.builder import build
 from dropship.errors import ConfigError
 from dropship.secretref import resolve_secret
 
-PROBE = r'''
+PROBE = r"""
 import json, os, urllib.request
 out = {"api_url_in_env": os.environ.get("PREFECT_API_URL", ""), "env": sorted(os.environ),
        "secret_in_env": any("PRIVATE KEY" in v or v == "do-token-123" for v in os.environ.values())}
@@ -35,7 +35,7 @@ request = urllib.request.Request(url.rstrip("/") + "/block_documents/filter", me
                                  headers={"Content-Type": "application/json"})
 out["blocks"] = urllib.request.urlopen(request, timeout=20).read().decode()
 print(json.dumps(out))
-'''
+"""
 
 
 @pytest.fixture
@@ -59,20 +59,41 @@ def _archive(folder: Path, files: dict[str, str]) -> Path:
 
 
 def test_a_build_sees_only_the_allow_listed_environment(open_workspace: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in {"PREFECT_API_URL": "http://127.0.0.1:4200/api", "PREFECT_API_KEY": "pnu_secret",
-                        "DIGITALOCEAN_TOKEN": "do-token-123", "HELLO_SIGNING_KEY": "-----BEGIN PGP PRIVATE KEY BLOCK-----"}.items():
+    for name, value in {
+        "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+        "PREFECT_API_KEY": "pnu_secret",
+        "DIGITALOCEAN_TOKEN": "do-token-123",
+        "HELLO_SIGNING_KEY": "-----BEGIN PGP PRIVATE KEY BLOCK-----",
+    }.items():
         monkeypatch.setenv(name, value)
     archive = _archive(open_workspace, {"dump.sh": "mkdir -p out; env > out/env.txt\n"})
-    report = build(target="t", workspace=open_workspace / "ws", archive=archive, command=["sh", "dump.sh"],
-                   artifacts=["out/env.txt"], version="1.0", env={"SOURCE_DATE_EPOCH": "1700000000", "CC": "gcc"},
-                   timeout=60)
+    report = build(
+        target="t",
+        workspace=open_workspace / "ws",
+        archive=archive,
+        command=["sh", "dump.sh"],
+        artifacts=["out/env.txt"],
+        version="1.0",
+        env={"SOURCE_DATE_EPOCH": "1700000000", "CC": "gcc"},
+        timeout=60,
+    )
     seen = dict(line.split("=", 1) for line in Path(report.artifacts[0].path).read_text().splitlines() if "=" in line)
     assert not {"PREFECT_API_URL", "PREFECT_API_KEY", "DIGITALOCEAN_TOKEN", "HELLO_SIGNING_KEY"} & set(seen)
     assert seen["DROPSHIP_VERSION"] == "1.0" and seen["SOURCE_DATE_EPOCH"] == "1700000000" and seen["CC"] == "gcc"
     assert seen["HOME"] == str(open_workspace / "ws" / "home")
     assert set(seen) - {"PWD", "SHLVL", "_", "OLDPWD"} <= {
-        "PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HOME", "SOURCE_DATE_EPOCH", "CC", "DROPSHIP_VERSION",
-        "DROPSHIP_TARGET"}
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TZ",
+        "TERM",
+        "HOME",
+        "SOURCE_DATE_EPOCH",
+        "CC",
+        "DROPSHIP_VERSION",
+        "DROPSHIP_TARGET",
+    }
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping to another user needs root, as on a droplet")
@@ -86,8 +107,17 @@ def test_a_root_workers_build_runs_unprivileged(open_workspace: Path, tmp_path: 
         f"cat /proc/{os.getpid()}/environ >> out/probe.txt 2>&1 || echo 'worker environ: denied' >> out/probe.txt\n"
     )
     archive = _archive(open_workspace, {"probe.sh": script})
-    report = build(target="t", workspace=open_workspace / "ws", archive=archive, command=["sh", "probe.sh"],
-                   artifacts=["out/probe.txt"], version="1.0", env={}, timeout=60, run_as="dropship-build")
+    report = build(
+        target="t",
+        workspace=open_workspace / "ws",
+        archive=archive,
+        command=["sh", "probe.sh"],
+        artifacts=["out/probe.txt"],
+        version="1.0",
+        env={},
+        timeout=60,
+        run_as="dropship-build",
+    )
     lines = Path(report.artifacts[0].path).read_text().splitlines()
     assert lines[0] != "0", "the build ran as root"
     assert "credentials: denied" in lines and "worker environ: denied" in lines
@@ -99,8 +129,17 @@ def test_a_build_cannot_run_as_root_by_name(open_workspace: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("needs root")
     with pytest.raises(ConfigError, match="must run unprivileged"):
-        build(target="t", workspace=open_workspace / "ws", archive=archive, command=["sh", "x.sh"],
-              artifacts=["x.sh"], version="1", env={}, timeout=10, run_as="root")
+        build(
+            target="t",
+            workspace=open_workspace / "ws",
+            archive=archive,
+            command=["sh", "x.sh"],
+            artifacts=["x.sh"],
+            version="1",
+            env={},
+            timeout=10,
+            run_as="root",
+        )
 
 
 def test_secret_references_resolve_only_from_private_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -124,23 +163,29 @@ def test_secret_references_resolve_only_from_private_sources(tmp_path: Path, mon
 def _block_documents(url: str) -> str:
     import urllib.request
 
-    request = urllib.request.Request(url.rstrip("/") + "/block_documents/filter", method="POST",
-                                     data=json.dumps({"include_secrets": True}).encode(),
-                                     headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url.rstrip("/") + "/block_documents/filter",
+        method="POST",
+        data=json.dumps({"include_secrets": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(request, timeout=20) as answer:
         return str(answer.read().decode())
 
 
 @pytest.mark.e2e
 def test_a_release_build_reads_neither_the_api_url_nor_the_signing_key(
-    prefect_server: str, signing_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    prefect_server: str,
+    signing_key: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
     from dropship.demo import prepare_repository
     from flows.release import release
     from tests.faults.harness import machine_processes_under
-    from tests.flows.test_release import commit_and_tag
+    from tests.support import commit_and_tag
 
     monkeypatch.setenv("HELLO_SECRETS_SIGNING_KEY", signing_key)  # the orchestrator's environment only
     SigningKey(private_key_env="HELLO_SECRETS_SIGNING_KEY").save("hello-secrets-key", overwrite=True)
@@ -150,17 +195,25 @@ def test_a_release_build_reads_neither_the_api_url_nor_the_signing_key(
     repo = prepare_repository(tmp_path / "hello", "v0.0.1")
     (repo / "probe.py").write_text(PROBE)
     subprocess.run(["git", "-C", str(repo), "add", "probe.py"], check=True)
-    commit_and_tag(repo, "v0.9.0", {
-        'build = ["sh", "packaging/build.sh", "deb", "amd64"]':
-            'build = ["sh", "-c", "python3 probe.py > probe.json 2>&1; sh packaging/build.sh deb amd64"]',
-        'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/"]\n\n[[targets]]\nname = "arm64-deb"':
-            f'artifacts = ["out/*.deb", "probe.json"]\nrebuild_patterns = ["^src/", "^packaging/"]\n'
+    commit_and_tag(
+        repo,
+        "v0.9.0",
+        {
+            'build = ["sh", "packaging/build.sh", "deb", "amd64"]': 'build = ["sh", "-c", "python3 probe.py > probe.json 2>&1; sh packaging/build.sh deb amd64"]',
+            'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/"]\n\n[[targets]]\nname = "arm64-deb"': f'artifacts = ["out/*.deb", "probe.json"]\nrebuild_patterns = ["^src/", "^packaging/"]\n'
             f'env = {{ ATTACKER_KNOWS_URL = "{prefect_server}" }}\n\n[[targets]]\nname = "arm64-deb"',
-        'signing_key = "hello-signing-key"': 'signing_key = "hello-secrets-key"',
-        'repo_server = "hello-repo"': 'repo_server = "hello-secrets-repo"',
-    })
-    state = release(manifest=str(repo / "dropship.toml"), tag="v0.9.0", targets=["amd64-deb"], dry_run=True,
-                    workdir=str(tmp_path / "state"), return_state=True)
+            'signing_key = "hello-signing-key"': 'signing_key = "hello-secrets-key"',
+            'repo_server = "hello-repo"': 'repo_server = "hello-secrets-repo"',
+        },
+    )
+    state = release(
+        manifest=str(repo / "dropship.toml"),
+        tag="v0.9.0",
+        targets=["amd64-deb"],
+        dry_run=True,
+        workdir=str(tmp_path / "state"),
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     run_id = str(state.state_details.flow_run_id)
     text = (tmp_path / "state" / "runs" / run_id / "artifacts" / "amd64-deb" / "probe.json").read_text()

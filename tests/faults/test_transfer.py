@@ -30,22 +30,31 @@ def server(tmp_path: Path) -> Iterator[RepoServerHost]:
 
 
 def _release(version: str) -> IndexedRelease:
-    return IndexedRelease(id=f"2026010{version[2]}T000000Z-v{version}", name=f"v{version}", release_class="stable",
-                          version=version, commit="0" * 40, date="2026-01-01 00:00 UTC", suites=["stable"],
-                          targets=["amd64-deb"])
+    return IndexedRelease(
+        id=f"2026010{version[2]}T000000Z-v{version}",
+        name=f"v{version}",
+        release_class="stable",
+        version=version,
+        commit="0" * 40,
+        date="2026-01-01 00:00 UTC",
+        suites=["stable"],
+        targets=["amd64-deb"],
+    )
 
 
 def _signed_tree(publisher: LocalPublisher | SshPublisher, work: Path, version: str, deb: Path, key: str) -> Path:
     tree = work / f"tree-{version}"
     publisher.fetch_current(tree)
     with Signer([key], home=work / "gnupg") as signer:
-        sign_and_index(tree, example_manifest(), _release(version), {"amd64-deb": [deb]}, signer,
-                       base_url="http://127.0.0.1/")
+        sign_and_index(
+            tree, example_manifest(), _release(version), {"amd64-deb": [deb]}, signer, base_url="http://127.0.0.1/"
+        )
     return tree
 
 
-def test_ssh_dropped_mid_upload(server: RepoServerHost, tmp_path: Path, signing_key: str,
-                                example_packages: dict[str, dict[str, Path]]) -> None:
+def test_ssh_dropped_mid_upload(
+    server: RepoServerHost, tmp_path: Path, signing_key: str, example_packages: dict[str, dict[str, Path]]
+) -> None:
     publisher = SshPublisher(server.endpoint, server.private_key, str(server.root), mirror=tmp_path / "mirror")
     debs = {v: example_packages[v]["amd64-deb"] for v in ("0.1.0", "0.2.0", "0.3.0")}
     publisher.publish(_signed_tree(publisher, tmp_path, "0.1.0", debs["0.1.0"], signing_key), _release("0.1.0").id)
@@ -73,7 +82,9 @@ def test_ssh_dropped_mid_upload(server: RepoServerHost, tmp_path: Path, signing_
     assert not list((server.root / "releases").glob(".incoming-*"))
 
 
-def test_gpg_failing_mid_signing(tmp_path: Path, signing_key: str, example_packages: dict[str, dict[str, Path]]) -> None:
+def test_gpg_failing_mid_signing(
+    tmp_path: Path, signing_key: str, example_packages: dict[str, dict[str, Path]]
+) -> None:
     publisher = LocalPublisher(tmp_path / "repo")
     debs = {v: example_packages[v]["amd64-deb"] for v in ("0.1.0", "0.2.0")}
     publisher.publish(_signed_tree(publisher, tmp_path, "0.1.0", debs["0.1.0"], signing_key), _release("0.1.0").id)
@@ -85,8 +96,14 @@ def test_gpg_failing_mid_signing(tmp_path: Path, signing_key: str, example_packa
         with Signer([signing_key], home=home) as signer:
             shutil.rmtree(home / "private-keys-v1.d")  # the key vanished under gpg (disk, agent, whatever)
             subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=True)
-            sign_and_index(tree, example_manifest(), _release("0.2.0"), {"amd64-deb": [debs["0.2.0"]]}, signer,
-                           base_url="http://127.0.0.1/")
+            sign_and_index(
+                tree,
+                example_manifest(),
+                _release("0.2.0"),
+                {"amd64-deb": [debs["0.2.0"]]},
+                signer,
+                base_url="http://127.0.0.1/",
+            )
         publisher.publish(tree, _release("0.2.0").id)
     seconds = time.monotonic() - started
     print(f"\nFIGURE gpg-failing: error after {seconds:.1f} s: {failure.value}")

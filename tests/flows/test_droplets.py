@@ -26,7 +26,7 @@ from dropship.emulator.state import Emulator
 from dropship.machines.local import free_port
 from dropship.server import LocalPrefectServer
 from tests.clients import AptClient, run_packaged_hello
-from tests.flows.test_release import commit_and_tag
+from tests.support import commit_and_tag
 
 pytestmark = pytest.mark.e2e
 TOKEN = "dop_v1_release_tests"
@@ -43,7 +43,11 @@ class AuthPrefectServer(LocalPrefectServer):
 
 @pytest.fixture(scope="module")
 def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_AUTH_STRING,
+        PREFECT_API_URL,
+        temporary_settings,
+    )
 
     server = AuthPrefectServer(tmp_path_factory.mktemp("auth-prefect"))
     server.start()
@@ -62,7 +66,11 @@ class Cloud:
     workdir: Path
 
     def containers(self) -> list[Any]:
-        return list(self.dockerd.client.containers.list(all=True, filters={"label": f"dropship.emulator={self.emulator.instance}"}))
+        return list(
+            self.dockerd.client.containers.list(
+                all=True, filters={"label": f"dropship.emulator={self.emulator.instance}"}
+            )
+        )
 
     def droplets_of(self, before: int) -> list[dict[str, Any]]:
         return self.emulator.lifetimes()[before:]
@@ -74,7 +82,9 @@ class Cloud:
 
 
 @pytest.fixture(scope="module")
-def cloud(auth_prefect: str, dockerd: DockerDaemon, stock_image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+def cloud(
+    auth_prefect: str, dockerd: DockerDaemon, stock_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cloud]:
     from blocks.digitalocean import DigitalOceanCredentials
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
@@ -84,8 +94,14 @@ def cloud(auth_prefect: str, dockerd: DockerDaemon, stock_image: str, tmp_path_f
     # a free SSH port: any wildcard listener on 22 of this shared host would block every droplet address
     emulator = Emulator(workdir / "emulator", token=TOKEN, machines="containers", docker=dockerd, ssh_port=free_port())
     server = EmulatorServer(emulator).start()
-    DigitalOceanCredentials(token=TOKEN, endpoint=server.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH,
-                            ready_timeout=120.0, poll_interval=0.5).save("dropship-digitalocean", overwrite=True)
+    DigitalOceanCredentials(
+        token=TOKEN,
+        endpoint=server.url,
+        ssh_port=emulator.ssh_port,
+        api_auth_string=AUTH,
+        ready_timeout=120.0,
+        poll_interval=0.5,
+    ).save("dropship-digitalocean", overwrite=True)
     SigningKey(private_key=demo_key(workdir)).save("hello-signing-key", overwrite=True)
     RepoServer(path=str(workdir / "published")).save("hello-repo", overwrite=True)
     try:
@@ -105,8 +121,9 @@ def hello_repo(folder: Path, tag: str, edit: dict[str, str] | None = None) -> Pa
 def release_state(repo: Path, tag: str, workdir: Path) -> Any:
     from flows.release import release
 
-    return release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(workdir), targets=[TARGET],
-                   return_state=True)
+    return release(
+        manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(workdir), targets=[TARGET], return_state=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +142,9 @@ def snapshot(cloud: Cloud) -> str:
     return str(made["name"])
 
 
-def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(cloud: Cloud, serve: Any, tmp_path: Path) -> None:
+def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(
+    cloud: Cloud, serve: Any, tmp_path: Path
+) -> None:
     before = len(cloud.emulator.lifetimes())
     repo = hello_repo(tmp_path / "hello", "v0.2.0")
     state = release_state(repo, "v0.2.0", tmp_path / "state")
@@ -157,10 +176,14 @@ def test_release_from_a_snapshot(cloud: Cloud, snapshot: str, tmp_path: Path) ->
 
 def test_a_stale_snapshot_is_refused_before_any_droplet(cloud: Cloud, snapshot: str, tmp_path: Path) -> None:
     before = len(cloud.emulator.lifetimes())
-    repo = hello_repo(tmp_path / "hello", "v0.4.0", {
-        'image = "debian-12-x64"': f'image = "{snapshot}"',
-        'setup = ["gcc", "libc6-dev", "xz-utils"]': 'setup = ["gcc", "libc6-dev", "xz-utils", "file"]',
-    })
+    repo = hello_repo(
+        tmp_path / "hello",
+        "v0.4.0",
+        {
+            'image = "debian-12-x64"': f'image = "{snapshot}"',
+            'setup = ["gcc", "libc6-dev", "xz-utils"]': 'setup = ["gcc", "libc6-dev", "xz-utils", "file"]',
+        },
+    )
     state = release_state(repo, "v0.4.0", tmp_path / "state")
     assert state.is_failed()
     assert f"dropship image build --manifest {repo / 'dropship.toml'} --target {TARGET}" in state.message
@@ -180,4 +203,3 @@ def test_create_and_delete_faults_never_make_a_second_droplet(cloud: Cloud, snap
     assert state.is_completed(), state.message
     assert len(cloud.droplets_of(before)) == 1, "a create was repeated although its droplet existed"
     cloud.assert_nothing_left()
-

@@ -10,7 +10,7 @@ import pytest
 
 from dropship.demo import prepare_repository
 from dropship.ledger import lives
-from tests.flows.test_release import commit_and_tag, machine_processes
+from tests.support import commit_and_tag, machine_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -26,13 +26,17 @@ def project(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signi
     manifest = (repo / "dropship.toml").read_text()
     manifest = manifest.replace(
         'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/"]',
-        'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/", "^deb-amd64/"]', 1)
+        'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/", "^deb-amd64/"]',
+        1,
+    )
     manifest = manifest.replace(
         'build = ["sh", "packaging/build.sh", "deb", "arm64"]',
-        'build = ["sh", "packaging/build.sh", "deb", "arm64"]\ndepends_on = ["amd64-deb"]')
+        'build = ["sh", "packaging/build.sh", "deb", "arm64"]\ndepends_on = ["amd64-deb"]',
+    )
     manifest = manifest.replace(
         'build = ["sh", "packaging/build.sh", "rpm", "arm64"]',
-        f'build = ["sh", "-c", "test ! -e {flag} || exit 3; exec sh packaging/build.sh rpm arm64"]')
+        f'build = ["sh", "-c", "test ! -e {flag} || exit 3; exec sh packaging/build.sh rpm arm64"]',
+    )
     manifest = manifest.split("\n# A pure-Python wheel")[0]  # the four package targets only, no jobs (#16)
     (repo / "dropship.toml").write_text(manifest)
     commit_and_tag(repo, "v0.1.1")
@@ -44,8 +48,13 @@ def project(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signi
 def release(project: dict[str, Any], **kwargs: Any) -> tuple[Any, dict[str, Any], int]:
     from flows.release import release as release_flow
 
-    state = release_flow(manifest=str(project["repo"] / "dropship.toml"), ref="main",
-                         workdir=str(project["base"] / "state"), return_state=True, **kwargs)
+    state = release_flow(
+        manifest=str(project["repo"] / "dropship.toml"),
+        ref="main",
+        workdir=str(project["base"] / "state"),
+        return_state=True,
+        **kwargs,
+    )
     run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert machine_processes() == []
@@ -63,6 +72,7 @@ def commit(project: dict[str, Any], path: str, text: str) -> None:
     import subprocess
 
     from dropship.demo import GIT_IDENTITY
+
     subprocess.run(["git", *GIT_IDENTITY, "-C", str(project["repo"]), "add", "-A"], check=True)
     subprocess.run(["git", *GIT_IDENTITY, "-C", str(project["repo"]), "commit", "-qm", f"edit {path}"], check=True)
 
@@ -95,7 +105,12 @@ def test_a_change_rebuilds_its_target_and_dependents_only(project: dict[str, Any
     commit(project, "deb-amd64/notes.txt", "only amd64-deb's patterns match this\n")
     state, summary, machines = release(project)
     assert state.is_completed(), state.message
-    assert statuses(summary) == {"amd64-deb": "built", "arm64-deb": "built", "amd64-rpm": "reused", "arm64-rpm": "reused"}
+    assert statuses(summary) == {
+        "amd64-deb": "built",
+        "arm64-deb": "built",
+        "amd64-rpm": "reused",
+        "arm64-rpm": "reused",
+    }
     assert machines == 2
     reasons = {t["name"]: t["reason"] for t in summary["targets"]}
     assert reasons["amd64-deb"] == "changed: deb-amd64/notes.txt"
@@ -112,7 +127,12 @@ def test_a_failed_target_is_rebuilt_and_the_others_reused(project: dict[str, Any
     state, summary, machines = release(project)
     assert state.is_completed(), state.message
     assert machines == 1
-    assert statuses(summary) == {"amd64-deb": "reused", "arm64-deb": "reused", "amd64-rpm": "reused", "arm64-rpm": "built"}
+    assert statuses(summary) == {
+        "amd64-deb": "reused",
+        "arm64-deb": "reused",
+        "amd64-rpm": "reused",
+        "arm64-rpm": "built",
+    }
 
 
 def test_a_tampered_store_entry_is_detected_and_rebuilt(project: dict[str, Any]) -> None:

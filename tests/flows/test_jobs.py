@@ -20,8 +20,8 @@ import pytest
 from dropship.demo import GIT_IDENTITY, prepare_repository
 from dropship.ledger import lives
 from dropship.machines.local import LocalProvider, free_port
-from tests.flows.test_release import processes_with_env
 from tests.servers import stop_group
+from tests.support import processes_with_env
 
 pytestmark = pytest.mark.e2e
 
@@ -111,7 +111,9 @@ repo_server = "{repo_block}"
 """
 
 
-def commit_tag(repo: Path, tag: str, manifest: str | None = None, edits: dict[str, tuple[str, str]] | None = None) -> None:
+def commit_tag(
+    repo: Path, tag: str, manifest: str | None = None, edits: dict[str, tuple[str, str]] | None = None
+) -> None:
     if manifest is not None:
         (repo / "dropship.toml").write_text(manifest)
     for file, (old, new) in (edits or {}).items():
@@ -127,25 +129,42 @@ class Pypi:
     def __init__(self, folder: Path) -> None:
         folder.mkdir(parents=True)
         (folder / "packages").mkdir()
-        subprocess.run(["htpasswd", "-bBc", str(folder / "htpasswd"), "uploader", PASSWORD], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["htpasswd", "-bBc", str(folder / "htpasswd"), "uploader", PASSWORD], check=True, capture_output=True
+        )
         self.port = free_port()
         self.log = folder / "pypiserver.log"
         with self.log.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "pypiserver", "run", "-i", "127.0.0.1", "-p", str(self.port),
-                 "-P", str(folder / "htpasswd"), "-a", "update", str(folder / "packages")],
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "pypiserver",
+                    "run",
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-P",
+                    str(folder / "htpasswd"),
+                    "-a",
+                    "update",
+                    str(folder / "packages"),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 30
         import urllib.request
+
         while True:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/simple/", timeout=2)
                 return
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError(self.log.read_text()[-2000:])
+                    raise RuntimeError(self.log.read_text()[-2000:]) from None
                 time.sleep(0.2)
 
 
@@ -163,8 +182,13 @@ def world(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing
         RepoServer(path=str(base / "gated-published")).save("gated-repo", overwrite=True)
         RegistryCredentials(username="uploader", password=PASSWORD).save("test-pypi-credentials", overwrite=True)
         repo = prepare_repository(base / "hello", "v0.0.1")
-        yield {"base": base, "repo": repo, "pypi": pypi, "workdir": base / "state",
-               "manifest": MANIFEST.replace("{port}", str(pypi.port)).replace("{repo_block}", "jobs-repo")}
+        yield {
+            "base": base,
+            "repo": repo,
+            "pypi": pypi,
+            "workdir": base / "state",
+            "manifest": MANIFEST.replace("{port}", str(pypi.port)).replace("{repo_block}", "jobs-repo"),
+        }
     finally:
         stop_group(pypi.process, grace=5)
 
@@ -172,8 +196,12 @@ def world(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing
 def _release(world: dict[str, Any], tag: str, workdir: Path | None = None) -> Any:
     from flows.release import release
 
-    return release(manifest=str(world["repo"] / "dropship.toml"), tag=tag, workdir=str(workdir or world["workdir"]),
-                   return_state=True)
+    return release(
+        manifest=str(world["repo"] / "dropship.toml"),
+        tag=tag,
+        workdir=str(workdir or world["workdir"]),
+        return_state=True,
+    )
 
 
 def _run_dir(world: dict[str, Any], state: Any, workdir: Path | None = None) -> Path:
@@ -221,10 +249,30 @@ def test_good_release_installs_on_fresh_machines_and_publishes_the_wheel(world: 
     (uploaded,) = json.loads((run_dir / "registries.json").read_text())
     assert uploaded["status"] == "uploaded" and uploaded["file"] == "hello_dropship-0.1.0-py3-none-any.whl"
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-cache-dir", "--isolated", "--target", str(target),
-                    "--index-url", f"http://127.0.0.1:{world['pypi'].port}/simple/", "hello-dropship==0.1.0"], check=True)
-    done = subprocess.run([sys.executable, "-c", "import hello_dropship; print(hello_dropship.greeting())"],
-                          env={**os.environ, "PYTHONPATH": str(target)}, capture_output=True, text=True, check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-cache-dir",
+            "--isolated",
+            "--target",
+            str(target),
+            "--index-url",
+            f"http://127.0.0.1:{world['pypi'].port}/simple/",
+            "hello-dropship==0.1.0",
+        ],
+        check=True,
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", "import hello_dropship; print(hello_dropship.greeting())"],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert done.stdout.strip() == "Hello from dropship 0.1.0!"
 
     # the same release again: nothing new is published, and it succeeds
@@ -237,8 +285,9 @@ def test_good_release_installs_on_fresh_machines_and_publishes_the_wheel(world: 
 def test_changed_wheel_under_the_same_version_is_refused(world: dict[str, Any]) -> None:
     current = world["base"] / "published" / "current"
     before = os.readlink(current) if current.is_symlink() else None
-    commit_tag(world["repo"], "v0.1.0", world["manifest"],
-               {"python/hello_dropship/__init__.py": ("Hello from", "Hi from")})
+    commit_tag(
+        world["repo"], "v0.1.0", world["manifest"], {"python/hello_dropship/__init__.py": ("Hello from", "Hi from")}
+    )
     state = _release(world, "v0.1.0")
     assert state.is_failed()
     assert "already has hello_dropship-0.1.0-py3-none-any.whl" in state.message
@@ -250,13 +299,16 @@ def test_changed_wheel_under_the_same_version_is_refused(world: dict[str, Any]) 
 def test_missing_dependency_fails_the_integration_job_and_publishes_nothing(world: dict[str, Any]) -> None:
     current = world["base"] / "published" / "current"
     before = os.readlink(current) if current.is_symlink() else None
-    commit_tag(world["repo"], "v0.2.0", world["manifest"],
-               {"packaging/build.sh": ("Section: utils\n", "Section: utils\nDepends: libdropship-missing (>= 1)\n")})
+    commit_tag(
+        world["repo"],
+        "v0.2.0",
+        world["manifest"],
+        {"packaging/build.sh": ("Section: utils\n", "Section: utils\nDepends: libdropship-missing (>= 1)\n")},
+    )
     try:
         state = _release(world, "v0.2.0")
     finally:
-        commit_tag(world["repo"], "v0.2.1", None,
-                   {"packaging/build.sh": ("Depends: libdropship-missing (>= 1)\n", "")})
+        commit_tag(world["repo"], "v0.2.1", None, {"packaging/build.sh": ("Depends: libdropship-missing (>= 1)\n", "")})
     assert state.is_failed()
     message = state.message
     assert "install-deb" in message and "nothing was published" in message
@@ -278,7 +330,9 @@ def test_no_registry_credential_in_logs_artifacts_or_files(world: dict[str, Any]
     assert any(world["workdir"].glob("runs/*/registries.json")), "run after a release that published"
     with get_client(sync_client=True) as client:
         runs = [p.name for p in (world["workdir"] / "runs").iterdir()]
-        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), sort=LogSort.TIMESTAMP_ASC)
+        logs = client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), sort=LogSort.TIMESTAMP_ASC
+        )
         artifacts = client.read_artifacts()
     assert logs, "the releases logged something"
     assert all(PASSWORD not in log.message for log in logs)
@@ -303,8 +357,11 @@ def _paused_run(since: float, timeout: float = 240) -> Any:
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))))
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(
+                    state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))
+                )
+            )
             runs = [r for r in runs if r.created and r.created.timestamp() >= since]
             if runs:
                 return runs[0]
@@ -324,8 +381,11 @@ def _gated(world: dict[str, Any], tag: str, timeout: int, answer: dict[str, Any]
     since = time.time() - 1
     from flows.release import release
 
-    worker = threading.Thread(target=lambda: result.append(
-        release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(workdir), return_state=True)))
+    worker = threading.Thread(
+        target=lambda: result.append(
+            release(manifest=str(repo / "dropship.toml"), tag=tag, workdir=str(workdir), return_state=True)
+        )
+    )
     worker.start()
     try:
         paused = _paused_run(since)
@@ -350,8 +410,18 @@ def test_manual_gate_approved_through_the_api_publishes(world: dict[str, Any]) -
     assert state.is_completed(), state.message
     assert _gated_current(world) is not None and "v1.0.0" in _gated_current(world)
     jobs = json.loads((workdir / "runs" / str(state.state_details.flow_run_id) / "jobs.json").read_text())
-    assert jobs == [{"name": "approval", "kind": "manual", "status": "approved", "seconds": 0.0, "machine": "",
-                     "detail": "checked the changelog", "output": "", "extra": {}}]
+    assert jobs == [
+        {
+            "name": "approval",
+            "kind": "manual",
+            "status": "approved",
+            "seconds": 0.0,
+            "machine": "",
+            "detail": "checked the changelog",
+            "output": "",
+            "extra": {},
+        }
+    ]
 
 
 def test_manual_gate_rejected_publishes_nothing(world: dict[str, Any]) -> None:

@@ -18,8 +18,8 @@ import pytest
 from dropship.demo import prepare_repository
 from dropship.errors import ConfigError, PublishError
 from tests.clients import AptClient, DnfClient, run_packaged_hello
-from tests.flows.test_release import machine_processes
 from tests.servers import Nginx, RepoServerHost, start_nginx, start_repo_server
+from tests.support import machine_processes
 
 pytestmark = pytest.mark.e2e
 
@@ -74,8 +74,14 @@ def _publish_two_releases(base: Path, server: RepoServerHost, web: Nginx, signin
     SigningKey(private_key=signing_key).save("hello-ssh-signing-key", overwrite=True)
     ep = server.endpoint
     RepoServer(
-        path=str(server.root), base_url=web.url, keep_releases=5, host=ep.host, port=ep.port, user=ep.user,
-        ssh_private_key=server.private_key, host_public_key=ep.host_public_key,
+        path=str(server.root),
+        base_url=web.url,
+        keep_releases=5,
+        host=ep.host,
+        port=ep.port,
+        user=ep.user,
+        ssh_private_key=server.private_key,
+        host_public_key=ep.host_public_key,
     ).save("hello-ssh-repo", overwrite=True)
     world = World(base, server, web, manifest)
     for name, kwargs in {
@@ -120,17 +126,29 @@ def test_index_page_renders_in_chromium(world: World, tmp_path: Path) -> None:
     chromium = shutil.which("chromium")
     assert chromium, "Debian's chromium is needed to check the index page (scripts/setup.sh installs it)"
     flags = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
         f"--user-data-dir={tmp_path / 'profile'}",
     ]
     url = f"{world.web.url}/index.html"
-    dom = subprocess.run([chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True).stdout
+    dom = subprocess.run(
+        [chromium, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert "hello releases" in dom and "Stable releases" in dom and "Development releases" in dom
     assert "v0.1.0" in dom and world.runs["nightly"]["version"] in dom and world.runs["stable"]["release_id"] in dom
     shot = Path(os.environ.get("DROPSHIP_SCREENSHOT_DIR", tmp_path)) / "index.png"
-    subprocess.run([chromium, *flags, "--window-size=1280,1400", f"--screenshot={shot}", url],
-                   capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        [chromium, *flags, "--window-size=1280,1400", f"--screenshot={shot}", url],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     assert shot.stat().st_size > 10_000, "the screenshot is empty"
 
 
@@ -140,7 +158,9 @@ def test_summary_artifacts_are_in_the_prefect_ui(world: World) -> None:
 
     run_id = world.runs["stable"]["run_id"]
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
     by_key = {a.key: a for a in artifacts}
     assert set(by_key) >= {"release-summary", "release-packages", "release-repository"}
     markdown = str(by_key["release-summary"].data)
@@ -149,14 +169,18 @@ def test_summary_artifacts_are_in_the_prefect_ui(world: World) -> None:
     rows = json.loads(table) if isinstance(table, str) else table
     assert {r["artifact"] for r in rows} >= {"hello_0.1.0_amd64.deb", "hello-0.1.0-1.x86_64.rpm"}
     assert all(len(r["sha256"]) == 64 for r in rows)
-    assert str(by_key["release-repository"].data).startswith("[") and f"{world.web.url}/index.html" in str(by_key["release-repository"].data)
+    assert str(by_key["release-repository"].data).startswith("[") and f"{world.web.url}/index.html" in str(
+        by_key["release-repository"].data
+    )
 
 
 def test_promotion_publishes_the_development_build_as_stable_without_machines(world: World, tmp_path: Path) -> None:
     from flows.promote import promote
 
     nightly = world.runs["nightly"]
-    result = promote(manifest=str(world.manifest), build=nightly["release_id"], as_tag="v0.2.0", workdir=str(world.workdir))
+    result = promote(
+        manifest=str(world.manifest), build=nightly["release_id"], as_tag="v0.2.0", workdir=str(world.workdir)
+    )
     world.runs["promoted"] = result
     assert world.current == result["release_id"]
     client = world.apt(tmp_path, "stable")
@@ -174,8 +198,12 @@ def test_promotion_publishes_the_development_build_as_stable_without_machines(wo
     with pytest.raises(ConfigError, match="already released"):
         promote(manifest=str(world.manifest), build=nightly["release_id"], as_tag="v0.2.0", workdir=str(world.workdir))
     with pytest.raises(ConfigError, match="not a development build"):
-        promote(manifest=str(world.manifest), build=world.runs["stable"]["release_id"], as_tag="v0.3.0",
-                workdir=str(world.workdir))
+        promote(
+            manifest=str(world.manifest),
+            build=world.runs["stable"]["release_id"],
+            as_tag="v0.3.0",
+            workdir=str(world.workdir),
+        )
 
 
 def test_rollback_switches_back_and_clients_follow(world: World, tmp_path: Path) -> None:
@@ -201,9 +229,17 @@ def test_dry_run_builds_and_signs_but_publishes_nothing(world: World) -> None:
 
     before = world.current
     releases_before = sorted(p.name for p in (world.server.root / "releases").iterdir())
-    subprocess.run(["git", *GIT_IDENTITY, "-C", str(world.manifest.parent), "tag", "-a", "v0.3.0", "-m", "v0.3.0"], check=True)
-    state = release(manifest=str(world.manifest), tag="v0.3.0", targets=["amd64-deb"], dry_run=True,
-                    workdir=str(world.workdir), return_state=True)
+    subprocess.run(
+        ["git", *GIT_IDENTITY, "-C", str(world.manifest.parent), "tag", "-a", "v0.3.0", "-m", "v0.3.0"], check=True
+    )
+    state = release(
+        manifest=str(world.manifest),
+        tag="v0.3.0",
+        targets=["amd64-deb"],
+        dry_run=True,
+        workdir=str(world.workdir),
+        return_state=True,
+    )
     assert state.is_completed(), state.message
     summary = state.result()
     assert summary["status"] == "dry-run" and summary["machines_created"] == 1

@@ -13,60 +13,18 @@ from typing import Any
 
 import pytest
 
-from dropship.demo import GIT_IDENTITY, prepare_repository
+from dropship.demo import prepare_repository
 from dropship.ledger import lives
 from dropship.machines.local import LocalProvider
 from tests.clients import AptClient, DnfClient, rpm_verify, run_packaged_hello
+from tests.support import (
+    child_runs,
+    commit_and_tag,
+    machine_processes,
+    processes_with_env,
+)
 
 pytestmark = pytest.mark.e2e
-
-
-def processes_with_env(needle: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
-            except OSError:
-                pass
-    return found
-
-
-def machine_processes() -> list[int]:
-    """Every process on this host that belongs to some dropship machine: the ones
-    carrying the machine marker, and sshd listeners started from a machine's
-    sshd_config (sshd does not keep the marker in its environment)."""
-    found = processes_with_env(b"DROPSHIP_MACHINE_ID=")
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"sshd" in cmdline and b"/machines/" in cmdline and b"sshd_config" in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
-def child_runs(run_id: str) -> list[Any]:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
-    with get_client(sync_client=True) as client:
-        return client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"dropship-run-{run_id}"])))
-
-
-def commit_and_tag(repo: Path, tag: str, edit: dict[str, Any] | None = None) -> None:
-    if edit:
-        text = (repo / "dropship.toml").read_text()
-        for old, new in edit.items():
-            assert old in text
-            text = text.replace(old, new)
-        (repo / "dropship.toml").write_text(text)
-    git = ["git", *GIT_IDENTITY, "-C", str(repo)]
-    subprocess.run([*git, "commit", "-qam", f"for {tag}"], check=True)
-    subprocess.run([*git, "tag", "-a", tag, "-m", tag], check=True)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +42,13 @@ def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
     workdir, summary = demo["workdir"], demo["summary"]
     assert summary["status"] == "published" and summary["release_class"] == "stable"
     assert summary["machines_created"] == 6  # five targets and the integration job's fresh machine
-    assert [t["name"] for t in summary["targets"]] == ["amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm", "python-wheel"]
+    assert [t["name"] for t in summary["targets"]] == [
+        "amd64-deb",
+        "arm64-deb",
+        "amd64-rpm",
+        "arm64-rpm",
+        "python-wheel",
+    ]
     current = workdir / "published" / "current"
     assert os.readlink(current) == f"releases/{summary['release_id']}"
     for target in summary["targets"][:4]:
@@ -93,6 +57,7 @@ def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
         published = list(current.rglob(artifact["name"]))
         assert published, f"{artifact['name']} is not in the published tree"
         from dropship.repos.files import sha256_file
+
         if artifact["name"].endswith(".deb"):
             assert sha256_file(published[0]) == artifact["sha256"]  # RPMs are re-signed, so they differ
     assert (current / "keys" / "hello-release.asc").exists() and (current / "keys" / "hello-release.gpg").exists()
@@ -101,7 +66,9 @@ def test_demo_release_is_published_and_summarised(demo: dict[str, Any]) -> None:
 
 def test_build_ran_on_each_machines_worker(demo: dict[str, Any]) -> None:
     runs = child_runs(demo["summary"]["run_id"])
-    assert sorted(r.name for r in runs) == [f"hello-v0.1.0-{t}" for t in ("amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm", "python-wheel")]
+    assert sorted(r.name for r in runs) == [
+        f"hello-v0.1.0-{t}" for t in ("amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm", "python-wheel")
+    ]
     assert all(r.state.is_completed() for r in runs)
     queues = {r.work_queue_name for r in runs}
     assert len(queues) == 5 and all(q.startswith("hello-") for q in queues)
@@ -109,13 +76,18 @@ def test_build_ran_on_each_machines_worker(demo: dict[str, Any]) -> None:
 
 def test_runs_are_named_after_what_they_do(demo: dict[str, Any]) -> None:
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterId,
+        TaskRunFilter,
+    )
 
     run_id = demo["summary"]["run_id"]
     with get_client(sync_client=True) as client:
         (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])))
-        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])),
-                                      task_run_filter=TaskRunFilter())
+        tasks = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), task_run_filter=TaskRunFilter()
+        )
     assert run.name == "hello v0.1.0"
     names = {t.name for t in tasks}
     for target in ("amd64-deb", "arm64-deb", "amd64-rpm", "arm64-rpm"):
@@ -142,7 +114,9 @@ def test_rpm_and_dnf_verify_the_published_rpms(demo: dict[str, Any], tmp_path: P
     current = demo["workdir"] / "published" / "current"
     rpms = sorted(current.glob("rpm/stable/*/packages/*.rpm"))
     assert [p.parent.parent.name for p in rpms] == ["aarch64", "x86_64"]
-    assert rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 2
+    assert (
+        rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 2
+    )
     url = serve(current)
     repo_file = (current / "rpm" / "stable.repo").read_text().replace(f"file://{current}", url)
     rpm = DnfClient(tmp_path / "dnf", repo_file, f"{url}/keys/hello-release.asc").download("hello")
@@ -164,7 +138,9 @@ def test_second_release_keeps_both_versions_signed_by_the_same_key(demo: dict[st
     assert run_packaged_hello(client.download("hello"), tmp_path / "root") == "Hello from dropship 0.1.1!"
     rpms = sorted(current.glob("rpm/stable/*/packages/*.rpm"))
     assert len(rpms) == 4
-    assert rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 4
+    assert (
+        rpm_verify(current / "keys" / "hello-release.asc", rpms, tmp_path / "rpmdb").count("digests signatures OK") == 4
+    )
 
 
 def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, Any]) -> None:
@@ -173,9 +149,16 @@ def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, 
     workdir = demo["workdir"]
     repo = workdir / "hello"
     before = os.readlink(workdir / "published" / "current")
-    commit_and_tag(repo, "v0.2.0", {'build = ["sh", "packaging/build.sh", "rpm", "arm64"]':
-                                    'build = ["sh", "-c", "echo arm64 toolchain is broken >&2; exit 3"]'})
-    state = release(manifest=str(repo / "dropship.toml"), tag="v0.2.0", workdir=str(workdir / "state"), return_state=True)
+    commit_and_tag(
+        repo,
+        "v0.2.0",
+        {
+            'build = ["sh", "packaging/build.sh", "rpm", "arm64"]': 'build = ["sh", "-c", "echo arm64 toolchain is broken >&2; exit 3"]'
+        },
+    )
+    state = release(
+        manifest=str(repo / "dropship.toml"), tag="v0.2.0", workdir=str(workdir / "state"), return_state=True
+    )
     assert state.is_failed()
     assert "arm64-rpm" in state.message and "exit code 3" in state.message and "nothing was published" in state.message
     assert os.readlink(workdir / "published" / "current") == before
@@ -195,13 +178,21 @@ def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, 
     [
         ("v1.2", None, "tag 'v1.2' is neither a stable release"),
         ("v9.9.9", None, "tag 'v9.9.9' does not exist"),
-        ("v0.3.0", {'test = ["sh", "tests/run.sh"]': 'test = ["sh", "-c", "echo 1 test failed; exit 1"]'},
-         "test command failed with exit code 1"),
-        ("v0.4.0", {'arch = "arm64"\nformat = "rpm"': 'arch = "riscv"\nformat = "rpm"'},
-         "targets[3].arch: expected one of 'amd64' or 'arm64', got 'riscv'"),
+        (
+            "v0.3.0",
+            {'test = ["sh", "tests/run.sh"]': 'test = ["sh", "-c", "echo 1 test failed; exit 1"]'},
+            "test command failed with exit code 1",
+        ),
+        (
+            "v0.4.0",
+            {'arch = "arm64"\nformat = "rpm"': 'arch = "riscv"\nformat = "rpm"'},
+            "targets[3].arch: expected one of 'amd64' or 'arm64', got 'riscv'",
+        ),
     ],
 )
-def test_bad_input_stops_before_any_machine(demo: dict[str, Any], tmp_path: Path, tag: str, edit: Any, expected: str) -> None:
+def test_bad_input_stops_before_any_machine(
+    demo: dict[str, Any], tmp_path: Path, tag: str, edit: Any, expected: str
+) -> None:
     from flows.release import release
 
     repo = prepare_repository(tmp_path / "hello", "v0.1.0")
@@ -220,9 +211,13 @@ def test_expiring_signing_key_stops_before_any_machine(demo: dict[str, Any], tmp
 
     saved = SigningKey.load("hello-signing-key")
     try:
-        SigningKey(private_key=generate_key("soon", "soon@example.invalid", expire_days=5)).save("hello-signing-key", overwrite=True)
+        SigningKey(private_key=generate_key("soon", "soon@example.invalid", expire_days=5)).save(
+            "hello-signing-key", overwrite=True
+        )
         repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-        state = release(manifest=str(repo / "dropship.toml"), tag="v0.1.0", workdir=str(tmp_path / "state"), return_state=True)
+        state = release(
+            manifest=str(repo / "dropship.toml"), tag="v0.1.0", workdir=str(tmp_path / "state"), return_state=True
+        )
         assert state.is_failed() and "within the required 30 days" in state.message
         assert not (tmp_path / "state" / "local").exists()
     finally:
@@ -234,7 +229,11 @@ def test_dropship_demo_command(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     done = subprocess.run(
         [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(tmp_path / "demo"), "--tag", "v1.0.0"],
-        env=env, capture_output=True, text=True, timeout=600, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Published hello v1.0.0 (stable" in done.stdout

@@ -8,7 +8,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 
@@ -17,7 +17,14 @@ import pytest
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine
 from dropship.machines.bootstrap import (
-    Setup, WorkerConfig, _build_wheel, connect_pinned, constraints, dropship_wheel, image_hash, wheel_identity,
+    Setup,
+    WorkerConfig,
+    _build_wheel,
+    connect_pinned,
+    constraints,
+    dropship_wheel,
+    image_hash,
+    wheel_identity,
 )
 from dropship.machines.local import find_sshd, free_port, sshd_config
 from dropship.ssh import KeyPair, generate_keypair
@@ -41,8 +48,12 @@ class Sshd:
         config = self.folder / "sshd_config"
         config.write_text(sshd_config(self.folder, "127.0.0.1", self.port, getpass.getuser()))
         self.log = self.folder / log
-        self.process = subprocess.Popen([find_sshd(), "-D", "-e", "-f", str(config)], stdout=self.log.open("wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.process = subprocess.Popen(
+            [find_sshd(), "-D", "-e", "-f", str(config)],
+            stdout=self.log.open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def stop(self) -> None:
         if self.process is not None:
@@ -62,8 +73,18 @@ def sshd(tmp_path: Path) -> Iterator[tuple[Sshd, KeyPair]]:
 
 
 def machine(port: int, host_key: str) -> Machine:
-    return Machine(id="4242", name="hello-amd64-deb-abc", provider="digitalocean", tags=(), host="127.0.0.1", port=port,
-                   user=getpass.getuser(), work_dir="/w", created_at=datetime.now(timezone.utc), host_public_key=host_key)
+    return Machine(
+        id="4242",
+        name="hello-amd64-deb-abc",
+        provider="digitalocean",
+        tags=(),
+        host="127.0.0.1",
+        port=port,
+        user=getpass.getuser(),
+        work_dir="/w",
+        created_at=datetime.now(UTC),
+        host_public_key=host_key,
+    )
 
 
 def test_waits_for_the_pinned_key_and_never_accepts_the_images(sshd: tuple[Sshd, KeyPair]) -> None:
@@ -75,8 +96,9 @@ def test_waits_for_the_pinned_key_and_never_accepts_the_images(sshd: tuple[Sshd,
 
     def connect() -> None:
         try:
-            session = connect_pinned(machine(server.port, pinned.public_line), client.private_openssh, timeout=60,
-                                     interval=0.3)
+            session = connect_pinned(
+                machine(server.port, pinned.public_line), client.private_openssh, timeout=60, interval=0.3
+            )
             got["echo"] = session.run(["echo", "pinned"]).strip()
             session.close()
         except Exception as exc:  # noqa: BLE001 - reported below
@@ -99,8 +121,12 @@ def test_gives_up_at_the_deadline_naming_the_droplet(sshd: tuple[Sshd, KeyPair])
     server, client = sshd
     server.start(generate_keypair("image"), "image-sshd.log")
     with pytest.raises(MachineError) as info:
-        connect_pinned(machine(server.port, generate_keypair("pinned").public_line), client.private_openssh,
-                       timeout=3, interval=0.3)
+        connect_pinned(
+            machine(server.port, generate_keypair("pinned").public_line),
+            client.private_openssh,
+            timeout=3,
+            interval=0.3,
+        )
     message = str(info.value)
     assert "hello-amd64-deb-abc (4242)" in message and "pinned host key" in message and "another key refused" in message
 

@@ -12,11 +12,15 @@ from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
-from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, NotFound
+from dropship.machines.digitalocean import (
+    DigitalOceanProvider,
+    DigitalOceanSettings,
+    NotFound,
+)
 from dropship.machines.local import _pids_with_marker, free_port
 from dropship.machines.userdata import render
 from dropship.ssh import Endpoint, SshSession, generate_keypair
-from tests.test_ssh import IDLE_WORKER
+from tests.support import IDLE_WORKER
 
 TOKEN = "dop_v1_emulator_token"
 
@@ -31,17 +35,36 @@ def emulator(tmp_path: Path) -> Iterator[tuple[Emulator, str]]:
 
 
 def provider(url: str, emu: Emulator, **overrides: object) -> DigitalOceanProvider:
-    settings = {"token": TOKEN, "endpoint": url, "ssh_port": emu.ssh_port, "ssh_user": getpass.getuser(),
-                "ready_timeout": 30.0, "poll_interval": 0.2, **overrides}
+    settings = {
+        "token": TOKEN,
+        "endpoint": url,
+        "ssh_port": emu.ssh_port,
+        "ssh_user": getpass.getuser(),
+        "ready_timeout": 30.0,
+        "poll_interval": 0.2,
+        **overrides,
+    }
     return DigitalOceanProvider(DigitalOceanSettings(**settings))  # type: ignore[arg-type]
 
 
 def request(size: str = "s-2vcpu-4gb", name: str = "hello-amd64-deb-1") -> tuple[MachineRequest, str]:
     host, client = generate_keypair("host"), generate_keypair("client")
-    user_data = render(host_private_key=host.private_openssh, host_public_key=host.public_line,
-                       authorized_key=client.public_line, work_dir="/var/lib/dropship/work", worker=IDLE_WORKER)
-    return MachineRequest(name, ("dropship-run-abc", "dropship-target-amd64-deb"), size, "debian-12-x64", "nyc1",
-                          user_data, host.public_line), client.private_openssh
+    user_data = render(
+        host_private_key=host.private_openssh,
+        host_public_key=host.public_line,
+        authorized_key=client.public_line,
+        work_dir="/var/lib/dropship/work",
+        worker=IDLE_WORKER,
+    )
+    return MachineRequest(
+        name,
+        ("dropship-run-abc", "dropship-target-amd64-deb"),
+        size,
+        "debian-12-x64",
+        "nyc1",
+        user_data,
+        host.public_line,
+    ), client.private_openssh
 
 
 def test_create_reach_list_delete(emulator: tuple[Emulator, str]) -> None:
@@ -70,11 +93,17 @@ def test_create_reach_list_delete(emulator: tuple[Emulator, str]) -> None:
         ({"token": "wrong"}, "refused the API token (401)", ConfigError),
         ({"size": "s-64vcpu-9tb"}, "invalid size for Droplet creation", ConfigError),
         ({"fault": "quota"}, "exceed your droplet limit", ConfigError),
-        ({"fault": "server-error:20", "max_attempts": 3}, "after 3 attempts: last answer 500 Server Error", MachineError),
+        (
+            {"fault": "server-error:20", "max_attempts": 3},
+            "after 3 attempts: last answer 500 Server Error",
+            MachineError,
+        ),
         ({"fault": "stuck-new", "ready_timeout": 1.0}, "was still 'new' after 1 s; deleted it", MachineError),
     ],
 )
-def test_refusals_are_clear_and_leave_no_droplet(emulator: tuple[Emulator, str], setup: dict[str, object], expected: str, error: type[Exception]) -> None:
+def test_refusals_are_clear_and_leave_no_droplet(
+    emulator: tuple[Emulator, str], setup: dict[str, object], expected: str, error: type[Exception]
+) -> None:
     emu, url = emulator
     if "fault" in setup:
         emu.faults.apply(str(setup.pop("fault")))
@@ -125,15 +154,20 @@ def test_a_404_that_pydo_returns_instead_of_raising_is_not_found(emulator: tuple
 @pytest.mark.parametrize(
     ("machines", "limit", "expected"),
     [
-        ([("s-2vcpu-4gb", "debian-12-x64", "nyc1")] * 3, 2, "needs 3 droplet(s) but the account's droplet limit is 2 with 0 alive"),
+        (
+            [("s-2vcpu-4gb", "debian-12-x64", "nyc1")] * 3,
+            2,
+            "needs 3 droplet(s) but the account's droplet limit is 2 with 0 alive",
+        ),
         ([("s-2vcpu-4gb", "debian-13-x64", "nyc1")], 25, "DigitalOcean has no image debian-13-x64"),
         ([("s-64vcpu-9tb", "debian-12-x64", "nyc1")], 25, "no droplet size s-64vcpu-9tb"),
         ([("s-2vcpu-4gb", "debian-12-x64", "mars1")], 25, "no region mars1"),
         ([("c2-16vcpu-32gb", "debian-12-x64", "ams3")], 25, "size c2-16vcpu-32gb is not available in region ams3"),
     ],
 )
-def test_preflight_refuses_before_any_droplet(tmp_path: Path, machines: list[tuple[str, str, str]], limit: int,
-                                              expected: str) -> None:
+def test_preflight_refuses_before_any_droplet(
+    tmp_path: Path, machines: list[tuple[str, str, str]], limit: int, expected: str
+) -> None:
     emu = Emulator(tmp_path / "emulator", token=TOKEN, ssh_port=free_port(), droplet_limit=limit)
     server = EmulatorServer(emu).start()
     try:
@@ -147,7 +181,9 @@ def test_preflight_refuses_before_any_droplet(tmp_path: Path, machines: list[tup
 
 def test_preflight_finds_the_images(emulator: tuple[Emulator, str]) -> None:
     emu, url = emulator
-    images = provider(url, emu).preflight([("s-2vcpu-4gb", "debian-12-x64", "nyc1"), ("s-1vcpu-1gb", "debian-12-x64", "ams3")])
+    images = provider(url, emu).preflight(
+        [("s-2vcpu-4gb", "debian-12-x64", "nyc1"), ("s-1vcpu-1gb", "debian-12-x64", "ams3")]
+    )
     assert images["debian-12-x64"]["slug"] == "debian-12-x64"
 
 

@@ -11,7 +11,7 @@ from dropship.errors import MachineError
 from dropship.machines import MachineRequest
 from dropship.machines.local import LocalProvider, _pids_with_marker
 from dropship.ssh import generate_keypair
-from tests.test_ssh import boot
+from tests.support import boot
 
 
 def test_create_list_delete_leaves_no_process(tmp_path: Path) -> None:
@@ -26,7 +26,9 @@ def test_create_list_delete_leaves_no_process(tmp_path: Path) -> None:
     assert (root / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
     assert _pids_with_marker(a.id), "the worker runs with the machine's marker"
     # a child that escaped the worker's process group is still found and stopped
-    escaped = subprocess.Popen(["sleep", "300"], env={**os.environ, "DROPSHIP_MACHINE_ID": a.id}, start_new_session=True)
+    escaped = subprocess.Popen(
+        ["sleep", "300"], env={**os.environ, "DROPSHIP_MACHINE_ID": a.id}, start_new_session=True
+    )
     provider.delete(a.id)
     # SIGTERM, or SIGKILL after the grace period when a loaded machine is slow to stop
     assert escaped.wait(timeout=20) in (-signal.SIGTERM, -signal.SIGKILL)

@@ -7,16 +7,29 @@ import pytest
 
 from dropship.machines.userdata import WorkerSpec, render
 
-WORKER = WorkerSpec(api_url="http://10.0.0.1:4200/api'; touch /tmp/pwned; '", pool="dropship-builders",
-                    queue="hello-amd64-deb-1234", prefect=["/opt/dropship/bin/prefect"], env={"A": "$(id)"})
+WORKER = WorkerSpec(
+    api_url="http://10.0.0.1:4200/api'; touch /tmp/pwned; '",
+    pool="dropship-builders",
+    queue="hello-amd64-deb-1234",
+    prefect=["/opt/dropship/bin/prefect"],
+    env={"A": "$(id)"},
+)
 
 
 def test_values_are_never_interpreted(tmp_path: Path) -> None:
-    script = render(host_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\n$(id)\n-----END OPENSSH PRIVATE KEY-----\n",
-                    host_public_key="ssh-ed25519 AAAA host", authorized_key="ssh-ed25519 BBBB client",
-                    work_dir="/var/lib/dropship/work", worker=WorkerSpec(**{**WORKER.__dict__, "prefect": ["true"]}))
+    script = render(
+        host_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\n$(id)\n-----END OPENSSH PRIVATE KEY-----\n",
+        host_public_key="ssh-ed25519 AAAA host",
+        authorized_key="ssh-ed25519 BBBB client",
+        work_dir="/var/lib/dropship/work",
+        worker=WorkerSpec(**{**WORKER.__dict__, "prefect": ["true"]}),
+    )
     (tmp_path / "ud.sh").write_text(script)
-    subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"), "PATH": "/usr/bin:/bin"}, check=True)
+    subprocess.run(
+        ["sh", str(tmp_path / "ud.sh")],
+        env={"DROPSHIP_MACHINE_ROOT": str(tmp_path / "root"), "PATH": "/usr/bin:/bin"},
+        check=True,
+    )
     root = tmp_path / "root"
     assert "$(id)" in (root / "etc/ssh/ssh_host_ed25519_key").read_text()
     env = (root / "etc/dropship/worker.env").read_text()
@@ -28,7 +41,10 @@ def test_values_are_never_interpreted(tmp_path: Path) -> None:
 
 def test_worker_serves_only_the_machines_queue() -> None:
     script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=WORKER)
-    assert "worker start --pool dropship-builders --work-queue hello-amd64-deb-1234 --name hello-amd64-deb-1234 --type process" in script
+    assert (
+        "worker start --pool dropship-builders --work-queue hello-amd64-deb-1234 --name hello-amd64-deb-1234 --type process"
+        in script
+    )
 
 
 def test_multiline_public_key_rejected() -> None:
@@ -39,8 +55,10 @@ def test_multiline_public_key_rejected() -> None:
 def test_droplet_user_data_pins_the_host_key_and_holds_nothing_else() -> None:
     from dropship.machines.userdata import render_bootstrap
 
-    script = render_bootstrap(host_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nk\n-----END OPENSSH PRIVATE KEY-----\n",
-                              host_public_key="ssh-ed25519 AAAA pinned")
+    script = render_bootstrap(
+        host_private_key="-----BEGIN OPENSSH PRIVATE KEY-----\nk\n-----END OPENSSH PRIVATE KEY-----\n",
+        host_public_key="ssh-ed25519 AAAA pinned",
+    )
     assert "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub" in script
     assert "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\n" in script
     assert 'kill -HUP "$(cat /run/sshd.pid)"' in script and "systemctl reload ssh" in script
@@ -53,6 +71,11 @@ def test_droplet_user_data_refuses_to_run_as_a_local_machine(tmp_path: Path) -> 
     from dropship.machines.userdata import render_bootstrap
 
     (tmp_path / "ud.sh").write_text(render_bootstrap(host_private_key="k", host_public_key="ssh-ed25519 AAAA p"))
-    done = subprocess.run(["sh", str(tmp_path / "ud.sh")], env={"DROPSHIP_MACHINE_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["sh", str(tmp_path / "ud.sh")],
+        env={"DROPSHIP_MACHINE_ROOT": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert done.returncode == 1 and "not for a local machine" in done.stderr

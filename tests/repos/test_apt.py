@@ -3,7 +3,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -16,8 +16,10 @@ from dropship.signing import Signer
 from tests.clients import AptClient, ClientFailed, run_packaged_hello
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden"
-FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
-SETTINGS = AptSettings(origin="hello", label="hello", component="main", architectures=("amd64", "arm64"), keep_versions=2)
+FIXED_NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+SETTINGS = AptSettings(
+    origin="hello", label="hello", component="main", architectures=("amd64", "arm64"), keep_versions=2
+)
 
 
 def _debs(example_packages: dict[str, dict[str, Path]], version: str) -> list[Path]:
@@ -28,7 +30,9 @@ def _repo(tmp_path: Path, settings: AptSettings = SETTINGS) -> AptRepository:
     return AptRepository(tmp_path / "repo", settings)
 
 
-def _signed_repo(tmp_path: Path, example_packages, signing_key: str, client_key: str | None = None) -> tuple[AptRepository, Path]:
+def _signed_repo(
+    tmp_path: Path, example_packages, signing_key: str, client_key: str | None = None
+) -> tuple[AptRepository, Path]:
     """A repository with 0.1.0 signed by `signing_key`, and the keyring of `client_key` (default: the same)."""
     repo = _repo(tmp_path)
     with Signer([signing_key]) as signer:
@@ -106,7 +110,9 @@ def test_apt_get_refuses_other_key(tmp_path: Path, example_packages, signing_key
     assert "NO_PUBKEY" in info.value.output or "not signed" in info.value.output
 
 
-def test_rotation_old_and_new_key_clients_both_accept(tmp_path: Path, example_packages, signing_key: str, other_key: str, serve) -> None:
+def test_rotation_old_and_new_key_clients_both_accept(
+    tmp_path: Path, example_packages, signing_key: str, other_key: str, serve
+) -> None:
     repo = _repo(tmp_path)
     with Signer([signing_key, other_key]) as signer:
         repo.add("stable", _debs(example_packages, "0.1.0"), signer)
@@ -136,15 +142,25 @@ def test_releases_accumulate_retention_drops_oldest(tmp_path: Path, example_pack
         # second apt last fetched would be answered 304 Not Modified.
         time.sleep(1.1)
         result = repo.add("stable", _debs(example_packages, "0.3.0"), signer)
-    assert sorted(result.removed) == ["pool/main/h/hello/hello_0.1.0_amd64.deb", "pool/main/h/hello/hello_0.1.0_arm64.deb"]
+    assert sorted(result.removed) == [
+        "pool/main/h/hello/hello_0.1.0_amd64.deb",
+        "pool/main/h/hello/hello_0.1.0_arm64.deb",
+    ]
     assert repo.prune_pool() == sorted(result.removed)
-    versions = [p["Version"] for p in Packages.iter_paragraphs((repo.root / "dists/stable/main/binary-amd64/Packages").read_text(), use_apt_pkg=False)]
+    versions = [
+        p["Version"]
+        for p in Packages.iter_paragraphs(
+            (repo.root / "dists/stable/main/binary-amd64/Packages").read_text(), use_apt_pkg=False
+        )
+    ]
     assert versions == ["0.2.0", "0.3.0"]
     client.update()
     assert "Candidate: 0.3.0" in client.policy("hello")
 
 
-def test_indexing_is_incremental(tmp_path: Path, example_packages, signing_key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_indexing_is_incremental(
+    tmp_path: Path, example_packages, signing_key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     repo = _repo(tmp_path)
     read: list[str] = []
     original = apt_module.read_deb

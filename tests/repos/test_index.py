@@ -9,12 +9,19 @@ import pytest
 
 from dropship.errors import RepositoryError
 from dropship.repos.files import sha256_file
-from dropship.repos.index import IndexedRelease, ReleaseIndex, load_index, locate_artifacts, update_index
+from dropship.repos.index import (
+    IndexedRelease,
+    ReleaseIndex,
+    load_index,
+    locate_artifacts,
+    update_index,
+)
 
 
 def _release(tree: Path, release_id: str, cls: str, deb: str, suites: list[str]) -> IndexedRelease:
-    release = IndexedRelease(release_id, release_id.split("-", 1)[1], cls, "1.0", "c0ffee" * 7, "2026-11-22 10:00 UTC",
-                             suites, ["amd64-deb"])
+    release = IndexedRelease(
+        release_id, release_id.split("-", 1)[1], cls, "1.0", "c0ffee" * 7, "2026-11-22 10:00 UTC", suites, ["amd64-deb"]
+    )
     release.artifacts = locate_artifacts(tree, {"amd64-deb": [deb]}, suites)
     return release
 
@@ -34,7 +41,9 @@ def test_history_is_carried_and_pruned_files_are_marked(tmp_path: Path) -> None:
 
     data = json.loads((tree / "index.json").read_text())
     assert [r["id"] for r in data["releases"]] == [
-        "20261124T100000Z-main", "20261123T100000Z-main", "20261122T100000Z-v1.0.0",
+        "20261124T100000Z-main",
+        "20261123T100000Z-main",
+        "20261122T100000Z-v1.0.0",
     ]
     assert [r["available"] for r in data["releases"]] == [True, True, False]
     (artifact,) = data["releases"][0]["artifacts"]

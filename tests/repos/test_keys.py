@@ -10,7 +10,9 @@ from dropship.signing import Signer
 
 
 def _fingerprints(keyring: Path) -> list[str]:
-    out = subprocess.run(["gpg", "--show-keys", "--with-colons", str(keyring)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["gpg", "--show-keys", "--with-colons", str(keyring)], capture_output=True, text=True, check=True
+    ).stdout
     return [line.split(":")[9] for line in out.splitlines() if line.startswith("fpr:")]
 
 

@@ -14,8 +14,12 @@ def _rpms(example_packages: dict[str, dict[str, Path]], version: str) -> list[Pa
     return [example_packages[version]["amd64-rpm"], example_packages[version]["arm64-rpm"]]
 
 
-def _publish(tmp_path: Path, example_packages, key: str, versions: tuple[str, ...] = ("0.1.0",), keep: int = 3) -> tuple[RpmRepository, Path]:
-    repo = RpmRepository(tmp_path / "repo", keep_versions=keep, base_url="http://127.0.0.1:1", key_url="http://127.0.0.1:1/keys/k.asc")
+def _publish(
+    tmp_path: Path, example_packages, key: str, versions: tuple[str, ...] = ("0.1.0",), keep: int = 3
+) -> tuple[RpmRepository, Path]:
+    repo = RpmRepository(
+        tmp_path / "repo", keep_versions=keep, base_url="http://127.0.0.1:1", key_url="http://127.0.0.1:1/keys/k.asc"
+    )
     with Signer([key]) as signer:
         for version in versions:
             repo.add("stable", _rpms(example_packages, version), signer, "hello")
@@ -24,7 +28,9 @@ def _publish(tmp_path: Path, example_packages, key: str, versions: tuple[str, ..
     return repo, public
 
 
-def test_packages_are_signed_and_inputs_untouched(tmp_path: Path, example_packages, signing_key: str, other_key: str) -> None:
+def test_packages_are_signed_and_inputs_untouched(
+    tmp_path: Path, example_packages, signing_key: str, other_key: str
+) -> None:
     original = example_packages["0.1.0"]["amd64-rpm"].read_bytes()
     repo, public = _publish(tmp_path, example_packages, signing_key)
     assert example_packages["0.1.0"]["amd64-rpm"].read_bytes() == original
@@ -49,7 +55,9 @@ def test_repo_file_turns_on_both_checks(tmp_path: Path, example_packages, signin
 
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
-def test_dnf_downloads_with_gpgcheck_and_repo_gpgcheck(tmp_path: Path, example_packages, signing_key: str, serve, arch: str) -> None:
+def test_dnf_downloads_with_gpgcheck_and_repo_gpgcheck(
+    tmp_path: Path, example_packages, signing_key: str, serve, arch: str
+) -> None:
     repo, public = _publish(tmp_path, example_packages, signing_key, ("0.1.0", "0.2.0"))
     url = serve(repo.root)
     repo_file = (repo.root / "rpm/stable.repo").read_text().replace("http://127.0.0.1:1", url)
@@ -106,9 +114,20 @@ def test_not_an_rpm(tmp_path: Path, signing_key: str) -> None:
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
     [
-        ("1.0", "1.0", 0), ("1.0", "2.0", -1), ("2.0", "1.0", 1), ("1.10", "1.9", 1), ("1.0", "1.0.1", -1),
-        ("1.0~rc1", "1.0", -1), ("1.0~rc1", "1.0~rc2", -1), ("1.0^post", "1.0", 1), ("1.0a", "1.0", 1),
-        ("1.0", "1.0a", -1), ("a", "1", -1), ("1", "a", 1), ("1.0.0", "1_0_0", 0), ("0~dev2026.g1", "0.1", -1),
+        ("1.0", "1.0", 0),
+        ("1.0", "2.0", -1),
+        ("2.0", "1.0", 1),
+        ("1.10", "1.9", 1),
+        ("1.0", "1.0.1", -1),
+        ("1.0~rc1", "1.0", -1),
+        ("1.0~rc1", "1.0~rc2", -1),
+        ("1.0^post", "1.0", 1),
+        ("1.0a", "1.0", 1),
+        ("1.0", "1.0a", -1),
+        ("a", "1", -1),
+        ("1", "a", 1),
+        ("1.0.0", "1_0_0", 0),
+        ("0~dev2026.g1", "0.1", -1),
     ],
 )
 def test_rpmvercmp(a: str, b: str, expected: int) -> None:

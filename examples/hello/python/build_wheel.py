@@ -34,8 +34,10 @@ def main() -> None:
     files = {
         f"{NAME}/__init__.py": (here / NAME / "__init__.py").read_bytes(),
         f"{NAME}/_version.py": f'VERSION = "{version}"\n'.encode(),
-        f"{dist_info}/METADATA": (f"Metadata-Version: 2.1\nName: hello-dropship\nVersion: {version}\n"
-                                  "Summary: the dropship example's Python package\nRequires-Python: >=3.8\n").encode(),
+        f"{dist_info}/METADATA": (
+            f"Metadata-Version: 2.1\nName: hello-dropship\nVersion: {version}\n"
+            "Summary: the dropship example's Python package\nRequires-Python: >=3.8\n"
+        ).encode(),
         f"{dist_info}/WHEEL": b"Wheel-Version: 1.0\nGenerator: hello build_wheel.py\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
     }
     record = []

@@ -1,0 +1,89 @@
+"""Helpers shared by test modules: process scans, child runs, git tags, idle machines.
+
+Test modules import from here (or from the fixtures in conftest.py and the
+server support modules), never from one another.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dropship.demo import GIT_IDENTITY
+from dropship.machines import Machine, MachineRequest
+from dropship.machines.local import LocalProvider
+from dropship.machines.userdata import WorkerSpec, render
+from dropship.ssh import KeyPair, generate_keypair
+
+
+def processes_with_env(needle: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def machine_processes() -> list[int]:
+    """Every process on this host that belongs to some dropship machine: the ones
+    carrying the machine marker, and sshd listeners started from a machine's
+    sshd_config (sshd does not keep the marker in its environment)."""
+    found = processes_with_env(b"DROPSHIP_MACHINE_ID=")
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"sshd" in cmdline and b"/machines/" in cmdline and b"sshd_config" in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def child_runs(run_id: str) -> list[Any]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"dropship-run-{run_id}"]))
+        )
+
+
+def commit_and_tag(repo: Path, tag: str, edit: dict[str, Any] | None = None) -> None:
+    if edit:
+        text = (repo / "dropship.toml").read_text()
+        for old, new in edit.items():
+            assert old in text
+            text = text.replace(old, new)
+        (repo / "dropship.toml").write_text(text)
+    git = ["git", *GIT_IDENTITY, "-C", str(repo)]
+    subprocess.run([*git, "commit", "-qam", f"for {tag}"], check=True)
+    subprocess.run([*git, "tag", "-a", tag, "-m", tag], check=True)
+
+
+IDLE_WORKER = WorkerSpec(
+    api_url="http://127.0.0.1:9/api",
+    pool="p",
+    queue="q",
+    prefect=[sys.executable, "-c", "import time; time.sleep(300)"],
+    env={},
+)
+
+
+def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[str, ...] = ()) -> Machine:
+    host = generate_keypair("host")
+    user_data = render(
+        host_private_key=host.private_openssh,
+        host_public_key=host.public_line,
+        authorized_key=client.public_line,
+        work_dir="/var/lib/dropship/work",
+        worker=IDLE_WORKER,
+    )
+    return provider.create(MachineRequest(name, tags, "s", "i", "r", user_data, host.public_line))
