@@ -29,7 +29,9 @@ def submit(
     """Create a flow run of `deployment`; with the same idempotency key, return the first run instead."""
     try:
         target = call(
-            lambda client: client.read_deployment_by_name(deployment), f"reading deployment {deployment}", patience=patience
+            lambda client: client.read_deployment_by_name(deployment),
+            f"reading deployment {deployment}",
+            patience=patience,
         )
     except ObjectNotFound as exc:
         raise ConfigError(

@@ -39,7 +39,7 @@ def planned_image(manifest: Manifest, target_name: str) -> tuple[str, str, str]:
     return base, digest, snapshot_name(base, digest)
 
 
-@task(name="build-image", cache_policy=NO_CACHE)
+@task(name="build-image", task_run_name="build image", cache_policy=NO_CACHE)
 def build_image(manifest: Manifest, target_name: str, run_id: str) -> dict[str, Any]:
     logger = get_run_logger()
     credentials = _credentials(manifest)

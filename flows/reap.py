@@ -77,7 +77,13 @@ def _last_heartbeat(client: object, run_id: str, since: datetime) -> datetime | 
     return max(times) if times else None
 
 
-@task(name="crash-orphaned-releases", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
+@task(
+    name="crash-orphaned-releases",
+    task_run_name="crash orphaned releases",
+    cache_policy=NO_CACHE,
+    retries=1,
+    retry_delay_seconds=5,
+)
 def crash_orphaned_releases(
     ttl_minutes: float, silence_seconds: float = HEARTBEAT_SILENCE.total_seconds()
 ) -> list[str]:
@@ -135,7 +141,7 @@ def _remove_stale_queues(machine_names: set[str], grace: timedelta) -> list[str]
     return stale
 
 
-@task(name="reap", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
+@task(name="reap", task_run_name="reap", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=10)
 def reap_task(
     provider: str, workdir: str, credentials: str, ttl_minutes: float, queue_grace_minutes: float = 10.0
 ) -> list[str]:

@@ -36,7 +36,13 @@ API_OUTAGE_SECONDS = 120.0
 BUILD_USER = "dropship-build"
 
 
-@task(name="ensure-build-deployment", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@task(
+    name="ensure-build-deployment",
+    task_run_name="ensure build deployment",
+    retries=2,
+    retry_delay_seconds=2,
+    cache_policy=NO_CACHE,
+)
 def ensure_build_deployment() -> None:
     """The builders' work pool and the `build` deployment, created if missing.
 

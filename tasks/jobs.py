@@ -175,7 +175,7 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
     return chosen
 
 
-@task(name="check-language-packages", cache_policy=NO_CACHE)
+@task(name="check-language-packages", task_run_name="check language packages", cache_policy=NO_CACHE)
 def check_language(manifest: Manifest, plan: ReleasePlan) -> None:
     """Before publication: a version the registry serves with other bytes stops the release here."""
     from dropship.registries import conflicts
@@ -185,7 +185,7 @@ def check_language(manifest: Manifest, plan: ReleasePlan) -> None:
         get_run_logger().info("%s: %s", index.registry.name, "; ".join(f"{n}: {s}" for n, s in status.items()))
 
 
-@task(name="publish-language-packages", cache_policy=NO_CACHE)
+@task(name="publish-language-packages", task_run_name="publish language packages", cache_policy=NO_CACHE)
 def publish_language(manifest: Manifest, plan: ReleasePlan) -> list[dict[str, str]]:
     """Every target's language packages to their registries, after the repository was published."""
     from dropship.registries import publish

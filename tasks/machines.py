@@ -195,7 +195,7 @@ def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, 
     return deleted
 
 
-@task(name="teardown", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="teardown", task_run_name="teardown", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def teardown_run(manifest: Manifest, plan: ReleasePlan, workdir: str) -> list[str]:
     deleted = teardown(manifest, plan.provider, workdir, plan.run_id, plan.run_dir)
     if deleted:

@@ -125,7 +125,7 @@ def _publish(publisher: Publisher, release_id: str, tree: Path) -> PublishResult
     return result
 
 
-@task(name="sign", cache_policy=NO_CACHE)
+@task(name="sign", task_run_name="sign", cache_policy=NO_CACHE)
 def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> str:
     """Build the new repository tree from the published one plus this release; return its path (dry runs)."""
     server = RepoServer.load(manifest.blocks.repo_server)
@@ -134,7 +134,9 @@ def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | Non
         return str(_sign_release(manifest, plan, base_url, server, publisher))
 
 
-@task(name="sign-and-publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(
+    name="sign-and-publish", task_run_name="sign and publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE
+)
 def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> PublishResult:
     """Read what is published, add this release, sign, publish: one critical section.
 
@@ -153,7 +155,7 @@ def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None
         return _publish(publisher, plan.release_id, tree)
 
 
-@task(name="switch-current", cache_policy=NO_CACHE)
+@task(name="switch-current", task_run_name="switch current", cache_policy=NO_CACHE)
 def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str | None, str]:
     """Roll `current` back to `to` (or the release before it); return (from, to)."""
     publisher = RepoServer.load(repo_server).publisher(workdir)
@@ -163,7 +165,7 @@ def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str 
     return current, target
 
 
-@task(name="promote", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
+@task(name="promote", task_run_name="promote", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def promote_build(
     manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None
 ) -> PublishResult:
