@@ -37,7 +37,9 @@ from pathlib import Path
 
 from dropship.errors import JobFailed, RepositoryError
 from dropship.machines import Machine, MachineRequest, Provider, run_tag
+from dropship.machines.bootstrap import connect_pinned
 from dropship.machines.local import WORK_DIR
+from dropship.machines.userdata import render_bootstrap
 from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.process import run
 from dropship.repos.apt import read_deb
@@ -481,22 +483,42 @@ def create_job_machine(
     run_id: str,
     short_run_id: str,
     client_public_key: str,
+    client_private_key: str,
+    ssh_timeout: float = 300.0,
 ) -> Machine:
-    """A new machine for one job, tagged with the run (so teardown and the reaper find it)."""
+    """A new machine for one job, tagged with the run (so teardown and the reaper find it).
+
+    A droplet boots the stock image with the bootstrap user_data (our host key,
+    the run's SSH key through DigitalOcean's `ssh_keys`) and is returned only
+    once it answers with its pinned host key, as build droplets are.
+    """
     host_key = generate_keypair(f"dropship-host-job-{job}")
     defaults = manifest.defaults
+    droplet = provider.name == "digitalocean"
+    if droplet:
+        user_data = render_bootstrap(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line)
+    else:
+        user_data = job_user_data(
+            host_private_key=host_key.private_openssh,
+            host_public_key=host_key.public_line,
+            authorized_key=client_public_key,
+            work_dir=WORK_DIR,
+        )
     request = MachineRequest(
         name=f"{manifest.project.name}-job-{job}-{short_run_id}"[:63].rstrip("-"),
         tags=(run_tag(run_id), f"dropship-job-{job}", f"dropship-arch-{arch.value}"),
         size=defaults.size,
         image=defaults.image,
         region=defaults.region,
-        user_data=job_user_data(
-            host_private_key=host_key.private_openssh,
-            host_public_key=host_key.public_line,
-            authorized_key=client_public_key,
-            work_dir=WORK_DIR,
-        ),
+        user_data=user_data,
         host_public_key=host_key.public_line,
+        authorized_key=client_public_key,
     )
-    return provider.create(request)
+    machine = provider.create(request)
+    if droplet:
+        try:
+            connect_pinned(machine, client_private_key, timeout=ssh_timeout).close()
+        except BaseException:
+            provider.delete(machine.id)
+            raise
+    return machine

@@ -100,6 +100,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
         run_id=plan.run_id,
         short_run_id=plan.short_id,
         client_public_key=key.with_suffix(".pub").read_text().strip(),
+        client_private_key=key.read_text(),
     )
     ledger.record(
         Path(plan.run_dir),
