@@ -26,6 +26,7 @@ from tests.servers import Nginx, RepoServerHost, start_nginx, start_repo_server
 RELEASES = 20
 CLIENTS = 3
 PAUSE = 0.2
+WAN_DELAY = 0.02  # seconds per file uploaded in place (a round trip on a real network)
 ROUNDS = 3
 """Seconds between two publications, the same for both ways of publishing."""
 SETTINGS = AptSettings(origin="load", label="load", component="main", architectures=("amd64",), keep_versions=2)
@@ -141,6 +142,9 @@ def _upload_in_place(session: SshSession, tree: Path, live: str, previous: Path 
         session.makedirs(f"{live}/{Path(relative).parent}")
         with path.open("rb") as src, session.sftp.open(f"{live}/{relative}", "wb") as dst:
             dst.write(src.read())
+        # A file costs a round trip or more on a real network; loopback (with the pipelined,
+        # TCP_NODELAY session) made the in-place window too short for clients to ever fall into.
+        time.sleep(WAN_DELAY)
     for path in sorted(p for p in Path(live).rglob("*") if p.is_file()):
         if path.relative_to(live).as_posix() not in wanted:
             session.sftp.remove(str(path))

@@ -112,7 +112,7 @@ def test_release_index_lists_both_releases(world: World) -> None:
     by_id = {r["id"]: r for r in index["releases"]}
     stable = by_id[world.runs["stable"]["release_id"]]
     assert stable["release_class"] == "stable" and stable["version"] == "0.1.0" and stable["available"]
-    assert sorted(stable["targets"]) == ["amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm"]
+    assert sorted(stable["targets"]) == ["amd64-deb", "amd64-rpm", "arm64-deb", "arm64-rpm", "python-wheel"]
     for artifact in stable["artifacts"]:
         served = world.server.root / "current" / artifact["path"]
         from dropship.repos.files import sha256_file
@@ -242,7 +242,8 @@ def test_dry_run_builds_and_signs_but_publishes_nothing(world: World) -> None:
     )
     assert state.is_completed(), state.message
     summary = state.result()
-    assert summary["status"] == "dry-run" and summary["machines_created"] == 1
+    # the build machine, and the fresh machine of the example's integration job (jobs run on dry runs too)
+    assert summary["status"] == "dry-run" and summary["machines_created"] == 2
     assert summary["targets"][0]["status"] == "built"
     tree = Path(summary["repository"])
     assert (tree / "pool/main/h/hello/hello_0.3.0_amd64.deb").exists(), "the signed tree is left for inspection"
