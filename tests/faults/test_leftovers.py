@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dropship.machines.local import LocalProvider
+from dropship.machines.local import LocalProvider, free_port
 from dropship.server import PIDFILE, LocalPrefectServer, _is_our_server
 from dropship.ssh import generate_keypair
 from tests.faults.harness import machine_processes_under
@@ -125,13 +125,16 @@ def test_a_killed_demos_server_dies_with_it_and_a_survivor_is_stopped_at_the_nex
         PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
     )
     survivor = subprocess.Popen(
-        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(free_port())],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     (home / PIDFILE).write_text(f"{survivor.pid}\n")
+    deadline = time.monotonic() + 20  # /proc shows the new process's environment a moment after exec
+    while not _is_our_server(survivor.pid, home) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert _is_our_server(survivor.pid, home)
     server = LocalPrefectServer(home)
     try:

@@ -201,7 +201,7 @@ def test_a_release_build_reads_neither_the_api_url_nor_the_signing_key(
         "v0.9.0",
         {
             'build = ["sh", "packaging/build.sh", "deb", "amd64"]': 'build = ["sh", "-c", "python3 probe.py > probe.json 2>&1; sh packaging/build.sh deb amd64"]',
-            'artifacts = ["out/*.deb"]\nrebuild_patterns = ["^src/", "^packaging/"]\n\n[[targets]]\nname = "arm64-deb"': f'artifacts = ["out/*.deb", "probe.json"]\nrebuild_patterns = ["^src/", "^packaging/"]\n'
+            'artifacts = ["out/*.deb"]\nsetup = ["dpkg-dev"]\nrebuild_patterns = ["^src/", "^packaging/"]\n\n[[targets]]\nname = "arm64-deb"': f'artifacts = ["out/*.deb", "probe.json"]\nsetup = ["dpkg-dev"]\nrebuild_patterns = ["^src/", "^packaging/"]\n'
             f'env = {{ ATTACKER_KNOWS_URL = "{prefect_server}" }}\n\n[[targets]]\nname = "arm64-deb"',
             'signing_key = "hello-signing-key"': 'signing_key = "hello-secrets-key"',
             'repo_server = "hello-repo"': 'repo_server = "hello-secrets-repo"',
