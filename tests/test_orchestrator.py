@@ -127,7 +127,7 @@ def test_stack_serves_api_and_ui_through_nginx_from_both_replicas(stack: Stack) 
 
 def test_release_publishes_while_an_api_replica_is_killed(stack: Stack, tmp_path: Path) -> None:
     process = demo(stack.api_url, tmp_path / "demo", "v0.1.0")
-    wait_for_line(process, "is up for")  # machines exist, builds are being started
+    wait_for_line(process, "is up, building")  # machines exist, builds are being started
     victim = stack.pids()["api-1"]
     os.kill(victim, signal.SIGKILL)
     output = finish(process)
@@ -238,7 +238,7 @@ def test_postgresql_restart_mid_release_loses_nothing_published(
     assert first.returncode == 0, out[-3000:]
     before = os.readlink(workdir / "published" / "current")
     process = demo(stack.api_url, workdir, "v0.1.1")
-    wait_for_line(process, "is up for")
+    wait_for_line(process, "is up, building")
     pg.restart()
     output = finish(process)
     current = os.readlink(workdir / "published" / "current")
