@@ -134,7 +134,9 @@ def test_release_publishes_while_an_api_replica_is_killed(stack: Stack, tmp_path
     assert process.returncode == 0, output[-4000:]
     assert "Published hello v0.1.0 (stable" in output
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["status"] == "published" and len(summary["targets"]) == 5  # the example: 4 package targets and a wheel
+    assert (
+        summary["status"] == "published" and len(summary["targets"]) == 5
+    )  # the example: 4 package targets and a wheel
     assert (tmp_path / "demo" / "published" / "current" / "dists" / "stable" / "InRelease").exists()
     new = stack.wait_restart("api-1", victim)
     assert alive(new) and f"api-1 (pid {victim}) exited with code -9; restarting" in stack.log()
