@@ -30,7 +30,11 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started us dies (Linux)."""
+    """In the child, before exec: SIGTERM when the process that started us dies (Linux).
+
+    Linux ties this to the starting *thread*: a server started from a thread
+    that then ends is stopped with it, so start servers from a long-lived thread.
+    """
     try:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
     except (OSError, AttributeError):
@@ -136,7 +140,10 @@ class LocalPrefectServer:
         self.stop()
 
     def start(self, port: int | None = None) -> None:
-        """Start the server (on `port`, e.g. the one it had before a restart; a free one by default)."""
+        """Start the server (on `port`, e.g. the one it had before a restart; a free one by default).
+
+        The server is stopped when the calling thread ends (see `_die_with_parent`).
+        """
         self.home.mkdir(parents=True, exist_ok=True)
         self.stale_pid = stop_stale_server(self.home)
         self.port = port or self._fixed_port or free_port()

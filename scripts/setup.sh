@@ -11,8 +11,11 @@ cd "$(dirname "$0")/.."
 packages=(openssh-server openssh-client gnupg rpm createrepo-c dpkg-dev apt-utils dnf dnf-plugins-core
           xz-utils git gcc libc6-dev gcc-aarch64-linux-gnu libc6-dev-arm64-cross nginx util-linux)
 # The tests also boot emulated droplets as containers (their own dockerd, a
-# debootstrap image) and run a real registry.
-if [ "${1:-}" = "--test" ]; then packages+=(chromium docker.io debootstrap skopeo docker-registry apache2-utils); fi
+# debootstrap image), run a real registry, and a replicated orchestrator on
+# PostgreSQL and Redis (started by the tests in their own folders, never as services).
+if [ "${1:-}" = "--test" ]; then
+  packages+=(chromium docker.io debootstrap skopeo docker-registry apache2-utils postgresql redis-server)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

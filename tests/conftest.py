@@ -23,6 +23,7 @@ import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import threading  # noqa: E402
 from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -109,3 +110,20 @@ def serve() -> Iterator[Callable[[Path], str]]:
     for server in servers:
         server.shutdown()
         server.server_close()
+
+
+# Fault and scale tests print measured figures as lines starting with "FIGURE";
+# the summary repeats them so that every run (CI's too) reports them without -s.
+_FIGURES: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _FIGURES.extend(line.strip() for line in report.capstdout.splitlines() if line.strip().startswith("FIGURE"))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)

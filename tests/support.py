@@ -30,19 +30,23 @@ def processes_with_env(needle: bytes) -> list[int]:
     return found
 
 
-def machine_processes() -> list[int]:
-    """Every process on this host that belongs to some dropship machine: the ones
-    carrying the machine marker, and sshd listeners started from a machine's
-    sshd_config (sshd does not keep the marker in its environment)."""
-    found = processes_with_env(b"DROPSHIP_MACHINE_ID=")
+def machine_processes_under(folder: Path) -> list[int]:
+    """Processes of machines whose state is under `folder` (this test's, not another
+    session's or a concurrent run's): those started with DROPSHIP_MACHINE_ROOT there,
+    and sshd listeners of a config there (sshd does not keep the marker in its environment)."""
+    found = []
+    root = f"DROPSHIP_MACHINE_ROOT={folder}".encode()
+    config = str(folder).encode()
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"sshd" in cmdline and b"/machines/" in cmdline and b"sshd_config" in cmdline:
-                found.append(int(entry.name))
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(v.startswith(root) for v in environ.split(b"\0")) or (b"sshd" in cmdline and config in cmdline):
+            found.append(int(entry.name))
     return found
 
 

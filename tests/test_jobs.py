@@ -248,6 +248,7 @@ def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
         run_id="t-1",
         short_run_id="t1",
         client_public_key=pair.public_line,
+        client_private_key=pair.private_openssh,
     )
     try:
         with SshSession(endpoint(machine), pair.private_openssh) as session:
@@ -295,7 +296,14 @@ def test_tampered_tree_is_refused_by_apt(
     provider = LocalProvider(tmp_path / "local")
     pair = write_keypair(tmp_path / "ssh" / "id", "test")
     machine = create_job_machine(
-        provider, manifest, "tampered", Arch.ARM64, run_id="t-2", short_run_id="t2", client_public_key=pair.public_line
+        provider,
+        manifest,
+        "tampered",
+        Arch.ARM64,
+        run_id="t-2",
+        short_run_id="t2",
+        client_public_key=pair.public_line,
+        client_private_key=pair.private_openssh,
     )
     try:
         with SshSession(endpoint(machine), pair.private_openssh) as session, pytest.raises(JobFailed) as caught:

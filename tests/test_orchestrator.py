@@ -394,7 +394,16 @@ def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     port = free_port()
     server = LocalPrefectServer(tmp_path / "prefect", port=port)
     retries: list[str] = []
-    starter = threading.Timer(3.0, server.start)
+    done = threading.Event()
+
+    def start_late() -> None:
+        # The server dies with the thread that started it (PR_SET_PDEATHSIG is
+        # per thread), so this thread lives until the test is done.
+        time.sleep(3.0)
+        server.start()
+        done.wait()
+
+    starter = threading.Thread(target=start_late)
     starter.start()
     try:
         with temporary_settings({PREFECT_API_URL: f"http://127.0.0.1:{port}/api"}):
@@ -406,6 +415,7 @@ def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
             )
         assert version and retries and set(retries) <= {"ConnectError", "ReadError", "RemoteProtocolError"}
     finally:
+        done.set()
         starter.join()
         server.stop()
 

@@ -297,9 +297,15 @@ def _rss_kib(pid: int) -> int:
 
 
 def _closed(sock: socket.socket, wait: float = 0.2) -> bool:
-    sock.settimeout(wait)
+    """Whether the server closes `sock` within `wait` seconds; what it still sends
+    first (the rest of a response that came in several segments) is read and dropped."""
+    deadline = time.monotonic() + wait
     try:
-        return sock.recv(1) == b""
+        while (left := deadline - time.monotonic()) > 0:
+            sock.settimeout(left)
+            if sock.recv(4096) == b"":
+                return True
+        return False
     except TimeoutError:
         return False
     except OSError:

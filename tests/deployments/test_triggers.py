@@ -26,7 +26,7 @@ from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
 from dropship.webhook import Secrets, create_app
 from tests.servers import stop_group
-from tests.support import machine_processes
+from tests.support import machine_processes_under
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -219,7 +219,7 @@ def test_deployment_run_is_picked_up_by_a_process_worker(
         assert (current / "pool/main/h/hello/hello_0.2.0_amd64.deb").exists()
         index = json.loads((current / "index.json").read_text())
         assert [r["name"] for r in index["releases"]] == ["v0.2.0"]
-        assert machine_processes() == []
+        assert machine_processes_under(tmp_path) == []
         status = subprocess.run(
             [sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
             env=env,

@@ -158,22 +158,3 @@ if __name__ == "__main__":
         kill_at=job["kill_at"],
     )
     print("published", job["release_id"])
-
-
-def machine_processes_under(folder: Path) -> list[int]:
-    """Processes of machines whose state is under `folder` (this test's, not another session's):
-    those started with DROPSHIP_MACHINE_ROOT there, and sshd listeners of a config there."""
-    found = []
-    root = f"DROPSHIP_MACHINE_ROOT={folder}".encode()
-    config = str(folder).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if any(v.startswith(root) for v in environ.split(b"\0")) or (b"sshd" in cmdline and config in cmdline):
-            found.append(int(entry.name))
-    return found

@@ -16,8 +16,7 @@ import pytest
 from dropship.machines.local import LocalProvider, free_port
 from dropship.server import PIDFILE, LocalPrefectServer, _is_our_server
 from dropship.ssh import generate_keypair
-from tests.faults.harness import machine_processes_under
-from tests.support import boot
+from tests.support import boot, machine_processes_under
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,8 +17,8 @@ import pytest
 
 from dropship.demo import prepare_repository
 from dropship.machines.local import LocalProvider, _pids_with_marker
-from tests.faults.harness import agents_of, machine_processes_under
-from tests.support import child_runs, commit_and_tag
+from tests.faults.harness import agents_of
+from tests.support import child_runs, commit_and_tag, machine_processes_under
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ import pytest
 
 from dropship.demo import prepare_repository
 from dropship.ledger import lives
-from tests.support import commit_and_tag, machine_processes
+from tests.support import commit_and_tag, machine_processes_under
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +57,7 @@ def release(project: dict[str, Any], **kwargs: Any) -> tuple[Any, dict[str, Any]
     )
     run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert machine_processes() == []
+    assert machine_processes_under(project["base"]) == []
     return state, summary, len(lives(run_dir))
 
 

@@ -21,7 +21,7 @@ from dropship.demo import GIT_IDENTITY, prepare_repository
 from dropship.ledger import lives
 from dropship.machines.local import LocalProvider, free_port
 from tests.servers import stop_group
-from tests.support import processes_with_env
+from tests.support import machine_processes_under
 
 pytestmark = pytest.mark.e2e
 
@@ -208,22 +208,8 @@ def _run_dir(world: dict[str, Any], state: Any, workdir: Path | None = None) -> 
     return (workdir or world["workdir"]) / "runs" / str(state.state_details.flow_run_id)
 
 
-def machine_processes(workdir: Path) -> list[int]:
-    """Processes of machines under `workdir` (other sessions on this host have their own)."""
-    found = processes_with_env(f"DROPSHIP_MACHINE_ROOT={workdir}".encode())
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"sshd" in cmdline and str(workdir).encode() in cmdline:
-                found.append(int(entry.name))
-    return found
-
-
 def _no_machine(workdir: Path, run_dir: Path) -> None:
-    assert machine_processes(workdir) == []
+    assert machine_processes_under(workdir) == []
     assert LocalProvider(workdir / "local").list() == []
     assert all(life.deleted is not None for life in lives(run_dir))
 
@@ -390,7 +376,7 @@ def _gated(world: dict[str, Any], tag: str, timeout: int, answer: dict[str, Any]
     try:
         paused = _paused_run(since)
         # no machine is alive while the release waits
-        assert machine_processes(workdir) == []
+        assert machine_processes_under(workdir) == []
         assert LocalProvider(workdir / "local").list() == []
         if answer is not None:
             resume_flow_run(paused.id, run_input=answer)

@@ -19,7 +19,7 @@ from dropship.demo import prepare_repository
 from dropship.errors import ConfigError, PublishError
 from tests.clients import AptClient, DnfClient, run_packaged_hello
 from tests.servers import Nginx, RepoServerHost, start_nginx, start_repo_server
-from tests.support import machine_processes
+from tests.support import machine_processes_under
 
 pytestmark = pytest.mark.e2e
 
@@ -194,7 +194,7 @@ def test_promotion_publishes_the_development_build_as_stable_without_machines(wo
     index = json.loads((world.server.root / "current/index.json").read_text())
     promoted = next(r for r in index["releases"] if r["id"] == result["release_id"])
     assert promoted["name"] == "v0.2.0" and promoted["promoted_from"] == nightly["release_id"]
-    assert machine_processes() == []
+    assert machine_processes_under(world.workdir) == []
     with pytest.raises(ConfigError, match="already released"):
         promote(manifest=str(world.manifest), build=nightly["release_id"], as_tag="v0.2.0", workdir=str(world.workdir))
     with pytest.raises(ConfigError, match="not a development build"):
@@ -249,4 +249,4 @@ def test_dry_run_builds_and_signs_but_publishes_nothing(world: World) -> None:
     assert (tree / "pool/main/h/hello/hello_0.3.0_amd64.deb").exists(), "the signed tree is left for inspection"
     assert world.current == before
     assert sorted(p.name for p in (world.server.root / "releases").iterdir()) == releases_before
-    assert machine_processes() == []
+    assert machine_processes_under(world.workdir) == []

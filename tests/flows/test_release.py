@@ -20,7 +20,7 @@ from tests.clients import AptClient, DnfClient, rpm_verify, run_packaged_hello
 from tests.support import (
     child_runs,
     commit_and_tag,
-    machine_processes,
+    machine_processes_under,
     processes_with_env,
 )
 
@@ -95,7 +95,7 @@ def test_runs_are_named_after_what_they_do(demo: dict[str, Any]) -> None:
 
 
 def test_no_machine_or_worker_is_left(demo: dict[str, Any]) -> None:
-    assert machine_processes() == []
+    assert machine_processes_under(demo["workdir"]) == []
     assert LocalProvider(demo["workdir"] / "state" / "local").list() == []
     run_dir = demo["workdir"] / "state" / "runs" / demo["summary"]["run_id"]
     assert all(life.deleted is not None for life in lives(run_dir))
@@ -167,7 +167,7 @@ def test_failing_target_publishes_nothing_and_leaves_no_machine(demo: dict[str, 
     assert summary["status"] == "failed"
     statuses = {t["name"]: t["status"] for t in summary["targets"]}
     assert statuses["arm64-rpm"] == "failed" and "arm64 toolchain is broken" in summary["targets"][3]["reason"]
-    assert machine_processes() == []
+    assert machine_processes_under(workdir) == []
     assert LocalProvider(workdir / "state" / "local").list() == []
     assert all(life.deleted is not None for life in lives(workdir / "state" / "runs" / run_id))
     assert not any(r.state.is_running() or r.state.is_scheduled() for r in child_runs(run_id))
@@ -240,6 +240,6 @@ def test_dropship_demo_command(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["status"] == "published" and summary["version"] == "1.0.0"
     assert (tmp_path / "demo" / "published" / "current" / "dists" / "stable" / "InRelease").exists()
-    assert machine_processes() == []
+    assert machine_processes_under(tmp_path / "demo") == []
     # the demo's Prefect server runs with PREFECT_HOME under the demo folder
     assert processes_with_env(f"PREFECT_HOME={tmp_path / 'demo'}".encode()) == [], "a process of the demo outlived it"
