@@ -104,4 +104,8 @@ def closing_lines(
         ]
     if rpms:
         lines += ["", "dnf (Fedora/RHEL):", f"  {get_repo}", f"  sudo dnf install {project}-{version}"]
+    published = summary.get("language_packages") or []
+    if published:
+        lines += ["", "Language packages:"]
+        lines += [f"  {p['file']} -> {p['registry']} ({p['status']})" for p in published]
     return lines

@@ -29,6 +29,26 @@ class TargetSummary:
 
 
 @dataclass
+class JobSummary:
+    name: str
+    kind: str
+    status: str
+    """passed | installed (not executed) | failed | approved | rejected | skipped"""
+    seconds: float = 0.0
+    machine: str = ""
+    detail: str = ""
+
+
+@dataclass
+class LanguagePackageSummary:
+    file: str
+    registry: str
+    status: str
+    """uploaded | already published"""
+    sha256: str
+
+
+@dataclass
 class ReleaseSummary:
     run_id: str
     project: str
@@ -50,6 +70,9 @@ class ReleaseSummary:
     cost: float = 0.0
     wall_seconds: float = 0.0
     targets: list[TargetSummary] = field(default_factory=list)
+    jobs: list[JobSummary] = field(default_factory=list)
+    language_packages: list[LanguagePackageSummary] = field(default_factory=list)
+    """What went to [[registries]] (after the repository was published)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -91,7 +114,37 @@ class ReleaseSummary:
                 f"| {t.name} | {t.status} | {why} | {t.machine or '-'} | {_num(t.build_seconds)} | "
                 f"{_num(t.machine_seconds)} | {'-' if t.cost is None else f'{t.cost:.4f}'} | {arts} |"
             )
+        if self.jobs:
+            lines += ["", "| job | kind | status | seconds | machine |", "|---|---|---|---|---|"]
+            lines += [f"| {j.name} | {j.kind} | {j.status} | {j.seconds:.1f} | {j.machine or '-'} |" for j in self.jobs]
+        if self.language_packages:
+            lines += ["", "| language package | registry | status | sha256 |", "|---|---|---|---|"]
+            lines += [f"| {p.file} | {p.registry} | {p.status} | `{p.sha256[:12]}` |" for p in self.language_packages]
         return "\n".join(lines) + "\n"
+
+
+def read_run_records(run_dir: Path) -> tuple[list[JobSummary], list[LanguagePackageSummary]]:
+    """The jobs (jobs.json) and language packages (registries.json) a run recorded in its folder."""
+    jobs: list[JobSummary] = []
+    packages: list[LanguagePackageSummary] = []
+    if (run_dir / "jobs.json").exists():
+        for job in json.loads((run_dir / "jobs.json").read_text()):
+            jobs.append(
+                JobSummary(
+                    name=job["name"],
+                    kind=job["kind"],
+                    status=job["status"],
+                    seconds=float(job.get("seconds") or 0.0),
+                    machine=job.get("machine") or "",
+                    detail=(job.get("detail") or "")[:500],
+                )
+            )
+    if (run_dir / "registries.json").exists():
+        for done in json.loads((run_dir / "registries.json").read_text()):
+            packages.append(
+                LanguagePackageSummary(**{k: str(done[k]) for k in ("file", "registry", "status", "sha256")})
+            )
+    return jobs, packages
 
 
 def _num(value: float | None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -11,12 +12,14 @@ from prefect.logging.handlers import APILogHandler
 from pydantic import SecretStr
 
 from blocks.digitalocean import DigitalOceanCredentials
+from blocks.registry import RegistryCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 from dropship.cli_run import failure_text
-from dropship.demo import prepare_repository
+from dropship.demo import DEMO_INDEX_CREDENTIALS, prepare_repository, publish_wheels_to
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
+from dropship.package_index import USER, LocalPackageIndex
 from dropship.progress import closing_lines
 from dropship.signing import generate_key
 from flows.release import release
@@ -45,7 +48,27 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
     $DIGITALOCEAN_TOKEN; the release bootstraps each droplet over SSH with this
     orchestrator's dropship and Prefect versions.
     """
-    source = prepare_repository(workdir / "hello", tag)
+    index: LocalPackageIndex | None = None
+    if importlib.util.find_spec("pypiserver") is not None:
+        index = LocalPackageIndex(workdir / "index")
+        index.start()
+    try:
+        return _release_example(workdir, tag, provider, do_endpoint, index)
+    finally:
+        if index is not None:
+            index.stop()
+
+
+def _release_example(
+    workdir: Path, tag: str, provider: str, do_endpoint: str | None, index: LocalPackageIndex | None
+) -> tuple[bool, str]:
+    if index is not None:
+        source = prepare_repository(workdir / "hello", tag, manifest_edit=publish_wheels_to(index.url))
+        RegistryCredentials(username=USER, password_file=str(index.password_file.resolve())).save(
+            DEMO_INDEX_CREDENTIALS, overwrite=True
+        )
+    else:
+        source = prepare_repository(workdir / "hello", tag)
     manifest_path = source / "dropship.toml"
     manifest = load_manifest(manifest_path)
     demo_key(workdir)  # the block names the file: the key itself never enters Prefect
@@ -83,4 +106,15 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
         summary_path=str(workdir / "summary.json"),
         provider=provider,
     )
+    if index is not None:
+        lines += [
+            "",
+            f"pip (the wheel, from the demo's index; serve it again with `python -m pypiserver run {index.packages}`):",
+            f"  pip install --no-index --find-links {index.packages} hello-dropship=={summary['version']}",
+        ]
+    else:
+        lines += [
+            "",
+            "The wheel was built but not published: the demo's package index needs `pip install 'dropship[demo]'`.",
+        ]
     return True, "\n".join(lines)

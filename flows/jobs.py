@@ -8,6 +8,7 @@ the flow itself, since `pause_flow_run` pauses the calling flow run.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from dropship.jobs import JobKind, integration_targets, jobs_of
 from dropship.machines import run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.progress import event
 from tasks.jobs import (
     check_language,
     docs_job,
@@ -80,6 +82,19 @@ def _settle(plan: ReleasePlan, futures: dict[str, Any], when: str) -> list[JobOu
             reason = exc.reason if isinstance(exc, JobFailed) else str(exc)
             failures[name] = reason
             outcomes.append(JobOutcome(name, "", "failed", detail=reason))
+    logger = get_run_logger()
+    for outcome in outcomes:
+        if outcome.status == "failed":
+            logger.error("%s", outcome.detail, extra=event("job", "failed", name=outcome.name))
+        else:
+            mark = "ok" if outcome.status == "passed" else "warning"
+            where = f" on {outcome.machine}" if outcome.machine else ""
+            logger.info(
+                "%s%s",
+                outcome.detail or outcome.status,
+                where,
+                extra=event("job", mark, name=outcome.name, seconds=outcome.seconds),
+            )
     _record(plan, outcomes)
     if failures:
         raise ReleaseFailed(
@@ -142,12 +157,12 @@ def manual_gate(plan: ReleasePlan, name: str, timeout: int) -> JobOutcome:
     `resume_flow_run(id, run_input={"approve": true, "reason": "..."})`."""
     logger = get_run_logger()
     logger.info(
-        "%s: waiting up to %d s for approval of %s %s (version %s) in the Prefect UI",
-        name,
+        "waiting up to %d s for approval of %s %s (version %s) in the Prefect UI",
         timeout,
         plan.project,
         plan.name,
         plan.version,
+        extra=event("gate", "running", name=name),
     )
     try:
         answer = pause_flow_run(
@@ -162,7 +177,7 @@ def manual_gate(plan: ReleasePlan, name: str, timeout: int) -> JobOutcome:
     _record(plan, [outcome])
     if not answer.approve:
         raise JobFailed(name, f"rejected: {answer.reason or 'no reason given'}; nothing was published")
-    logger.info("%s: approved (%s)", name, answer.reason or "no reason given")
+    logger.info("approved (%s)", answer.reason or "no reason given", extra=event("gate", name=name))
     return outcome
 
 
@@ -170,6 +185,12 @@ def publish_language_packages(manifest: Manifest, plan: ReleasePlan, workdir: st
     """After the repository was published (so after every target and job succeeded); never on a dry run."""
     if plan.dry_run or not _has_registry_packages(manifest, plan):
         return
+    started = time.monotonic()
     results = publish_language(manifest, plan)
     path = Path(plan.run_dir) / "registries.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
+    get_run_logger().info(
+        "%s",
+        "; ".join(f"{r['file']} -> {r['registry']} ({r['status']})" for r in results),
+        extra=event("language packages", seconds=time.monotonic() - started),
+    )

@@ -169,7 +169,7 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
         index = PypiIndex(
             registry,
             credentials.username,
-            credentials.password.get_secret_value(),
+            credentials.secret(),
             twine=[sys.executable, "-m", "twine"],
         )
         chosen.append((index, mine))

@@ -28,7 +28,7 @@ from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
 from dropship.release import release_id
-from dropship.repos.index import IndexedRelease
+from dropship.repos.index import IndexedRelease, refresh_page
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
 
@@ -152,6 +152,7 @@ def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None
         docs = Path(plan.run_dir) / "docs"  # what docs jobs built (tasks/jobs.py)
         if docs.is_dir():
             shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)
+            refresh_page(tree)  # the release's entry links its docs
         return _publish(publisher, plan.release_id, tree)
 
 

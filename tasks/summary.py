@@ -12,7 +12,7 @@ from blocks.repo_server import RepoServer
 from dropship import ledger
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ReleaseSummary, TargetSummary
+from dropship.summary import ReleaseSummary, TargetSummary, read_run_records
 
 
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE)
@@ -38,6 +38,7 @@ def write_summary(
             summary.machine_seconds = life.seconds
             summary.cost = life.cost
         rows.append(summary)
+    jobs, language_packages = read_run_records(Path(plan.run_dir))
     release = ReleaseSummary(
         run_id=plan.run_id,
         project=plan.project,
@@ -55,6 +56,8 @@ def write_summary(
         cost=round(sum(life.cost or 0.0 for life in lives), 6),
         wall_seconds=round(wall_seconds, 3),
         targets=rows,
+        jobs=jobs,
+        language_packages=language_packages,
         url=url or "",
     )
     release.write(Path(plan.run_dir) / "summary.json")

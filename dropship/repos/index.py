@@ -114,6 +114,18 @@ def update_index(tree: Path, index: ReleaseIndex, release: IndexedRelease) -> Re
     return index
 
 
+def refresh_page(tree: Path) -> None:
+    """index.html again from the tree's index.json, after files the page links to
+    (a docs job's `docs/<version>/`) were added to the signed tree."""
+    try:
+        data = json.loads((tree / INDEX_JSON).read_text())
+        key_name = Path(data["keys"]["armored"]).stem
+        index = ReleaseIndex(data["project"], data["base_url"], key_name, load_index(tree))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RepositoryError(f"{tree / INDEX_JSON}: unreadable release index: {exc}") from exc
+    write_atomic(tree / INDEX_HTML, render_html(tree, index).encode())
+
+
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"
@@ -174,6 +186,9 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
             if not available:
                 badge += '<span class="badge gone">files pruned</span>'
             promoted = f" · promoted from {e(r.promoted_from)}" if r.promoted_from else ""
+            if (tree / "docs" / r.version).is_dir():  # a docs job's output ([[jobs]] kind "docs")
+                promoted += f' · <a href="docs/{e(r.version)}/">documentation</a>'
+
             parts += [
                 f'<section class="release" id="{e(r.id)}"><h3>{e(r.name)}{badge}</h3>',
                 f'<div class="meta">release <code>{e(r.id)}</code> · version {e(r.version)} · {e(r.date)} · commit <code>{e(r.commit[:12])}</code>'

@@ -70,6 +70,12 @@ arch = "amd64"
 needs = ["amd64-rpm"]
 command = ["hello", "--version"]
 
+[[jobs]]
+name = "docs"
+kind = "docs"
+command = ["sh", "-c", 'mkdir -p out/docs && echo "<h1>hello $DROPSHIP_VERSION</h1>" > out/docs/index.html']
+output = "out/docs"
+
 [[registries]]
 name = "test-pypi"
 kind = "pypi"
@@ -230,7 +236,18 @@ def test_good_release_installs_on_fresh_machines_and_publishes_the_wheel(world: 
     assert machines["job:install-deb"].name != machines["amd64-deb"].name
     assert machines["job:install-deb"].created >= machines["amd64-deb"].deleted
     _no_machine(world["workdir"], run_dir)
-    assert (world["base"] / "published" / "current" / "dists" / "stable" / "InRelease").exists()
+    current = world["base"] / "published" / "current"
+    assert (current / "dists" / "stable" / "InRelease").exists()
+    # the docs job's files are published beside the repository and linked from its index page
+    assert (current / "docs" / "0.1.0" / "index.html").read_text().strip() == "<h1>hello 0.1.0</h1>"
+    assert 'href="docs/0.1.0/"' in (current / "index.html").read_text()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {j["name"]: j["status"] for j in summary["jobs"]} == {
+        "install-deb": "passed",
+        "install-rpm": "passed",
+        "docs": "passed",
+    }
+    assert [p["file"] for p in summary["language_packages"]] == ["hello_dropship-0.1.0-py3-none-any.whl"]
     # the wheel reached the index and pip installs it from there
     (uploaded,) = json.loads((run_dir / "registries.json").read_text())
     assert uploaded["status"] == "uploaded" and uploaded["file"] == "hello_dropship-0.1.0-py3-none-any.whl"
