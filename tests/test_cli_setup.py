@@ -118,7 +118,11 @@ def test_five_commands_publish_a_package_apt_fetches(
     assert [line.split()[0] for line in check.stdout.splitlines()] == ["ok"] * 5
     out = release.stdout
     assert re.search(r"^✓ build amd64-deb \d+\.\d s: tiny_1\.0\.0_amd64\.deb$", out, flags=re.MULTILINE), out
-    assert re.search(r"^✓ publish \d+\.\d s: uploaded \d+ files; current -> ", out, flags=re.MULTILINE), out
+    assert re.search(
+        r"^✓ publish \d+\.\d s: signed the APT repository of stable; uploaded \d+ files; current -> ",
+        out,
+        flags=re.MULTILINE,
+    ), out
     assert "reused" not in out and "Looks like you're deploying" not in release.output
     assert "Concurrency limits" not in release.output and "Traceback" not in release.output
     current = published["repo"] / "current"
@@ -486,7 +490,12 @@ def test_blocks_asks_on_a_terminal_and_hides_the_token(server: dict[str, Any], t
     project = make_project(tmp_path / "asked")
     env = env_for(server["api"], tmp_path / "home")
     assert dropship("init", "--arch", "amd64", "--format", "deb", cwd=project, env=env).returncode == 0
-    _edit(project / "dropship.toml", r'^provider = "local"', 'provider = "digitalocean"')
+    # its own credentials block: another test of this module's server may have made the default one
+    _edit(
+        project / "dropship.toml",
+        r'^provider = "local"',
+        'provider = "digitalocean"\ncredentials = "asked-digitalocean"',
+    )
     status, screen = _converse(
         ["blocks"],
         project,
@@ -502,6 +511,6 @@ def test_blocks_asks_on_a_terminal_and_hides_the_token(server: dict[str, Any], t
     assert status == 0, screen
     assert "created SigningKey block 'asked-signing-key'" in screen
     assert f"created RepoServer block 'asked-repo': folder {tmp_path / 'repo'}" in screen
-    assert "created DigitalOceanCredentials block 'dropship-digitalocean'" in screen
+    assert "created DigitalOceanCredentials block 'asked-digitalocean'" in screen
     assert "dop_v1_typed_secret" not in screen  # getpass: not echoed, never printed
     assert "GetPassWarning" not in screen
