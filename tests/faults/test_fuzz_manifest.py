@@ -178,7 +178,7 @@ def test_mutated_manifests_are_valid_or_a_manifest_error(tmp_path: Path) -> None
 
     check()
     print(
-        f"\nmanifests (field mutations): refused at load {counts['refused']} / accepted {counts['accepted']} "
+        f"\nFIGURE fuzz manifests (field mutations): refused at load {counts['refused']} / accepted {counts['accepted']} "
         f"/ crashed {counts['crashed']}"
     )
     assert not crashes, crashes[:5]
@@ -218,7 +218,7 @@ def test_mutated_manifest_files_are_valid_or_a_manifest_error(tmp_path: Path) ->
 
     check()
     print(
-        f"\nmanifests (byte edits): refused at load {counts['refused']} / accepted {counts['accepted']} "
+        f"\nFIGURE fuzz manifests (byte edits): refused at load {counts['refused']} / accepted {counts['accepted']} "
         f"/ crashed {counts['crashed']}"
     )
     assert not crashes, crashes[:5]

@@ -65,7 +65,9 @@ def test_fuzzed_tags_are_accepted_canonically_or_refused() -> None:
         judge(tag, counts, crashes)
 
     check()
-    print(f"\ntags: refused {counts['refused']} / accepted {counts['accepted']} / crashed {counts['crashed']}")
+    print(
+        f"\nFIGURE fuzz tags: refused {counts['refused']} / accepted {counts['accepted']} / crashed {counts['crashed']}"
+    )
     assert not crashes, crashes[:5]
     assert counts["refused"] and counts["accepted"], "both sides were exercised"
 

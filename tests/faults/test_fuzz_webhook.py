@@ -136,7 +136,7 @@ def test_fuzzed_deliveries_never_crash_and_202_only_for_release_tags() -> None:
 
     check()
     print(
-        f"\nwebhook bodies: refused {counts['refused']} / ignored {counts['ignored']} / accepted "
+        f"\nFIGURE fuzz webhook bodies: refused {counts['refused']} / ignored {counts['ignored']} / accepted "
         f"{counts['accepted']} / crashed {counts['crashed']}"
     )
     assert not crashes, crashes[:5]
