@@ -10,6 +10,7 @@ lease, 300 s). Whoever waits is told which run holds it.
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
@@ -27,8 +28,9 @@ from dropship.errors import RepositoryError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
+from dropship.registries import language_files
 from dropship.release import release_id
-from dropship.repos.index import IndexedRelease, refresh_page
+from dropship.repos.index import IndexedLanguagePackage, IndexedRelease, refresh_page
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
 
@@ -90,6 +92,12 @@ def _sign_release(
         date=now_utc(),
         suites=list(plan.suites),
         targets=list(plan.targets),
+        language_packages=[
+            IndexedLanguagePackage(
+                f.path.name, f.target, f.kind.value, f.registry or "", f.path.stat().st_size, f.sha256
+            )
+            for f in language_files(manifest, plan.targets, Path(plan.run_dir) / "artifacts")
+        ],
     )
     with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
         result = sign_and_index(
@@ -188,6 +196,8 @@ def promote_build(
             suites=list(promotion.classification.suites),
             targets=source.targets,
             promoted_from=source.id,
+            # promote publishes no language package: shown as collected only
+            language_packages=[replace(p, registry="") for p in source.language_packages],
         )
         with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())

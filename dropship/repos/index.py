@@ -35,6 +35,19 @@ class IndexedArtifact:
 
 
 @dataclass
+class IndexedLanguagePackage:
+    """A wheel, sdist, npm or crate file of the release: it goes to a registry, not into this tree."""
+
+    name: str
+    target: str
+    kind: str
+    registry: str
+    """The [[registries]] entry it is published to after the repository; empty: collected only."""
+    size: int
+    sha256: str
+
+
+@dataclass
 class IndexedRelease:
     id: str
     name: str
@@ -46,6 +59,7 @@ class IndexedRelease:
     targets: list[str]
     artifacts: list[IndexedArtifact] = field(default_factory=list)
     promoted_from: str = ""
+    language_packages: list[IndexedLanguagePackage] = field(default_factory=list)
 
 
 @dataclass
@@ -72,6 +86,7 @@ def load_index(tree: Path) -> list[IndexedRelease]:
                 **{
                     **{k: v for k, v in r.items() if k in fields},
                     "artifacts": [IndexedArtifact(**a) for a in r["artifacts"]],
+                    "language_packages": [IndexedLanguagePackage(**p) for p in r.get("language_packages", [])],
                 }
             )
             for r in data["releases"]
@@ -147,7 +162,7 @@ h2{margin:28px 0 8px;font-size:19px;border-bottom:2px solid #d5dae1;padding-bott
 padding:10px 16px;margin:10px 0}section.release h3{margin:0 0 4px;font-size:17px}
 .meta{color:#5a6475;font-size:13px}.badge{display:inline-block;font-size:12px;padding:1px 8px;border-radius:10px;
 margin-left:8px;vertical-align:middle}.stable{background:#d9f2e1;color:#17603a}.extra{background:#fdf0d5;color:#7a5300}
-.development{background:#e3e8f7;color:#2c3f80}.gone{background:#eee;color:#777}
+.development{background:#e3e8f7;color:#2c3f80}.gone{background:#eee;color:#777}.note{color:#777}
 table{border-collapse:collapse;width:100%;margin-top:8px;font-size:13px}
 th,td{text-align:left;padding:4px 8px;border-top:1px solid #edf0f3;vertical-align:top}
 th{color:#5a6475;font-weight:600}td.num{text-align:right;white-space:nowrap}
@@ -200,6 +215,12 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
                 parts.append(
                     f'<tr><td>{e(a.target)}</td><td>{link}</td><td class="num">{_size(a.size)}</td>'
                     f"<td><code>{e(a.sha256)}</code></td></tr>"
+                )
+            for p in r.language_packages:
+                where = f"to {e(p.registry)}" if p.registry else "collected, not published"
+                parts.append(
+                    f'<tr><td>{e(p.target)}</td><td>{e(p.name)} <span class="note">({e(p.kind)}, {where})</span>'
+                    f'</td><td class="num">{_size(p.size)}</td><td><code>{e(p.sha256)}</code></td></tr>'
                 )
             parts.append("</tbody></table></section>")
     parts.append("</main></body></html>")
