@@ -71,3 +71,26 @@ def test_names_are_escaped_in_the_page(tmp_path: Path) -> None:
     update_index(tree, ReleaseIndex("<script>alert(1)</script>", "http://x", "k"), release)
     page = (tree / "index.html").read_text()
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_language_packages_and_docs_are_listed_with_their_release(tmp_path: Path) -> None:
+    from dropship.repos.index import IndexedLanguagePackage, refresh_page
+
+    tree = tmp_path / "tree"
+    deb = tree / "pool/main/h/hello/hello_1.0_amd64.deb"
+    deb.parent.mkdir(parents=True)
+    deb.write_bytes(b"one")
+    release = _release(tree, "20261122T100000Z-v1.0.0", "stable", deb.name, ["stable"])
+    release.language_packages = [
+        IndexedLanguagePackage("hello_dropship-1.0-py3-none-any.whl", "python-wheel", "wheel", "pypi", 1350, "ab" * 32),
+        IndexedLanguagePackage("hello-1.0.tar.gz", "python-wheel", "sdist", "", 900, "cd" * 32),
+    ]
+    update_index(tree, ReleaseIndex("hello", "http://repo.example.invalid", "hello-release"), release)
+    (loaded,) = load_index(tree)
+    assert loaded.language_packages == release.language_packages
+    page = (tree / "index.html").read_text()
+    assert "hello_dropship-1.0-py3-none-any.whl" in page and "(wheel, to pypi)" in page
+    assert "(sdist, collected, not published)" in page and "documentation" not in page
+    (tree / "docs" / "1.0").mkdir(parents=True)  # a docs job's output, copied in after signing
+    refresh_page(tree)
+    assert '<a href="docs/1.0/">documentation</a>' in (tree / "index.html").read_text()
