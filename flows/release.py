@@ -202,7 +202,13 @@ def release(
                 failures,
             )
         formats = " and ".join(
-            sorted({"APT" if fmt.value == "deb" else "RPM" for n in plan.targets if (fmt := spec.target(n).format)})
+            sorted(
+                {
+                    "APT" if fmt.value == "deb" else "RPM"
+                    for n in plan.targets
+                    if (fmt := spec.target(n).format) and fmt.is_package
+                }
+            )
         )
         tree = None
         if dry_run or needs_signed_tree(spec, plan):  # jobs install from it; publishing signs again under the lock

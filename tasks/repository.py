@@ -38,7 +38,7 @@ def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
     built: dict[str, list[Path]] = {}
     for name in plan.targets:
         target = manifest.target(name)
-        if target.format is None:  # language packages only: published to their registries, not here
+        if target.format is None or not target.format.is_package:  # language packages, images: not here
             continue
         suffix = ".deb" if target.format is PackageFormat.DEB else ".rpm"
         files = sorted((Path(plan.run_dir) / "artifacts" / name).glob(f"*{suffix}"))
