@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -77,7 +78,12 @@ def sweep_dead_keyrings(run_dir: str) -> None:
 
 
 def _sign_release(
-    manifest: Manifest, plan: ReleasePlan, base_url: str | None, server: RepoServer, publisher: Publisher
+    manifest: Manifest,
+    plan: ReleasePlan,
+    base_url: str | None,
+    server: RepoServer,
+    publisher: Publisher,
+    image: dict[str, Any] | None = None,
 ) -> Path:
     sweep_dead_keyrings(plan.run_dir)
     tree = _published_tree(publisher, plan.run_dir)
@@ -90,6 +96,7 @@ def _sign_release(
         date=now_utc(),
         suites=list(plan.suites),
         targets=list(plan.targets),
+        image=dict(image or {}),  # the release's container image (tasks/oci.py), shown on the index page
     )
     with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
         result = sign_and_index(
@@ -137,7 +144,9 @@ def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | Non
 @task(
     name="sign-and-publish", task_run_name="sign and publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE
 )
-def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> PublishResult:
+def sign_and_publish(
+    manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str, image: dict[str, Any] | None = None
+) -> PublishResult:
     """Read what is published, add this release, sign, publish: one critical section.
 
     The repository's own lock (a flock, locally or on the server) is held
@@ -148,7 +157,7 @@ def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None
     server = RepoServer.load(manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
-        tree = _sign_release(manifest, plan, base_url, server, publisher)
+        tree = _sign_release(manifest, plan, base_url, server, publisher, image)
         docs = Path(plan.run_dir) / "docs"  # what docs jobs built (tasks/jobs.py)
         if docs.is_dir():
             shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)

@@ -15,6 +15,7 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dropship.errors import RepositoryError
 from dropship.repos.files import sha256_file, write_atomic
@@ -46,6 +47,8 @@ class IndexedRelease:
     targets: list[str]
     artifacts: list[IndexedArtifact] = field(default_factory=list)
     promoted_from: str = ""
+    image: dict[str, Any] = field(default_factory=dict)
+    """The release's container image, if it has one: repository, digest (the index), tags, platforms."""
 
 
 @dataclass
@@ -144,6 +147,22 @@ a:hover{text-decoration:underline}p.none{color:#5a6475}
 """
 
 
+def _image_rows(image: dict[str, Any]) -> list[str]:
+    """The release's image: its reference by digest and tags, then one row per platform."""
+    if not image:
+        return []
+    e = html.escape
+    repository, tags = str(image.get("repository", "")), [str(t) for t in image.get("tags", [])]
+    rows = [
+        "<table><thead><tr><th>image</th><th>platform</th><th>digest</th></tr></thead><tbody>",
+        f"<tr><td><code>{e(repository)}</code> ({e(', '.join(tags))})</td><td>index</td>"
+        f"<td><code>{e(str(image.get('digest', '')))}</code></td></tr>",
+    ]
+    for platform, digest in sorted(dict(image.get("platforms", {})).items()):
+        rows.append(f"<tr><td></td><td>{e(str(platform))}</td><td><code>{e(str(digest))}</code></td></tr>")
+    return [*rows, "</tbody></table>"]
+
+
 def render_html(tree: Path, index: ReleaseIndex) -> str:
     e = html.escape
     base = index.base_url.rstrip("/")
@@ -186,6 +205,8 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
                     f'<tr><td>{e(a.target)}</td><td>{link}</td><td class="num">{_size(a.size)}</td>'
                     f"<td><code>{e(a.sha256)}</code></td></tr>"
                 )
-            parts.append("</tbody></table></section>")
+            parts.append("</tbody></table>")
+            parts += _image_rows(r.image)
+            parts.append("</section>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"

@@ -1,0 +1,93 @@
+"""The release's container images: push per-arch images and their index, then move tags (dropship/oci.py).
+
+The credentials come from prefect-docker's `DockerRegistryCredentials` block
+named by `[oci] credentials`, read here on the orchestrator and handed to
+dropship as plain values: they never reach a build machine, a log or a summary.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect_docker.credentials import DockerRegistryCredentials
+
+from dropship.errors import ImageError
+from dropship.manifest import Manifest, PackageFormat
+from dropship.oci import (
+    IndexImage,
+    RegistryAuth,
+    Skopeo,
+    image_tags,
+    move_tags,
+    parse_repository,
+    push_archive,
+    push_index,
+)
+from dropship.oci_build import image_archive_name
+from dropship.plan import ReleasePlan
+from dropship.progress import event
+from dropship.summary import ImageSummary
+
+
+def image_targets(manifest: Manifest, plan: ReleasePlan) -> list[str]:
+    return [n for n in plan.targets if manifest.target(n).format is PackageFormat.OCI]
+
+
+def registry_auth(manifest: Manifest) -> RegistryAuth:
+    """Plain values from the `DockerRegistryCredentials` block, for the repository's registry."""
+    assert manifest.oci is not None
+    registry, _path = parse_repository(manifest.oci.repository)
+    try:
+        block = DockerRegistryCredentials.load(manifest.oci.credentials)
+    except ValueError as exc:
+        raise ImageError(
+            f"no DockerRegistryCredentials block {manifest.oci.credentials!r} ([oci] credentials): create it "
+            f"with the registry's username and password (prefect-docker)"
+        ) from exc
+    if not isinstance(block, DockerRegistryCredentials):  # Block.load's sync/async union
+        raise ImageError(f"block {manifest.oci.credentials!r} is not a DockerRegistryCredentials block")
+    return RegistryAuth(registry, block.username, block.password.get_secret_value())
+
+
+@task(name="push-images", task_run_name="push images", cache_policy=NO_CACHE)
+def push_images(manifest: Manifest, plan: ReleasePlan) -> ImageSummary | None:
+    """Every image target's archive pushed by digest, then one index of them by digest: no tag moves here."""
+    names = image_targets(manifest, plan)
+    if not names or manifest.oci is None:
+        return None
+    repository = manifest.oci.repository
+    with Skopeo(registry_auth(manifest)) as skopeo:
+        images = []
+        for name in names:
+            archive = Path(plan.run_dir) / "artifacts" / name / image_archive_name(name)
+            if not archive.is_file():
+                raise ImageError(f"target {name} brought back no image archive ({archive.name})")
+            images.append(push_archive(skopeo, archive, repository))
+        index: IndexImage = push_index(skopeo, repository, images)
+    get_run_logger().info(
+        "%s@%s: %s",
+        repository,
+        index.digest,
+        ", ".join(f"{p.platform} {p.digest[:19]}" for p in index.platforms),
+        extra=event("image", "running"),
+    )
+    return ImageSummary(
+        repository=repository,
+        digest=index.digest,
+        tags=image_tags(plan.release_class, plan.version, plan.commit),
+        platforms={p.platform: p.digest for p in index.platforms},
+    )
+
+
+@task(name="tag-images", task_run_name="tag images", cache_policy=NO_CACHE)
+def tag_images(manifest: Manifest, image: ImageSummary) -> ImageSummary:
+    """Point the release's tags at its index; record what they pointed at before (what rollback restores)."""
+    with Skopeo(registry_auth(manifest)) as skopeo:
+        image.previous = move_tags(skopeo, image.repository, image.digest, image.tags)
+    image.tagged = True
+    get_run_logger().info(
+        "%s: %s -> %s", image.repository, ", ".join(image.tags), image.digest[:19], extra=event("image")
+    )
+    return image

@@ -1,0 +1,168 @@
+"""End to end: the example's image targets (examples/hello/oci.toml) released by the release flow on a
+real Prefect server and local machines; each machine builds its platform's image with its own dockerd;
+the orchestrator pushes them by digest to a real htpasswd registry (`tests/registry.py`), assembles one
+index, and moves the tags only after everything succeeded."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dropship.demo import prepare_repository
+from dropship.emulator.dockerd import DockerDaemon
+from dropship.oci import INDEX_TYPE, Skopeo, current_tags
+from tests.registry import LocalRegistry
+from tests.support import commit_and_tag, machine_processes_under
+
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
+
+TARGETS = ["amd64-deb", "amd64-image", "arm64-image"]
+STABLE_TAGS = ["1.2.3", "1.2", "latest"]
+
+
+@pytest.fixture(scope="module")
+def project(
+    prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing_key: str, registry: LocalRegistry
+) -> dict[str, Any]:
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from blocks.repo_server import RepoServer
+    from blocks.signing_key import SigningKey
+
+    base = tmp_path_factory.mktemp("oci-release")
+    flag = base / "break-arm64-image"
+    repo = prepare_repository(base / "hello", "v0.1.0")
+    manifest = (repo / "dropship.toml").read_text().split("\n# A pure-Python wheel")[0]  # no wheel, no jobs
+    fragment = (repo / "oci.toml").read_text()
+    repository = registry.repository("e2e/hello")
+    assert '"127.0.0.1:5000/hello"' in fragment and '"sh", "packaging/build.sh", "image", "arm64"' in fragment
+    fragment = fragment.replace('"127.0.0.1:5000/hello"', f'"{repository}"').replace(
+        'build = ["sh", "packaging/build.sh", "image", "arm64"]',
+        f'build = ["sh", "-c", "test ! -e {flag} || exit 3; exec sh packaging/build.sh image arm64"]',
+    )
+    (repo / "dropship.toml").write_text(manifest + "\n" + fragment)
+    commit_and_tag(repo, "v1.2.3")
+    SigningKey(private_key=signing_key).save("hello-signing-key", overwrite=True)
+    RepoServer(path=str(base / "published")).save("hello-repo", overwrite=True)
+    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
+        "hello-registry", overwrite=True
+    )
+    return {"base": base, "repo": repo, "flag": flag, "repository": repository}
+
+
+def release(project: dict[str, Any], tag: str) -> tuple[Any, dict[str, Any], Path]:
+    from flows.release import release as release_flow
+
+    state = release_flow(
+        manifest=str(project["repo"] / "dropship.toml"),
+        tag=tag,
+        targets=TARGETS,
+        workdir=str(project["base"] / "state"),
+        return_state=True,
+    )
+    run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
+    assert machine_processes_under(project["base"]) == []
+    return state, json.loads((run_dir / "summary.json").read_text()), run_dir
+
+
+@pytest.fixture(scope="module")
+def published(project: dict[str, Any]) -> dict[str, Any]:
+    state, summary, run_dir = release(project, "v1.2.3")
+    assert state.is_completed(), summary["error"]
+    return {"summary": summary, "run_dir": run_dir}
+
+
+@pytest.fixture(scope="module")
+def failed(project: dict[str, Any], registry: LocalRegistry, published: dict[str, Any]) -> dict[str, Any]:
+    """v1.3.0 with the arm64 image target failing: tags read before and after."""
+    tags = [*STABLE_TAGS, "1.3.0", "1.3"]
+    with Skopeo(registry.auth) as skopeo:
+        before = current_tags(skopeo, project["repository"], tags)
+    project["flag"].touch()
+    try:
+        commit_and_tag(project["repo"], "v1.3.0", {"# The example's container image": "# The example's image"})
+        state, summary, run_dir = release(project, "v1.3.0")
+    finally:
+        project["flag"].unlink()
+    with Skopeo(registry.auth) as skopeo:
+        after = current_tags(skopeo, project["repository"], tags)
+    return {"state": state, "summary": summary, "run_dir": run_dir, "before": before, "after": after}
+
+
+def test_release_pushes_a_two_platform_index_and_moves_the_stable_tags(
+    published: dict[str, Any], project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    summary = published["summary"]
+    image = summary["image"]
+    assert summary["status"] == "published"
+    assert image["tagged"] and image["tags"] == STABLE_TAGS and image["repository"] == project["repository"]
+    assert sorted(image["platforms"]) == ["linux/amd64", "linux/arm64"]
+    built = {t["name"]: t for t in summary["targets"]}
+    assert [a["name"] for a in built["arm64-image"]["artifacts"]] == ["arm64-image-image.tar"]
+    with Skopeo(registry.auth) as skopeo:
+        assert current_tags(skopeo, project["repository"], STABLE_TAGS) == dict.fromkeys(STABLE_TAGS, image["digest"])
+        raw = skopeo.raw_manifest(f"{project['repository']}:1.2.3")
+    assert raw is not None
+    document = json.loads(raw)
+    assert document["mediaType"] == INDEX_TYPE
+    assert {f"{m['platform']['os']}/{m['platform']['architecture']}": m["digest"] for m in document["manifests"]} == (
+        image["platforms"]
+    )
+    index_html = (project["base"] / "published" / "current" / "index.html").read_text()
+    assert image["digest"] in index_html and image["platforms"]["linux/arm64"] in index_html
+
+
+def test_the_released_image_pulls_by_tag_and_digest_and_prints_the_version(
+    published: dict[str, Any], project: dict[str, Any], registry: LocalRegistry, dockerd: DockerDaemon
+) -> None:
+    image = published["summary"]["image"]
+    auth = {"username": registry.username, "password": registry.password}
+    by_tag = dockerd.client.images.pull(project["repository"], tag="1.2.3", auth_config=auth)
+    latest = dockerd.client.images.pull(project["repository"], tag="latest", auth_config=auth)
+    by_digest = dockerd.client.images.pull(f"{project['repository']}@{image['digest']}", auth_config=auth)
+    assert by_tag.id == latest.id == by_digest.id
+    out = dockerd.client.containers.run(
+        f"{project['repository']}:1.2.3", ["--version"], remove=True, network_mode="host"
+    )
+    assert out.decode().strip() == "hello 1.2.3"
+
+
+def test_a_failing_image_target_moves_no_tag(failed: dict[str, Any]) -> None:
+    assert not failed["state"].is_completed()
+    summary = failed["summary"]
+    assert summary["status"] == "failed" and summary["image"] is None
+    assert {t["name"]: t["status"] for t in summary["targets"]}["arm64-image"] == "failed"
+    assert failed["after"] == failed["before"]
+    assert failed["after"]["1.3.0"] is None and failed["after"]["latest"] is not None
+
+
+def test_no_registry_password_in_any_log_artifact_or_summary(
+    published: dict[str, Any], failed: dict[str, Any], project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
+
+    secret = registry.password.encode()
+    leaks = []
+    for path in project["base"].rglob("*"):
+        if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+            leaks.append(str(path))
+    assert leaks == []
+    run_ids = [published["summary"]["run_id"], failed["summary"]["run_id"]]
+    with get_client(sync_client=True) as client:
+        logs: list[Any] = []
+        while page := client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)), limit=200, offset=len(logs)
+        ):
+            logs += page
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids))
+        )
+    assert logs and artifacts
+    assert not [log.message for log in logs if registry.password in log.message]
+    assert not [a.key for a in artifacts if registry.password in json.dumps(a.data, default=str)]
+    assert {a.key for a in artifacts} >= {"release-image", "release-summary"}
