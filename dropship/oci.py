@@ -191,7 +191,10 @@ class Skopeo:
         if done.returncode != 0:
             lines = [ln for ln in done.stderr.decode(errors="replace").splitlines() if ln.strip()]
             last = lines[-1] if lines else f"exit code {done.returncode}"
-            last = re.sub(r'^time="[^"]*" level=\w+ msg="(.*)"$', r"\1", last)
+            last = re.sub(r'^time="[^"]*" level=\w+ msg="(.*)"$', r"\1", last).replace('\\"', '"')
+            last = re.sub(r'^Error parsing image name "[^"]*": ', "", last)
+            if "unauthorized" in last.lower() or "authentication required" in last.lower():
+                last += ": check the username and password in the DockerRegistryCredentials block"
             raise ImageError(self._scrub(f"{what}: {last[:400]}"))
         return done.stdout
 

@@ -42,7 +42,7 @@ from tasks.cache import (
     restore_artifacts,
 )
 from tasks.machines import client_key_path, teardown, teardown_run
-from tasks.oci import push_images, tag_images
+from tasks.oci import check_registry, push_images, tag_images
 from tasks.prepare import plan_release, preflight, test_source
 from tasks.repository import sign_and_publish, sign_repositories
 from tasks.settings import default_workdir
@@ -184,6 +184,8 @@ def release(
         logger.info("%s/runs/flow-run/%s", str(ui).rstrip("/"), run_id, extra=event("Prefect UI", "running"))
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     preflight(spec, plan)
+    if not dry_run:
+        check_registry(spec, plan)  # image targets: the registry block and login, before any machine
     test_source(plan, spec.project.test)
     run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine
     ensure_build_deployment()

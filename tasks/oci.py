@@ -19,6 +19,7 @@ from dropship.oci import (
     IndexImage,
     RegistryAuth,
     Skopeo,
+    current_tags,
     image_tags,
     move_tags,
     parse_repository,
@@ -91,3 +92,22 @@ def tag_images(manifest: Manifest, image: ImageSummary) -> ImageSummary:
         "%s: %s -> %s", image.repository, ", ".join(image.tags), image.digest[:19], extra=event("image")
     )
     return image
+
+
+@task(name="check-registry", task_run_name="check registry", cache_policy=NO_CACHE)
+def check_registry(manifest: Manifest, plan: ReleasePlan) -> dict[str, str | None] | None:
+    """Before any machine: the credentials block exists and the registry accepts it.
+    Returns where the release's tags point now (None: new tag)."""
+    if not image_targets(manifest, plan) or manifest.oci is None:
+        return None
+    tags = image_tags(plan.release_class, plan.version, plan.commit)
+    with Skopeo(registry_auth(manifest)) as skopeo:
+        now = current_tags(skopeo, manifest.oci.repository, tags)
+    get_run_logger().info(
+        "registry %s accepts block %r; %s",
+        manifest.oci.repository,
+        manifest.oci.credentials,
+        ", ".join(f"{t} -> {d[:19] if d else 'new'}" for t, d in now.items()),
+        extra=event("check", name="registry"),
+    )
+    return now

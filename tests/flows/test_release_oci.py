@@ -166,3 +166,35 @@ def test_no_registry_password_in_any_log_artifact_or_summary(
     assert not [log.message for log in logs if registry.password in log.message]
     assert not [a.key for a in artifacts if registry.password in json.dumps(a.data, default=str)]
     assert {a.key for a in artifacts} >= {"release-image", "release-summary"}
+
+
+def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
+    project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from dropship.ledger import lives
+
+    wrong = "wrong-password-4Kq9"
+    DockerRegistryCredentials(username=registry.username, password=wrong, registry_url=registry.host).save(
+        "hello-registry", overwrite=True
+    )
+    from flows.release import release as release_flow
+
+    try:
+        state = release_flow(
+            manifest=str(project["repo"] / "dropship.toml"),
+            tag="v1.2.3",
+            targets=TARGETS,
+            workdir=str(project["base"] / "state"),
+            return_state=True,
+        )
+    finally:
+        DockerRegistryCredentials(
+            username=registry.username, password=registry.password, registry_url=registry.host
+        ).save("hello-registry", overwrite=True)
+    assert not state.is_completed()
+    run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
+    assert lives(run_dir) == []  # no machine was created
+    message = str(state.message)
+    assert "unauthorized" in message and "DockerRegistryCredentials" in message and wrong not in message
