@@ -15,7 +15,7 @@ import pytest
 from dropship.demo import prepare_repository
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.oci import INDEX_TYPE, Skopeo, current_tags
-from tests.registry import LocalRegistry
+from dropship.oci_registry import LocalRegistry
 from tests.support import commit_and_tag, machine_processes_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
