@@ -198,3 +198,17 @@ def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
     assert lives(run_dir) == []  # no machine was created
     message = str(state.message)
     assert "unauthorized" in message and "DockerRegistryCredentials" in message and wrong not in message
+
+
+def test_a_rerelease_reuses_the_stored_images_and_pushes_the_same_index_without_a_machine(
+    published: dict[str, Any], project: dict[str, Any]
+) -> None:
+    from dropship.ledger import lives
+
+    state, summary, run_dir = release(project, "v1.2.3")
+    assert state.is_completed(), summary["error"]
+    assert {t["name"]: t["status"] for t in summary["targets"]} == dict.fromkeys(TARGETS, "reused")
+    assert lives(run_dir) == []  # no machine at all
+    assert summary["image"]["digest"] == published["summary"]["image"]["digest"]
+    assert summary["image"]["platforms"] == published["summary"]["image"]["platforms"]
+    assert summary["image"]["tagged"] and set(summary["image"]["previous"].values()) == {summary["image"]["digest"]}
