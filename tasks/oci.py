@@ -7,12 +7,15 @@ dropship as plain values: they never reach a build machine, a log or a summary.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect_docker.credentials import DockerRegistryCredentials
 
+from blocks.repo_server import RepoServer
 from dropship.errors import ImageError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.oci import (
@@ -29,6 +32,7 @@ from dropship.oci import (
 from dropship.oci_build import image_archive_name
 from dropship.plan import ReleasePlan
 from dropship.progress import event
+from dropship.repos.index import load_index
 from dropship.summary import ImageSummary
 
 
@@ -111,3 +115,38 @@ def check_registry(manifest: Manifest, plan: ReleasePlan) -> dict[str, str | Non
         extra=event("check", name="registry"),
     )
     return now
+
+
+def promoted_image(manifest: Manifest, source: dict[str, Any], release_class: str, as_tag: str) -> dict[str, Any]:
+    """The image entry of a promotion: the development build's index, with the new release's tags."""
+    if manifest.oci is None or not source.get("digest"):
+        return {}
+    tags = image_tags(release_class, as_tag.removeprefix("v"), "")  # a release class: no commit in its tags
+    return {**source, "tags": tags, "tagged": False, "previous": {}}
+
+
+def move_release_tags(manifest: Manifest, image: dict[str, Any]) -> dict[str, str | None]:
+    """Point `image`'s tags at its index (no build, no machine); returns what they pointed at before."""
+    with Skopeo(registry_auth(manifest)) as skopeo:
+        before = move_tags(skopeo, image["repository"], image["digest"], image["tags"])
+    get_run_logger().info(
+        "%s: %s -> %s", image["repository"], ", ".join(image["tags"]), image["digest"][:19], extra=event("image")
+    )
+    return before
+
+
+@task(name="restore-image-tags", task_run_name="restore image tags", cache_policy=NO_CACHE)
+def restore_image_tags(manifest: Manifest, workdir: str, release_id: str) -> dict[str, Any]:
+    """After a repository rollback to `release_id`: move that release's image tags back to its index.
+    Tags of the release rolled back from that no earlier release had stay: a registry deletes manifests, not tags."""
+    if manifest.oci is None:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="dropship-rollback-") as scratch:
+        tree = Path(scratch) / "tree"
+        RepoServer.load(manifest.blocks.repo_server).publisher(workdir).fetch_current(tree)
+        release = next((r for r in load_index(tree) if r.id == release_id), None)
+    if release is None or not release.image.get("digest"):
+        get_run_logger().info("release %s has no image: no tag moved", release_id)
+        return {}
+    move_release_tags(manifest, release.image)
+    return release.image

@@ -32,6 +32,7 @@ from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
+from tasks.oci import move_release_tags, promoted_image
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
@@ -186,18 +187,24 @@ def promote_build(
         tree = _published_tree(publisher, run_dir)
         promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
         source = promotion.source
+        release_class = promotion.classification.release_class.value
         release = IndexedRelease(
             id=release_id(promotion.classification, datetime.now(UTC)),
             name=as_tag,
-            release_class=promotion.classification.release_class.value,
+            release_class=release_class,
             version=source.version,
             commit=source.commit,
             date=now_utc(),
             suites=list(promotion.classification.suites),
             targets=source.targets,
             promoted_from=source.id,
+            # the development build's image index, re-tagged for the release after publication (tasks/oci.py)
+            image=promoted_image(manifest, source.image, release_class, as_tag),
         )
         with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
         get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
-        return _publish(publisher, release.id, tree)
+        result = _publish(publisher, release.id, tree)
+        if release.image:  # the packages are out: the image's tags move, no build, no machine
+            move_release_tags(manifest, release.image)
+        return result

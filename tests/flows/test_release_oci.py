@@ -212,3 +212,52 @@ def test_a_rerelease_reuses_the_stored_images_and_pushes_the_same_index_without_
     assert summary["image"]["digest"] == published["summary"]["image"]["digest"]
     assert summary["image"]["platforms"] == published["summary"]["image"]["platforms"]
     assert summary["image"]["tagged"] and set(summary["image"]["previous"].values()) == {summary["image"]["digest"]}
+
+
+def test_promote_and_rollback_move_image_tags_without_a_build_or_machine(
+    published: dict[str, Any], project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    from flows.promote import promote
+    from flows.release import release as release_flow
+    from flows.rollback import rollback
+
+    workdir = str(project["base"] / "state")
+    manifest = str(project["repo"] / "dropship.toml")
+    first = build_runs()
+    state = release_flow(manifest=manifest, ref="main", targets=TARGETS, workdir=workdir, return_state=True)
+    assert state.is_completed()
+    run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
+    dev = json.loads((run_dir / "summary.json").read_text())
+    assert dev["image"]["tags"] == ["nightly", f"dev-{dev['commit'][:12]}"] and dev["image"]["tagged"]
+    builds_before = build_runs()
+    assert builds_before == first + len(TARGETS)  # the development build built each target on a machine
+
+    promote(manifest=manifest, build=dev["release_id"], as_tag="v2.0.0", workdir=workdir)
+    with Skopeo(registry.auth) as skopeo:
+        assert current_tags(skopeo, project["repository"], ["2.0.0", "2.0", "latest", "1.2.3"]) == {
+            "2.0.0": dev["image"]["digest"],
+            "2.0": dev["image"]["digest"],
+            "latest": dev["image"]["digest"],
+            "1.2.3": published["summary"]["image"]["digest"],
+        }
+
+    result = rollback(manifest=manifest, to=published["summary"]["release_id"], workdir=workdir)
+    assert result["image"]["digest"] == published["summary"]["image"]["digest"]
+    with Skopeo(registry.auth) as skopeo:
+        assert current_tags(skopeo, project["repository"], ["latest", "1.2", "2.0.0"]) == {
+            "latest": published["summary"]["image"]["digest"],
+            "1.2": published["summary"]["image"]["digest"],
+            "2.0.0": dev["image"][
+                "digest"
+            ],  # a registry deletes manifests, not tags: the promoted version's own tag stays
+        }
+    assert build_runs() == builds_before  # no build ran, so no machine existed to run it
+
+
+def build_runs() -> int:
+    """How many runs of the `build` flow (one per target built on a machine) the server has."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build"])), limit=200))
