@@ -28,4 +28,7 @@ def rollback(manifest: str, to: str | None = None, workdir: str | None = None) -
     create_markdown_artifact(
         key="rollback", markdown=f"# {spec.project.name}: rolled back\n\n`{previous}` -> `{target}`\n"
     )
-    return {"from": previous, "to": target, "image": image}
+    result: dict[str, Any] = {"from": previous, "to": target}
+    if image:
+        result["image"] = image
+    return result
