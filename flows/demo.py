@@ -137,12 +137,8 @@ def _release(
         provider=provider,
     )
     if summary.get("image") and registry is not None:
-        found = summary["image"]
-        lines += [
-            "",
-            f"image {found['repository']}@{found['digest']} (tags {', '.join(found['tags'])}):",
-            *(f"  {platform}: {digest}" for platform, digest in sorted(found["platforms"].items())),
-            f"(the registry is stopped; serve it again with: docker-registry serve {registry.config}; "
-            f"user {registry.username}, password in {registry.folder / 'password'})",
-        ]
+        lines.append(
+            f"  (the registry is stopped; serve it again with: docker-registry serve {registry.config}; "
+            f"user {registry.username}, password in {registry.folder / 'password'})"
+        )
     return True, "\n".join(lines)
