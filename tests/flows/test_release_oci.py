@@ -54,13 +54,13 @@ def project(
     return {"base": base, "repo": repo, "flag": flag, "repository": repository}
 
 
-def release(project: dict[str, Any], tag: str) -> tuple[Any, dict[str, Any], Path]:
+def release(project: dict[str, Any], tag: str, targets: list[str] = TARGETS) -> tuple[Any, dict[str, Any], Path]:
     from flows.release import release as release_flow
 
     state = release_flow(
         manifest=str(project["repo"] / "dropship.toml"),
         tag=tag,
-        targets=TARGETS,
+        targets=targets,
         workdir=str(project["base"] / "state"),
         return_state=True,
     )
@@ -85,7 +85,7 @@ def failed(project: dict[str, Any], registry: LocalRegistry, published: dict[str
     project["flag"].touch()
     try:
         commit_and_tag(project["repo"], "v1.3.0", {"# The example's container image": "# The example's image"})
-        state, summary, run_dir = release(project, "v1.3.0")
+        state, summary, run_dir = release(project, "v1.3.0", ["amd64-image", "arm64-image"])  # the images only
     finally:
         project["flag"].unlink()
     with Skopeo(registry.auth) as skopeo:
