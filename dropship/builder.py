@@ -138,8 +138,12 @@ def build(
     env: dict[str, str],
     timeout: float,
     run_as: str | None = None,
+    image: dict[str, str] | None = None,
 ) -> BuildReport:
-    """Unpack `archive`, run `command` in it, hash the artifacts, write the report."""
+    """Unpack `archive`, run `command` in it, hash the artifacts, write the report.
+
+    `image` (an oci target: `dockerfile` and `platform`) then builds the image
+    from the built tree (`dropship.oci_build`); its archive is the artifact."""
     source = workspace / "src"
     unpack(archive, source)
     home = workspace / "home"
@@ -177,6 +181,18 @@ def build(
             if not path.is_file() or path.is_symlink():
                 continue
             found.append(ArtifactReport(path.name, str(path), path.stat().st_size, sha256_file(path)))
+    if image is not None:
+        from dropship.oci_build import build_image
+
+        saved = build_image(
+            target=target,
+            source=source,
+            dockerfile=image["dockerfile"],
+            platform=image["platform"],
+            version=version,
+            out_dir=workspace / "image",
+        )
+        found.append(ArtifactReport(saved.name, str(saved), saved.stat().st_size, sha256_file(saved)))
     names = [a.name for a in found]
     duplicates = {n for n in names if names.count(n) > 1}
     if duplicates:

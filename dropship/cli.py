@@ -46,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
     demo.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
+    demo.add_argument(
+        "--image",
+        action="store_true",
+        help="also release the example's two-platform image (examples/hello/oci.toml) to a registry on 127.0.0.1:5000 "
+        "(root; Debian's docker.io, docker-registry, apache2-utils, skopeo)",
+    )
 
     init = commands.add_parser(
         "init",
@@ -384,7 +390,9 @@ def _demo(args: argparse.Namespace) -> int:
         with quiet_prefect(log_file, verbose=args.verbose):
             from flows.demo import run_demo
 
-            ok, message = run_demo(workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint)
+            ok, message = run_demo(
+                workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint, image=args.image
+            )
     finally:
         if server is not None:
             server.stop()

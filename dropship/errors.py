@@ -22,6 +22,7 @@ as ``__cause__`` but no third-party exception type leaks upwards.
     ├── WebhookRejected        a forge delivery refused; carries the HTTP status (401/400)
     ├── JobFailed              a [[jobs]] entry failed, was rejected or timed out (dropship/jobs.py)
     ├── RegistryError          a language package could not be published (or conflicts with the registry's)
+    ├── ImageError             a container image could not be built, pushed, inspected or tagged (dropship/oci.py)
     └── ReleaseFailed          the release ended without publishing; lists causes
 """
 
@@ -145,3 +146,8 @@ class JobFailed(DropshipError):
 
 class RegistryError(DropshipError):
     """A language package was refused by, or conflicts with, its registry."""
+
+
+class ImageError(DropshipError):
+    """A container image could not be built, pushed, inspected or tagged (dropship/oci.py).
+    One line; never the registry's password."""

@@ -146,7 +146,7 @@ def check_jobs(manifest: Manifest) -> None:
     for index, target in enumerate(manifest.targets):
         if target.format is None and not target.packages:
             raise _FieldError(f"targets[{index}].format", "required (deb or rpm) unless the target declares packages")
-        if target.format is not None and not target.artifacts:
+        if target.format is not None and target.format.is_package and not target.artifacts:
             raise _FieldError(f"targets[{index}].artifacts", f"a {target.format.value} target needs artifact globs")
     registries: dict[str, Registry] = {}
     for index, registry in enumerate(manifest.registries):
@@ -197,7 +197,7 @@ def check_jobs(manifest: Manifest) -> None:
                 raise _FieldError(f"{where}.needs", f"no deb or rpm target of arch {job.arch} to install")
             for name in installed:
                 target = targets[name]
-                if target.arch.value != job.arch or target.format is None:
+                if target.arch.value != job.arch or target.format is None or not target.format.is_package:
                     raise _FieldError(f"{where}.needs", f"target {name!r} is not a deb/rpm target of arch {job.arch}")
             if len({targets[n].format for n in installed}) > 1:
                 raise _FieldError(f"{where}.needs", "name the targets of one format (deb or rpm): one job per format")
@@ -207,7 +207,9 @@ def integration_targets(manifest: Manifest, job: Job) -> list[str]:
     """The targets whose packages an integration job installs: `needs`, or every deb/rpm target of its arch."""
     if job.needs:
         return list(job.needs)
-    return [t.name for t in manifest.targets if t.arch.value == job.arch and t.format is not None]
+    return [
+        t.name for t in manifest.targets if t.arch.value == job.arch and t.format is not None and t.format.is_package
+    ]
 
 
 def jobs_of(manifest: Manifest, kind: JobKind, release_class: str) -> list[Job]:

@@ -110,6 +110,13 @@ class Arch(str, Enum):
 class PackageFormat(str, Enum):
     DEB = "deb"
     RPM = "rpm"
+    OCI = "oci"
+    """A per-architecture container image from a Dockerfile (dropship/oci_build.py, [oci] table)."""
+
+    @property
+    def is_package(self) -> bool:
+        """deb or rpm: goes into the signed repositories."""
+        return self in (PackageFormat.DEB, PackageFormat.RPM)
 
 
 class _Model(BaseModel):
@@ -167,6 +174,17 @@ class Target(_Model):
     rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
     depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
     packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
+    dockerfile: Annotated[Text, Field(min_length=1, max_length=MAX_ARG)] | None = Field(
+        default=None,
+        description='format = "oci" only: the Dockerfile, relative to the source root (default Dockerfile)',
+    )
+
+    @field_validator("dockerfile")
+    @classmethod
+    def _relative_dockerfile(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or ".." in Path(value).parts or value.endswith("/")):
+            raise ValueError(f"{value!r} must name a file inside the source tree, e.g. 'Dockerfile'")
+        return value
 
     @field_validator("rebuild_patterns")
     @classmethod
@@ -281,6 +299,32 @@ class Machines(_Model):
     )
 
 
+class OciSettings(_Model):
+    """Where the image targets' images go: one repository, one index per release ([oci])."""
+
+    repository: StrictStr = Field(
+        max_length=255, description="registry-host[:port]/name, e.g. registry.example.org/hello (no tag)"
+    )
+    credentials: BlockName = Field(
+        default="dropship-registry", description="prefect-docker DockerRegistryCredentials block name"
+    )
+
+    @field_validator("repository")
+    @classmethod
+    def _repository(cls, value: str) -> str:
+        from dropship.oci import REPOSITORY_RE
+
+        if not REPOSITORY_RE.fullmatch(value):
+            raise ValueError(
+                f"{value[:60]!r} is not an image repository: registry-host[:port]/name in lowercase, no tag"
+            )
+        return value
+
+
+DOCKER_PACKAGE = "docker.io"
+"""What an image target's machine needs to build: dropship starts its own dockerd from it."""
+
+
 class Manifest(_Model):
     project: Project
     defaults: MachineDefaults = MachineDefaults()
@@ -291,6 +335,40 @@ class Manifest(_Model):
     machines: Machines = Machines()
     jobs: list[Job] = Field(default_factory=list, description="jobs around the builds (dropship/jobs.py)")
     registries: list[Registry] = Field(default_factory=list, description="where language packages go")
+    oci: OciSettings | None = Field(default=None, description='where images of format = "oci" targets go')
+
+    @model_validator(mode="after")
+    def _images_consistent(self) -> Manifest:
+        images = [(i, t) for i, t in enumerate(self.targets) if t.format is PackageFormat.OCI]
+        for index, target in enumerate(self.targets):
+            if target.dockerfile is not None and target.format is not PackageFormat.OCI:
+                raise _FieldError(f"targets[{index}].dockerfile", 'only a target with format = "oci" builds an image')
+        if images and self.oci is None:
+            raise _FieldError(
+                f"targets[{images[0][0]}].format",
+                'an "oci" target needs an [oci] table: repository = "registry-host/name", credentials = "<block>"',
+            )
+        if self.oci is not None and not images:
+            raise _FieldError("oci", 'no target has format = "oci": remove [oci] or add an image target')
+        arches: dict[str, str] = {}
+        for index, target in images:
+            if target.arch.value in arches:
+                raise _FieldError(
+                    f"targets[{index}].arch",
+                    f"{arches[target.arch.value]!r} already builds the {target.arch.value} image: one image target per arch",
+                )
+            arches[target.arch.value] = target.name
+            if target.artifacts or target.packages:
+                raise _FieldError(
+                    f"targets[{index}].artifacts",
+                    "an oci target's artifact is its image: remove artifacts and packages",
+                )
+            if DOCKER_PACKAGE not in self.machine_setup(target)[0]:
+                raise _FieldError(
+                    f"targets[{index}].setup",
+                    f'an "oci" target builds its image with Docker on its machine: add "{DOCKER_PACKAGE}" to its setup',
+                )
+        return self
 
     @model_validator(mode="after")
     def _jobs_consistent(self) -> Manifest:

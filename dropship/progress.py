@@ -108,4 +108,14 @@ def closing_lines(
     if published:
         lines += ["", "Language packages:"]
         lines += [f"  {p['file']} -> {p['registry']} ({p['status']})" for p in published]
+    image = summary.get("image")
+    if image:  # format = "oci" targets: the index and each platform's image (dropship/oci.py)
+        tags = ", ".join(image["tags"]) if image.get("tagged") else "no tag moved"
+        lines += [
+            "",
+            f"image (tags {tags}):",
+            f"  {image['repository']}@{image['digest']}",
+            *(f"  {platform}: {digest}" for platform, digest in sorted(image["platforms"].items())),
+            f"  docker pull {image['repository']}:{image['tags'][0]}",
+        ]
     return lines

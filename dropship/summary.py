@@ -48,6 +48,25 @@ class LanguagePackageSummary:
     sha256: str
 
 
+class ImageSummary:
+    """The release's container image: one index in `repository`, one image per platform (dropship/oci.py)."""
+
+    repository: str
+    digest: str
+    """The index's digest: `repository@digest` is the release's image."""
+    tags: list[str]
+    platforms: dict[str, str]
+    """platform (`linux/arm64`) -> that image's digest."""
+    tagged: bool = False
+    """False when the release failed after the push: no tag moved."""
+    previous: dict[str, str | None] = field(default_factory=dict)
+    """Each tag's digest before the release (None: new tag); what a rollback moves them back to."""
+
+    @property
+    def reference(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
 @dataclass
 class ReleaseSummary:
     run_id: str
@@ -73,6 +92,7 @@ class ReleaseSummary:
     jobs: list[JobSummary] = field(default_factory=list)
     language_packages: list[LanguagePackageSummary] = field(default_factory=list)
     """What went to [[registries]] (after the repository was published)."""
+    image: ImageSummary | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -100,6 +120,10 @@ class ReleaseSummary:
             )
         elif self.repository:
             lines.append(f"- repository: `{self.repository}`")
+        if self.image is not None:
+            moved = ", ".join(f"`{t}`" for t in self.image.tags) if self.image.tagged else "no tag moved"
+            lines.append(f"- image: `{self.image.reference}` ({moved})")
+            lines += [f"  - {platform}: `{digest}`" for platform, digest in sorted(self.image.platforms.items())]
         if self.error:
             lines += ["", "```", self.error, "```"]
         lines += [

@@ -18,12 +18,14 @@ def build(
     env: dict[str, str] | None = None,
     timeout: float = 1800.0,
     build_user: str | None = None,
+    image: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """Unpack the uploaded source, run the build command, write report.json.
 
     The orchestrator reads the report over SFTP, not this return value: a
     machine's result storage is its own disk. The command runs with an
     allow-listed environment, as `build_user` where the worker is root.
+    `image` (oci targets: dockerfile, platform) then builds the target's image.
     """
-    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout, build_user)
+    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout, build_user, image)
     return {"target": report.target, "artifacts": [a.name for a in report.artifacts], "seconds": report.seconds}

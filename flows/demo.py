@@ -5,10 +5,12 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import secrets
 import shutil
 from pathlib import Path
 
 from prefect.logging.handlers import APILogHandler
+from prefect_docker.credentials import DockerRegistryCredentials
 from pydantic import SecretStr
 
 from blocks.digitalocean import DigitalOceanCredentials
@@ -16,9 +18,10 @@ from blocks.registry import RegistryCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 from dropship.cli_run import failure_text
-from dropship.demo import DEMO_INDEX_CREDENTIALS, prepare_repository, publish_wheels_to
+from dropship.demo import DEMO_INDEX_CREDENTIALS, example_source, prepare_repository, publish_wheels_to
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
+from dropship.oci_registry import LocalRegistry, start_registry
 from dropship.package_index import USER, LocalPackageIndex
 from dropship.progress import closing_lines
 from dropship.signing import generate_key
@@ -40,8 +43,13 @@ def demo_key(workdir: Path) -> str:
     return key
 
 
-def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str | None = None) -> tuple[bool, str]:
+def run_demo(
+    workdir: Path, tag: str, provider: str = "local", do_endpoint: str | None = None, image: bool = False
+) -> tuple[bool, str]:
     """Run the example release; return (published, message to print).
+
+    With `image` the example's image targets (examples/hello/oci.toml) are
+    released too, to a registry the demo starts (`demo_registry`).
 
     With `provider="digitalocean"` the machines are droplets of the API at
     `do_endpoint` (the emulator: `dropship emulator`), with the token from
@@ -49,26 +57,69 @@ def run_demo(workdir: Path, tag: str, provider: str = "local", do_endpoint: str 
     orchestrator's dropship and Prefect versions.
     """
     index: LocalPackageIndex | None = None
-    if importlib.util.find_spec("pypiserver") is not None:
-        index = LocalPackageIndex(workdir / "index")
-        index.start()
+    registry: LocalRegistry | None = None
     try:
-        return _release_example(workdir, tag, provider, do_endpoint, index)
+        if importlib.util.find_spec("pypiserver") is not None:
+            index = LocalPackageIndex(workdir / "index")
+            index.start()
+        if image:
+            registry = demo_registry(workdir)
+        return _release(workdir, tag, provider, do_endpoint, index, registry)
     finally:
+        if registry is not None:
+            registry.stop()
         if index is not None:
             index.stop()
 
 
-def _release_example(
-    workdir: Path, tag: str, provider: str, do_endpoint: str | None, index: LocalPackageIndex | None
+DEMO_REGISTRY_PORT = 5000
+"""The port in examples/hello/oci.toml's [oci] repository."""
+
+
+def demo_registry(workdir: Path) -> LocalRegistry:
+    """The demo's registry: docker-registry on 127.0.0.1:5000 with its data in DIR/registry, and its
+    DockerRegistryCredentials block. The password is made once per demo folder (mode 0600 file)."""
+    if os.geteuid() != 0:
+        raise ConfigError("dropship demo --image builds images with a dockerd of its own: run it as root")
+    folder = workdir / "registry"
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "password"
+    if not secret.exists():
+        secret.touch(mode=0o600)
+        secret.write_text(secrets.token_urlsafe(18))
+    registry = start_registry(folder, port=DEMO_REGISTRY_PORT, password=secret.read_text().strip())
+    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
+        "hello-registry", overwrite=True
+    )
+    return registry
+
+
+def with_image_targets(workdir: Path) -> Path:
+    """The example with examples/hello/oci.toml appended to its manifest, in DIR/example-image."""
+    copy = workdir / "example-image"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(example_source(), copy, ignore=shutil.ignore_patterns("out", "build"))
+    manifest = copy / "dropship.toml"
+    manifest.write_text(manifest.read_text() + "\n" + (copy / "oci.toml").read_text())
+    return copy
+
+
+def _release(
+    workdir: Path,
+    tag: str,
+    provider: str,
+    do_endpoint: str | None,
+    index: LocalPackageIndex | None,
+    registry: LocalRegistry | None,
 ) -> tuple[bool, str]:
+    example = with_image_targets(workdir) if registry is not None else None
     if index is not None:
-        source = prepare_repository(workdir / "hello", tag, manifest_edit=publish_wheels_to(index.url))
+        source = prepare_repository(workdir / "hello", tag, example, manifest_edit=publish_wheels_to(index.url))
         RegistryCredentials(username=USER, password_file=str(index.password_file.resolve())).save(
             DEMO_INDEX_CREDENTIALS, overwrite=True
         )
     else:
-        source = prepare_repository(workdir / "hello", tag)
+        source = prepare_repository(workdir / "hello", tag, example)
     manifest_path = source / "dropship.toml"
     manifest = load_manifest(manifest_path)
     demo_key(workdir)  # the block names the file: the key itself never enters Prefect
@@ -106,6 +157,11 @@ def _release_example(
         summary_path=str(workdir / "summary.json"),
         provider=provider,
     )
+    if summary.get("image") and registry is not None:
+        lines.append(
+            f"  (the registry is stopped; serve it again with: docker-registry serve {registry.config}; "
+            f"user {registry.username}, password in {registry.folder / 'password'})"
+        )
     if index is not None:
         lines += [
             "",

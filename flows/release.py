@@ -42,6 +42,7 @@ from tasks.cache import (
     restore_artifacts,
 )
 from tasks.machines import client_key_path, teardown, teardown_run
+from tasks.oci import check_registry, push_images, tag_images
 from tasks.prepare import plan_release, preflight, test_source
 from tasks.repository import sign_and_publish, sign_repositories
 from tasks.settings import default_workdir
@@ -183,6 +184,8 @@ def release(
         logger.info("%s/runs/flow-run/%s", str(ui).rstrip("/"), run_id, extra=event("Prefect UI", "running"))
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     preflight(spec, plan)
+    if not dry_run:
+        check_registry(spec, plan)  # image targets: the registry block and login, before any machine
     test_source(plan, spec.project.test)
     run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine
     ensure_build_deployment()
@@ -193,6 +196,7 @@ def release(
 
     results: dict[str, TargetSummary] = {}
     status, error, repository = "failed", "", ""
+    image = None  # the release's container image (format = "oci" targets): pushed by digest, tagged last
     try:
         _build_graph(spec, plan, workdir, force, results)
         failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
@@ -202,7 +206,13 @@ def release(
                 failures,
             )
         formats = " and ".join(
-            sorted({"APT" if fmt.value == "deb" else "RPM" for n in plan.targets if (fmt := spec.target(n).format)})
+            sorted(
+                {
+                    "APT" if fmt.value == "deb" else "RPM"
+                    for n in plan.targets
+                    if (fmt := spec.target(n).format) and fmt.is_package
+                }
+            )
         )
         tree = None
         if dry_run or needs_signed_tree(spec, plan):  # jobs install from it; publishing signs again under the lock
@@ -215,13 +225,15 @@ def release(
                 extra=event("sign", seconds=time.monotonic() - sign_started),
             )
         run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
+        if not dry_run:  # every target succeeded: per-arch images and their index by digest, no tag yet
+            image = push_images(spec, plan)
         if dry_run:
             assert tree is not None
             status, repository = "dry-run", tree
             logger.info("dry run: signed tree left in %s, nothing published", tree, extra=event("publish", "skipped"))
         else:
             publish_started = time.monotonic()
-            published = sign_and_publish(spec, plan, base_url, workdir)
+            published = sign_and_publish(spec, plan, base_url, workdir, asdict(image) if image else None)
             status, repository = "published", published.location
             done = f"signed the {formats} repository of {', '.join(plan.suites)}; uploaded {published.uploaded} files"
             if published.reused:
@@ -233,6 +245,8 @@ def release(
                 extra=event("publish", seconds=time.monotonic() - publish_started),
             )
             publish_language_packages(spec, plan, workdir)  # [[registries]]: after everything succeeded
+            if image is not None:  # the packages are out: now the image's tags move
+                image = tag_images(spec, image)
     except BaseException as exc:
         error = str(exc)
         raise
@@ -249,5 +263,6 @@ def release(
                 repository=repository,
                 wall_seconds=time.monotonic() - clock,
                 url=None if dry_run else repository_url(spec, base_url),
+                image=image,
             )
     return asdict(summary)

@@ -23,7 +23,7 @@ from dropship.collect import endpoint, upload_source
 from dropship.errors import BuildFailed, DropshipError
 from dropship.jobs import build_globs
 from dropship.machines import Machine, run_tag
-from dropship.manifest import Manifest
+from dropship.manifest import Manifest, PackageFormat, Target
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
 from tasks.machines import client_key_path, delete_machine, provider_for
@@ -153,6 +153,8 @@ def build_on_machine(
                 "timeout": float(manifest.machines.build_timeout),
                 # droplets run their worker as root: the build runs as this unprivileged user
                 "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
+                # format = "oci": the image from the built tree (dropship.oci_build)
+                **_image_parameters(target),
             },
             work_queue_name=machine.name,
             timeout=0,
@@ -187,6 +189,13 @@ def build_on_machine(
         raise
 
 
+def _image_parameters(target: Target) -> dict[str, object]:
+    """The build flow's `image` parameter for an oci target; nothing for the others (older workers keep working)."""
+    if target.format is not PackageFormat.OCI:
+        return {}
+    return {"image": {"dockerfile": target.dockerfile or "Dockerfile", "platform": f"linux/{target.arch.value}"}}
+
+
 @task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
     target: str,
@@ -198,6 +207,7 @@ def run_build(
     env: dict[str, str],
     timeout: float,
     build_user: str | None = None,
+    image: dict[str, str] | None = None,
 ) -> BuildReport:
     """On the machine: the build itself (see `dropship.builder`)."""
     report = build(
@@ -210,6 +220,7 @@ def run_build(
         env=env,
         timeout=timeout,
         run_as=build_user,
+        image=image,
     )
     logger = get_run_logger()
     logger.info("build output (last lines):\n%s", report.output_tail)

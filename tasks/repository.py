@@ -13,6 +13,7 @@ import shutil
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 from prefect import get_run_logger, task
@@ -33,6 +34,7 @@ from dropship.release import release_id
 from dropship.repos.index import IndexedLanguagePackage, IndexedRelease, refresh_page
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
+from tasks.oci import move_release_tags, promoted_image
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
@@ -40,7 +42,7 @@ def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
     built: dict[str, list[Path]] = {}
     for name in plan.targets:
         target = manifest.target(name)
-        if target.format is None:  # language packages only: published to their registries, not here
+        if target.format is None or not target.format.is_package:  # language packages, images: not here
             continue
         suffix = ".deb" if target.format is PackageFormat.DEB else ".rpm"
         files = sorted((Path(plan.run_dir) / "artifacts" / name).glob(f"*{suffix}"))
@@ -79,7 +81,12 @@ def sweep_dead_keyrings(run_dir: str) -> None:
 
 
 def _sign_release(
-    manifest: Manifest, plan: ReleasePlan, base_url: str | None, server: RepoServer, publisher: Publisher
+    manifest: Manifest,
+    plan: ReleasePlan,
+    base_url: str | None,
+    server: RepoServer,
+    publisher: Publisher,
+    image: dict[str, Any] | None = None,
 ) -> Path:
     sweep_dead_keyrings(plan.run_dir)
     tree = _published_tree(publisher, plan.run_dir)
@@ -98,6 +105,7 @@ def _sign_release(
             )
             for f in language_files(manifest, plan.targets, Path(plan.run_dir) / "artifacts")
         ],
+        image=dict(image or {}),  # the release's container image (tasks/oci.py), shown on the index page
     )
     with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
         result = sign_and_index(
@@ -145,7 +153,9 @@ def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | Non
 @task(
     name="sign-and-publish", task_run_name="sign and publish", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE
 )
-def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> PublishResult:
+def sign_and_publish(
+    manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str, image: dict[str, Any] | None = None
+) -> PublishResult:
     """Read what is published, add this release, sign, publish: one critical section.
 
     The repository's own lock (a flock, locally or on the server) is held
@@ -156,7 +166,7 @@ def sign_and_publish(manifest: Manifest, plan: ReleasePlan, base_url: str | None
     server = RepoServer.load(manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
-        tree = _sign_release(manifest, plan, base_url, server, publisher)
+        tree = _sign_release(manifest, plan, base_url, server, publisher, image)
         docs = Path(plan.run_dir) / "docs"  # what docs jobs built (tasks/jobs.py)
         if docs.is_dir():
             shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)
@@ -186,10 +196,11 @@ def promote_build(
         tree = _published_tree(publisher, run_dir)
         promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
         source = promotion.source
+        release_class = promotion.classification.release_class.value
         release = IndexedRelease(
             id=release_id(promotion.classification, datetime.now(UTC)),
             name=as_tag,
-            release_class=promotion.classification.release_class.value,
+            release_class=release_class,
             version=source.version,
             commit=source.commit,
             date=now_utc(),
@@ -198,8 +209,13 @@ def promote_build(
             promoted_from=source.id,
             # promote publishes no language package: shown as collected only
             language_packages=[replace(p, registry="") for p in source.language_packages],
+            # the development build's image index, re-tagged for the release after publication (tasks/oci.py)
+            image=promoted_image(manifest, source.image, release_class, as_tag),
         )
         with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
         get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
-        return _publish(publisher, release.id, tree)
+        result = _publish(publisher, release.id, tree)
+        if release.image:  # the packages are out: the image's tags move, no build, no machine
+            move_release_tags(manifest, release.image)
+        return result

@@ -12,7 +12,7 @@ from blocks.repo_server import RepoServer
 from dropship import ledger
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ReleaseSummary, TargetSummary, read_run_records
+from dropship.summary import ImageSummary, ReleaseSummary, TargetSummary, read_run_records
 
 
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE)
@@ -25,6 +25,7 @@ def write_summary(
     repository: str,
     wall_seconds: float,
     url: str | None = None,
+    image: ImageSummary | None = None,
 ) -> ReleaseSummary:
     """summary.json, and three artifacts in the UI: the summary, every package, a link to the repository."""
     lives = ledger.lives(Path(plan.run_dir))
@@ -59,6 +60,7 @@ def write_summary(
         jobs=jobs,
         language_packages=language_packages,
         url=url or "",
+        image=image,
     )
     release.write(Path(plan.run_dir) / "summary.json")
     create_markdown_artifact(
@@ -69,6 +71,13 @@ def write_summary(
     ]
     if table:
         create_table_artifact(key="release-packages", table=table, description="every collected package")
+    if image is not None:
+        create_table_artifact(
+            key="release-image",
+            table=[{"platform": p, "reference": f"{image.repository}@{d}"} for p, d in sorted(image.platforms.items())]
+            + [{"platform": "index", "reference": image.reference}],
+            description=f"tags {', '.join(image.tags)}" + ("" if image.tagged else " (not moved)"),
+        )
     if url and status == "published":
         create_link_artifact(
             key="release-repository",

@@ -30,7 +30,7 @@ import pytest  # noqa: E402
 from dropship.signing import generate_key  # noqa: E402
 
 # Container droplets: a session dockerd, the stock image, container emulators.
-pytest_plugins = ["tests.droplets"]
+pytest_plugins = ["tests.droplets", "tests.registry"]
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 

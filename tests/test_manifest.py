@@ -66,7 +66,10 @@ def _error(mutate: Any) -> str:
             lambda d: d["targets"][0].__setitem__("arch", "sparc"),
             "proj/dropship.toml: targets[0].arch: expected one of 'amd64' or 'arm64', got 'sparc'",
         ),
-        (lambda d: d["targets"][1].__setitem__("format", "apk"), "targets[1].format: expected one of 'deb' or 'rpm'"),
+        (
+            lambda d: d["targets"][1].__setitem__("format", "apk"),
+            "targets[1].format: expected one of 'deb', 'rpm' or 'oci'",
+        ),
         (lambda d: d["targets"][0].pop("build"), "targets[0].build: required field is missing"),
         (lambda d: d["targets"][0].__setitem__("build", "make deb"), "targets[0].build: Input should be a valid list"),
         (lambda d: d["targets"][0].__setitem__("build", []), "targets[0].build: List should have at least 1 item"),
@@ -223,3 +226,79 @@ def test_non_utf8_deep_and_huge_files_are_one_line_errors(tmp_path: Path) -> Non
     bad.write_text("# " + "x" * (2 * 1024 * 1024) + "\n")
     with pytest.raises(ManifestError, match="is larger than 1024 KiB"):
         load_manifest(bad)
+
+
+# --- image targets (format = "oci", [oci]): dropship/oci.py, examples/hello/oci.toml -----------------
+
+IMAGE = {
+    "name": "amd64-image",
+    "arch": "amd64",
+    "format": "oci",
+    "build": ["make", "static"],
+    "dockerfile": "Dockerfile",
+    "setup": ["docker.io"],
+}
+
+
+def _with_image(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data["targets"].append({**IMAGE, **changes})
+    data["oci"] = {"repository": "registry.example.org/hello", "credentials": "hello-registry"}
+    return data
+
+
+def test_the_example_with_its_image_targets_loads() -> None:
+    text = EXAMPLE.read_text() + "\n" + (EXAMPLE.parent / "oci.toml").read_text()
+    import tomllib
+
+    manifest = parse_manifest(tomllib.loads(text))
+    images = [t for t in manifest.targets if t.format is PackageFormat.OCI]
+    assert [(t.name, t.arch.value, t.dockerfile) for t in images] == [
+        ("amd64-image", "amd64", "packaging/Dockerfile"),
+        ("arm64-image", "arm64", "packaging/Dockerfile"),
+    ]
+    assert manifest.oci is not None and manifest.oci.credentials == "hello-registry"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {**copy.deepcopy(BASE), "targets": [*BASE["targets"], IMAGE]},
+            'targets[2].format: an "oci" target needs an [oci] table',
+        ),
+        (
+            _with_image(setup=[]),
+            'targets[2].setup: an "oci" target builds its image with Docker on its machine: add "docker.io"',
+        ),
+        (_with_image(artifacts=["out/*"]), "targets[2].artifacts: an oci target's artifact is its image"),
+        (_with_image(dockerfile="../Dockerfile"), "targets[2].dockerfile: '../Dockerfile' must name a file inside"),
+        (
+            {**_with_image(), "oci": {"repository": "hello"}},
+            "oci.repository: 'hello' is not an image repository",
+        ),
+        (
+            {**_with_image(), "oci": {"repository": "registry.example.org/Hello:1.0"}},
+            "is not an image repository",
+        ),
+        (
+            {**copy.deepcopy(BASE), "oci": {"repository": "registry.example.org/hello"}},
+            'oci: no target has format = "oci"',
+        ),
+    ],
+)
+def test_image_target_errors_before_any_machine(data: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(data, "proj/dropship.toml")
+    assert expected in str(info.value)
+
+
+def test_one_image_target_per_arch_and_no_dockerfile_elsewhere() -> None:
+    data = _with_image()
+    data["targets"].append({**IMAGE, "name": "amd64-image-2"})
+    with pytest.raises(ManifestError, match=r"targets\[3\].arch: 'amd64-image' already builds the amd64 image"):
+        parse_manifest(data)
+    data = copy.deepcopy(BASE)
+    data["targets"][0]["dockerfile"] = "Dockerfile"
+    with pytest.raises(ManifestError, match=r'targets\[0\].dockerfile: only a target with format = "oci"'):
+        parse_manifest(data)

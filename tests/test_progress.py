@@ -80,3 +80,34 @@ def test_a_failed_targets_reason_loses_its_wrappers_not_its_cause() -> None:
         "build flow run x-amd64-deb ended Failed: build of amd64-deb failed with exit code 1: sh fail.sh\n"
         "    cc: error: x.c"
     )
+
+
+def test_closing_lines_name_the_image_index_and_each_platform() -> None:
+    summary = {
+        "project": "hello",
+        "version": "1.2.3",
+        "suites": ["stable"],
+        "url": "file:///srv/repo",
+        "machines_created": 3,
+        "targets": [{"name": "amd64-deb", "artifacts": [{"name": "hello_1.2.3_amd64.deb"}]}],
+        "name": "v1.2.3",
+        "release_class": "stable",
+        "wall_seconds": 3.0,
+        "image": {
+            "repository": "127.0.0.1:5000/hello",
+            "digest": "sha256:" + "a" * 64,
+            "tags": ["1.2.3", "1.2", "latest"],
+            "tagged": True,
+            "platforms": {"linux/arm64": "sha256:" + "1" * 64, "linux/amd64": "sha256:" + "2" * 64},
+        },
+    }
+    lines = closing_lines(summary, key_name="k", component="main", summary_path="s")
+    at = lines.index("image (tags 1.2.3, 1.2, latest):")
+    assert lines[at + 1 :] == [
+        "  127.0.0.1:5000/hello@sha256:" + "a" * 64,
+        "  linux/amd64: sha256:" + "2" * 64,
+        "  linux/arm64: sha256:" + "1" * 64,
+        "  docker pull 127.0.0.1:5000/hello:1.2.3",
+    ]
+    summary["image"]["tagged"] = False
+    assert "image (tags no tag moved):" in closing_lines(summary, key_name="k", component="main", summary_path="s")

@@ -15,6 +15,7 @@ import html
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dropship.errors import RepositoryError
 from dropship.repos.files import sha256_file, write_atomic
@@ -60,6 +61,8 @@ class IndexedRelease:
     artifacts: list[IndexedArtifact] = field(default_factory=list)
     promoted_from: str = ""
     language_packages: list[IndexedLanguagePackage] = field(default_factory=list)
+    image: dict[str, Any] = field(default_factory=dict)
+    """The release's container image, if it has one: repository, digest (the index), tags, platforms."""
 
 
 @dataclass
@@ -171,6 +174,22 @@ a:hover{text-decoration:underline}p.none{color:#5a6475}
 """
 
 
+def _image_rows(image: dict[str, Any]) -> list[str]:
+    """The release's image: its reference by digest and tags, then one row per platform."""
+    if not image:
+        return []
+    e = html.escape
+    repository, tags = str(image.get("repository", "")), [str(t) for t in image.get("tags", [])]
+    rows = [
+        "<table><thead><tr><th>image</th><th>platform</th><th>digest</th></tr></thead><tbody>",
+        f"<tr><td><code>{e(repository)}</code> ({e(', '.join(tags))})</td><td>index</td>"
+        f"<td><code>{e(str(image.get('digest', '')))}</code></td></tr>",
+    ]
+    for platform, digest in sorted(dict(image.get("platforms", {})).items()):
+        rows.append(f"<tr><td></td><td>{e(str(platform))}</td><td><code>{e(str(digest))}</code></td></tr>")
+    return [*rows, "</tbody></table>"]
+
+
 def render_html(tree: Path, index: ReleaseIndex) -> str:
     e = html.escape
     base = index.base_url.rstrip("/")
@@ -203,7 +222,6 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
             promoted = f" · promoted from {e(r.promoted_from)}" if r.promoted_from else ""
             if (tree / "docs" / r.version).is_dir():  # a docs job's output ([[jobs]] kind "docs")
                 promoted += f' · <a href="docs/{e(r.version)}/">documentation</a>'
-
             parts += [
                 f'<section class="release" id="{e(r.id)}"><h3>{e(r.name)}{badge}</h3>',
                 f'<div class="meta">release <code>{e(r.id)}</code> · version {e(r.version)} · {e(r.date)} · commit <code>{e(r.commit[:12])}</code>'
@@ -222,6 +240,8 @@ def render_html(tree: Path, index: ReleaseIndex) -> str:
                     f'<tr><td>{e(p.target)}</td><td>{e(p.name)} <span class="note">({e(p.kind)}, {where})</span>'
                     f'</td><td class="num">{_size(p.size)}</td><td><code>{e(p.sha256)}</code></td></tr>'
                 )
-            parts.append("</tbody></table></section>")
+            parts.append("</tbody></table>")
+            parts += _image_rows(r.image)
+            parts.append("</section>")
     parts.append("</main></body></html>")
     return "\n".join(parts) + "\n"

@@ -1,5 +1,6 @@
 #!/bin/sh
 # Build one package: build.sh deb|rpm amd64|arm64
+# or the static binary packaging/Dockerfile copies: build.sh image amd64|arm64 (into build/image/)
 # Reads DROPSHIP_VERSION (set by dropship's build flow); writes into out/.
 set -eu
 format=$1
@@ -14,6 +15,12 @@ command -v "$cc" >/dev/null || { echo "compiler $cc not found (Debian: gcc-aarch
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(date +%s)}
 rm -rf build out
 mkdir -p build/bin out
+if [ "$format" = image ]; then  # static: the image is FROM scratch, with no libc to link against
+  mkdir -p build/image
+  "$cc" -O2 -Wall -static -DHELLO_VERSION="\"$version\"" -o build/image/hello src/hello.c
+  ls build/image
+  exit 0
+fi
 "$cc" -O2 -Wall -DHELLO_VERSION="\"$version\"" -o build/bin/hello src/hello.c
 
 case "$format" in
