@@ -48,6 +48,7 @@ class LanguagePackageSummary:
     sha256: str
 
 
+@dataclass
 class ImageSummary:
     """The release's container image: one index in `repository`, one image per platform (dropship/oci.py)."""
 
