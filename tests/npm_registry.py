@@ -128,6 +128,20 @@ class Verdaccio:
         with urllib.request.urlopen(request, timeout=30) as answer:
             return str(json.load(answer)["token"])
 
+    def view(self, spec: str, *fields: str) -> object:
+        """What `npm view --json` reads from the registry, as the test's own user (the registry wants auth)."""
+        _, npm = need_node()
+        config = self.folder / "view-npmrc"
+        config.write_text(f"//{self.url.removeprefix('http://')}:_authToken={self.login_token()}\n")
+        done = subprocess.run(
+            [npm, "view", spec, *fields, "--json", "--registry", self.url, "--userconfig", str(config)]
+            + ["--logs-max=0", "--cache", str(self.folder / "view-cache")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return json.loads(done.stdout)
+
 
 @contextmanager
 def running_verdaccio(folder: Path, user: str, password: str) -> Iterator[Verdaccio]:

@@ -94,20 +94,6 @@ def recording_npm(tmp_path: Path) -> tuple[list[str], Path]:
     return [str(wrapper)], record
 
 
-def npm_view(server: Verdaccio, tmp_path: Path, spec: str, *fields: str) -> object:
-    """What `npm view` reads from the registry (the test's own token config: the registry wants auth)."""
-    _, npm = need_node()
-    config = tmp_path / "view-npmrc"
-    config.write_text(f"//{server.url.removeprefix('http://')}:_authToken={server.login_token()}\n")
-    done = subprocess.run(
-        [npm, "view", spec, *fields, "--json", "--registry", server.url, "--userconfig", str(config), "--logs-max=0"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(done.stdout)
-
-
 def registry(server: Verdaccio) -> Registry:
     return Registry(name="test-npm", kind=RegistryKind.NPM, url=server.url, credentials="test-npm-credentials")
 
@@ -128,7 +114,7 @@ def test_npm_package_is_published_once_and_never_changed(verdaccio: Verdaccio, t
         "uploaded",
         file.sha256,
     )
-    view = npm_view(verdaccio, tmp_path, "hello-dropship@0.1.0", "version", "dist.integrity", "dist-tags")
+    view = verdaccio.view("hello-dropship@0.1.0", "version", "dist.integrity", "dist-tags")
     assert view == {
         "version": "0.1.0",
         "dist.integrity": integrity(tarball),
@@ -151,7 +137,7 @@ def test_npm_package_is_published_once_and_never_changed(verdaccio: Verdaccio, t
     assert message.startswith("registry test-npm already has hello-dropship@0.1.0 with sha512-") and "\n" not in message
     assert "a published version never changes; release a new version" in message
     assert record.read_text() == calls
-    assert npm_view(verdaccio, tmp_path, "hello-dropship@0.1.0", "dist.integrity") == integrity(tarball)
+    assert verdaccio.view("hello-dropship@0.1.0", "dist.integrity") == integrity(tarball)
     # had it been uploaded anyway, the registry refuses too: npm's error, in one line, without the password
     with pytest.raises(RegistryError) as npm_refused:
         target.upload([changed])
@@ -187,7 +173,7 @@ def test_a_token_publishes_with_the_dist_tag_npm_wants(verdaccio: Verdaccio, tmp
     (older,) = collected(tmp_path / "d", verdaccio.url, npm_pack(tmp_path / "v0", "hello-tagged", "0.9.1"))
     (done,) = publish([older], target)
     assert done.status == "uploaded"
-    tags = npm_view(verdaccio, tmp_path, "hello-tagged", "dist-tags")
+    tags = verdaccio.view("hello-tagged", "dist-tags")
     assert tags == {"latest": "1.0.0", "next": "2.0.0-rc.1", "latest-0": "0.9.1"}
     assert sorted(target.served("hello-tagged")) == [
         "hello-tagged@0.9.1",
