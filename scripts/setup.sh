@@ -15,7 +15,8 @@ packages=(openssh-server openssh-client gnupg rpm createrepo-c dpkg-dev apt-util
 # PostgreSQL and Redis (started by the tests in their own folders, never as services).
 if [ "${1:-}" = "--test" ]; then
   packages+=(chromium docker.io debootstrap skopeo docker-registry apache2-utils postgresql redis-server)
-  # npm publishing is tested against a real verdaccio, which needs node and npm.
+  # npm publishing is tested against a real verdaccio, which needs node and npm
+  # (Debian 12's Node.js 18 and npm 9.2 do: checked in a bookworm chroot).
   # Only when they are missing: a Node.js from another source (NodeSource's
   # nodejs, which bundles npm) conflicts with Debian's npm package.
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -40,6 +40,10 @@ INSTALLER = {
     "overrides": {"node-fetch": "2.7.0"},
 }
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dropship" / "verdaccio"
+# Debian 12's npm 9.2 fails on that override ("Invalid comparator: cjs"); with
+# an npm older than 10, npm 10 is installed into the cache first (it runs on
+# Debian's Node.js 18) and installs verdaccio.
+INSTALLER_NPM = "10.9.2"
 
 
 def need_node() -> tuple[str, str]:
@@ -53,9 +57,37 @@ def need_node() -> tuple[str, str]:
     return node, npm
 
 
+def _npm_install(npm: list[str], folder: Path, *specs: str) -> None:
+    done = subprocess.run(
+        [*npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-update-notifier", *specs],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(
+            f"npm install {' '.join(specs)} in {folder} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}"
+        )
+
+
+def _installer(node: str, npm: str) -> list[str]:
+    """An npm that can install verdaccio: the system's if it is 10 or newer, else npm 10 in the cache."""
+    version = subprocess.run([npm, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.split(".")[0]) >= 10:
+        return [npm]
+    home = CACHE / f"npm-{INSTALLER_NPM}"
+    cli = home / "node_modules" / "npm" / "bin" / "npm-cli.js"
+    if not cli.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        (home / "package.json").write_text('{"private": true}\n')
+        _npm_install([npm], home, f"npm@{INSTALLER_NPM}")
+    return [node, str(cli)]
+
+
 def verdaccio_binary() -> Path:
     """node_modules/.bin/verdaccio of the pinned version, installed once (under a lock) into the cache."""
-    _, npm = need_node()
+    node, npm = need_node()
     home = CACHE / VERDACCIO
     binary = home / "node_modules" / ".bin" / "verdaccio"
     if (home / ".installed").exists():
@@ -69,15 +101,7 @@ def verdaccio_binary() -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         (staging / "package.json").write_text(json.dumps(INSTALLER, indent=2))
-        done = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts", "--no-update-notifier"],
-            cwd=staging,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"npm install verdaccio@{VERDACCIO} failed: {done.stdout[-1500:]}{done.stderr[-1500:]}")
+        _npm_install(_installer(node, npm), staging)
         shutil.rmtree(home, ignore_errors=True)
         staging.rename(home)
         (home / ".installed").write_text(VERDACCIO + "\n")
