@@ -370,6 +370,7 @@ class NpmRegistry:
                 name, version = inspect(path, LanguageKind.NPM)
                 if name not in self._latest:
                     self.served(name)
+                tag = dist_tag(version, self._latest.get(name))
                 argv = [
                     *self.npm,
                     "publish",
@@ -379,7 +380,7 @@ class NpmRegistry:
                     "--userconfig",
                     str(userconfig),
                     "--tag",
-                    dist_tag(version, self._latest.get(name)),
+                    tag,
                     "--ignore-scripts",
                     "--logs-max=0",
                     "--cache",
@@ -387,6 +388,8 @@ class NpmRegistry:
                 ]
                 try:
                     outputs.append(run(argv, cwd=folder, what="npm publish", timeout=600))
+                    if tag == "latest":  # the next tarball of this call compares with this one
+                        self._latest[name] = version
                 except CommandError as exc:
                     if exc.returncode == 127:
                         raise RegistryError(

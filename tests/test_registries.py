@@ -166,19 +166,23 @@ def test_a_token_publishes_with_the_dist_tag_npm_wants(verdaccio: Verdaccio, tmp
     files = collected(
         tmp_path / "c",
         verdaccio.url,
-        npm_pack(tmp_path / "v1", "hello-tagged", "1.0.0"),
-        npm_pack(tmp_path / "rc", "hello-tagged", "2.0.0-rc.1"),
+        npm_pack(tmp_path / "v10", "hello-tagged", "10.0.0"),
+        npm_pack(tmp_path / "v9", "hello-tagged", "9.0.0"),
+        npm_pack(tmp_path / "rc", "hello-tagged", "11.0.0-rc.1"),
     )
-    assert [p.status for p in publish(files, target)] == ["uploaded", "uploaded"]
+    # in one upload, file-name order: 10.0.0, 11.0.0-rc.1, 9.0.0 (latest stays 10.0.0)
+    assert [f.version for f in files] == ["10.0.0", "11.0.0-rc.1", "9.0.0"]
+    assert [p.status for p in publish(files, target)] == ["uploaded"] * 3
     (older,) = collected(tmp_path / "d", verdaccio.url, npm_pack(tmp_path / "v0", "hello-tagged", "0.9.1"))
-    (done,) = publish([older], target)
+    (done,) = publish([older], NpmRegistry(registry(verdaccio), "__token__", token))  # reads latest afresh
     assert done.status == "uploaded"
     tags = verdaccio.view("hello-tagged", "dist-tags")
-    assert tags == {"latest": "1.0.0", "next": "2.0.0-rc.1", "latest-0": "0.9.1"}
+    assert tags == {"latest": "10.0.0", "next": "11.0.0-rc.1", "latest-9": "9.0.0", "latest-0": "0.9.1"}
     assert sorted(target.served("hello-tagged")) == [
         "hello-tagged@0.9.1",
-        "hello-tagged@1.0.0",
-        "hello-tagged@2.0.0-rc.1",
+        "hello-tagged@10.0.0",
+        "hello-tagged@11.0.0-rc.1",
+        "hello-tagged@9.0.0",
     ]
 
 
