@@ -295,6 +295,10 @@ class NpmRegistry:
     """
 
     def __init__(self, registry: Registry, username: str, password: str, *, npm: Sequence[str] = ("npm",)) -> None:
+        if any(c in password for c in "\r\n"):  # it goes into an npmrc line and an HTTP header
+            raise RegistryError(
+                f"registry {registry.name}: the password or token has a line break: fix its credentials block"
+            )
         self.registry = registry
         self.username = username
         self.password = password
@@ -396,12 +400,14 @@ class NpmRegistry:
                             f"registry {self.registry.name}: npm is not installed on the orchestrator "
                             "(it uploads npm packages): install Node.js and npm"
                         ) from None
-                    lines = [
-                        line.removeprefix("npm error").strip()
-                        for line in exc.output.strip().splitlines()
-                        if line.startswith("npm error") and "Log files were not written" not in line
+                    raw = exc.output.strip().splitlines()
+                    errors = [  # npm 9 says "npm ERR!", npm 10 and 11 "npm error"
+                        re.sub(r"^npm (ERR!|error)", "", line).strip()
+                        for line in raw
+                        if re.match(r"npm (ERR!|error)", line) and "Log files were not written" not in line
                     ]
-                    tail = redact(" / ".join(line for line in lines if line)[-600:], self._secrets())
+                    said = " / ".join(line for line in errors if line) or " / ".join(raw[-4:])
+                    tail = redact(said, self._secrets())[-600:]  # cut after redacting: no half secret left
                     raise RegistryError(
                         f"registry {self.registry.name}: npm publish {path.name} exited {exc.returncode}: {tail}"
                     ) from None

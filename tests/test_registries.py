@@ -198,6 +198,14 @@ def test_wrong_credentials_are_refused_without_showing_them(verdaccio: Verdaccio
     assert wrong not in str(reading.value)
 
 
+def test_a_password_with_a_line_break_is_refused_before_any_use() -> None:
+    """It would end the npmrc line (and add another); the message does not show it."""
+    nowhere = Registry(name="test-npm", kind=RegistryKind.NPM, url="http://127.0.0.1:9/", credentials="c")
+    with pytest.raises(RegistryError) as caught:
+        NpmRegistry(nowhere, "__token__", "tok-Zx81\nregistry=http://127.0.0.1:9/")
+    assert str(caught.value) == ("registry test-npm: the password or token has a line break: fix its credentials block")
+
+
 def test_npm_missing_is_said_plainly(verdaccio: Verdaccio, tmp_path: Path) -> None:
     (file,) = collected(tmp_path / "f", verdaccio.url, npm_pack(tmp_path / "m", "hello-nonpm", "0.1.0"))
     target = NpmRegistry(registry(verdaccio), USER, PASSWORD, npm=[str(tmp_path / "no-such-npm")])
