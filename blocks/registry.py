@@ -1,4 +1,4 @@
-"""Credentials of a language package registry (PyPI-compatible index)."""
+"""Credentials of a language package registry (PyPI-compatible index or npm registry)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,15 @@ class RegistryCredentials(Block):
 
     _block_type_name = "dropship registry credentials"
     _block_type_slug = "dropship-registry-credentials"
-    _description = "User and password or token with which dropship uploads wheels and sdists to an index."
+    _description = (
+        "User and password or token with which dropship uploads wheels and sdists to an index, "
+        "or npm tarballs to an npm registry."
+    )
 
-    username: str = Field(default="__token__", description="User name (PyPI API tokens use __token__).")
+    username: str = Field(
+        default="__token__",
+        description="User name; __token__ (PyPI's convention, also for npm): the password is an API token.",
+    )
     password_env: str | None = Field(
         default=None, description="Name of an environment variable of the orchestrator holding the password or token."
     )

@@ -14,9 +14,10 @@ Jobs run around the builds:
 `classes` limits a job to some release classes (empty: every class).
 
 A target may declare language packages (`packages = [{kind = "wheel", glob =
-"dist/*.whl", registry = "pypi"}]`): they are collected and checked like the
-other artifacts and, after every target and job succeeded, published to the
-named `[[registries]]` entry. A target that builds only language packages
+"dist/*.whl", registry = "pypi"}]`; `npm`: tarballs as `npm pack` writes
+them): they are collected and checked like the other artifacts and, after
+every target and job succeeded, published to the named `[[registries]]`
+entry (pypi or npm; cargo is refused, see `UNSUPPORTED`). A target that builds only language packages
 leaves out `format` and `artifacts`.
 
 This module imports nothing from `dropship.manifest` at import time (the
@@ -70,7 +71,6 @@ REGISTRY_FOR: dict[LanguageKind, RegistryKind] = {
 UNSUPPORTED = {
     RegistryKind.CARGO: "cargo registries are not supported yet: `cargo publish` packages from source, "
     "not from a collected .crate",
-    RegistryKind.NPM: "npm registries are not supported yet (no npm registry could be tested here)",
 }
 
 
@@ -121,9 +121,14 @@ class Job(_Model):
 class Registry(_Model):
     name: str = Field(pattern=NAME_RE, description="what a target's packages name in `registry`")
     kind: RegistryKind = Field(description="pypi | npm | cargo")
-    url: str = Field(pattern=r"^https?://[^\s]+$", description="upload URL (twine's --repository-url)")
+    url: str = Field(
+        pattern=r"^https?://[^\s]+$",
+        description="pypi: upload URL (twine's --repository-url); npm: the registry URL (npm's --registry)",
+    )
     index: str | None = Field(
-        default=None, pattern=r"^https?://[^\s]+$", description="PEP 503 simple index URL; default <url>/simple/"
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="pypi only: PEP 503 simple index URL; default <url>/simple/",
     )
     credentials: str = Field(description="RegistryCredentials block name; read on the orchestrator only")
     classes: list[ReleaseClassName] = Field(
@@ -152,8 +157,10 @@ def check_jobs(manifest: Manifest) -> None:
     for index, registry in enumerate(manifest.registries):
         if registry.name in registries:
             raise _FieldError(f"registries[{index}].name", f"duplicate registry name {registry.name!r}")
-        if registry.kind is not RegistryKind.PYPI:
+        if registry.kind in UNSUPPORTED:
             raise _FieldError(f"registries[{index}].kind", UNSUPPORTED[registry.kind])
+        if registry.index is not None and registry.kind is not RegistryKind.PYPI:
+            raise _FieldError(f"registries[{index}].index", "a simple index URL is for pypi registries only")
         registries[registry.name] = registry
     for index, target in enumerate(manifest.targets):
         for number, package in enumerate(target.packages):

@@ -3,8 +3,8 @@
 # tools it drives (sshd, gpg, rpm, createrepo_c, dpkg-dev, dnf, an arm64 cross
 # compiler for the example, nginx to serve repositories) and a virtualenv in
 # .venv with dropship itself. `--test` adds what only the tests use (Chromium,
-# to look at the release index page). Safe to re-run: it installs only what
-# is missing.
+# to look at the release index page; Node.js and npm, for a real npm
+# registry). Safe to re-run: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,13 @@ packages=(openssh-server openssh-client gnupg rpm createrepo-c dpkg-dev apt-util
 # PostgreSQL and Redis (started by the tests in their own folders, never as services).
 if [ "${1:-}" = "--test" ]; then
   packages+=(chromium docker.io debootstrap skopeo docker-registry apache2-utils postgresql redis-server)
+  # npm publishing is tested against a real verdaccio, which needs node and npm
+  # (Debian 12's Node.js 18 and npm 9.2 do: checked in a bookworm chroot).
+  # Only when they are missing: a Node.js from another source (NodeSource's
+  # nodejs, which bundles npm) conflicts with Debian's npm package.
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    packages+=(nodejs npm)
+  fi
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -141,7 +141,8 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
 def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]]]:
     """(index, its files) for every registry this release publishes to; credentials from blocks, here only."""
     from blocks.registry import RegistryCredentials
-    from dropship.registries import PypiIndex, language_files
+    from dropship.jobs import RegistryKind
+    from dropship.registries import LanguageRegistry, NpmRegistry, PypiIndex, language_files
 
     logger = get_run_logger()
     files = language_files(manifest, plan.targets, Path(plan.run_dir) / "artifacts")
@@ -166,12 +167,13 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
                 f"RegistryCredentials block {registry.credentials!r} (registry {registry.name}) not found: "
                 "create it before releasing"
             ) from exc
-        index = PypiIndex(
-            registry,
-            credentials.username,
-            credentials.secret(),
-            twine=[sys.executable, "-m", "twine"],
-        )
+        index: LanguageRegistry
+        if registry.kind is RegistryKind.NPM:
+            index = NpmRegistry(registry, credentials.username, credentials.secret())
+        else:
+            index = PypiIndex(
+                registry, credentials.username, credentials.secret(), twine=[sys.executable, "-m", "twine"]
+            )
         chosen.append((index, mine))
     return chosen
 

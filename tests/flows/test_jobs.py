@@ -1,7 +1,8 @@
 """End to end: jobs around the builds on a real Prefect server and real local
 machines. Integration jobs install from the signed tree with the real apt-get
-and dnf on fresh machines; a real pypiserver receives the wheel; manual gates
-are answered through the Prefect API as the UI does."""
+and dnf on fresh machines; a real pypiserver receives the wheel and a real
+verdaccio an npm tarball; manual gates are answered through the Prefect API as
+the UI does."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 from dropship.demo import GIT_IDENTITY, prepare_repository
 from dropship.ledger import lives
 from dropship.machines.local import LocalProvider, free_port
+from tests.npm_registry import Verdaccio, running_verdaccio
 from tests.servers import stop_group
 from tests.support import machine_processes_under
 
@@ -343,6 +345,120 @@ def test_no_registry_credential_in_logs_artifacts_or_files(world: dict[str, Any]
     for path in world["workdir"].rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
             assert PASSWORD.encode() not in path.read_bytes(), path
+
+
+# --- an npm package to a real verdaccio ----------------------------------------
+
+NPM_PASSWORD = "npm-secret-Rw4ePz9K"
+
+# The build machine needs nothing but sh, tar and gzip: the tarball has the
+# layout `npm pack` writes (package/package.json), with fixed times and owners
+# so that the same release builds the same bytes. (A build command is one line.)
+NPM_BUILD = (
+    "set -e; mkdir -p out/npm/package; "
+    """printf '{"name": "hello-dropship", "version": "%s", "description": "GREETING"}\\n' "$DROPSHIP_VERSION" """
+    "> out/npm/package/package.json; "
+    'tar --sort=name --mtime="@$SOURCE_DATE_EPOCH" --owner=0 --group=0 --numeric-owner -C out/npm -cf - package '
+    '| gzip -n > "out/hello-dropship-$DROPSHIP_VERSION.tgz"'
+)
+NPM_MANIFEST = """
+[project]
+name = "hello"
+source = "."
+
+[[targets]]
+name = "npm-package"
+arch = "amd64"
+build = ["sh", "-c", BUILD]
+packages = [{ kind = "npm", glob = "out/*.tgz", registry = "test-npm" }]
+
+[[registries]]
+name = "test-npm"
+kind = "npm"
+url = "{url}"
+credentials = "test-npm-credentials"
+
+[repository]
+key_name = "hello-release"
+
+[blocks]
+signing_key = "hello-signing-key"
+repo_server = "npm-repo"
+"""
+
+
+@pytest.fixture(scope="module")
+def npm_world(
+    prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing_key: str
+) -> Iterator[dict[str, Any]]:
+    from blocks.registry import RegistryCredentials
+    from blocks.repo_server import RepoServer
+    from blocks.signing_key import SigningKey
+
+    base = tmp_path_factory.mktemp("npm-jobs")
+    with running_verdaccio(base / "verdaccio", "uploader", NPM_PASSWORD) as verdaccio:
+        SigningKey(private_key=signing_key).save("hello-signing-key", overwrite=True)
+        RepoServer(path=str(base / "published")).save("npm-repo", overwrite=True)
+        RegistryCredentials(username="uploader", password=NPM_PASSWORD).save("test-npm-credentials", overwrite=True)
+        yield {
+            "base": base,
+            "repo": prepare_repository(base / "hello", "v0.0.1"),
+            "verdaccio": verdaccio,
+            "workdir": base / "state",
+            "manifest": NPM_MANIFEST.replace("{url}", verdaccio.url).replace("BUILD", json.dumps(NPM_BUILD)),
+        }
+
+
+def test_npm_package_reaches_the_registry_once_and_never_changes(npm_world: dict[str, Any]) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    verdaccio: Verdaccio = npm_world["verdaccio"]
+    repo, workdir = npm_world["repo"], npm_world["workdir"]
+    commit_tag(repo, "v0.3.0", npm_world["manifest"].replace("GREETING", "hello"))
+    state = _release(npm_world, "v0.3.0", workdir)
+    assert state.is_completed(), state.message
+    run_dir = _run_dir(npm_world, state, workdir)
+    (uploaded,) = json.loads((run_dir / "registries.json").read_text())
+    assert (uploaded["file"], uploaded["registry"], uploaded["status"]) == (
+        "hello-dropship-0.3.0.tgz",
+        "test-npm",
+        "uploaded",
+    )
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert [p["file"] for p in summary["language_packages"]] == ["hello-dropship-0.3.0.tgz"]
+    served = verdaccio.view("hello-dropship@0.3.0", "version", "description", "dist-tags")
+    assert served == {"version": "0.3.0", "description": "hello", "dist-tags": {"latest": "0.3.0"}}
+    _no_machine(workdir, run_dir)
+
+    # the same release again builds the same bytes: already published, and it succeeds
+    again = _release(npm_world, "v0.3.0", workdir)
+    assert again.is_completed(), again.message
+    (same,) = json.loads((_run_dir(npm_world, again, workdir) / "registries.json").read_text())
+    assert same["status"] == "already published" and same["sha256"] == uploaded["sha256"]
+
+    # other bytes under the same version: the release fails before publishing anything
+    current = npm_world["base"] / "published" / "current"
+    before = os.readlink(current) if current.is_symlink() else None
+    commit_tag(repo, "v0.3.0", npm_world["manifest"].replace("GREETING", "changed"))
+    changed = _release(npm_world, "v0.3.0", workdir)
+    assert changed.is_failed()
+    assert "registry test-npm already has hello-dropship@0.3.0 with sha512-" in changed.message, changed.message
+    assert "a published version never changes" in changed.message
+    assert (os.readlink(current) if current.is_symlink() else None) == before, "nothing was published"
+    assert verdaccio.view("hello-dropship@0.3.0", "description") == "hello"
+    _no_machine(workdir, _run_dir(npm_world, changed, workdir))
+
+    # the registry password is in no log, artifact or file of these runs
+    runs = [p.name for p in (workdir / "runs").iterdir()]
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)))
+        artifacts = client.read_artifacts()
+    assert logs and all(NPM_PASSWORD not in log.message for log in logs)
+    assert all(NPM_PASSWORD not in json.dumps(a.model_dump(mode="json")) for a in artifacts)
+    for path in workdir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert NPM_PASSWORD.encode() not in path.read_bytes(), path
 
 
 # --- the manual gate ---------------------------------------------------------
