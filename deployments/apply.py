@@ -134,7 +134,12 @@ def zombie_automation() -> Any:
             within=timedelta(seconds=3 * HEARTBEAT_SECONDS),
         ),
         actions=[
-            ChangeFlowRunState(state=StateType.CRASHED, message="no heartbeat for 3 periods: the run's process is gone")
+            ChangeFlowRunState(
+                name=None,
+                state=StateType.CRASHED,
+                message="no heartbeat for 3 periods: the run's process is gone",
+                force=False,
+            )
         ],
     )
 
@@ -143,7 +148,8 @@ def ensure_automation(applied: Applied) -> None:
     from prefect.automations import Automation
 
     try:
-        Automation.read(name=ZOMBIE_AUTOMATION)
+        found = Automation.read(name=ZOMBIE_AUTOMATION)
+        assert isinstance(found, Automation), "called from synchronous code"
         applied.note("unchanged", f"automation {ZOMBIE_AUTOMATION!r}")
     except ValueError:
         zombie_automation().create()
@@ -198,7 +204,7 @@ def _actual(deployment: Any) -> tuple[Any, ...]:
 
 def ensure_deployment(spec: DeploymentSpec, applied: Applied) -> None:
     """Upsert `spec`; a deployment already as wanted is not touched (its schedule keeps its planned runs)."""
-    from prefect.deployments.runner import EntrypointType
+    from prefect.types.entrypoint import EntrypointType
 
     with get_client(sync_client=True) as client:
         try:

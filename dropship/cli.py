@@ -521,6 +521,7 @@ def _webhook(args: argparse.Namespace) -> int:
     _need_api("the receiver creates flow runs there")
     import logging
 
+    from blocks.values import require_block
     from blocks.webhook import WebhookSecrets
     from deployments.runs import release_starter
     from dropship.manifest import load_manifest
@@ -528,7 +529,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.manifest)
     try:
-        secrets = WebhookSecrets.load(args.secrets_block).secrets()
+        secrets = require_block(WebhookSecrets, args.secrets_block).secrets()
     except ValueError as exc:
         raise DropshipError(f"no WebhookSecrets block named {args.secrets_block!r}: {exc}") from exc
     if not (secrets.gitlab_token or secrets.github_secret):
@@ -590,9 +591,11 @@ def _keys(args: argparse.Namespace) -> int:
             print(f"secret key written to {args.out} (mode 0600)")
         if args.block:
             _need_api("blocks live on the Prefect server")
+            from pydantic import SecretStr
+
             from blocks.signing_key import SigningKey
 
-            SigningKey(private_key=key).save(args.block, overwrite=False)
+            SigningKey(private_key=SecretStr(key)).save(args.block, overwrite=False)
             print(f"saved as SigningKey block {args.block!r}")
         with Signer([key]) as signer:
             print(f"fingerprint: {signer.fingerprints[0]}")
@@ -602,8 +605,9 @@ def _keys(args: argparse.Namespace) -> int:
     if args.block:
         _need_api("blocks live on the Prefect server")
         from blocks.signing_key import SigningKey
+        from blocks.values import require_block
 
-        with SigningKey.load(args.block).signer() as signer:
+        with require_block(SigningKey, args.block).signer() as signer:
             print(signer.public_key_armored(), end="")
         return 0
     try:

@@ -22,6 +22,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from dropship.checks import FAILED, OK, Check
 from dropship.errors import ConfigError, DropshipError
 from dropship.manifest import Manifest, load_manifest
@@ -194,7 +196,7 @@ def _signing_key(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
         armored = generate_key(args.generate, email, expire_days=args.expire_days)
     with Signer([armored], min_validity=timedelta(0)) as signer:
         fingerprints = ", ".join(signer.fingerprints)
-    _save(SigningKey(private_key=armored), name, existing is not None, say, f"key {fingerprints}")
+    _save(SigningKey(private_key=SecretStr(armored)), name, existing is not None, say, f"key {fingerprints}")
 
 
 def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[str], None]) -> None:
@@ -253,7 +255,7 @@ def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
         host=args.repo_host,
         port=args.repo_port,
         user=args.repo_user,
-        ssh_private_key=private_key,
+        ssh_private_key=SecretStr(private_key),
         host_public_key=host_key,
     )
     _save(
@@ -276,12 +278,13 @@ def _digitalocean(args: argparse.Namespace, manifest: Manifest, say: Callable[[s
     if not args.do_token_env and existing is not None and not args.do_endpoint:
         say(f"unchanged DigitalOceanCredentials block {name!r}")
         return
+    token: SecretStr | None
     if args.do_token_env:
-        token = _env_secret(args.do_token_env, "--do-token-env")
+        token = SecretStr(_env_secret(args.do_token_env, "--do-token-env"))
     elif existing is not None:
-        token = existing.token.get_secret_value()
+        token = existing.token  # None when the block names token_env or token_file instead
     else:
-        token = _ask("DigitalOcean API token (hidden): ", "--do-token-env VAR", secret=True)
+        token = SecretStr(_ask("DigitalOcean API token (hidden): ", "--do-token-env VAR", secret=True))
     fields: dict[str, Any] = existing.model_dump(exclude={"token"}) if existing is not None else {}
     fields = {k: v for k, v in fields.items() if not k.startswith("_") and k != "block_type_slug"}
     if args.do_endpoint:
@@ -306,10 +309,10 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     gitlab = existing.gitlab_token if existing is not None else None
     github = existing.github_secret if existing is not None else None
     block = WebhookSecrets(
-        gitlab_token=_env_secret(args.webhook_gitlab_token_env, "--webhook-gitlab-token-env")
+        gitlab_token=SecretStr(_env_secret(args.webhook_gitlab_token_env, "--webhook-gitlab-token-env"))
         if args.webhook_gitlab_token_env
         else gitlab,
-        github_secret=_env_secret(args.webhook_github_secret_env, "--webhook-github-secret-env")
+        github_secret=SecretStr(_env_secret(args.webhook_github_secret_env, "--webhook-github-secret-env"))
         if args.webhook_github_secret_env
         else github,
     )

@@ -34,6 +34,7 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
 from blocks.digitalocean import DigitalOceanCredentials
+from blocks.values import require_block
 from deployments import BUILDERS_POOL, ZOMBIE_AUTOMATION
 from dropship.machines.factory import make_provider
 from dropship.reaper import orphaned, run_id_of, stale_queues, sweep_run_secrets
@@ -67,7 +68,7 @@ def _zombie_automation_installed() -> bool:
 def _last_heartbeat(client: object, run_id: str, since: datetime) -> datetime | None:
     page = client.read_events(  # type: ignore[attr-defined]
         EventFilter(
-            occurred=EventOccurredFilter(since=since),
+            occurred=EventOccurredFilter.model_validate({"since": since}),  # pydantic makes it a DateTime
             event=EventNameFilter(name=[HEARTBEAT_EVENT]),
             resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
         ),
@@ -145,7 +146,7 @@ def _remove_stale_queues(machine_names: set[str], grace: timedelta) -> list[str]
 def reap_task(
     provider: str, workdir: str, credentials: str, ttl_minutes: float, queue_grace_minutes: float = 10.0
 ) -> list[str]:
-    settings = DigitalOceanCredentials.load(credentials).settings() if provider == "digitalocean" else None
+    settings = require_block(DigitalOceanCredentials, credentials).settings() if provider == "digitalocean" else None
     machines = make_provider(provider, Path(workdir), settings)
     reaped = reap_machines(machines, run_finished=run_finished, ttl=timedelta(minutes=ttl_minutes))
     logger = get_run_logger()

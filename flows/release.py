@@ -17,6 +17,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -25,6 +26,7 @@ from prefect.flows import Flow
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_UI_URL
+from prefect.utilities.annotations import NotSet
 
 from dropship.errors import DropshipError, ReleaseFailed
 from dropship.graph import dependencies, ready, skip_reason
@@ -94,12 +96,13 @@ def _build_graph(
     are in the run; a target whose dependency failed is skipped (dropship.graph)."""
     logger = get_run_logger()
     policy = cache_policy(workdir)
-    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
+    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else NotSet)
     deps = dependencies(spec, plan.targets)
     running: dict[str, PrefectFuture[Any]] = {}
     progress = create_progress_artifact(
         0.0, key="release-progress", description=f"{plan.project} {plan.name}: targets done"
     )
+    assert isinstance(progress, UUID), "called from synchronous code"
 
     def finish(name: str, result: TargetSummary) -> None:
         results[name] = result

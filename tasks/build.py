@@ -159,6 +159,7 @@ def build_on_machine(
             tags=[run_tag(plan.run_id), f"dropship-target-{target.name}"],
             flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
         )
+        assert isinstance(child, FlowRun), "called from synchronous code"
         logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
         finished = _wait(
             child.id,

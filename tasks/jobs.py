@@ -141,6 +141,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
 def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]]]:
     """(index, its files) for every registry this release publishes to; credentials from blocks, here only."""
     from blocks.registry import RegistryCredentials
+    from blocks.values import require_block
     from dropship.registries import PypiIndex, language_files
 
     logger = get_run_logger()
@@ -160,7 +161,7 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
             )
             continue
         try:
-            credentials = RegistryCredentials.load(registry.credentials)
+            credentials = require_block(RegistryCredentials, registry.credentials)
         except ValueError as exc:
             raise ConfigError(
                 f"RegistryCredentials block {registry.credentials!r} (registry {registry.name}) not found: "

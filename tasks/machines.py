@@ -14,6 +14,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Cancelled
 
 from blocks.digitalocean import DigitalOceanCredentials
+from blocks.values import require_block
 from dropship import ledger
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine, Provider, run_tag
@@ -31,7 +32,7 @@ from tasks.settings import BUILDERS_POOL, api_url, local_worker
 def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
     name = manifest.machines.credentials
     try:
-        return DigitalOceanCredentials.load(name)
+        return require_block(DigitalOceanCredentials, name)
     except ValueError as exc:
         raise ConfigError(
             f"DigitalOceanCredentials block {name!r} not found: create it before releasing on droplets"

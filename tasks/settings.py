@@ -8,7 +8,8 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
 
-from deployments import BUILDERS_POOL, MACHINES_LIMIT  # noqa: F401 - re-exported names
+from deployments import BUILDERS_POOL as BUILDERS_POOL
+from deployments import MACHINES_LIMIT as MACHINES_LIMIT
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
 

@@ -9,6 +9,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from blocks.repo_server import RepoServer
+from blocks.values import require_block
 from dropship import ledger
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
@@ -81,6 +82,6 @@ def repository_url(manifest: Manifest, base_url: str | None) -> str:
     if base_url:
         return base_url
     try:
-        return RepoServer.load(manifest.blocks.repo_server).url()
+        return require_block(RepoServer, manifest.blocks.repo_server).url()
     except Exception:  # noqa: BLE001 - a missing block already failed the release with its own message
         return ""
