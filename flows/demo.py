@@ -13,7 +13,7 @@ from pydantic import SecretStr
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.cli_run import failure_text
+from cli.run import failure_text
 from dropship.demo import prepare_repository
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest

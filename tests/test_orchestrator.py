@@ -77,7 +77,7 @@ def demo(api_url: str, workdir: Path, tag: str) -> subprocess.Popen[str]:
     )
     workdir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(workdir), "--tag", tag],
+        [sys.executable, "-m", "cli", "demo", "--workdir", str(workdir), "--tag", tag],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -313,7 +313,7 @@ def test_replicated_server_refuses_world_readable_auth_file_before_starting_anyt
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "server",
             "start",
             "--home",

@@ -106,7 +106,7 @@ def test_prefect_yaml_then_apply_then_apply_again(
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)
     }
 
-    dropship = [sys.executable, "-m", "dropship.cli"]
+    dropship = [sys.executable, "-m", "cli"]
     first = _run([*dropship, "deployments", "apply", "--manifest", manifest], env)
     # the YAML made the same deployments: apply adds only what a prefect.yaml can't hold
     assert all(line.startswith("unchanged") for line in first.splitlines() if "deployment" in line), first
@@ -151,7 +151,7 @@ def test_bad_schedule_settings_are_refused_before_anything_changes(
         ("--timezone", "Mars/Olympus", "not an IANA timezone"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "dropship.cli", "deployments", "apply", "--manifest", manifest, flag, value],
+            [sys.executable, "-m", "cli", "deployments", "apply", "--manifest", manifest, flag, value],
             env=env,
             capture_output=True,
             text=True,

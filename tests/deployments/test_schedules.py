@@ -60,7 +60,7 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "deployments",
             "apply",
             "--manifest",

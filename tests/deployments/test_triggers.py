@@ -221,7 +221,7 @@ def test_deployment_run_is_picked_up_by_a_process_worker(
         assert [r["name"] for r in index["releases"]] == ["v0.2.0"]
         assert machine_processes_under(tmp_path) == []
         status = subprocess.run(
-            [sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
+            [sys.executable, "-m", "cli", "status", "--json", "--limit", "50"],
             env=env,
             capture_output=True,
             text=True,
@@ -247,7 +247,7 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "webhook",
             "--port",
             str(port),

@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rel.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
 
-    from dropship.cli_setup import add_commands
+    from cli.setup import add_commands
 
     add_commands(commands)
 
@@ -377,7 +377,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"Prefect UI: {server.ui_url}", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        from dropship.cli_run import log_path, quiet_prefect
+        from cli.run import log_path, quiet_prefect
 
         log_file = log_path(workdir, f"demo-{args.tag}")
         print(f"releasing the example hello {args.tag} (log: {log_file})", flush=True)
@@ -423,7 +423,7 @@ def _release(args: argparse.Namespace) -> int:
         run_id = submit(RELEASE_TAG, params)
         print(f"submitted {args.tag}: flow run {run_id} of {RELEASE_TAG}; `dropship status` follows it")
         return 0
-    from dropship.cli_run import run_release
+    from cli.run import run_release
 
     return run_release(args)
 
@@ -698,7 +698,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": _server,
         "image": _image,
     }
-    from dropship.cli_setup import HANDLERS
+    from cli.setup import HANDLERS
 
     handlers.update(HANDLERS)
     try:

@@ -87,7 +87,7 @@ def summary_of(state: Any, workdir: Path) -> tuple[dict[str, Any] | None, Path]:
 
 def run_release(args: Any) -> int:
     """`dropship release` run here: progress lines, then the closing lines or `--json`."""
-    from dropship.cli_setup import need_api
+    from cli.setup import need_api
     from dropship.manifest import load_manifest
     from dropship.progress import closing_lines
     from tasks.settings import default_workdir
