@@ -16,7 +16,6 @@ import getpass
 import hashlib
 import os
 import sys
-import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from cli import options
 from dropship.checks import FAILED, OK, Check
 from dropship.errors import ConfigError, DropshipError
 from dropship.manifest import Manifest, load_manifest
@@ -34,13 +34,13 @@ def add_commands(commands: Any) -> None:
     """Register blocks, check and ui on the CLI's subparsers."""
     blocks = commands.add_parser(
         "blocks",
+        parents=[options.manifest()],
         help="create or update the blocks dropship.toml names (needs PREFECT_API_URL)",
         description="Create or update the SigningKey, RepoServer and (for droplets) DigitalOceanCredentials "
         "blocks the manifest names, and the WebhookSecrets block, from flags or prompts. A block that exists "
         "and gets no flag is left as it is. Secrets are read from files, environment variables or a hidden "
         "prompt, and never printed.",
     )
-    blocks.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     key = blocks.add_argument_group("signing key")
     key.add_argument("--signing-key-file", type=Path, metavar="FILE", help="armored secret key to store")
     key.add_argument("--generate", metavar="NAME", help="generate an ed25519 key with this user id name instead")
@@ -67,7 +67,7 @@ def add_commands(commands: Any) -> None:
     do = blocks.add_argument_group("DigitalOcean (provider digitalocean)")
     do.add_argument("--do-token-env", metavar="VAR", help="environment variable holding the API token")
     do.add_argument("--do-endpoint", metavar="URL", help="API endpoint (default DigitalOcean's; the emulator's URL)")
-    do.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
+    do.add_argument("--provider", choices=options.PROVIDERS, help="override the manifest's machine provider")
     hook = blocks.add_argument_group("webhook secrets (dropship webhook)")
     hook.add_argument(
         "--webhook-block", default="dropship-webhook", metavar="NAME", help="block name (default dropship-webhook)"
@@ -77,24 +77,23 @@ def add_commands(commands: Any) -> None:
         "--webhook-github-secret-env", metavar="VAR", help="environment variable holding the GitHub secret"
     )
 
-    check = commands.add_parser(
+    commands.add_parser(
         "check",
+        parents=[options.manifest(), options.provider()],
         help="say what a release still needs, without creating a machine (needs PREFECT_API_URL)",
         description="Load the manifest and every block it names; check the signing key's expiry, the machine "
         "provider (local: sshd; digitalocean: token, sizes, regions) and that the repository server is "
         "reachable and writable. One line per check with the command that fixes it; exit 1 if any is not ok.",
     )
-    check.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
-    check.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
 
     ui = commands.add_parser(
         "ui",
+        parents=[options.demo_dir()],
         help="serve the Prefect UI (and API) on a workdir's database, until Ctrl-C",
         description="Start a local Prefect server on 127.0.0.1 with its SQLite database in DIR/prefect (the one "
         "`dropship demo --workdir DIR` used), print its URL and the PREFECT_API_URL to export, and run until "
         "interrupted.",
     )
-    ui.add_argument("--workdir", type=Path, default=Path("demo"), help="the folder (default: ./demo)")
     ui.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200; 0: any free port)")
 
 
@@ -320,26 +319,8 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     _save(block, args.webhook_block, existing is not None, say, f"secrets for {' and '.join(forges)}")
 
 
-def need_api() -> None:
-    """PREFECT_API_URL set and answering, or a one-line error saying how to get there."""
-    url = os.environ.get("PREFECT_API_URL", "")
-    if not url:
-        raise ConfigError(
-            "set PREFECT_API_URL to the Prefect server the blocks live on "
-            "(`dropship ui --workdir DIR` starts one and prints it)"
-        )
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"the Prefect server at {url} can't be reached ({exc}): start it "
-            "(`dropship ui --workdir DIR`) or fix PREFECT_API_URL"
-        ) from exc
-
-
 def blocks_command(args: argparse.Namespace) -> int:
-    need_api()
+    options.need_api("the blocks live on it", reachable=True)
     manifest = load_manifest(args.manifest)
 
     def say(line: str) -> None:
@@ -380,7 +361,7 @@ def check_command(args: argparse.Namespace) -> int:
             f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} target{'' if len(manifest.targets) == 1 else 's'})",
         )
     ]
-    url = os.environ.get("PREFECT_API_URL", "")
+    url = options.api_url()
     fix_server = "dropship ui --workdir DIR (or prefect server start), then export PREFECT_API_URL"
     if not url:
         lines.append(Check("Prefect server", FAILED, "PREFECT_API_URL is not set", fix_server))
