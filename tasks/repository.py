@@ -23,11 +23,11 @@ from prefect.runtime import flow_run
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
 from blocks.values import require_block
-from dropship.deploy import Publisher, PublishResult
 from dropship.errors import RepositoryError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
+from dropship.publish import Publisher, PublishResult
 from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index

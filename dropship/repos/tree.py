@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dropship.deploy import hardlink_tree
 from dropship.manifest import Manifest, PackageFormat
+from dropship.publish import hardlink_tree
 from dropship.repos.apt import AptRepository, AptSettings
 from dropship.repos.index import IndexedRelease, ReleaseIndex, locate_artifacts, update_index
 from dropship.repos.keys import publish_keys, write_sources

@@ -31,7 +31,8 @@ from pathlib import Path
 
 import paramiko
 
-from dropship.deploy.base import (
+from dropship.errors import DropshipError, MachineError, PublishError, TransferError
+from dropship.publish.base import (
     BEEN_CURRENT,
     CURRENT,
     INCOMING_PREFIX,
@@ -43,8 +44,7 @@ from dropship.deploy.base import (
     prune_candidates,
     rollback_target,
 )
-from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
-from dropship.errors import DropshipError, MachineError, PublishError, TransferError
+from dropship.publish.listing import META_DIR, META_FILE, Listing, list_tree
 from dropship.ssh import (
     Endpoint,
     Hardlink,
