@@ -16,8 +16,8 @@ from pathlib import Path
 from dropship.cache import TargetHash, content_hashes, tree_files
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
-from dropship.release import Classification, classify, package_version, release_id
 from dropship.source import archive, repository_path, resolve
+from dropship.tags import Classification, classify, package_version, release_id
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 

@@ -28,10 +28,10 @@ from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
 from dropship.publish import Publisher, PublishResult
-from dropship.release import release_id
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
+from dropship.tags import release_id
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
