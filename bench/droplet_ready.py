@@ -29,7 +29,7 @@ from dropship.emulator.image import ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import generate_keypair
 
 TOKEN = "dop_v1_bench_ready"

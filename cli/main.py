@@ -346,7 +346,7 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -393,7 +393,7 @@ def ui_command(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
 
     home = args.workdir / "prefect"
     fresh = not (home / "prefect.db").exists()

@@ -388,7 +388,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
     from tasks.api import call
 
     port = free_port()

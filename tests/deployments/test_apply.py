@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from deployments import HEARTBEAT_SECONDS, Settings, deployment_specs
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 from tests.servers import stop_group
 
 pytestmark = pytest.mark.e2e

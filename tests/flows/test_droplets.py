@@ -24,7 +24,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 from tests.clients import AptClient, run_packaged_hello
 from tests.support import commit_and_tag
 
