@@ -113,9 +113,8 @@ def main() -> None:
         emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
         api = EmulatorServer(emulator).start()
         from blocks.digitalocean import DigitalOceanCredentials
-        from deployments import BUILD
-        from deployments.apply import Applied, ensure_pool
         from flows.image import image_build
+        from tasks.resources import BUILD, Applied, ensure_pool
 
         DigitalOceanCredentials(
             token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5

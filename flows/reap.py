@@ -35,11 +35,11 @@ from prefect.states import Crashed
 
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.values import require_block
-from deployments import BUILDERS_POOL, ZOMBIE_AUTOMATION
 from dropship.machines.factory import make_provider
 from dropship.reaper import orphaned, run_id_of, stale_queues, sweep_run_secrets
 from dropship.reaper import reap as reap_machines
 from tasks.machines import cancel_open_build_runs
+from tasks.resources import BUILDERS_POOL, ZOMBIE_AUTOMATION
 from tasks.settings import default_workdir
 
 HEARTBEAT_SILENCE = timedelta(seconds=90)

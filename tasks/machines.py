@@ -26,7 +26,8 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
-from tasks.settings import BUILDERS_POOL, api_url, local_worker
+from tasks.resources import BUILDERS_POOL
+from tasks.settings import api_url, local_worker
 
 
 def _credentials(manifest: Manifest) -> DigitalOceanCredentials:

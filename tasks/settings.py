@@ -1,4 +1,4 @@
-"""Names shared by the tasks and flows, and what they need from Prefect's settings."""
+"""What the tasks and flows need from Prefect's settings and the environment."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
 
-from deployments import BUILDERS_POOL as BUILDERS_POOL
-from deployments import MACHINES_LIMIT as MACHINES_LIMIT
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
+from tasks.resources import BUILDERS_POOL
 
 
 def api_url() -> str:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from deployments import HEARTBEAT_SECONDS, Settings, deployment_specs
+from deployments import Settings, deployment_specs
 from dropship.prefect_server import LocalPrefectServer
+from tasks.resources import HEARTBEAT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {

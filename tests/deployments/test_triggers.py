@@ -20,11 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments import ORCHESTRATOR_POOL, Settings
+from deployments import Settings
 from dropship.demo import prepare_repository
 from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
 from dropship.webhook import Secrets, create_app
+from tasks.resources import ORCHESTRATOR_POOL
 from tests.servers import stop_group
 from tests.support import machine_processes_under
 
@@ -156,7 +157,7 @@ def _remove_server_wide_settings() -> None:
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
 
-    from deployments import MACHINES_LIMIT, ZOMBIE_AUTOMATION
+    from tasks.resources import MACHINES_LIMIT, ZOMBIE_AUTOMATION
 
     Automation.read(name=ZOMBIE_AUTOMATION).delete()
     with get_client(sync_client=True) as client:

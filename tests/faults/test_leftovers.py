@@ -40,8 +40,8 @@ def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from deployments.apply import Applied, ensure_pool
     from flows.reap import reap
+    from tasks.resources import Applied, ensure_pool
 
     ensure_pool("dropship-builders", Applied())
     state = tmp_path / "state"
