@@ -28,7 +28,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.image import ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import generate_keypair
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
-from dropship.machines.local import find_sshd
 from dropship.machines.provision import target_setup
+from dropship.machines.sshd import find_sshd
 from dropship.manifest import Manifest
 from dropship.publish.preflight import check_local_root, check_ssh_root
 from dropship.signing import Signer

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dropship.errors import ConfigError, DropshipError
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 from dropship.prefect_server import LocalPrefectServer
 
 # Prefect's client retries 408/429/502/503 and dropped connections with an

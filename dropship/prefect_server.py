@@ -23,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 
 from dropship.errors import DropshipError
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 
 PIDFILE = "server.pid"
 _PR_SET_PDEATHSIG = 1

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 

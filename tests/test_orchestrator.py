@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from dropship.errors import ApiUnavailable, ConfigError
-from dropship.machines.local import free_port
 from dropship.orchestrator import StackConfig, read_auth_string, systemd_units
+from dropship.ports import free_port
 from tests.stack import (
     Postgres,
     Redis,

@@ -14,6 +14,8 @@ from typing import Protocol
 
 BASE_TAG = "dropship"
 RUN_TAG_PREFIX = f"{BASE_TAG}-run-"
+WORK_DIR = "/var/lib/dropship/work"
+"""Where a build machine (local, droplet, integration machine) unpacks and builds the source."""
 
 
 def run_tag(run_id: str) -> str:

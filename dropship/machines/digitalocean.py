@@ -36,8 +36,7 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError, Servic
 from azure.core.pipeline.policies import RetryPolicy
 
 from dropship.errors import ConfigError, MachineError
-from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, Machine, MachineRequest
-from dropship.machines.local import WORK_DIR
+from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, WORK_DIR, Machine, MachineRequest
 
 SNAPSHOT_PREFIX = "dropship-"
 """Names of snapshots made by `dropship image build`: dropship-<base image>-<hash>."""

@@ -22,8 +22,8 @@ import pytest
 
 from deployments import Settings
 from dropship.demo import prepare_repository
-from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
+from dropship.ports import free_port
 from dropship.webhook import Secrets, create_app
 from tasks.resources import ORCHESTRATOR_POOL
 from tests.servers import stop_group

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dropship.machines.local import LocalProvider, free_port
+from dropship.machines.local import LocalProvider
+from dropship.ports import free_port
 from dropship.prefect_server import PIDFILE, LocalPrefectServer, _is_our_server
 from dropship.ssh import generate_keypair
 from tests.support import boot, machine_processes_under

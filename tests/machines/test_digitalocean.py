@@ -17,8 +17,9 @@ from dropship.machines.digitalocean import (
     DigitalOceanSettings,
     NotFound,
 )
-from dropship.machines.local import _pids_with_marker, free_port
+from dropship.machines.local import _pids_with_marker
 from dropship.machines.userdata import render
+from dropship.ports import free_port
 from dropship.ssh import Endpoint, SshSession, generate_keypair
 from tests.support import IDLE_WORKER
 
