@@ -17,6 +17,7 @@ from typing import Any
 from cli import options
 from dropship import __version__
 from dropship.errors import DropshipError
+from dropship.redaction import redact_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -651,6 +652,7 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    redact_logs()
     _absolute_paths(args)
     if not getattr(args, "verbose", False):  # Prefect's "Still processing items" as its workers drain at exit
         for service in ("EventsWorker", "APILogWorker"):

@@ -35,7 +35,7 @@ import pydo
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import RetryPolicy
 
-from dropship.errors import ConfigError, MachineError
+from dropship.errors import ConfigError, MachineError, NotFound
 from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, WORK_DIR, Machine, MachineRequest
 
 SNAPSHOT_PREFIX = "dropship-"
@@ -63,10 +63,6 @@ class DigitalOceanSettings:
 
     def __repr__(self) -> str:  # the token never reaches a log line
         return f"DigitalOceanSettings(endpoint={self.endpoint!r}, ssh_port={self.ssh_port}, token=****)"
-
-
-class NotFound(MachineError):
-    """The droplet (or key, image, action) does not exist (any more)."""
 
 
 class _Transient(Exception):

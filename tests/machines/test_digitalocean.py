@@ -10,13 +10,9 @@ import pytest
 
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.errors import ConfigError, MachineError
+from dropship.errors import ConfigError, MachineError, NotFound
 from dropship.machines import MachineRequest
-from dropship.machines.digitalocean import (
-    DigitalOceanProvider,
-    DigitalOceanSettings,
-    NotFound,
-)
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
 from dropship.machines.local import _pids_with_marker
 from dropship.machines.userdata import render
 from dropship.ports import free_port
