@@ -34,7 +34,7 @@ from dropship.manifest import Manifest, load_manifest
 from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
-from dropship.summary import ArtifactSummary, TargetSummary
+from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import (
@@ -68,7 +68,7 @@ def _outcome(
     """What became of one target: failed, reused from the store, or built (again)."""
     future.wait()
     if not future.state.is_completed():
-        return TargetSummary(name=name, status="failed", reason=_reason(future))
+        return TargetSummary(name=name, status=TargetStatus.FAILED, reason=_reason(future))
     if future.state.name != "Cached":
         built: TargetSummary = future.result()
         return built
@@ -76,7 +76,7 @@ def _outcome(
     if lookup.build is not None:
         return TargetSummary(
             name=name,
-            status="reused",
+            status=TargetStatus.REUSED,
             reason=f"cache hit {plan.content[name].digest[:12]}",
             artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
         )
@@ -84,7 +84,7 @@ def _outcome(
     try:  # the store lost or altered the cached build: make it again
         rebuilt: TargetSummary = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
     except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
-        return TargetSummary(name=name, status="failed", reason=str(exc))
+        return TargetSummary(name=name, status=TargetStatus.FAILED, reason=str(exc))
     rebuilt.reason = f"rebuilt: cached build unusable ({lookup.problem})"
     return rebuilt
 
@@ -106,11 +106,11 @@ def _build_graph(
 
     def finish(name: str, result: TargetSummary) -> None:
         results[name] = result
-        if result.status == "failed":
+        if result.status == TargetStatus.FAILED:
             logger.error("%s", tidy_reason(name, result.reason), extra=event("build", "failed", name=name))
-        elif result.status == "skipped":
+        elif result.status == TargetStatus.SKIPPED:
             logger.warning("%s", result.reason, extra=event("build", "skipped", name=name))
-        elif result.status == "reused":
+        elif result.status == TargetStatus.REUSED:
             logger.info("%s", result.reason, extra=event("reuse", name=name))
         update_progress_artifact(progress, 100.0 * len(results) / len(plan.targets))
 
@@ -119,7 +119,7 @@ def _build_graph(
         for name in ready(deps, finished, set(running)):
             why = skip_reason(deps[name], finished)
             if why is not None:
-                finish(name, TargetSummary(name=name, status="skipped", reason=why))
+                finish(name, TargetSummary(name=name, status=TargetStatus.SKIPPED, reason=why))
                 continue
             running[name] = builder.submit(spec, plan, name, plan.content[name].digest, workdir, force)
         if not running:
@@ -198,7 +198,7 @@ def release(
     status, error, repository = "failed", "", ""
     try:
         _build_graph(spec, plan, workdir, force, results)
-        failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
+        failures = {name: r.reason for name, r in results.items() if TargetStatus(r.status).unusable}
         if failures:
             raise ReleaseFailed(
                 f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published",

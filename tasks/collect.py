@@ -12,7 +12,7 @@ from dropship.collect import collect
 from dropship.machines import Machine
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ArtifactSummary, TargetSummary
+from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from tasks.machines import client_key_path, delete_machine
 
 
@@ -31,7 +31,7 @@ def collect_artifacts(
     )
     return TargetSummary(
         name=target_name,
-        status="built",
+        status=TargetStatus.BUILT,
         machine=machine.name,
         build_seconds=report.seconds,
         artifacts=[ArtifactSummary(a.name, a.size, a.sha256) for a in report.artifacts],

@@ -13,7 +13,7 @@ from blocks.values import require_block
 from dropship import ledger
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ReleaseSummary, TargetSummary
+from dropship.summary import ReleaseSummary, TargetStatus, TargetSummary
 
 
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE)
@@ -32,7 +32,7 @@ def write_summary(
     by_target = {life.target: life for life in lives}
     rows = []
     for name in plan.targets:
-        summary = targets.get(name) or TargetSummary(name=name, status="not built")
+        summary = targets.get(name) or TargetSummary(name=name, status=TargetStatus.NOT_BUILT)
         life = by_target.get(name)
         if life is not None:
             summary.machine = summary.machine or life.name
