@@ -109,7 +109,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
         machine.name,
         f"job:{job.name}",
         machine.created_at,
-        price_hourly=machine.details.get("price_hourly", ""),
+        price_hourly=machine.price_hourly,
     )
     logger.info("%s: fresh machine %s is up; installing %s", job.name, machine.name, ", ".join(install.specs))
     try:

@@ -123,7 +123,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
         machine.name,
         target_name,
         machine.created_at,
-        price_hourly=machine.details.get("price_hourly", ""),
+        price_hourly=machine.price_hourly,
     )
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine

@@ -50,6 +50,8 @@ class Machine:
     host_public_key: str = ""
     """The host key the orchestrator generated for this machine and pins."""
     details: dict[str, str] = field(default_factory=dict)
+    price_hourly: float | None = None
+    """USD per hour of the machine's size, as the provider prices it (None: free, or unknown)."""
 
 
 class Provider(Protocol):

@@ -428,10 +428,10 @@ class DigitalOceanProvider:
             work_dir=f"{root}{WORK_DIR}",
             created_at=created,
             host_public_key=host_public_key,
+            price_hourly=float(size["price_hourly"]) if size.get("price_hourly") is not None else None,
             details={
                 "size": str(droplet.get("size_slug", "")),
                 "region": str((droplet.get("region") or {}).get("slug", "")),
-                "price_hourly": str(size.get("price_hourly", "")),
                 "image": str(image.get("slug") or image.get("name") or image.get("id") or ""),
             },
         )

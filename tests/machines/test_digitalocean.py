@@ -70,7 +70,7 @@ def test_create_reach_list_delete(emulator: tuple[Emulator, str]) -> None:
     req, key = request()
     machine = do.create(req)
     assert machine.host.startswith("127.0.") and machine.host != "127.0.0.1" and machine.port == emu.ssh_port
-    assert machine.details["price_hourly"] == "0.03571" and machine.details["size"] == "s-2vcpu-4gb"
+    assert machine.price_hourly == 0.03571 and machine.details["size"] == "s-2vcpu-4gb"
     assert set(machine.tags) == {"dropship", "dropship-run-abc", "dropship-target-amd64-deb"}
     with SshSession(Endpoint(machine.host, machine.port, machine.user, machine.host_public_key), key) as ssh:
         assert ssh.run(["echo", "on the droplet"]).strip() == "on the droplet"
