@@ -7,6 +7,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from dropship.tags import ReleaseClass
+
 
 class TargetStatus(StrEnum):
     """What became of a target in a release (its value is what summary.json says)."""
@@ -52,7 +54,7 @@ class ReleaseSummary:
     run_id: str
     project: str
     name: str
-    release_class: str
+    release_class: ReleaseClass
     suites: list[str]
     version: str
     commit: str

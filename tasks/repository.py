@@ -181,7 +181,7 @@ def promote_build(
         release = IndexedRelease(
             id=release_id(promotion.classification, datetime.now(UTC)),
             name=as_tag,
-            release_class=promotion.classification.release_class.value,
+            release_class=promotion.classification.release_class,
             version=source.version,
             commit=source.commit,
             date=now_utc(),
