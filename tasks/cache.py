@@ -76,8 +76,8 @@ def build_target(
         logger.info(
             "machine %s is up, building (%s)", machine.name, reason, extra=event("build", "running", name=target_name)
         )
-        built = build_on_machine(manifest, plan, target_name, machine, workdir)
-        summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
+        build_on_machine(manifest, plan, target_name, machine, workdir)  # raises unless the build completed
+        summary = collect_artifacts(manifest, plan, target_name, machine, workdir)
     logger.info(
         "%s",
         ", ".join(a.name for a in summary.artifacts),

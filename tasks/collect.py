@@ -18,7 +18,7 @@ from tasks.machines import client_key_path, delete_machine
 
 @task(name="collect", task_run_name="collect {target_name}", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def collect_artifacts(
-    manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, built: dict[str, object], workdir: str
+    manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> TargetSummary:
     """SFTP every reported artifact, check sha256, then delete the machine: its work is safe."""
     destination = Path(plan.run_dir) / "artifacts" / target_name
