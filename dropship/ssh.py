@@ -113,6 +113,17 @@ def _public_key(line: str) -> paramiko.PKey:
 
 
 @dataclass(frozen=True)
+class Expected:
+    """Where a download's expected sha256 comes from, and what to do when the bytes differ."""
+
+    source: str
+    fix: str
+
+
+BUILD_REPORT = Expected("the build report's", "build it again")
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Where and as whom to connect, and the host key to expect."""
 
@@ -343,22 +354,23 @@ class SshSession:
         self._download([_Download(remote, None, "", digest)])
         return digest.hexdigest()
 
-    def get(self, remote: str, local: Path, *, sha256: str) -> int:
+    def get(self, remote: str, local: Path, *, sha256: str, expected: Expected = BUILD_REPORT) -> int:
         """Download to `local` if and only if its sha256 is `sha256`; return the size."""
-        return self.get_many([(remote, local, sha256)])[0]
+        return self.get_many([(remote, local, sha256)], expected=expected)[0]
 
-    def get_many(self, files: Sequence[tuple[str, Path, str]]) -> list[int]:
+    def get_many(self, files: Sequence[tuple[str, Path, str]], *, expected: Expected = BUILD_REPORT) -> list[int]:
         """Download each (remote, local, sha256), several at once over this one connection; return the sizes.
 
         Reads are pipelined (many requests in flight, like OpenSSH's sftp) and
         each file is hashed as its bytes arrive, into `local`.part; only a file
         whose sha256 matches is renamed to `local`. On any failure no partial
-        file is left and nothing unverified has the final name.
+        file is left and nothing unverified has the final name. A mismatch
+        names where the sha256 came from and what to do (`expected`).
         """
         downloads = []
         for remote, local, sha256 in files:
             local.parent.mkdir(parents=True, exist_ok=True)
-            downloads.append(_Download(remote, local, sha256, hashlib.sha256()))
+            downloads.append(_Download(remote, local, sha256, hashlib.sha256(), expected=expected))
         self._download(downloads)
         return [d.written for d in downloads]
 
@@ -578,6 +590,7 @@ class _Download:
     """None: only hash."""
     sha256: str
     digest: Any
+    expected: Expected = field(default_factory=lambda: BUILD_REPORT)
     size: int | None = None
     handle: bytes | None = None
     requested: int = 0
@@ -677,8 +690,8 @@ class _Download:
         if actual != self.sha256:
             self.partial.unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"{Path(self.remote).name} from {host}: sha256 {actual} does not match the build report's {self.sha256} "
-                f"({self.written} bytes read); build it again"
+                f"{Path(self.remote).name} from {host}: sha256 {actual} does not match {self.expected.source} "
+                f"{self.sha256} ({self.written} bytes read); {self.expected.fix}"
             )
         assert self.local is not None
         self.partial.replace(self.local)

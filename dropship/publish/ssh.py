@@ -45,6 +45,7 @@ from dropship.publish.base import (
 from dropship.publish.listing import META_DIR, META_FILE, Listing, list_tree
 from dropship.ssh import (
     Endpoint,
+    Expected,
     Hardlink,
     Mkdir,
     Operation,
@@ -270,7 +271,14 @@ class SshPublisher:
             for path, entry in listing.files.items():
                 obj = self._objects / entry.sha256
                 if not obj.exists():
-                    session.get(f"{self._releases}/{current}/{path}", obj, sha256=entry.sha256)
+                    session.get(
+                        f"{self._releases}/{current}/{path}",
+                        obj,
+                        sha256=entry.sha256,
+                        expected=Expected(
+                            f"release {current}'s listing", "the server's copy was altered: check the repository server"
+                        ),
+                    )
         for path, entry in listing.files.items():
             target = destination / path
             target.parent.mkdir(parents=True, exist_ok=True)
