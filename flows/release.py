@@ -11,6 +11,7 @@ orchestrator leaves behind is tagged for the reaper.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import asdict
@@ -28,6 +29,7 @@ from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_UI_URL
 from prefect.utilities.annotations import NotSet
 
+from dropship import ledger
 from dropship.errors import DropshipError, ReleaseFailed
 from dropship.graph import dependencies, ready, skip_reason
 from dropship.manifest import Manifest, load_manifest
@@ -54,11 +56,18 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     """Failure/crash/cancellation hook: delete whatever machines the run still has."""
     params = flow_run.parameters
     workdir = params.get("workdir") or str(default_workdir())
+    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
     try:
         manifest = load_manifest(params["manifest"])
-    except Exception:  # noqa: BLE001 - a run with no valid manifest created no machine
+    except DropshipError as exc:  # the manifest broke (or went) after the run began
+        alive = [life.name for life in ledger.lives(Path(run_dir)) if life.deleted is None]
+        if alive:
+            logging.getLogger("dropship.teardown").error(
+                "teardown skipped: %s; machines %s may still exist: `dropship reap` deletes them",
+                exc,
+                ", ".join(alive),
+            )
         return
-    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
     teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
 
 
