@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from bench.synthetic import write_deb, write_debs
-from dropship.deploy import hardlink_tree
+from dropship.publish import hardlink_tree
 from dropship.repos.apt import AptRepository, AptSettings, pool_path
 from dropship.repos.files import gzip_bytes, xz_bytes
 from dropship.signing import Signer, generate_key

@@ -28,8 +28,8 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.image import ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import generate_keypair
 
 TOKEN = "dop_v1_bench_ready"
@@ -113,9 +113,8 @@ def main() -> None:
         emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
         api = EmulatorServer(emulator).start()
         from blocks.digitalocean import DigitalOceanCredentials
-        from deployments import BUILD
-        from deployments.apply import Applied, ensure_pool
         from flows.image import image_build
+        from tasks.resources import BUILD, Applied, ensure_pool
 
         DigitalOceanCredentials(
             token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5

@@ -28,8 +28,8 @@ from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
 from dropship.ledger import lives
 from dropship.machines.digitalocean import MINIMUM_SECONDS, billed_seconds, droplet_cost
-from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 
 TOKEN = "dop_v1_bench"
 AUTH = "bench:seconds-auth"

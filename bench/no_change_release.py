@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 
 
 def main() -> None:

@@ -29,8 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from dropship.deploy import SshPublisher
-from dropship.machines.local import find_sshd
+from dropship.machines.sshd import find_sshd
+from dropship.publish import SshPublisher
 from tests.servers import RepoServerHost, start_repo_server
 
 

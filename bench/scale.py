@@ -210,7 +210,7 @@ def run_case(
         argv = [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "release",
             "v1.0.0",
             "--manifest",

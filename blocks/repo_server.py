@@ -8,8 +8,8 @@ from pathlib import Path
 from prefect.blocks.core import Block
 from pydantic import Field, SecretStr
 
-from dropship.deploy import LocalPublisher, Publisher, SshPublisher
 from dropship.errors import ConfigError
+from dropship.publish import LocalPublisher, Publisher, SshPublisher
 from dropship.ssh import Endpoint
 
 

@@ -22,10 +22,24 @@ from dropship.manifest import Manifest
 B = TypeVar("B", bound=Block)
 
 
+def require_block(kind: type[B], name: str) -> B:
+    """`kind.load(name)`, typed: the one place dropship calls `Block.load`.
+
+    Prefect's `load` returns the block, or a coroutine when called inside an
+    event loop; dropship's tasks, flows and CLI call it from synchronous code
+    only, so anything but a `kind` is a programming error. A missing block
+    raises what Prefect raises (ValueError, ObjectNotFound).
+    """
+    block = kind.load(name)
+    if not isinstance(block, kind):
+        raise TypeError(f"{kind.__name__}.load({name!r}) gave {type(block).__name__}: called from async code?")
+    return block
+
+
 def load_block(kind: type[B], name: str) -> B | None:
     """The block, or None if there is none of that name (or of that type yet)."""
     try:
-        return kind.load(name)
+        return require_block(kind, name)
     except ObjectNotFound:
         return None
     except ValueError as exc:  # Prefect: "Unable to find block document named ..."

@@ -1,4 +1,7 @@
-"""What dropship deploys to Prefect, as data: deployments, schedules, work pools, limits.
+"""What dropship deploys to Prefect, as data: the deployments and their schedules.
+
+The pools, limits and automation they rely on, and the `build` deployment a
+release ensures itself, are in `tasks.resources`.
 
 `deployments/prefect.yaml` says the same for `prefect deploy --all`;
 `dropship deployments apply` (`deployments.apply`) creates it from this
@@ -8,50 +11,14 @@ and the zombie-run automation. A test keeps the two in step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-ORCHESTRATOR_POOL = "dropship-orchestrator"
-"""Process work pool of the orchestrator: releases, promotion, rollback, reaping."""
-BUILDERS_POOL = "dropship-builders"
-"""Process work pool the build machines' workers serve, one work queue per machine."""
-PUBLISH_LIMIT = "dropship-publish"
-MACHINES_LIMIT = "dropship-machines"
-ZOMBIE_AUTOMATION = "dropship: crash zombie flow runs"
-HEARTBEAT_SECONDS = 30
-"""Flow runs of these deployments send a heartbeat this often; 3 missed ones make a run a zombie."""
+from tasks.resources import BUILD, DEFAULT_MACHINES, ORCHESTRATOR_POOL, DeploymentSpec
+
 DEFAULT_WEEKLY_CRON = "0 3 * * 1"
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_REAP_MINUTES = 10
-
-
-@dataclass(frozen=True)
-class DeploymentSpec:
-    flow: str
-    """Flow name (the deployment is `<flow>/<name>`)."""
-    name: str
-    entrypoint: str
-    """Module path: workers import the installed dropship, no source is pulled."""
-    pool: str
-    description: str
-    parameters: dict[str, Any] = field(default_factory=dict)
-    cron: str | None = None
-    timezone: str | None = None
-    interval_minutes: float | None = None
-
-    @property
-    def full_name(self) -> str:
-        return f"{self.flow}/{self.name}"
-
-
-BUILD = DeploymentSpec(
-    "build",
-    "build",
-    "flows.build.build",
-    BUILDERS_POOL,
-    "One target's build, run by the worker on that target's machine (started by the release flow).",
-)
-"""Also ensured by every release run, so a server without `apply` still works."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +31,7 @@ class Settings:
     weekly_ref: str = "main"
     reap_minutes: float = DEFAULT_REAP_MINUTES
     provider: str = "local"
-    machines_limit: int = 8
+    machines_limit: int = DEFAULT_MACHINES
 
 
 def deployment_specs(settings: Settings) -> list[DeploymentSpec]:

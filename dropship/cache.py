@@ -24,7 +24,6 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 from dropship.manifest import Manifest, Target
 from dropship.process import run
@@ -125,18 +124,6 @@ class Lookup:
     build: StoredBuild | None
     problem: str = ""
     """Why there is no usable build: missing, or which file failed its check."""
-
-
-class ArtifactStore(Protocol):
-    """Where builds are kept by content hash (a folder now; an S3 bucket can follow)."""
-
-    def put(
-        self, digest: str, target: str, version: str, files: list[Path], inputs: tuple[tuple[str, str], ...]
-    ) -> StoredBuild: ...
-
-    def get(self, digest: str, destination: Path) -> Lookup: ...
-
-    def last(self, target: str) -> StoredBuild | None: ...
 
 
 class LocalArtifactStore:

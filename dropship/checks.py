@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
-from dropship.machines.local import find_sshd
 from dropship.machines.provision import target_setup
+from dropship.machines.sshd import find_sshd
 from dropship.manifest import Manifest
+from dropship.publish.preflight import check_local_root, check_ssh_root
 from dropship.signing import Signer
 from dropship.ssh import Endpoint
 
@@ -109,7 +109,7 @@ def check_signing_key(manifest: Manifest, manifest_path: str, key: KeyValue | No
 
 def check_repo_server(manifest: Manifest, manifest_path: str, repo: RepoValue | None) -> Check:
     """A folder here: exists or can be made, takes a file. Over SSH: the pinned host key, the key
-    accepted, a writable root and the publisher's remote tools (`dropship.deploy.preflight`)."""
+    accepted, a writable root and the publisher's remote tools (`dropship.publish.preflight`)."""
     name = manifest.blocks.repo_server
     what = f"repository server block {name!r}"
     if repo is None:

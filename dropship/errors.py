@@ -13,7 +13,8 @@ as ``__cause__`` but no third-party exception type leaks upwards.
     ├── CommandError           a subprocess exited non-zero (test, build, tools)
     │   └── TestsFailed        the manifest's test command failed
     ├── MachineError           a build machine could not be created/reached/deleted
-    │   └── HostKeyMismatch    the machine's SSH host key is not the pinned one
+    │   ├── HostKeyMismatch    the machine's SSH host key is not the pinned one
+    │   └── NotFound           the provider has no such droplet (key, image, action) (any more)
     ├── TransferError          SFTP failed
     │   └── ChecksumMismatch   an artifact's sha256 differs from the build report
     ├── BuildFailed            a target's build did not complete
@@ -30,9 +31,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from dropship.redaction import redact
+
 
 class DropshipError(Exception):
-    """Base of every error dropship raises on purpose."""
+    """Base of every error dropship raises on purpose.
+
+    Its message never carries a URL's password: a source or index URL with
+    credentials is redacted here, once, whatever the raising code wrote.
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(DropshipError):
@@ -85,6 +95,10 @@ class MachineError(DropshipError):
 
 class HostKeyMismatch(MachineError):
     """The SSH server presented a host key other than the one pinned at creation."""
+
+
+class NotFound(MachineError):
+    """The droplet (or key, image, action) does not exist (any more)."""
 
 
 class TransferError(DropshipError):

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dropship.manifest import Manifest
+from dropship.summary import TargetStatus
 
 DEPS_DIR = ".dropship-deps"
 """In the unpacked source on the machine; the build gets its absolute path as $DROPSHIP_DEPS."""
@@ -26,19 +27,16 @@ def dependencies(manifest: Manifest, targets: Sequence[str]) -> dict[str, list[s
     return {name: list(manifest.target(name).depends_on) for name in targets}
 
 
-def ready(deps: Mapping[str, list[str]], finished: Mapping[str, str], started: set[str]) -> list[str]:
-    """Targets not started whose dependencies all finished, in manifest order.
-
-    `finished` maps a target to its status (built, reused, failed, skipped).
-    """
+def ready(deps: Mapping[str, list[str]], finished: Mapping[str, TargetStatus], started: set[str]) -> list[str]:
+    """Targets not started whose dependencies all finished (`finished`: target -> status), in manifest order."""
     return [n for n, d in deps.items() if n not in started and n not in finished and all(x in finished for x in d)]
 
 
-def skip_reason(target_deps: Sequence[str], finished: Mapping[str, str]) -> str | None:
+def skip_reason(target_deps: Sequence[str], finished: Mapping[str, TargetStatus]) -> str | None:
     """Why a target can't build: the first dependency that failed or was skipped."""
     for dep in target_deps:
         status = finished.get(dep)
-        if status in ("failed", "skipped"):
+        if status is not None and TargetStatus(status).unusable:
             return f"dependency {dep} {status}"
     return None
 

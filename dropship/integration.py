@@ -36,9 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dropship.errors import JobFailed, RepositoryError
-from dropship.machines import Machine, MachineRequest, Provider, run_tag
+from dropship.machines import WORK_DIR, Machine, MachineRequest, Provider, run_tag
 from dropship.machines.bootstrap import connect_pinned
-from dropship.machines.local import WORK_DIR
 from dropship.machines.userdata import render_bootstrap
 from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.process import run

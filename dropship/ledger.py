@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 LEDGER = "machines.jsonl"
 
@@ -50,7 +51,7 @@ def record(
     name: str = "",
     target: str = "",
     at: datetime | None = None,
-    price_hourly: str = "",
+    price_hourly: float | None = None,
 ) -> None:
     entry = {
         "event": event,
@@ -66,11 +67,18 @@ def record(
         handle.write(json.dumps(entry) + "\n")
 
 
+def _price(value: object) -> float | None:
+    """The recorded hourly price: a number (a ledger of an older dropship has it as a string, "" for none)."""
+    if value is None or value == "":
+        return None
+    return float(str(value))
+
+
 def lives(run_dir: Path) -> list[MachineLife]:
     path = run_dir / LEDGER
     if not path.exists():
         return []
-    created: dict[str, dict[str, str]] = {}
+    created: dict[str, dict[str, Any]] = {}
     deleted: dict[str, str] = {}
     collected: dict[str, str] = {}
     for line in path.read_text().splitlines():
@@ -88,7 +96,7 @@ def lives(run_dir: Path) -> list[MachineLife]:
             target=entry["target"],
             created=datetime.fromisoformat(entry["at"]),
             deleted=datetime.fromisoformat(deleted[mid]) if mid in deleted else None,
-            price_hourly=float(entry["price_hourly"]) if entry.get("price_hourly") else None,
+            price_hourly=_price(entry.get("price_hourly")),
             collected=datetime.fromisoformat(collected[mid]) if mid in collected else None,
         )
         for mid, entry in created.items()

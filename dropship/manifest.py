@@ -32,7 +32,7 @@ from pydantic import (
     model_validator,
 )
 
-from dropship.errors import ManifestError
+from dropship.errors import ConfigError, ManifestError
 from dropship.jobs import Job, LanguagePackage, Registry, check_jobs
 from dropship.patterns import UnsafePattern, compile_pattern, probe_pattern
 
@@ -394,7 +394,9 @@ class Manifest(_Model):
         for target in self.targets:
             if target.name == name:
                 return target
-        raise KeyError(name)
+        raise ConfigError(
+            f"the manifest has no target {name!r}; its targets: {', '.join(t.name for t in self.targets)}"
+        )
 
     def machine_spec(self, target: Target) -> dict[str, str]:
         """Size, image and region of a target's machine, defaults filled in."""

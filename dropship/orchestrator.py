@@ -2,7 +2,7 @@
 
 Two shapes, one supervisor:
 
-- embedded (no options): the SQLite server of `dropship.server`, as the demo
+- embedded (no options): the SQLite server of `dropship.prefect_server`, as the demo
   uses it, on --host/--port, told its own UI API URL;
 - replicated (`--database postgresql+asyncpg://…` and `--redis redis://…`):
   configured as Prefect's self-hosted scaling guide says. Migrations run
@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dropship.errors import ConfigError, DropshipError
-from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 
 # Prefect's client retries 408/429/502/503 and dropped connections with an
 # exponential back-off of 2**attempt seconds. Seven retries wait up to

@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from dropship.errors import ConfigError, DropshipError
-from dropship.machines.local import free_port
-from dropship.server import _die_with_parent
+from dropship.ports import free_port
+from dropship.process import die_with_parent
 
 USER = "demo"
 
@@ -72,7 +72,7 @@ class LocalPackageIndex:
         argv = [sys.executable, "-m", "pypiserver", "run", "-i", self.host, "-p", str(port)]
         argv += ["-P", str(self.folder / "htpasswd"), "-a", "update", str(self.packages)]
         self._process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
         )
         log.close()
         deadline = time.monotonic() + 30

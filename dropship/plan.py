@@ -16,8 +16,8 @@ from pathlib import Path
 from dropship.cache import TargetHash, content_hashes, tree_files
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
-from dropship.release import Classification, classify, package_version, release_id
 from dropship.source import archive, repository_path, resolve
+from dropship.tags import Classification, ReleaseClass, classify, package_version, release_id
 
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -27,7 +27,7 @@ class ReleasePlan:
     run_id: str
     manifest_path: str
     project: str
-    release_class: str
+    release_class: ReleaseClass
     name: str
     """The tag, or the ref of a development build."""
     suites: tuple[str, ...]
@@ -104,7 +104,7 @@ def make_plan(
         run_id=run_id,
         manifest_path=str(manifest_file),
         project=manifest.project.name,
-        release_class=classification.release_class.value,
+        release_class=classification.release_class,
         name=classification.name,
         suites=classification.suites,
         commit=revision.commit,

@@ -7,12 +7,28 @@ never be ignored the way the old shell scripts without `set -e` ignored it.
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from dropship.errors import CommandError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for a server dropship starts: SIGTERM when the process that started it dies (Linux).
+
+    Linux ties this to the starting *thread*: a server started from a thread
+    that then ends is stopped with it, so start servers from a long-lived thread.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def run(

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest
-from dropship.release import Classification, ReleaseClass, classify
 from dropship.repos.index import IndexedRelease, load_index
+from dropship.tags import Classification, ReleaseClass, classify
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ import socket
 import struct
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -48,8 +49,23 @@ from paramiko.sftp import (
 )
 from paramiko.sftp_attr import SFTPAttributes
 
-from dropship.errors import ChecksumMismatch, HostKeyMismatch, MachineError, TransferError
+from dropship.errors import ChecksumMismatch, DropshipError, HostKeyMismatch, MachineError, TransferError
 from dropship.process import run
+
+SSH_ERRORS = (OSError, EOFError, paramiko.SSHException, SFTPError)
+"""What paramiko and the socket under it raise when a connection, command or transfer fails
+(TimeoutError and socket.timeout are OSErrors)."""
+
+
+@contextmanager
+def ssh_errors(error: type[DropshipError], what: str) -> Iterator[None]:
+    """The one converter of paramiko's errors, as httpx maps httpcore's: inside it, any of
+    `SSH_ERRORS` becomes `error("<what>: <reason>")`, the original kept as `__cause__`.
+    (`SshSession.connect` classifies its own: a changed host key, a refused key, a retry.)"""
+    try:
+        yield
+    except SSH_ERRORS as exc:
+        raise error(f"{what}: {_reason(exc)}") from exc
 
 
 @dataclass(frozen=True)
@@ -97,6 +113,17 @@ def _public_key(line: str) -> paramiko.PKey:
 
 
 @dataclass(frozen=True)
+class Expected:
+    """Where a download's expected sha256 comes from, and what to do when the bytes differ."""
+
+    source: str
+    fix: str
+
+
+BUILD_REPORT = Expected("the build report's", "build it again")
+
+
+@dataclass(frozen=True)
 class Endpoint:
     """Where and as whom to connect, and the host key to expect."""
 
@@ -114,11 +141,9 @@ class Held:
     channel: paramiko.Channel
 
     def close(self) -> None:
-        try:
+        with suppress(*SSH_ERRORS):  # the connection is gone: so is the command, and with it the lock
             self.stdin.close()
             self.channel.close()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass  # the connection is gone: so is the command, and with it the lock
 
 
 @dataclass
@@ -132,25 +157,21 @@ class Started:
 
     def finish(self, data: bytes) -> str:
         """Send `data` as the command's whole stdin, wait for it to end, return its stdout."""
-        try:
+        with ssh_errors(MachineError, f"remote command {self.command!r} failed"):
             self.stdin.write(data)
             self.stdin.flush()
             self.stdin.channel.shutdown_write()
             out: str = self.stdout.read().decode(errors="replace")
             err: str = self.stderr.read().decode(errors="replace")
             status = self.stdout.channel.recv_exit_status()
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise MachineError(f"remote command {self.command!r} failed: {exc}") from exc
         if status != 0:
             raise MachineError(f"remote command {self.command!r} exited {status}: {(err or out).strip()[-500:]}")
         return out
 
     def close(self) -> None:
-        try:
+        with suppress(*SSH_ERRORS):  # the connection is gone, and the command with it
             self.stdin.close()
             self.stdin.channel.close()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass  # the connection is gone, and the command with it
 
 
 class SshSession:
@@ -209,7 +230,7 @@ class SshSession:
             except paramiko.AuthenticationException as exc:
                 client.close()
                 raise MachineError(f"{ep.user}@{ep.host}:{ep.port} refused our SSH key") from exc
-            except (OSError, paramiko.SSHException, EOFError) as exc:
+            except SSH_ERRORS as exc:
                 client.close()
                 if "known_hosts" in str(exc):  # RejectPolicy: no key of the pinned type offered
                     raise HostKeyMismatch(f"{ep.host}:{ep.port} offered no host key of the pinned type") from exc
@@ -252,7 +273,7 @@ class SshSession:
         if self._client is None:
             raise MachineError("SSH session is not connected")
         command = shlex.join(argv)
-        try:
+        with ssh_errors(MachineError, f"remote command {command!r} failed"):
             channel_in, stdout, stderr = self._client.exec_command(command, timeout=timeout)
             if stdin is not None:
                 channel_in.write(stdin)
@@ -261,8 +282,6 @@ class SshSession:
             out: str = stdout.read().decode(errors="replace")
             err: str = stderr.read().decode(errors="replace")
             status = stdout.channel.recv_exit_status()
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if status != 0:
             raise MachineError(f"remote command {command!r} exited {status}: {(err or out).strip()[-500:]}")
         return out
@@ -281,14 +300,12 @@ class SshSession:
         if self._client is None:
             raise MachineError("SSH session is not connected")
         command = shlex.join(argv)
-        try:
+        with ssh_errors(MachineError, f"remote command {command!r} failed"):
             stdin, stdout, _ = self._client.exec_command(command, timeout=timeout)
             line = stdout.readline().strip()
             while on_line is not None and line and line != ready:
                 on_line(line)
                 line = stdout.readline().strip()
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         if line != ready:
             status = stdout.channel.recv_exit_status() if stdout.channel.exit_status_ready() else None
             raise MachineError(f"remote command {command!r} did not get ready (exit {status}, said {line!r})")
@@ -304,10 +321,8 @@ class SshSession:
         if self._client is None:
             raise MachineError("SSH session is not connected")
         command = shlex.join(argv)
-        try:
+        with ssh_errors(MachineError, f"remote command {command!r} failed"):
             stdin, stdout, stderr = self._client.exec_command(command, timeout=timeout)
-        except (TimeoutError, OSError, paramiko.SSHException) as exc:
-            raise MachineError(f"remote command {command!r} failed: {exc}") from exc
         return Started(command, stdin, stdout, stderr)
 
     def makedirs(self, path: str) -> None:
@@ -322,15 +337,12 @@ class SshSession:
     def put(self, local: Path, remote: str) -> str:
         """Upload (to `remote`.part, then renamed) and verify by reading the remote file's sha256 back; return it."""
         expected = hashlib.sha256()
-        try:
+        failed = f"upload of {local.name} to {self.endpoint.host}:{remote} failed"
+        with ssh_errors(TransferError, failed):
             self.makedirs(str(Path(remote).parent))
-        except (OSError, paramiko.SSHException) as exc:
-            raise TransferError(f"upload of {local.name} to {self.endpoint.host}:{remote} failed: {exc}") from exc
         self.apply([Upload(local, remote + ".part", expected)])
-        try:
+        with ssh_errors(TransferError, failed):
             self.sftp.posix_rename(remote + ".part", remote)
-        except (OSError, paramiko.SSHException) as exc:
-            raise TransferError(f"upload of {local.name} to {self.endpoint.host}:{remote} failed: {exc}") from exc
         actual = self.remote_sha256(remote)
         if actual != expected.hexdigest():
             raise ChecksumMismatch(f"{remote}: sha256 after upload is {actual}, expected {expected.hexdigest()}")
@@ -342,22 +354,23 @@ class SshSession:
         self._download([_Download(remote, None, "", digest)])
         return digest.hexdigest()
 
-    def get(self, remote: str, local: Path, *, sha256: str) -> int:
+    def get(self, remote: str, local: Path, *, sha256: str, expected: Expected = BUILD_REPORT) -> int:
         """Download to `local` if and only if its sha256 is `sha256`; return the size."""
-        return self.get_many([(remote, local, sha256)])[0]
+        return self.get_many([(remote, local, sha256)], expected=expected)[0]
 
-    def get_many(self, files: Sequence[tuple[str, Path, str]]) -> list[int]:
+    def get_many(self, files: Sequence[tuple[str, Path, str]], *, expected: Expected = BUILD_REPORT) -> list[int]:
         """Download each (remote, local, sha256), several at once over this one connection; return the sizes.
 
         Reads are pipelined (many requests in flight, like OpenSSH's sftp) and
         each file is hashed as its bytes arrive, into `local`.part; only a file
         whose sha256 matches is renamed to `local`. On any failure no partial
-        file is left and nothing unverified has the final name.
+        file is left and nothing unverified has the final name. A mismatch
+        names where the sha256 came from and what to do (`expected`).
         """
         downloads = []
         for remote, local, sha256 in files:
             local.parent.mkdir(parents=True, exist_ok=True)
-            downloads.append(_Download(remote, local, sha256, hashlib.sha256()))
+            downloads.append(_Download(remote, local, sha256, hashlib.sha256(), expected=expected))
         self._download(downloads)
         return [d.written for d in downloads]
 
@@ -385,7 +398,7 @@ class SshSession:
                     pipeline.wait()
             current = None
             pipeline.drain()
-        except (OSError, paramiko.SSHException, SFTPError, EOFError) as exc:
+        except SSH_ERRORS as exc:
             self._abandon(pipeline)
             names = [current.remote] if current else [d.remote for d in active]
             what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
@@ -446,7 +459,7 @@ class SshSession:
             pipeline.drain()
             if failed:
                 raise OSError(failed[0])
-        except (OSError, paramiko.SSHException, SFTPError, EOFError) as exc:
+        except SSH_ERRORS as exc:
             self._abandon(pipeline)
             for upload in running:
                 upload.discard()
@@ -462,18 +475,16 @@ class SshSession:
     def _abandon(self, pipeline: _Pipeline) -> None:
         """After a failure replies may still be due: start the next SFTP use on a fresh channel."""
         if pipeline.in_flight and self._sftp is not None:
-            try:
+            with suppress(*SSH_ERRORS):
                 self._sftp.close()
-            except (OSError, paramiko.SSHException, EOFError):
-                pass
             self._sftp = None
 
     def read_text(self, remote: str) -> str:
-        try:
-            with self.sftp.open(remote, "r") as handle:
-                return bytes(handle.read()).decode()
-        except (OSError, paramiko.SSHException) as exc:
-            raise TransferError(f"cannot read {self.endpoint.host}:{remote}: {exc}") from exc
+        with (
+            ssh_errors(TransferError, f"cannot read {self.endpoint.host}:{remote}"),
+            self.sftp.open(remote, "r") as handle,
+        ):
+            return bytes(handle.read()).decode()
 
 
 # -- pipelined SFTP ---------------------------------------------------------
@@ -579,6 +590,7 @@ class _Download:
     """None: only hash."""
     sha256: str
     digest: Any
+    expected: Expected = field(default_factory=lambda: BUILD_REPORT)
     size: int | None = None
     handle: bytes | None = None
     requested: int = 0
@@ -678,8 +690,8 @@ class _Download:
         if actual != self.sha256:
             self.partial.unlink(missing_ok=True)
             raise ChecksumMismatch(
-                f"{Path(self.remote).name} from {host}: sha256 {actual} does not match the build report's {self.sha256} "
-                f"({self.written} bytes read); build it again"
+                f"{Path(self.remote).name} from {host}: sha256 {actual} does not match {self.expected.source} "
+                f"{self.sha256} ({self.written} bytes read); {self.expected.fix}"
             )
         assert self.local is not None
         self.partial.replace(self.local)

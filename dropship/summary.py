@@ -4,7 +4,28 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+from dropship.tags import ReleaseClass
+
+
+class TargetStatus(StrEnum):
+    """What became of a target in a release (its value is what summary.json says)."""
+
+    BUILT = "built"
+    REUSED = "reused"
+    """Its content hash had a stored build: no machine, the stored artifacts."""
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    """A dependency failed or was skipped (dropship.graph)."""
+    NOT_BUILT = "not built"
+    """The release ended before the target had an outcome."""
+
+    @property
+    def unusable(self) -> bool:
+        """No artifacts for dependants or the repository: the release can't publish."""
+        return self in (TargetStatus.FAILED, TargetStatus.SKIPPED)
 
 
 @dataclass
@@ -17,8 +38,8 @@ class ArtifactSummary:
 @dataclass
 class TargetSummary:
     name: str
-    status: str
-    """built | reused | failed | skipped (a dependency failed) | not built"""
+    status: TargetStatus
+    """A plain string in a build persisted by an older dropship: compare with ==, or TargetStatus(status)."""
     machine: str | None = None
     build_seconds: float | None = None
     machine_seconds: float | None = None
@@ -73,7 +94,7 @@ class ReleaseSummary:
     run_id: str
     project: str
     name: str
-    release_class: str
+    release_class: ReleaseClass
     suites: list[str]
     version: str
     commit: str
@@ -113,7 +134,7 @@ class ReleaseSummary:
             f"- machines created: {self.machines_created} ({self.machine_seconds:.0f} machine-seconds, "
             f"${self.cost:.4f}), wall time: {self.wall_seconds:.1f} s",
         ]
-        reused = sum(1 for t in self.targets if t.status == "reused")
+        reused = sum(1 for t in self.targets if t.status == TargetStatus.REUSED)
         lines.append(f"- targets: {len(self.targets)}, cache hits: {reused}")
         if self.url:
             lines.append(

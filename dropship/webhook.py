@@ -55,7 +55,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from dropship.errors import ConfigError, DropshipError
 from dropship.errors import WebhookRejected as Rejected
 from dropship.manifest import Manifest
-from dropship.release import ReleaseClass, classify
+from dropship.tags import ReleaseClass, classify
 
 ZERO_SHA = "0" * 40
 logger = logging.getLogger("dropship.webhook")

@@ -17,7 +17,7 @@ from blocks.digitalocean import DigitalOceanCredentials
 from blocks.registry import RegistryCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.cli_run import failure_text
+from cli.run import failure_text
 from dropship.demo import DEMO_INDEX_CREDENTIALS, example_source, prepare_repository, publish_wheels_to
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest

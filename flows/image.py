@@ -90,7 +90,7 @@ def image_build(manifest: str, target: str | None = None) -> list[dict[str, Any]
     for name in names:
         try:
             spec.target(name)
-        except KeyError:
+        except ConfigError:
             raise ConfigError(f"{manifest} has no target {name!r}") from None
     run_id = str(current_run.id)
     made: dict[tuple[str, str], dict[str, Any]] = {}

@@ -128,14 +128,15 @@ def run_jobs_before_publication(
     or timed out): the release then ends unpublished.
     """
     futures: dict[str, Any] = {}
-    assert tree is not None or not needs_signed_tree(manifest, plan)
     for job in jobs_of(manifest, JobKind.INTEGRATION, plan.release_class):
         left_out = [t for t in integration_targets(manifest, job) if t not in plan.targets]
         if left_out:  # `--target` chose other targets: nothing of this job's was built
             get_run_logger().info("%s: skipped, %s not built in this run", job.name, ", ".join(left_out))
             continue
+        assert tree is not None, "an integration job installs from the signed tree"
         futures[job.name] = integration_job.submit(manifest, plan, job, tree, workdir)
     for job in jobs_of(manifest, JobKind.DOCS, plan.release_class):
+        assert tree is not None, "a docs job writes into the signed tree"
         futures[job.name] = docs_job.submit(plan, job, tree)
     outcomes = _settle(plan, futures, "on the signed tree") if futures else []
     gates = [] if plan.dry_run else jobs_of(manifest, JobKind.MANUAL, plan.release_class)

@@ -34,11 +34,12 @@ from prefect.exceptions import ObjectNotFound
 from prefect.states import Crashed
 
 from blocks.digitalocean import DigitalOceanCredentials
-from deployments import BUILDERS_POOL, ZOMBIE_AUTOMATION
+from blocks.values import require_block
 from dropship.machines.factory import make_provider
 from dropship.reaper import orphaned, run_id_of, stale_queues, sweep_run_secrets
 from dropship.reaper import reap as reap_machines
 from tasks.machines import cancel_open_build_runs
+from tasks.resources import BUILDERS_POOL, ZOMBIE_AUTOMATION
 from tasks.settings import default_workdir
 
 HEARTBEAT_SILENCE = timedelta(seconds=90)
@@ -67,7 +68,7 @@ def _zombie_automation_installed() -> bool:
 def _last_heartbeat(client: object, run_id: str, since: datetime) -> datetime | None:
     page = client.read_events(  # type: ignore[attr-defined]
         EventFilter(
-            occurred=EventOccurredFilter(since=since),
+            occurred=EventOccurredFilter.model_validate({"since": since}),  # pydantic makes it a DateTime
             event=EventNameFilter(name=[HEARTBEAT_EVENT]),
             resource=EventResourceFilter(id=[f"prefect.flow-run.{run_id}"]),
         ),
@@ -145,7 +146,7 @@ def _remove_stale_queues(machine_names: set[str], grace: timedelta) -> list[str]
 def reap_task(
     provider: str, workdir: str, credentials: str, ttl_minutes: float, queue_grace_minutes: float = 10.0
 ) -> list[str]:
-    settings = DigitalOceanCredentials.load(credentials).settings() if provider == "digitalocean" else None
+    settings = require_block(DigitalOceanCredentials, credentials).settings() if provider == "digitalocean" else None
     machines = make_provider(provider, Path(workdir), settings)
     reaped = reap_machines(machines, run_finished=run_finished, ttl=timedelta(minutes=ttl_minutes))
     logger = get_run_logger()

@@ -11,12 +11,14 @@ orchestrator leaves behind is tagged for the reaper.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -25,14 +27,16 @@ from prefect.flows import Flow
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_UI_URL
+from prefect.utilities.annotations import NotSet
 
+from dropship import ledger
 from dropship.errors import DropshipError, ReleaseFailed
 from dropship.graph import dependencies, ready, skip_reason
 from dropship.manifest import Manifest, load_manifest
 from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
 from dropship.ssh import write_keypair
-from dropship.summary import ArtifactSummary, TargetSummary
+from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import (
@@ -53,11 +57,18 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     """Failure/crash/cancellation hook: delete whatever machines the run still has."""
     params = flow_run.parameters
     workdir = params.get("workdir") or str(default_workdir())
+    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
     try:
         manifest = load_manifest(params["manifest"])
-    except Exception:  # noqa: BLE001 - a run with no valid manifest created no machine
+    except DropshipError as exc:  # the manifest broke (or went) after the run began
+        alive = [life.name for life in ledger.lives(Path(run_dir)) if life.deleted is None]
+        if alive:
+            logging.getLogger("dropship.teardown").error(
+                "teardown skipped: %s; machines %s may still exist: `dropship reap` deletes them",
+                exc,
+                ", ".join(alive),
+            )
         return
-    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
     teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
 
 
@@ -67,7 +78,7 @@ def _outcome(
     """What became of one target: failed, reused from the store, or built (again)."""
     future.wait()
     if not future.state.is_completed():
-        return TargetSummary(name=name, status="failed", reason=_reason(future))
+        return TargetSummary(name=name, status=TargetStatus.FAILED, reason=_reason(future))
     if future.state.name != "Cached":
         built: TargetSummary = future.result()
         return built
@@ -75,7 +86,7 @@ def _outcome(
     if lookup.build is not None:
         return TargetSummary(
             name=name,
-            status="reused",
+            status=TargetStatus.REUSED,
             reason=f"cache hit {plan.content[name].digest[:12]}",
             artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
         )
@@ -83,7 +94,7 @@ def _outcome(
     try:  # the store lost or altered the cached build: make it again
         rebuilt: TargetSummary = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
     except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
-        return TargetSummary(name=name, status="failed", reason=str(exc))
+        return TargetSummary(name=name, status=TargetStatus.FAILED, reason=str(exc))
     rebuilt.reason = f"rebuilt: cached build unusable ({lookup.problem})"
     return rebuilt
 
@@ -95,20 +106,21 @@ def _build_graph(
     are in the run; a target whose dependency failed is skipped (dropship.graph)."""
     logger = get_run_logger()
     policy = cache_policy(workdir)
-    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else None)
+    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else NotSet)
     deps = dependencies(spec, plan.targets)
     running: dict[str, PrefectFuture[Any]] = {}
     progress = create_progress_artifact(
         0.0, key="release-progress", description=f"{plan.project} {plan.name}: targets done"
     )
+    assert isinstance(progress, UUID), "called from synchronous code"
 
     def finish(name: str, result: TargetSummary) -> None:
         results[name] = result
-        if result.status == "failed":
+        if result.status == TargetStatus.FAILED:
             logger.error("%s", tidy_reason(name, result.reason), extra=event("build", "failed", name=name))
-        elif result.status == "skipped":
+        elif result.status == TargetStatus.SKIPPED:
             logger.warning("%s", result.reason, extra=event("build", "skipped", name=name))
-        elif result.status == "reused":
+        elif result.status == TargetStatus.REUSED:
             logger.info("%s", result.reason, extra=event("reuse", name=name))
         update_progress_artifact(progress, 100.0 * len(results) / len(plan.targets))
 
@@ -117,7 +129,7 @@ def _build_graph(
         for name in ready(deps, finished, set(running)):
             why = skip_reason(deps[name], finished)
             if why is not None:
-                finish(name, TargetSummary(name=name, status="skipped", reason=why))
+                finish(name, TargetSummary(name=name, status=TargetStatus.SKIPPED, reason=why))
                 continue
             running[name] = builder.submit(spec, plan, name, plan.content[name].digest, workdir, force)
         if not running:
@@ -199,7 +211,7 @@ def release(
     image = None  # the release's container image (format = "oci" targets): pushed by digest, tagged last
     try:
         _build_graph(spec, plan, workdir, force, results)
-        failures = {name: r.reason for name, r in results.items() if r.status in ("failed", "skipped")}
+        failures = {name: r.reason for name, r in results.items() if TargetStatus(r.status).unusable}
         if failures:
             raise ReleaseFailed(
                 f"{plan.project} {plan.name}: {len(failures)} target(s) failed or skipped; nothing was published",

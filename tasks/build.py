@@ -16,8 +16,6 @@ from prefect.deployments import run_deployment
 from prefect.exceptions import PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
-from deployments import BUILD
-from deployments.apply import Applied, ensure_deployment, ensure_pool
 from dropship.builder import BuildReport, build
 from dropship.collect import endpoint, upload_source
 from dropship.errors import BuildFailed, DropshipError
@@ -27,6 +25,7 @@ from dropship.manifest import Manifest, PackageFormat, Target
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
 from tasks.machines import client_key_path, delete_machine, provider_for
+from tasks.resources import BUILD, Applied, ensure_deployment, ensure_pool
 
 PICKUP_TIMEOUT = 180.0
 LIVENESS_SECONDS = 15.0
@@ -161,6 +160,7 @@ def build_on_machine(
             tags=[run_tag(plan.run_id), f"dropship-target-{target.name}"],
             flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
         )
+        assert isinstance(child, FlowRun), "called from synchronous code"
         logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
         finished = _wait(
             child.id,

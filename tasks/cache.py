@@ -20,7 +20,6 @@ from prefect.cache_policies import NO_CACHE, CachePolicy
 from prefect.concurrency.sync import concurrency
 from prefect.context import TaskRunContext
 
-from deployments.apply import ensure_concurrency_limit
 from dropship.cache import LocalArtifactStore, Lookup, why_built
 from dropship.graph import archive_with_dependencies
 from dropship.manifest import Manifest
@@ -30,9 +29,8 @@ from dropship.summary import TargetSummary
 from tasks.build import build_on_machine
 from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
-from tasks.settings import MACHINES_LIMIT
+from tasks.resources import DEFAULT_MACHINES, MACHINES_LIMIT, ensure_concurrency_limit
 
-DEFAULT_MACHINES = 8
 """Slots of `dropship-machines` when a release creates the limit (`deployments apply --machines` sets its own)."""
 
 
@@ -78,8 +76,8 @@ def build_target(
         logger.info(
             "machine %s is up, building (%s)", machine.name, reason, extra=event("build", "running", name=target_name)
         )
-        built = build_on_machine(manifest, plan, target_name, machine, workdir)
-        summary = collect_artifacts(manifest, plan, target_name, machine, built, workdir)
+        build_on_machine(manifest, plan, target_name, machine, workdir)  # raises unless the build completed
+        summary = collect_artifacts(manifest, plan, target_name, machine, workdir)
     logger.info(
         "%s",
         ", ".join(a.name for a in summary.artifacts),

@@ -12,13 +12,13 @@ from dropship.collect import collect
 from dropship.machines import Machine
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ArtifactSummary, TargetSummary
+from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from tasks.machines import client_key_path, delete_machine
 
 
 @task(name="collect", task_run_name="collect {target_name}", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def collect_artifacts(
-    manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, built: dict[str, object], workdir: str
+    manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> TargetSummary:
     """SFTP every reported artifact, check sha256, then delete the machine: its work is safe."""
     destination = Path(plan.run_dir) / "artifacts" / target_name
@@ -31,7 +31,7 @@ def collect_artifacts(
     )
     return TargetSummary(
         name=target_name,
-        status="built",
+        status=TargetStatus.BUILT,
         machine=machine.name,
         build_seconds=report.seconds,
         artifacts=[ArtifactSummary(a.name, a.size, a.sha256) for a in report.artifacts],

@@ -109,7 +109,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
         machine.name,
         f"job:{job.name}",
         machine.created_at,
-        price_hourly=machine.details.get("price_hourly", ""),
+        price_hourly=machine.price_hourly,
     )
     logger.info("%s: fresh machine %s is up; installing %s", job.name, machine.name, ", ".join(install.specs))
     try:
@@ -141,6 +141,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
 def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]]]:
     """(index, its files) for every registry this release publishes to; credentials from blocks, here only."""
     from blocks.registry import RegistryCredentials
+    from blocks.values import require_block
     from dropship.jobs import RegistryKind
     from dropship.registries import LanguageRegistry, NpmRegistry, PypiIndex, language_files
 
@@ -161,7 +162,7 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
             )
             continue
         try:
-            credentials = RegistryCredentials.load(registry.credentials)
+            credentials = require_block(RegistryCredentials, registry.credentials)
         except ValueError as exc:
             raise ConfigError(
                 f"RegistryCredentials block {registry.credentials!r} (registry {registry.name}) not found: "

@@ -14,6 +14,7 @@ from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.states import Cancelled
 
 from blocks.digitalocean import DigitalOceanCredentials
+from blocks.values import require_block
 from dropship import ledger
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine, Provider, run_tag
@@ -25,13 +26,14 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
-from tasks.settings import BUILDERS_POOL, api_url, local_worker
+from tasks.resources import BUILDERS_POOL
+from tasks.settings import api_url, local_worker
 
 
 def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
     name = manifest.machines.credentials
     try:
-        return DigitalOceanCredentials.load(name)
+        return require_block(DigitalOceanCredentials, name)
     except ValueError as exc:
         raise ConfigError(
             f"DigitalOceanCredentials block {name!r} not found: create it before releasing on droplets"
@@ -121,7 +123,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
         machine.name,
         target_name,
         machine.created_at,
-        price_hourly=machine.details.get("price_hourly", ""),
+        price_hourly=machine.price_hourly,
     )
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine

@@ -16,6 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.repo_server import RepoServer
+from blocks.values import require_block
 from dropship.errors import ImageError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.oci import (
@@ -45,14 +46,12 @@ def registry_auth(manifest: Manifest) -> RegistryAuth:
     assert manifest.oci is not None
     registry, _path = parse_repository(manifest.oci.repository)
     try:
-        block = DockerRegistryCredentials.load(manifest.oci.credentials)
+        block = require_block(DockerRegistryCredentials, manifest.oci.credentials)
     except ValueError as exc:
         raise ImageError(
             f"no DockerRegistryCredentials block {manifest.oci.credentials!r} ([oci] credentials): create it "
             f"with the registry's username and password (prefect-docker)"
         ) from exc
-    if not isinstance(block, DockerRegistryCredentials):  # Block.load's sync/async union
-        raise ImageError(f"block {manifest.oci.credentials!r} is not a DockerRegistryCredentials block")
     return RegistryAuth(registry, block.username, block.password.get_secret_value())
 
 
@@ -143,7 +142,7 @@ def restore_image_tags(manifest: Manifest, workdir: str, release_id: str) -> dic
         return {}
     with tempfile.TemporaryDirectory(prefix="dropship-rollback-") as scratch:
         tree = Path(scratch) / "tree"
-        RepoServer.load(manifest.blocks.repo_server).publisher(workdir).fetch_current(tree)
+        require_block(RepoServer, manifest.blocks.repo_server).publisher(workdir).fetch_current(tree)
         release = next((r for r in load_index(tree) if r.id == release_id), None)
     if release is None or not release.image.get("digest"):
         get_run_logger().info("release %s has no image: no tag moved", release_id)

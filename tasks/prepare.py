@@ -14,7 +14,7 @@ from dropship.checks import require, run_checks
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
 from dropship.progress import event
-from dropship.testing import run_tests
+from dropship.project_tests import run_tests
 from tasks.machines import droplet_worker
 
 

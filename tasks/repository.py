@@ -24,16 +24,17 @@ from prefect.runtime import flow_run
 
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.deploy import Publisher, PublishResult
+from blocks.values import require_block
 from dropship.errors import RepositoryError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
+from dropship.publish import Publisher, PublishResult
 from dropship.registries import language_files
-from dropship.release import release_id
 from dropship.repos.index import IndexedLanguagePackage, IndexedRelease, refresh_page
 from dropship.repos.tree import sign_and_index
 from dropship.signing import gnupg_home, sweep_gnupg_homes
+from dropship.tags import release_id
 from tasks.oci import move_release_tags, promoted_image
 
 
@@ -107,7 +108,7 @@ def _sign_release(
         ],
         image=dict(image or {}),  # the release's container image (tasks/oci.py), shown on the index page
     )
-    with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
+    with require_block(SigningKey, manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
         result = sign_and_index(
             tree, manifest, release, _packages(manifest, plan), signer, base_url=base_url or server.url()
         )
@@ -144,7 +145,7 @@ def _publish(publisher: Publisher, release_id: str, tree: Path) -> PublishResult
 @task(name="sign", task_run_name="sign", cache_policy=NO_CACHE)
 def sign_repositories(manifest: Manifest, plan: ReleasePlan, base_url: str | None, workdir: str) -> str:
     """Build the new repository tree from the published one plus this release; return its path (dry runs)."""
-    server = RepoServer.load(manifest.blocks.repo_server)
+    server = require_block(RepoServer, manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"reading {plan.release_id}"), get_run_logger().warning):
         return str(_sign_release(manifest, plan, base_url, server, publisher))
@@ -163,7 +164,7 @@ def sign_and_publish(
     the same tree and neither's packages vanish from the indices. The kernel
     drops the lock with a dead holder, so a killed release blocks no one.
     """
-    server = RepoServer.load(manifest.blocks.repo_server)
+    server = require_block(RepoServer, manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
         tree = _sign_release(manifest, plan, base_url, server, publisher, image)
@@ -177,7 +178,7 @@ def sign_and_publish(
 @task(name="switch-current", task_run_name="switch current", cache_policy=NO_CACHE)
 def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str | None, str]:
     """Roll `current` back to `to` (or the release before it); return (from, to)."""
-    publisher = RepoServer.load(repo_server).publisher(workdir)
+    publisher = require_block(RepoServer, repo_server).publisher(workdir)
     with publisher.locked(_holder(f"rolling back to {to or 'the previous release'}"), get_run_logger().warning):
         current, target = publisher.rollback(to)
     get_run_logger().info("current: %s -> %s", current, target)
@@ -189,7 +190,7 @@ def promote_build(
     manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None
 ) -> PublishResult:
     """The published tree plus `build`'s packages in the tag's suites, signed and published under the lock."""
-    server = RepoServer.load(manifest.blocks.repo_server)
+    server = require_block(RepoServer, manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
         sweep_dead_keyrings(run_dir)
@@ -212,7 +213,7 @@ def promote_build(
             # the development build's image index, re-tagged for the release after publication (tasks/oci.py)
             image=promoted_image(manifest, source.image, release_class, as_tag),
         )
-        with SigningKey.load(manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
+        with require_block(SigningKey, manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
         get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
         result = _publish(publisher, release.id, tree)

@@ -1,4 +1,4 @@
-"""Names shared by the tasks and flows, and what they need from Prefect's settings."""
+"""What the tasks and flows need from Prefect's settings and the environment."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 
 from prefect.settings import PREFECT_API_URL
 
-from deployments import BUILDERS_POOL, MACHINES_LIMIT  # noqa: F401 - re-exported names
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
+from tasks.resources import BUILDERS_POOL
 
 
 def api_url() -> str:

@@ -9,10 +9,11 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 
 from blocks.repo_server import RepoServer
+from blocks.values import require_block
 from dropship import ledger
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
-from dropship.summary import ImageSummary, ReleaseSummary, TargetSummary, read_run_records
+from dropship.summary import ImageSummary, ReleaseSummary, TargetStatus, TargetSummary, read_run_records
 
 
 @task(name="summary", task_run_name="summary", cache_policy=NO_CACHE)
@@ -32,7 +33,7 @@ def write_summary(
     by_target = {life.target: life for life in lives}
     rows = []
     for name in plan.targets:
-        summary = targets.get(name) or TargetSummary(name=name, status="not built")
+        summary = targets.get(name) or TargetSummary(name=name, status=TargetStatus.NOT_BUILT)
         life = by_target.get(name)
         if life is not None:
             summary.machine = summary.machine or life.name
@@ -93,6 +94,6 @@ def repository_url(manifest: Manifest, base_url: str | None) -> str:
     if base_url:
         return base_url
     try:
-        return RepoServer.load(manifest.blocks.repo_server).url()
+        return require_block(RepoServer, manifest.blocks.repo_server).url()
     except Exception:  # noqa: BLE001 - a missing block already failed the release with its own message
         return ""

@@ -36,11 +36,6 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "hello"
 
 
 @pytest.fixture(scope="session")
-def session_dir() -> Path:
-    return _SESSION_HOME
-
-
-@pytest.fixture(scope="session")
 def prefect_server() -> Iterator[str]:
     """One real Prefect server (SQLite) for the whole session; yields its API URL."""
     from prefect.settings import PREFECT_API_URL

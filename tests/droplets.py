@@ -24,7 +24,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.image import BuildLog, ensure_image
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 
 TOKEN = "dop_v1_emulator_token"
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import bcrypt
 
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 from tests.servers import stop_group
 
 VERDACCIO = "5.33.0"

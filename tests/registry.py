@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from dropship.emulator.dockerd import DockerDaemon
-from dropship.machines.local import free_port
 from dropship.oci import Skopeo
 from dropship.oci_registry import LocalRegistry, start_registry
+from dropship.ports import free_port
 
 __all__ = ["LocalRegistry", "registry", "registry_base_image"]
 

@@ -13,7 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropship.machines.local import find_sshd, free_port, sshd_config
+from dropship.machines.sshd import find_sshd, sshd_config
+from dropship.ports import free_port
 from dropship.ssh import Endpoint, generate_keypair
 
 

@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropship.machines.local import free_port
+from dropship.ports import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -208,7 +208,7 @@ def start_stack(home: Path, *args: str, timeout: float = 300) -> Stack:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     with output.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "dropship.cli", "server", "start", "--home", str(home), "--port", str(port), *args],
+            [sys.executable, "-m", "cli", "server", "start", "--home", str(home), "--port", str(port), *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from dropship.errors import ApiUnavailable, ConfigError
-from dropship.machines.local import free_port
 from dropship.orchestrator import StackConfig, read_auth_string, systemd_units
+from dropship.ports import free_port
 from tests.stack import (
     Postgres,
     Redis,
@@ -77,7 +77,7 @@ def demo(api_url: str, workdir: Path, tag: str) -> subprocess.Popen[str]:
     )
     workdir.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(workdir), "--tag", tag],
+        [sys.executable, "-m", "cli", "demo", "--workdir", str(workdir), "--tag", tag],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -313,7 +313,7 @@ def test_replicated_server_refuses_world_readable_auth_file_before_starting_anyt
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "server",
             "start",
             "--home",
@@ -388,7 +388,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
 def test_api_call_waits_for_a_server_that_comes_up_late(tmp_path: Path) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
     from tasks.api import call
 
     port = free_port()

@@ -22,6 +22,7 @@ from dropship.machines.local import LocalProvider
 from dropship.ssh import (
     READ_SIZE,
     Endpoint,
+    Expected,
     Hardlink,
     KeyPair,
     Mkdir,
@@ -67,6 +68,20 @@ def test_put_get_verify_sha256(machine: tuple[Machine, KeyPair], tmp_path: Path)
         with pytest.raises(ChecksumMismatch, match="does not match the build report"):
             session.get(f"{made.work_dir}/sub/payload.bin", tmp_path / "bad.bin", sha256="0" * 64)
     assert not (tmp_path / "bad.bin").exists() and not (tmp_path / "bad.bin.part").exists()
+
+
+def test_a_mismatch_names_where_the_expected_sha256_came_from(machine: tuple[Machine, KeyPair], tmp_path: Path) -> None:
+    """Not every download checks against a build report: the publisher's mirror checks a release's listing."""
+    made, client = machine
+    payload = tmp_path / "payload.bin"
+    payload.write_bytes(b"x" * 1000)
+    listing = Expected("release r1's listing", "check the repository server")
+    with SshSession(_endpoint(made), client.private_openssh) as session:
+        session.put(payload, f"{made.work_dir}/payload.bin")
+        with pytest.raises(ChecksumMismatch) as info:
+            session.get(f"{made.work_dir}/payload.bin", tmp_path / "bad.bin", sha256="0" * 64, expected=listing)
+    assert "does not match release r1's listing " + "0" * 64 in str(info.value)
+    assert str(info.value).endswith("; check the repository server") and "build report" not in str(info.value)
 
 
 def test_other_host_key_is_refused(machine: tuple[Machine, KeyPair]) -> None:

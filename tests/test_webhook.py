@@ -238,7 +238,7 @@ def test_prefect_down_is_503_with_a_clear_body_and_one_log_line(caplog: pytest.L
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.runs import release_starter
-    from dropship.machines.local import free_port
+    from dropship.ports import free_port
 
     client, _ = _client(release_starter("release/release-tag"))
     caplog.set_level(logging.INFO)
@@ -267,7 +267,7 @@ serve(app, "127.0.0.1", int(sys.argv[2]), header_seconds=2, max_connections=int(
 @pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[tuple[int, int]]:
     """A real uvicorn serving the receiver in a child process: (port, pid)."""
-    from dropship.machines.local import free_port
+    from dropship.ports import free_port
 
     port = free_port()
     log = (tmp_path / "receiver.log").open("wb")

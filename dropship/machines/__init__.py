@@ -14,6 +14,8 @@ from typing import Protocol
 
 BASE_TAG = "dropship"
 RUN_TAG_PREFIX = f"{BASE_TAG}-run-"
+WORK_DIR = "/var/lib/dropship/work"
+"""Where a build machine (local, droplet, integration machine) unpacks and builds the source."""
 
 
 def run_tag(run_id: str) -> str:
@@ -48,6 +50,8 @@ class Machine:
     host_public_key: str = ""
     """The host key the orchestrator generated for this machine and pins."""
     details: dict[str, str] = field(default_factory=dict)
+    price_hourly: float | None = None
+    """USD per hour of the machine's size, as the provider prices it (None: free, or unknown)."""
 
 
 class Provider(Protocol):

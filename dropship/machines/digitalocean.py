@@ -35,9 +35,8 @@ import pydo
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import RetryPolicy
 
-from dropship.errors import ConfigError, MachineError
-from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, Machine, MachineRequest
-from dropship.machines.local import WORK_DIR
+from dropship.errors import ConfigError, MachineError, NotFound
+from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, WORK_DIR, Machine, MachineRequest
 
 SNAPSHOT_PREFIX = "dropship-"
 """Names of snapshots made by `dropship image build`: dropship-<base image>-<hash>."""
@@ -64,10 +63,6 @@ class DigitalOceanSettings:
 
     def __repr__(self) -> str:  # the token never reaches a log line
         return f"DigitalOceanSettings(endpoint={self.endpoint!r}, ssh_port={self.ssh_port}, token=****)"
-
-
-class NotFound(MachineError):
-    """The droplet (or key, image, action) does not exist (any more)."""
 
 
 class _Transient(Exception):
@@ -433,10 +428,10 @@ class DigitalOceanProvider:
             work_dir=f"{root}{WORK_DIR}",
             created_at=created,
             host_public_key=host_public_key,
+            price_hourly=float(size["price_hourly"]) if size.get("price_hourly") is not None else None,
             details={
                 "size": str(droplet.get("size_slug", "")),
                 "region": str((droplet.get("region") or {}).get("slug", "")),
-                "price_hourly": str(size.get("price_hourly", "")),
                 "image": str(image.get("slug") or image.get("name") or image.get("id") or ""),
             },
         )

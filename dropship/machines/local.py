@@ -32,23 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from dropship.errors import MachineError
-from dropship.machines import BASE_TAG, Machine, MachineRequest
+from dropship.machines import BASE_TAG, WORK_DIR, Machine, MachineRequest
+from dropship.machines.sshd import find_sshd, sshd_config
+from dropship.ports import free_port
 
-WORK_DIR = "/var/lib/dropship/work"
 MARKER = "DROPSHIP_MACHINE_ID"
-
-
-def find_sshd() -> str:
-    path = shutil.which("sshd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/local/sbin")
-    if not path:
-        raise MachineError("sshd not found: install Debian's openssh-server")
-    return path
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _machine_env(machine_id: str, root: Path) -> dict[str, str]:
@@ -57,29 +45,6 @@ def _machine_env(machine_id: str, root: Path) -> dict[str, str]:
     env[MARKER] = machine_id
     env["DROPSHIP_MACHINE_ROOT"] = str(root)
     return env
-
-
-def sshd_config(root: Path, address: str, port: int, user: str) -> str:
-    return "\n".join(
-        [
-            f"Port {port}",
-            f"ListenAddress {address}",
-            f"HostKey {root}/etc/ssh/ssh_host_ed25519_key",
-            f"AuthorizedKeysFile {root}/etc/dropship/authorized_keys",
-            f"PidFile {root}/run/sshd.pid",
-            f"AllowUsers {user}",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "UsePAM no",
-            "StrictModes no",
-            "PrintMotd no",
-            "LogLevel INFO",
-            "Subsystem sftp internal-sftp",
-            "",
-        ]
-    )
 
 
 def _pids_with_marker(machine_id: str) -> list[int]:

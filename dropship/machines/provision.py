@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from dropship.errors import DropshipError, MachineError
-from dropship.machines import Machine, MachineRequest, Provider, run_tag
+from dropship.machines import WORK_DIR, Machine, MachineRequest, Provider, run_tag
 from dropship.machines.bootstrap import PYPI, Setup, WorkerConfig, connect_pinned, image_mark, install, start_worker
-from dropship.machines.local import WORK_DIR
 from dropship.machines.userdata import WorkerSpec, render, render_bootstrap
 from dropship.manifest import Manifest, Target
 from dropship.ssh import generate_keypair

@@ -72,9 +72,6 @@ class ReleaseIndex:
     key_name: str
     releases: list[IndexedRelease] = field(default_factory=list)
 
-    def find(self, release_id: str) -> IndexedRelease | None:
-        return next((r for r in self.releases if r.id == release_id), None)
-
 
 def load_index(tree: Path) -> list[IndexedRelease]:
     """The releases listed in `tree/index.json` (none if there is no index yet)."""

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dropship.deploy import hardlink_tree
 from dropship.manifest import Manifest, PackageFormat
 from dropship.repos.apt import AptRepository, AptSettings
 from dropship.repos.index import IndexedRelease, ReleaseIndex, locate_artifacts, update_index
@@ -29,13 +28,6 @@ class TreeResult:
     rpm_added: list[str] = field(default_factory=list)
     rpm_removed: list[str] = field(default_factory=list)
     fingerprints: list[str] = field(default_factory=list)
-
-
-def seed_tree(tree: Path, previous: Path | None) -> None:
-    """Start `tree` from the previously published tree (hard links), or empty."""
-    tree.mkdir(parents=True, exist_ok=True)
-    if previous is not None and previous.is_dir():
-        hardlink_tree(previous, tree)
 
 
 def sign_release(

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from deployments import HEARTBEAT_SECONDS, Settings, deployment_specs
-from dropship.server import LocalPrefectServer
+from deployments import Settings, deployment_specs
+from dropship.prefect_server import LocalPrefectServer
+from tasks.resources import HEARTBEAT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
@@ -106,7 +107,7 @@ def test_prefect_yaml_then_apply_then_apply_again(
         "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)
     }
 
-    dropship = [sys.executable, "-m", "dropship.cli"]
+    dropship = [sys.executable, "-m", "cli"]
     first = _run([*dropship, "deployments", "apply", "--manifest", manifest], env)
     # the YAML made the same deployments: apply adds only what a prefect.yaml can't hold
     assert all(line.startswith("unchanged") for line in first.splitlines() if "deployment" in line), first
@@ -151,7 +152,7 @@ def test_bad_schedule_settings_are_refused_before_anything_changes(
         ("--timezone", "Mars/Olympus", "not an IANA timezone"),
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "dropship.cli", "deployments", "apply", "--manifest", manifest, flag, value],
+            [sys.executable, "-m", "cli", "deployments", "apply", "--manifest", manifest, flag, value],
             env=env,
             capture_output=True,
             text=True,

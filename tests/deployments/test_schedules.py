@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 from tests.servers import stop_group
 
 pytestmark = pytest.mark.e2e
@@ -60,7 +60,7 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "deployments",
             "apply",
             "--manifest",

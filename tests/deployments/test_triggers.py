@@ -20,11 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from deployments import ORCHESTRATOR_POOL, Settings
+from deployments import Settings
 from dropship.demo import prepare_repository
-from dropship.machines.local import free_port
 from dropship.manifest import load_manifest
+from dropship.ports import free_port
 from dropship.webhook import Secrets, create_app
+from tasks.resources import ORCHESTRATOR_POOL
 from tests.servers import stop_group
 from tests.support import machine_processes_under
 
@@ -156,7 +157,7 @@ def _remove_server_wide_settings() -> None:
     from prefect.automations import Automation
     from prefect.client.orchestration import get_client
 
-    from deployments import MACHINES_LIMIT, ZOMBIE_AUTOMATION
+    from tasks.resources import MACHINES_LIMIT, ZOMBIE_AUTOMATION
 
     Automation.read(name=ZOMBIE_AUTOMATION).delete()
     with get_client(sync_client=True) as client:
@@ -221,7 +222,7 @@ def test_deployment_run_is_picked_up_by_a_process_worker(
         assert [r["name"] for r in index["releases"]] == ["v0.2.0"]
         assert machine_processes_under(tmp_path) == []
         status = subprocess.run(
-            [sys.executable, "-m", "dropship.cli", "status", "--json", "--limit", "50"],
+            [sys.executable, "-m", "cli", "status", "--json", "--limit", "50"],
             env=env,
             capture_output=True,
             text=True,
@@ -247,7 +248,7 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
         [
             sys.executable,
             "-m",
-            "dropship.cli",
+            "cli",
             "webhook",
             "--port",
             str(port),

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dropship.deploy import Publisher
 from dropship.manifest import Manifest, load_manifest
+from dropship.publish import Publisher
 from dropship.repos.index import IndexedRelease, load_index
 from dropship.repos.tree import sign_and_index
 from dropship.signing import Signer
@@ -93,7 +93,7 @@ def agents_of(home: Path) -> list[int]:
 
 
 def publisher_from(spec: dict[str, str]) -> Publisher:
-    from dropship.deploy import LocalPublisher, SshPublisher
+    from dropship.publish import LocalPublisher, SshPublisher
     from dropship.ssh import Endpoint
 
     if spec["kind"] == "local":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from dropship.release import TAG_GRAMMAR
+from dropship.tags import TAG_GRAMMAR
 
 TRICKY = list("0123456789.-+_~ /\n\t\x00vV") + ["١", "１", "३", "٠", "\u200b", "é", "ß", "\ufeff", "..", "v01", "rc"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import LocalPublisher, SshPublisher
+from dropship.publish import LocalPublisher, SshPublisher
 from tests.faults.harness import (
     indexed_releases,
     published_versions,

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from dropship.errors import ConfigError, ManifestError
 from dropship.manifest import Manifest, load_manifest, parse_manifest
 from dropship.patterns import compile_pattern
-from dropship.release import classify
+from dropship.tags import classify
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(

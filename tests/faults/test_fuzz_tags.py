@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
-from dropship.release import ReleaseClass, classify, parse_tag, tag_of_version
+from dropship.tags import ReleaseClass, classify, parse_tag, tag_of_version
 from tests.faults.strategies import near_valid, tags, valid_tags
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))

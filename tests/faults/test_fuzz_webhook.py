@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from dropship.manifest import load_manifest
-from dropship.release import ReleaseClass, classify
+from dropship.tags import ReleaseClass, classify
 from dropship.webhook import Secrets, TagPush, create_app
 from tests.faults.strategies import tags, valid_tags
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import LocalPublisher
-from dropship.deploy.base import BEEN_CURRENT
 from dropship.errors import PublishError
+from dropship.publish import LocalPublisher
+from dropship.publish.base import BEEN_CURRENT
 from dropship.reaper import sweep_run_secrets
 from tests.faults.harness import (
     SLOW_SIGNING,

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dropship.machines.local import LocalProvider, free_port
-from dropship.server import PIDFILE, LocalPrefectServer, _is_our_server
+from dropship.machines.local import LocalProvider
+from dropship.ports import free_port
+from dropship.prefect_server import PIDFILE, LocalPrefectServer, _is_our_server
 from dropship.ssh import generate_keypair
 from tests.support import boot, machine_processes_under
 
@@ -40,8 +41,8 @@ def test_machines_of_a_crashed_run_go_at_once_unknown_runs_wait_for_the_ttl(
 ) -> None:
     from prefect.client.orchestration import get_client
 
-    from deployments.apply import Applied, ensure_pool
     from flows.reap import reap
+    from tasks.resources import Applied, ensure_pool
 
     ensure_pool("dropship-builders", Applied())
     state = tmp_path / "state"
@@ -100,7 +101,7 @@ def _gone(pid: int, home: Path, timeout: float) -> float | None:
 def test_a_killed_demos_server_dies_with_it_and_a_survivor_is_stopped_at_the_next_start(tmp_path: Path) -> None:
     home = tmp_path / "prefect"
     code = (
-        "import sys, time; from pathlib import Path; from dropship.server import LocalPrefectServer; "
+        "import sys, time; from pathlib import Path; from dropship.prefect_server import LocalPrefectServer; "
         "s = LocalPrefectServer(Path(sys.argv[1])); s.start(); print('up', flush=True); time.sleep(600)"
     )
     demo = subprocess.Popen([sys.executable, "-c", code, str(home)], cwd=ROOT, stdout=subprocess.PIPE, text=True)

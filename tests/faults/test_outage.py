@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dropship.errors import BuildFailed
-from dropship.server import LocalPrefectServer
+from dropship.prefect_server import LocalPrefectServer
 
 pytestmark = pytest.mark.e2e
 

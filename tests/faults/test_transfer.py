@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import LocalPublisher, SshPublisher
 from dropship.errors import PublishError, RepositoryError
+from dropship.publish import LocalPublisher, SshPublisher
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.signing import Signer

@@ -23,8 +23,8 @@ from dropship.demo import prepare_repository
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.machines.local import free_port
-from dropship.server import LocalPrefectServer
+from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 from tests.clients import AptClient, run_packaged_hello
 from tests.support import commit_and_tag
 

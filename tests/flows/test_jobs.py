@@ -20,7 +20,8 @@ import pytest
 
 from dropship.demo import GIT_IDENTITY, prepare_repository
 from dropship.ledger import lives
-from dropship.machines.local import LocalProvider, free_port
+from dropship.machines.local import LocalProvider
+from dropship.ports import free_port
 from tests.npm_registry import Verdaccio, running_verdaccio
 from tests.servers import stop_group
 from tests.support import machine_processes_under

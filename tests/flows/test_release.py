@@ -228,7 +228,7 @@ def test_dropship_demo_command(tmp_path: Path) -> None:
     """The README's main job, as a user runs it: its own server, exit 0, nothing left."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     done = subprocess.run(
-        [sys.executable, "-m", "dropship.cli", "demo", "--workdir", str(tmp_path / "demo"), "--tag", "v1.0.0"],
+        [sys.executable, "-m", "cli", "demo", "--workdir", str(tmp_path / "demo"), "--tag", "v1.0.0"],
         env=env,
         capture_output=True,
         text=True,

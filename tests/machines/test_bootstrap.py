@@ -26,7 +26,8 @@ from dropship.machines.bootstrap import (
     image_hash,
     wheel_identity,
 )
-from dropship.machines.local import find_sshd, free_port, sshd_config
+from dropship.machines.sshd import find_sshd, sshd_config
+from dropship.ports import free_port
 from dropship.ssh import KeyPair, generate_keypair
 
 

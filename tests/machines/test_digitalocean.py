@@ -10,15 +10,12 @@ import pytest
 
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
-from dropship.errors import ConfigError, MachineError
+from dropship.errors import ConfigError, MachineError, NotFound
 from dropship.machines import MachineRequest
-from dropship.machines.digitalocean import (
-    DigitalOceanProvider,
-    DigitalOceanSettings,
-    NotFound,
-)
-from dropship.machines.local import _pids_with_marker, free_port
+from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
+from dropship.machines.local import _pids_with_marker
 from dropship.machines.userdata import render
+from dropship.ports import free_port
 from dropship.ssh import Endpoint, SshSession, generate_keypair
 from tests.support import IDLE_WORKER
 
@@ -73,7 +70,7 @@ def test_create_reach_list_delete(emulator: tuple[Emulator, str]) -> None:
     req, key = request()
     machine = do.create(req)
     assert machine.host.startswith("127.0.") and machine.host != "127.0.0.1" and machine.port == emu.ssh_port
-    assert machine.details["price_hourly"] == "0.03571" and machine.details["size"] == "s-2vcpu-4gb"
+    assert machine.price_hourly == 0.03571 and machine.details["size"] == "s-2vcpu-4gb"
     assert set(machine.tags) == {"dropship", "dropship-run-abc", "dropship-target-amd64-deb"}
     with SshSession(Endpoint(machine.host, machine.port, machine.user, machine.host_public_key), key) as ssh:
         assert ssh.run(["echo", "on the droplet"]).strip() == "on the droplet"

@@ -184,7 +184,7 @@ def test_same_version_with_other_content_is_refused(tmp_path: Path, example_pack
         shutil.copy(example_packages["0.1.0"]["amd64-deb"], impostor)
         pool_file = repo.root / pool_path("main", "hello", "hello_0.1.0_amd64.deb")
         altered = pool_file.read_bytes() + b"\0"
-        pool_file.unlink()  # a hard link of the session's example package: never write through it
+        pool_file.unlink()  # the pool file is a hard link to the session's example package: never write through it
         pool_file.write_bytes(altered)
         with pytest.raises(RepositoryError, match="already published with different content"):
             repo.add("stable", [impostor], signer)

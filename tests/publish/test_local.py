@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import LocalPublisher, hardlink_tree
 from dropship.errors import PublishError
+from dropship.publish import LocalPublisher, hardlink_tree
 
 
 def _tree(root: Path, files: dict[str, str]) -> Path:
@@ -62,7 +62,7 @@ def test_failures_leave_current_untouched(tmp_path: Path) -> None:
 def test_a_seeded_tree_is_listed_without_reading_unchanged_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import dropship.deploy.listing as listing
+    import dropship.publish.listing as listing
 
     publisher = LocalPublisher(tmp_path / "pub")
     publisher.publish(_tree(tmp_path / "t1", {f"pool/p{i}": str(i) for i in range(50)}), "r1")

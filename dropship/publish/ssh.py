@@ -29,9 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import paramiko
-
-from dropship.deploy.base import (
+from dropship.errors import DropshipError, MachineError, PublishError, TransferError
+from dropship.publish.base import (
     BEEN_CURRENT,
     CURRENT,
     INCOMING_PREFIX,
@@ -43,10 +42,10 @@ from dropship.deploy.base import (
     prune_candidates,
     rollback_target,
 )
-from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
-from dropship.errors import DropshipError, MachineError, PublishError, TransferError
+from dropship.publish.listing import META_DIR, META_FILE, Listing, list_tree
 from dropship.ssh import (
     Endpoint,
+    Expected,
     Hardlink,
     Mkdir,
     Operation,
@@ -54,6 +53,7 @@ from dropship.ssh import (
     Started,
     Symlink,
     Upload,
+    ssh_errors,
 )
 
 # Each remote command costs a session on the server (about 0.1 s with OpenSSH,
@@ -203,32 +203,29 @@ class SshPublisher:
     # -- reading the server ------------------------------------------------
 
     def _current(self, session: SshSession) -> str | None:
-        try:
-            return Path(session.sftp.readlink(f"{self.root}/{CURRENT}") or "").name or None
-        except FileNotFoundError:
-            return None
-        except (OSError, paramiko.SSHException) as exc:
-            raise PublishError(f"cannot read {self.where}/{CURRENT}: {exc}") from exc
+        with ssh_errors(PublishError, f"cannot read {self.where}/{CURRENT}"):
+            try:
+                return Path(session.sftp.readlink(f"{self.root}/{CURRENT}") or "").name or None
+            except FileNotFoundError:
+                return None
 
     def _ids(self, session: SshSession) -> list[str]:
-        try:
-            names = session.sftp.listdir(self._releases)
-        except FileNotFoundError:
-            return []
-        except (OSError, paramiko.SSHException) as exc:
-            raise PublishError(f"cannot list {self.where}/{RELEASES}: {exc}") from exc
+        with ssh_errors(PublishError, f"cannot list {self.where}/{RELEASES}"):
+            try:
+                names = session.sftp.listdir(self._releases)
+            except FileNotFoundError:
+                return []
         return sorted(n for n in names if not n.startswith("."))
 
     def _been_current(self, session: SshSession, ids: list[str]) -> set[str]:
         been = set()
         for release_id in ids:
-            try:
-                session.sftp.stat(f"{self._releases}/{release_id}/{BEEN_CURRENT}")
-                been.add(release_id)
-            except FileNotFoundError:
-                pass
-            except (OSError, paramiko.SSHException) as exc:
-                raise PublishError(f"cannot read {self.where}/{RELEASES}/{release_id}: {exc}") from exc
+            with ssh_errors(PublishError, f"cannot read {self.where}/{RELEASES}/{release_id}"):
+                try:
+                    session.sftp.stat(f"{self._releases}/{release_id}/{BEEN_CURRENT}")
+                    been.add(release_id)
+                except FileNotFoundError:
+                    pass
         return been
 
     def _listing(self, session: SshSession, release_id: str) -> Listing:
@@ -274,7 +271,14 @@ class SshPublisher:
             for path, entry in listing.files.items():
                 obj = self._objects / entry.sha256
                 if not obj.exists():
-                    session.get(f"{self._releases}/{current}/{path}", obj, sha256=entry.sha256)
+                    session.get(
+                        f"{self._releases}/{current}/{path}",
+                        obj,
+                        sha256=entry.sha256,
+                        expected=Expected(
+                            f"release {current}'s listing", "the server's copy was altered: check the repository server"
+                        ),
+                    )
         for path, entry in listing.files.items():
             target = destination / path
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -376,10 +380,8 @@ class SshPublisher:
         )
 
     def _start_switch(self, session: SshSession, argv: list[str]) -> Started:
-        try:
+        with ssh_errors(MachineError, "cannot open SFTP"):
             _ = session.sftp  # opened now, used under the lock
-        except (OSError, paramiko.SSHException) as exc:
-            raise MachineError(f"cannot open SFTP: {exc}") from exc
         return session.start(argv, timeout=self.lock_timeout + 600)
 
     def _stage(self, session: SshSession, steps: list[Operation], progress: Progress | None) -> int:

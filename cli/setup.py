@@ -16,12 +16,14 @@ import getpass
 import hashlib
 import os
 import sys
-import urllib.request
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
+from cli import options
 from dropship.checks import FAILED, OK, Check
 from dropship.errors import ConfigError, DropshipError
 from dropship.manifest import Manifest, load_manifest
@@ -32,13 +34,13 @@ def add_commands(commands: Any) -> None:
     """Register blocks, check and ui on the CLI's subparsers."""
     blocks = commands.add_parser(
         "blocks",
+        parents=[options.manifest()],
         help="create or update the blocks dropship.toml names (needs PREFECT_API_URL)",
         description="Create or update the SigningKey, RepoServer and (for droplets) DigitalOceanCredentials "
         "blocks the manifest names, and the WebhookSecrets block, from flags or prompts. A block that exists "
         "and gets no flag is left as it is. Secrets are read from files, environment variables or a hidden "
         "prompt, and never printed.",
     )
-    blocks.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     key = blocks.add_argument_group("signing key")
     key.add_argument("--signing-key-file", type=Path, metavar="FILE", help="armored secret key to store")
     key.add_argument("--generate", metavar="NAME", help="generate an ed25519 key with this user id name instead")
@@ -65,7 +67,7 @@ def add_commands(commands: Any) -> None:
     do = blocks.add_argument_group("DigitalOcean (provider digitalocean)")
     do.add_argument("--do-token-env", metavar="VAR", help="environment variable holding the API token")
     do.add_argument("--do-endpoint", metavar="URL", help="API endpoint (default DigitalOcean's; the emulator's URL)")
-    do.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
+    do.add_argument("--provider", choices=options.PROVIDERS, help="override the manifest's machine provider")
     hook = blocks.add_argument_group("webhook secrets (dropship webhook)")
     hook.add_argument(
         "--webhook-block", default="dropship-webhook", metavar="NAME", help="block name (default dropship-webhook)"
@@ -75,24 +77,23 @@ def add_commands(commands: Any) -> None:
         "--webhook-github-secret-env", metavar="VAR", help="environment variable holding the GitHub secret"
     )
 
-    check = commands.add_parser(
+    commands.add_parser(
         "check",
+        parents=[options.manifest(), options.provider()],
         help="say what a release still needs, without creating a machine (needs PREFECT_API_URL)",
         description="Load the manifest and every block it names; check the signing key's expiry, the machine "
         "provider (local: sshd; digitalocean: token, sizes, regions) and that the repository server is "
         "reachable and writable. One line per check with the command that fixes it; exit 1 if any is not ok.",
     )
-    check.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
-    check.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's provider")
 
     ui = commands.add_parser(
         "ui",
+        parents=[options.demo_dir()],
         help="serve the Prefect UI (and API) on a workdir's database, until Ctrl-C",
         description="Start a local Prefect server on 127.0.0.1 with its SQLite database in DIR/prefect (the one "
         "`dropship demo --workdir DIR` used), print its URL and the PREFECT_API_URL to export, and run until "
         "interrupted.",
     )
-    ui.add_argument("--workdir", type=Path, default=Path("demo"), help="the folder (default: ./demo)")
     ui.add_argument("--port", type=int, default=4200, help="port on 127.0.0.1 (default 4200; 0: any free port)")
 
 
@@ -194,7 +195,7 @@ def _signing_key(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
         armored = generate_key(args.generate, email, expire_days=args.expire_days)
     with Signer([armored], min_validity=timedelta(0)) as signer:
         fingerprints = ", ".join(signer.fingerprints)
-    _save(SigningKey(private_key=armored), name, existing is not None, say, f"key {fingerprints}")
+    _save(SigningKey(private_key=SecretStr(armored)), name, existing is not None, say, f"key {fingerprints}")
 
 
 def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[str], None]) -> None:
@@ -253,7 +254,7 @@ def _repo_server(args: argparse.Namespace, manifest: Manifest, say: Callable[[st
         host=args.repo_host,
         port=args.repo_port,
         user=args.repo_user,
-        ssh_private_key=private_key,
+        ssh_private_key=SecretStr(private_key),
         host_public_key=host_key,
     )
     _save(
@@ -276,12 +277,13 @@ def _digitalocean(args: argparse.Namespace, manifest: Manifest, say: Callable[[s
     if not args.do_token_env and existing is not None and not args.do_endpoint:
         say(f"unchanged DigitalOceanCredentials block {name!r}")
         return
+    token: SecretStr | None
     if args.do_token_env:
-        token = _env_secret(args.do_token_env, "--do-token-env")
+        token = SecretStr(_env_secret(args.do_token_env, "--do-token-env"))
     elif existing is not None:
-        token = existing.token.get_secret_value()
+        token = existing.token  # None when the block names token_env or token_file instead
     else:
-        token = _ask("DigitalOcean API token (hidden): ", "--do-token-env VAR", secret=True)
+        token = SecretStr(_ask("DigitalOcean API token (hidden): ", "--do-token-env VAR", secret=True))
     fields: dict[str, Any] = existing.model_dump(exclude={"token"}) if existing is not None else {}
     fields = {k: v for k, v in fields.items() if not k.startswith("_") and k != "block_type_slug"}
     if args.do_endpoint:
@@ -306,10 +308,10 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     gitlab = existing.gitlab_token if existing is not None else None
     github = existing.github_secret if existing is not None else None
     block = WebhookSecrets(
-        gitlab_token=_env_secret(args.webhook_gitlab_token_env, "--webhook-gitlab-token-env")
+        gitlab_token=SecretStr(_env_secret(args.webhook_gitlab_token_env, "--webhook-gitlab-token-env"))
         if args.webhook_gitlab_token_env
         else gitlab,
-        github_secret=_env_secret(args.webhook_github_secret_env, "--webhook-github-secret-env")
+        github_secret=SecretStr(_env_secret(args.webhook_github_secret_env, "--webhook-github-secret-env"))
         if args.webhook_github_secret_env
         else github,
     )
@@ -317,26 +319,8 @@ def _webhook(args: argparse.Namespace, say: Callable[[str], None]) -> None:
     _save(block, args.webhook_block, existing is not None, say, f"secrets for {' and '.join(forges)}")
 
 
-def need_api() -> None:
-    """PREFECT_API_URL set and answering, or a one-line error saying how to get there."""
-    url = os.environ.get("PREFECT_API_URL", "")
-    if not url:
-        raise ConfigError(
-            "set PREFECT_API_URL to the Prefect server the blocks live on "
-            "(`dropship ui --workdir DIR` starts one and prints it)"
-        )
-    try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=10):
-            pass
-    except (OSError, ValueError) as exc:
-        raise ConfigError(
-            f"the Prefect server at {url} can't be reached ({exc}): start it "
-            "(`dropship ui --workdir DIR`) or fix PREFECT_API_URL"
-        ) from exc
-
-
 def blocks_command(args: argparse.Namespace) -> int:
-    need_api()
+    options.need_api("the blocks live on it", reachable=True)
     manifest = load_manifest(args.manifest)
 
     def say(line: str) -> None:
@@ -377,7 +361,7 @@ def check_command(args: argparse.Namespace) -> int:
             f"{args.manifest} ({manifest.project.name}, {len(manifest.targets)} target{'' if len(manifest.targets) == 1 else 's'})",
         )
     ]
-    url = os.environ.get("PREFECT_API_URL", "")
+    url = options.api_url()
     fix_server = "dropship ui --workdir DIR (or prefect server start), then export PREFECT_API_URL"
     if not url:
         lines.append(Check("Prefect server", FAILED, "PREFECT_API_URL is not set", fix_server))
@@ -409,7 +393,7 @@ def ui_command(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
 
     home = args.workdir / "prefect"
     fresh = not (home / "prefect.db").exists()

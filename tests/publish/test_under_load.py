@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.synthetic import write_deb, write_debs
-from dropship.deploy import SshPublisher
+from dropship.publish import SshPublisher
 from dropship.repos.apt import AptRepository, AptSettings
 from dropship.signing import Signer
 from dropship.ssh import SshSession

@@ -8,7 +8,7 @@ import pytest
 
 from dropship.errors import ManifestError, TagError
 from dropship.manifest import Manifest, load_manifest, parse_manifest
-from dropship.release import (
+from dropship.tags import (
     ReleaseClass,
     classify,
     package_version,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
+from enum import StrEnum
 
 from dropship.errors import TagError
 from dropship.manifest import Manifest
@@ -42,7 +42,9 @@ MAX_REF_LENGTH = 200
 _REF_CHARS = re.compile(r"[A-Za-z0-9._/+-]+", re.ASCII)
 
 
-class ReleaseClass(str, Enum):
+class ReleaseClass(StrEnum):
+    """A StrEnum: its str(), f-string and JSON form is the value (`stable`), as summary.json and index.json say."""
+
     STABLE = "stable"
     EXTRA = "extra"
     DEVELOPMENT = "development"

@@ -18,7 +18,7 @@ a repository server over SSH (paramiko, pinned host key).
 
 from __future__ import annotations
 
-from dropship.deploy.base import (
+from dropship.publish.base import (
     CURRENT,
     INCOMING_PREFIX,
     RELEASES,
@@ -27,8 +27,8 @@ from dropship.deploy.base import (
     PublishResult,
     rollback_target,
 )
-from dropship.deploy.local import LocalPublisher, hardlink_tree
-from dropship.deploy.ssh import SshPublisher
+from dropship.publish.local import LocalPublisher, hardlink_tree
+from dropship.publish.ssh import SshPublisher
 
 __all__ = [
     "CURRENT",

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy import SshPublisher
-from dropship.deploy.listing import META_FILE
 from dropship.errors import PublishError
+from dropship.publish import SshPublisher
+from dropship.publish.listing import META_FILE
 from tests.servers import RepoServerHost, start_repo_server
 
 

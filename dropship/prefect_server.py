@@ -11,7 +11,6 @@ stops it.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
@@ -23,22 +22,10 @@ from pathlib import Path
 from types import TracebackType
 
 from dropship.errors import DropshipError
-from dropship.machines.local import free_port
+from dropship.ports import free_port
+from dropship.process import die_with_parent
 
 PIDFILE = "server.pid"
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the process that started us dies (Linux).
-
-    Linux ties this to the starting *thread*: a server started from a thread
-    that then ends is stopped with it, so start servers from a long-lived thread.
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
 
 
 def _is_our_server(pid: int, home: Path) -> bool:
@@ -142,7 +129,7 @@ class LocalPrefectServer:
     def start(self, port: int | None = None) -> None:
         """Start the server (on `port`, e.g. the one it had before a restart; a free one by default).
 
-        The server is stopped when the calling thread ends (see `_die_with_parent`).
+        The server is stopped when the calling thread ends (see `process.die_with_parent`).
         """
         self.home.mkdir(parents=True, exist_ok=True)
         self.stale_pid = stop_stale_server(self.home)
@@ -157,7 +144,7 @@ class LocalPrefectServer:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         log.close()
         (self.home / PIDFILE).write_text(f"{self._process.pid}\n")

@@ -87,13 +87,13 @@ def summary_of(state: Any, workdir: Path) -> tuple[dict[str, Any] | None, Path]:
 
 def run_release(args: Any) -> int:
     """`dropship release` run here: progress lines, then the closing lines or `--json`."""
-    from dropship.cli_setup import need_api
+    from cli.options import need_api
     from dropship.manifest import load_manifest
     from dropship.progress import closing_lines
     from tasks.settings import default_workdir
 
     manifest = load_manifest(args.manifest)
-    need_api()
+    need_api("the build machines' workers take their work from it", reachable=True)
     workdir: Path = args.workdir or default_workdir().absolute()
     what = f"{manifest.project.name} {args.tag or args.ref or 'HEAD'}"
     log_file = log_path(workdir, f"release-{what}")

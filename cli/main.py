@@ -14,8 +14,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from cli import options
 from dropship import __version__
 from dropship.errors import DropshipError
+from dropship.redaction import redact_logs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,23 +31,18 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
+        parents=[
+            options.demo_dir(),
+            options.provider("local", "build machines: local sshd+worker (default), or droplets of --do-endpoint"),
+            options.verbose(),
+        ],
         help="release the example project on this machine, end to end",
         description="Release examples/hello with local machines (sshd + Prefect worker each), a throw-away "
         "signing key and a local Prefect server (started unless PREFECT_API_URL is set). Leaves "
         "DIR/published/current (the repository) and DIR/summary.json.",
     )
-    demo.add_argument(
-        "--workdir", type=Path, default=Path("demo"), help="folder for everything the demo makes (default: ./demo)"
-    )
     demo.add_argument("--tag", default="v0.1.0", help="tag to release (default: v0.1.0)")
-    demo.add_argument(
-        "--provider",
-        choices=["local", "digitalocean"],
-        default="local",
-        help="build machines: local sshd+worker (default), or droplets of --do-endpoint",
-    )
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
-    demo.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
     demo.add_argument(
         "--image",
         action="store_true",
@@ -80,19 +77,17 @@ def _parser() -> argparse.ArgumentParser:
 
     rel = commands.add_parser(
         "release",
+        parents=[options.manifest(), options.state_dir(), options.provider(), options.verbose()],
         help="run the release flow for a project (needs PREFECT_API_URL)",
         description="Run the release flow in this process against the Prefect server at PREFECT_API_URL.",
     )
     rel.add_argument("tag", nargs="?", help="tag to release (vX.Y.Z is stable; the manifest's pattern is extra)")
     rel.add_argument("--ref", help="branch or commit for a development release instead of a tag")
-    rel.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     rel.add_argument("--target", action="append", dest="targets", help="build only this target (repeatable)")
     rel.add_argument("--dry-run", action="store_true", help="build, collect and sign, but publish nothing")
     rel.add_argument(
         "--force", action="store_true", help="rebuild targets even when their content hash has a stored build"
     )
-    rel.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
-    rel.add_argument("--provider", choices=["local", "digitalocean"], help="override the manifest's machine provider")
     rel.add_argument(
         "--submit",
         action="store_true",
@@ -101,9 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     rel.add_argument(
         "--json", action="store_true", help="print the summary (summary.json) instead of the closing lines"
     )
-    rel.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
 
-    from dropship.cli_setup import add_commands
+    from cli.setup import add_commands
 
     add_commands(commands)
 
@@ -117,13 +111,13 @@ def _parser() -> argparse.ArgumentParser:
 
     hook = commands.add_parser(
         "webhook",
+        parents=[options.manifest()],
         help="serve the forge webhook receiver on 127.0.0.1 (needs PREFECT_API_URL)",
         description="Accept GitLab tag-push and GitHub push/create tag events at POST /hooks/release; start one run "
         "of the release-tag deployment per project, tag and commit. Secrets come from a WebhookSecrets block.",
     )
     hook.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787)")
     hook.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    hook.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml (tag rules)")
     hook.add_argument("--secrets-block", default="dropship-webhook", help="WebhookSecrets block name")
     hook.add_argument(
         "--deployment", default="release/release-tag", help="deployment to run (default release/release-tag)"
@@ -137,14 +131,11 @@ def _parser() -> argparse.ArgumentParser:
     deps_commands = deps.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
     apply = deps_commands.add_parser(
         "apply",
+        parents=[options.manifest(), options.state_dir(), options.provider("local", "machines the reaper checks")],
         help="create or update everything; a second apply changes nothing",
         description="Create the orchestrator and builders work pools, the global concurrency limits "
         "dropship-publish (1) and dropship-machines, the deployments release-tag, release-weekly, promote, "
         "rollback, reap and build, and the automation that marks zombie flow runs Crashed.",
-    )
-    apply.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="the project's dropship.toml")
-    apply.add_argument(
-        "--workdir", type=Path, help="orchestrator state folder the runs use (default: the worker's $DROPSHIP_HOME)"
     )
     apply.add_argument(
         "--weekly-cron", default="0 3 * * 1", help="cron of the weekly development build (default: Monday 03:00)"
@@ -152,9 +143,6 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--timezone", default="UTC", help="IANA timezone of --weekly-cron (default UTC)")
     apply.add_argument("--weekly-ref", default="main", help="branch the weekly build releases (default main)")
     apply.add_argument("--reap-minutes", type=float, default=10.0, help="how often the reaper runs (default 10)")
-    apply.add_argument(
-        "--provider", choices=["local", "digitalocean"], default="local", help="machines the reaper checks"
-    )
     apply.add_argument("--machines", type=int, default=8, help="slots of the dropship-machines limit (default 8)")
 
     keys = commands.add_parser(
@@ -184,12 +172,11 @@ def _parser() -> argparse.ArgumentParser:
 
     reap = commands.add_parser(
         "reap",
+        parents=[options.provider("local", "machines to check (default local)"), options.state_dir()],
         help="delete machines whose release is over or that outlived a TTL (needs PREFECT_API_URL)",
         description="The backstop for teardown: delete machines tagged 'dropship' whose run has ended (or that "
         "Prefect does not know), or that are older than --ttl-minutes.",
     )
-    reap.add_argument("--provider", choices=["local", "digitalocean"], default="local")
-    reap.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
     reap.add_argument("--credentials", default="dropship-digitalocean", help="DigitalOceanCredentials block name")
     reap.add_argument(
         "--ttl-minutes", type=float, default=120.0, help="age after which any machine is deleted (default 120)"
@@ -197,33 +184,31 @@ def _parser() -> argparse.ArgumentParser:
 
     promote = commands.add_parser(
         "promote",
+        parents=[options.manifest(), options.state_dir()],
         help="publish a development build as a stable (or extra) release, without rebuilding (needs PREFECT_API_URL)",
         description="Take the packages a development release published, add them to the suites of --as (a release "
         "tag), sign and publish. No machine is created; the packages keep the version they were built with.",
     )
     promote.add_argument("build", help="release id of the development build (see index.json or `dropship status`)")
     promote.add_argument("--as", dest="as_tag", required=True, metavar="TAG", help="the release tag, e.g. v1.4.2")
-    promote.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
-    promote.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
 
     back = commands.add_parser(
         "rollback",
+        parents=[options.manifest(), options.state_dir()],
         help="point the repository's `current` back at an earlier release (needs PREFECT_API_URL)",
         description="Switch `current` atomically to --to, or to the release published before the current one.",
     )
     back.add_argument("--to", help="release id to switch to (default: the one before the current)")
-    back.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
-    back.add_argument("--workdir", type=Path, help="orchestrator state folder (default: $DROPSHIP_HOME)")
 
     image = commands.add_parser("image", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)")
     image_commands = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
     image_build = image_commands.add_parser(
         "build",
+        parents=[options.manifest()],
         help="snapshot a droplet with a target's setup, dropship and Prefect installed",
         description="Boot a stock droplet, install the target's setup and this orchestrator's dropship and Prefect, "
         "snapshot it and delete it; print the snapshot's id and name (put the name in the manifest's `image`).",
     )
-    image_build.add_argument("--manifest", type=Path, default=Path("dropship.toml"), help="path of dropship.toml")
     image_build.add_argument("--target", help="only this target (default: every target)")
 
     emu = commands.add_parser(
@@ -368,12 +353,12 @@ def _server(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from dropship.server import LocalPrefectServer
+    from dropship.prefect_server import LocalPrefectServer
 
     workdir: Path = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     server = None
-    if not os.environ.get("PREFECT_API_URL"):
+    if not options.api_url():
         print(f"starting a local Prefect server (SQLite in {workdir / 'prefect'}) ...", flush=True)
         server = LocalPrefectServer(workdir / "prefect")
         server.start()
@@ -383,7 +368,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"Prefect UI: {server.ui_url}", flush=True)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
-        from dropship.cli_run import log_path, quiet_prefect
+        from cli.run import log_path, quiet_prefect
 
         log_file = log_path(workdir, f"demo-{args.tag}")
         print(f"releasing the example hello {args.tag} (log: {log_file})", flush=True)
@@ -418,8 +403,7 @@ def _init(args: argparse.Namespace) -> int:
 
 
 def _release(args: argparse.Namespace) -> int:
-    if not os.environ.get("PREFECT_API_URL"):
-        raise DropshipError("set PREFECT_API_URL to the Prefect server the build machines' workers use")
+    options.need_api("the build machines' workers take their work from it")
     if args.submit:
         from deployments.runs import RELEASE_TAG, submit
 
@@ -431,14 +415,13 @@ def _release(args: argparse.Namespace) -> int:
         run_id = submit(RELEASE_TAG, params)
         print(f"submitted {args.tag}: flow run {run_id} of {RELEASE_TAG}; `dropship status` follows it")
         return 0
-    from dropship.cli_run import run_release
+    from cli.run import run_release
 
     return run_release(args)
 
 
 def _reap(args: argparse.Namespace) -> int:
-    if not os.environ.get("PREFECT_API_URL"):
-        raise DropshipError("set PREFECT_API_URL: the reaper asks Prefect whether each machine's run is over")
+    options.need_api("the reaper asks it whether each machine's run is over")
     from flows.reap import reap
 
     deleted = reap(
@@ -452,16 +435,11 @@ def _reap(args: argparse.Namespace) -> int:
 
 
 def _image(args: argparse.Namespace) -> int:
-    _need_api("the image build runs as a flow and reads the DigitalOceanCredentials block")
+    options.need_api("the image build runs as a flow and reads the DigitalOceanCredentials block")
     from flows.image import image_build
 
     state = image_build(manifest=str(args.manifest), target=args.target, return_state=True)
     return 0 if _outcome(state, "image build") is not None else 1
-
-
-def _need_api(why: str) -> None:
-    if not os.environ.get("PREFECT_API_URL"):
-        raise DropshipError(f"set PREFECT_API_URL to the Prefect server: {why}")
 
 
 def _outcome(state: Any, what: str) -> Any:
@@ -473,7 +451,7 @@ def _outcome(state: Any, what: str) -> Any:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    _need_api("the promotion runs as a flow and holds the publish lock there")
+    options.need_api("the promotion runs as a flow and holds the publish lock there")
     from flows.promote import promote
 
     state = promote(
@@ -491,7 +469,7 @@ def _promote(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    _need_api("the rollback runs as a flow and holds the publish lock there")
+    options.need_api("the rollback runs as a flow and holds the publish lock there")
     from flows.rollback import rollback
 
     state = rollback(
@@ -505,7 +483,7 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    _need_api("the releases are runs on that server")
+    options.need_api("the releases are runs on that server")
     import json
 
     from deployments.runs import recent_releases
@@ -526,9 +504,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _webhook(args: argparse.Namespace) -> int:
-    _need_api("the receiver creates flow runs there")
+    options.need_api("the receiver creates flow runs there")
     import logging
 
+    from blocks.values import require_block
     from blocks.webhook import WebhookSecrets
     from deployments.runs import release_starter
     from dropship.manifest import load_manifest
@@ -536,7 +515,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.manifest)
     try:
-        secrets = WebhookSecrets.load(args.secrets_block).secrets()
+        secrets = require_block(WebhookSecrets, args.secrets_block).secrets()
     except ValueError as exc:
         raise DropshipError(f"no WebhookSecrets block named {args.secrets_block!r}: {exc}") from exc
     if not (secrets.gitlab_token or secrets.github_secret):
@@ -549,7 +528,7 @@ def _webhook(args: argparse.Namespace) -> int:
 
 
 def _deployments(args: argparse.Namespace) -> int:
-    _need_api("that is where the deployments go")
+    options.need_api("that is where the deployments go")
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
     from prefect.client.schemas.schedules import CronSchedule
@@ -597,10 +576,12 @@ def _keys(args: argparse.Namespace) -> int:
             args.out.write_text(key)
             print(f"secret key written to {args.out} (mode 0600)")
         if args.block:
-            _need_api("blocks live on the Prefect server")
+            options.need_api("blocks live on the Prefect server")
+            from pydantic import SecretStr
+
             from blocks.signing_key import SigningKey
 
-            SigningKey(private_key=key).save(args.block, overwrite=False)
+            SigningKey(private_key=SecretStr(key)).save(args.block, overwrite=False)
             print(f"saved as SigningKey block {args.block!r}")
         with Signer([key]) as signer:
             print(f"fingerprint: {signer.fingerprints[0]}")
@@ -608,10 +589,11 @@ def _keys(args: argparse.Namespace) -> int:
     if bool(args.file) == bool(args.block):
         raise DropshipError("give exactly one of --file or --block")
     if args.block:
-        _need_api("blocks live on the Prefect server")
+        options.need_api("blocks live on the Prefect server")
         from blocks.signing_key import SigningKey
+        from blocks.values import require_block
 
-        with SigningKey.load(args.block).signer() as signer:
+        with require_block(SigningKey, args.block).signer() as signer:
             print(signer.public_key_armored(), end="")
         return 0
     try:
@@ -678,6 +660,7 @@ def _absolute_paths(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    redact_logs()
     _absolute_paths(args)
     if not getattr(args, "verbose", False):  # Prefect's "Still processing items" as its workers drain at exit
         for service in ("EventsWorker", "APILogWorker"):
@@ -702,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         "server": _server,
         "image": _image,
     }
-    from dropship.cli_setup import HANDLERS
+    from cli.setup import HANDLERS
 
     handlers.update(HANDLERS)
     try:

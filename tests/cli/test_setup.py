@@ -368,7 +368,7 @@ def test_blocks_for_an_ssh_server_droplets_and_webhooks_never_print_a_secret(
 ) -> None:
     from dropship.emulator.server import EmulatorServer
     from dropship.emulator.state import Emulator
-    from dropship.machines.local import free_port
+    from dropship.ports import free_port
     from tests.servers import start_repo_server
 
     project = make_project(tmp_path / "remote")

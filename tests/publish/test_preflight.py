@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dropship.deploy.preflight import check_local_root, check_ssh_root
 from dropship.errors import ConfigError
+from dropship.publish.preflight import check_local_root, check_ssh_root
 from dropship.ssh import generate_keypair
 from tests.conftest import EXAMPLE
 from tests.servers import RepoServerHost, start_repo_server

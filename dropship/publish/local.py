@@ -11,7 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from dropship.deploy.base import (
+from dropship.errors import PublishError
+from dropship.publish.base import (
     BEEN_CURRENT,
     CURRENT,
     INCOMING_PREFIX,
@@ -23,8 +24,7 @@ from dropship.deploy.base import (
     prune_candidates,
     rollback_target,
 )
-from dropship.deploy.listing import META_DIR, META_FILE, Listing, list_tree
-from dropship.errors import PublishError
+from dropship.publish.listing import META_DIR, META_FILE, Listing, list_tree
 
 
 def hardlink_tree(source: Path, destination: Path) -> tuple[int, int]:
