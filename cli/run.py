@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from dropship.errors import DropshipError, ReleaseFailed
 from dropship.progress import Reporter
+from dropship.run_folder import RunFolder
 
 
 @contextmanager
@@ -76,7 +77,7 @@ def failure_text(state: Any) -> str:
 
 def summary_of(state: Any, workdir: Path) -> tuple[dict[str, Any] | None, Path]:
     """The run's summary.json, copied to `<workdir>/summary.json` (where it is easy to find)."""
-    run_file = workdir / "runs" / str(state.state_details.flow_run_id) / "summary.json"
+    run_file = RunFolder.of(workdir, str(state.state_details.flow_run_id)).summary
     latest = workdir / "summary.json"
     if not run_file.exists():
         return None, latest

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-LEDGER = "machines.jsonl"
+from dropship.run_folder import RunFolder
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def record(
         "price_hourly": price_hourly,
     }
     run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / LEDGER).open("a") as handle:
+    with RunFolder(run_dir).ledger.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write(json.dumps(entry) + "\n")
 
@@ -75,7 +75,7 @@ def _price(value: object) -> float | None:
 
 
 def lives(run_dir: Path) -> list[MachineLife]:
-    path = run_dir / LEDGER
+    path = RunFolder(run_dir).ledger
     if not path.exists():
         return []
     created: dict[str, dict[str, Any]] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 from dropship.cache import TargetHash, content_hashes, tree_files
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
+from dropship.run_folder import RunFolder
 from dropship.source import archive, repository_path, resolve
 from dropship.tags import Classification, ReleaseClass, classify, package_version, release_id
 
@@ -47,6 +48,11 @@ class ReleasePlan:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    @property
+    def folder(self) -> RunFolder:
+        """Every path of this run (dropship/run_folder.py)."""
+        return RunFolder(Path(self.run_dir))
 
     @property
     def short_id(self) -> str:
@@ -93,7 +99,8 @@ def make_plan(
     selected = select_targets(manifest, targets)
     repo = repository_path(manifest.project.source, manifest_file.parent, workdir / "sources")
     revision = resolve(repo, classification.name, is_tag=classification.is_tag)
-    run_dir = workdir / "runs" / run_id
+    folder = RunFolder.of(workdir, run_id)
+    run_dir = folder.root
     run_dir.mkdir(parents=True, exist_ok=True)
     source_archive = archive(revision, run_dir / f"{manifest.project.name}-{revision.commit[:12]}.tar.gz")
     version = package_version(classification, revision.commit, revision.commit_time)
@@ -118,5 +125,5 @@ def make_plan(
         provider=provider or manifest.machines.provider,
         content={name: content[name] for name in selected},
     )
-    (run_dir / "plan.json").write_text(plan.to_json())
+    folder.plan.write_text(plan.to_json())
     return manifest, plan

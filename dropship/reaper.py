@@ -20,10 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, Machine, Provider
-from dropship.signing import GNUPG_DIR, remove_gnupg_home
-
-RUN_SECRETS = ("ssh", GNUPG_DIR)
-"""Folders of `<workdir>/runs/<id>/` that hold secrets: removed once the run is over."""
+from dropship.run_folder import GNUPG_DIR, SECRET_DIRS
+from dropship.signing import remove_gnupg_home
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ def sweep_run_secrets(runs_dir: Path, run_finished: Callable[[str], bool | None]
     if not runs_dir.is_dir():
         return swept
     for run_dir in sorted(p for p in runs_dir.iterdir() if p.is_dir()):
-        present = [name for name in RUN_SECRETS if (run_dir / name).exists() or (run_dir / name).is_symlink()]
+        present = [name for name in SECRET_DIRS if (run_dir / name).exists() or (run_dir / name).is_symlink()]
         if not present or run_finished(run_dir.name) is False:
             continue
         for name in present:

@@ -28,14 +28,14 @@ from typing import Any
 import gnupg
 
 from dropship.errors import RepositoryError, SigningKeyError
+from dropship.run_folder import RunFolder
 
 DIGEST = "SHA512"
-GNUPG_DIR = "gnupg"
 
 
 def gnupg_home(run_dir: str | Path) -> Path:
     """Where a run's signing keyring lives: under its run folder, where the reaper finds it."""
-    return Path(run_dir) / GNUPG_DIR
+    return RunFolder(Path(run_dir)).gnupg
 
 
 _SOCKET_ROOM = 100
@@ -87,7 +87,7 @@ def sweep_gnupg_homes(runs_dir: Path, is_live: Callable[[str], bool]) -> list[st
     swept: list[str] = []
     if not runs_dir.is_dir():
         return swept
-    homes = [run / GNUPG_DIR for run in runs_dir.iterdir() if run.is_dir()]
+    homes = [RunFolder(run).gnupg for run in runs_dir.iterdir() if run.is_dir()]
     for home in sorted(h for h in homes if h.is_dir() or h.is_symlink()):
         run_id = home.parent.name
         if not is_live(run_id):

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
+from dropship.run_folder import RunFolder
 from dropship.tags import ReleaseClass
 
 
@@ -173,8 +174,9 @@ def read_run_records(run_dir: Path) -> tuple[list[JobSummary], list[LanguagePack
     """The jobs (jobs.json) and language packages (registries.json) a run recorded in its folder."""
     jobs: list[JobSummary] = []
     packages: list[LanguagePackageSummary] = []
-    if (run_dir / "jobs.json").exists():
-        for job in json.loads((run_dir / "jobs.json").read_text()):
+    folder = RunFolder(run_dir)
+    if folder.jobs.exists():
+        for job in json.loads(folder.jobs.read_text()):
             jobs.append(
                 JobSummary(
                     name=job["name"],
@@ -185,8 +187,8 @@ def read_run_records(run_dir: Path) -> tuple[list[JobSummary], list[LanguagePack
                     detail=(job.get("detail") or "")[:500],
                 )
             )
-    if (run_dir / "registries.json").exists():
-        for done in json.loads((run_dir / "registries.json").read_text()):
+    if folder.registries.exists():
+        for done in json.loads(folder.registries.read_text()):
             packages.append(
                 LanguagePackageSummary(**{k: str(done[k]) for k in ("file", "registry", "status", "sha256")})
             )

@@ -24,6 +24,7 @@ from dropship.manifest import load_manifest
 from dropship.oci_registry import LocalRegistry, start_registry
 from dropship.package_index import USER, LocalPackageIndex
 from dropship.progress import closing_lines
+from dropship.run_folder import RunFolder
 from dropship.signing import generate_key
 from flows.release import release
 
@@ -144,7 +145,7 @@ def _release(
     )
     APILogHandler().flush()  # before the caller stops the server
     run_id = state.state_details.flow_run_id
-    summary_file = workdir / "state" / "runs" / str(run_id) / "summary.json"
+    summary_file = RunFolder.of(workdir / "state", str(run_id)).summary
     if summary_file.exists():
         shutil.copyfile(summary_file, workdir / "summary.json")
     if not state.is_completed():

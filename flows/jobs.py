@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from prefect import get_run_logger
@@ -46,7 +45,7 @@ class Approval(RunInput):
 
 def _record(plan: ReleasePlan, outcomes: list[JobOutcome]) -> None:
     """jobs.json in the run folder, and the table in the UI."""
-    path = Path(plan.run_dir) / "jobs.json"
+    path = plan.folder.jobs
     known = json.loads(path.read_text()) if path.exists() else []
     known = [j for j in known if j["name"] not in {o.name for o in outcomes}] + [asdict(o) for o in outcomes]
     path.write_text(json.dumps(known, indent=2) + "\n")
@@ -188,7 +187,7 @@ def publish_language_packages(manifest: Manifest, plan: ReleasePlan, workdir: st
         return
     started = time.monotonic()
     results = publish_language(manifest, plan)
-    path = Path(plan.run_dir) / "registries.json"
+    path = plan.folder.registries
     path.write_text(json.dumps(results, indent=2) + "\n")
     get_run_logger().info(
         "%s",

@@ -6,7 +6,6 @@ added to the tag's suites, signed, and published like any release.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -14,6 +13,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run as current_run
 
 from dropship.manifest import load_manifest
+from dropship.run_folder import RunFolder
 from tasks.repository import promote_build
 from tasks.settings import default_workdir
 from tasks.summary import repository_url
@@ -26,7 +26,7 @@ def promote(
     """Publish the packages of development release `build` as release `as_tag` (e.g. v1.4.2)."""
     spec = load_manifest(manifest)
     workdir = workdir or str(default_workdir())
-    run_dir = Path(workdir) / "runs" / str(current_run.id)
+    run_dir = RunFolder.of(workdir, str(current_run.id)).root
     result = promote_build(spec, build, as_tag, str(run_dir), workdir, base_url)
     new_id = result.release_id
     url = repository_url(spec, base_url)

@@ -38,6 +38,7 @@ from blocks.values import require_block
 from dropship.machines.factory import make_provider
 from dropship.reaper import orphaned, run_id_of, stale_queues, sweep_run_secrets
 from dropship.reaper import reap as reap_machines
+from dropship.run_folder import runs_dir
 from tasks.machines import cancel_open_build_runs
 from tasks.resources import BUILDERS_POOL, ZOMBIE_AUTOMATION
 from tasks.settings import default_workdir
@@ -159,7 +160,7 @@ def reap_task(
     for name in _remove_stale_queues({m.name for m in machines.list()}, timedelta(minutes=queue_grace_minutes)):
         logger.info("removed work queue %s: no machine serves it", name)
         done.append(f"queue {name}: no machine serves it")
-    for swept in sweep_run_secrets(Path(workdir) / "runs", run_finished):
+    for swept in sweep_run_secrets(runs_dir(workdir), run_finished):
         logger.info("removed %s: its run is over", swept)
         done.append(f"run secrets {swept}: run is over")
     if not done:

@@ -35,6 +35,7 @@ from dropship.graph import dependencies, ready, skip_reason
 from dropship.manifest import Manifest, load_manifest
 from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
+from dropship.run_folder import RunFolder
 from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
@@ -57,7 +58,7 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     """Failure/crash/cancellation hook: delete whatever machines the run still has."""
     params = flow_run.parameters
     workdir = params.get("workdir") or str(default_workdir())
-    run_dir = str(Path(workdir) / "runs" / str(flow_run.id))
+    run_dir = str(RunFolder.of(workdir, str(flow_run.id)).root)
     try:
         manifest = load_manifest(params["manifest"])
     except DropshipError as exc:  # the manifest broke (or went) after the run began

@@ -64,10 +64,8 @@ def build_target(
     started = time.monotonic()
     depends_on = manifest.target(target_name).depends_on
     if depends_on:  # their artifacts go to the machine inside the source archive (dropship.graph)
-        artifacts = {dep: sorted((Path(plan.run_dir) / "artifacts" / dep).iterdir()) for dep in depends_on}
-        archive = archive_with_dependencies(
-            Path(plan.archive), artifacts, Path(plan.run_dir) / f"source-{target_name}.tar.gz"
-        )
+        artifacts = {dep: sorted(plan.folder.artifacts(dep).iterdir()) for dep in depends_on}
+        archive = archive_with_dependencies(Path(plan.archive), artifacts, plan.folder.source_archive(target_name))
         plan = replace(plan, archive=str(archive))
         logger.info("%s gets the artifacts of %s in $DROPSHIP_DEPS", target_name, ", ".join(depends_on))
     # One slot of `dropship-machines` per machine alive (the flow creates the limit if missing).
@@ -83,7 +81,7 @@ def build_target(
         ", ".join(a.name for a in summary.artifacts),
         extra=event("build", name=target_name, seconds=time.monotonic() - started),
     )
-    files = sorted((Path(plan.run_dir) / "artifacts" / target_name).iterdir())
+    files = sorted(plan.folder.artifacts(target_name).iterdir())
     store.put(content_hash, target_name, plan.version, files, plan.content[target_name].files)
     summary.reason = reason
     return summary
@@ -101,7 +99,7 @@ def ensure_machines_limit() -> None:
 def restore_artifacts(plan: ReleasePlan, target_name: str, workdir: str) -> Lookup:
     """Copy a cached target's artifacts from the store into the run, checking each sha256."""
     digest = plan.content[target_name].digest
-    lookup = store_for(workdir).get(digest, Path(plan.run_dir) / "artifacts" / target_name)
+    lookup = store_for(workdir).get(digest, plan.folder.artifacts(target_name))
     logger = get_run_logger()
     if lookup.build is None:
         logger.warning("%s: cached build %s is unusable (%s): rebuilding", target_name, digest[:12], lookup.problem)

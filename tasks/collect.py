@@ -21,7 +21,7 @@ def collect_artifacts(
     manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> TargetSummary:
     """SFTP every reported artifact, check sha256, then delete the machine: its work is safe."""
-    destination = Path(plan.run_dir) / "artifacts" / target_name
+    destination = plan.folder.artifacts(target_name)
     # On failure the machine stays for the retries; the flow's teardown deletes it.
     report, paths = collect(machine, client_key_path(plan).read_text(), destination)
     ledger.record(Path(plan.run_dir), "collected", machine.id, machine.name, target_name)

@@ -72,7 +72,7 @@ def docs_job(plan: ReleasePlan, job: Job, tree: str) -> JobOutcome:
             raise JobFailed(job.name, f"wrote nothing to {job.output}/")
         # Into the run folder, which `sign-and-publish` carries into the tree it signs
         # under the lock, and into this tree for the jobs that read it.
-        for destination in (Path(plan.run_dir) / "docs" / plan.version, Path(tree) / "docs" / plan.version):
+        for destination in (plan.folder.docs / plan.version, Path(tree) / "docs" / plan.version):
             shutil.rmtree(destination, ignore_errors=True)
             shutil.copytree(built, destination, symlinks=False)
     get_run_logger().info("%s: docs in docs/%s/ of the tree", job.name, plan.version)
@@ -87,7 +87,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
     targets = integration_targets(manifest, job)
     fmt = manifest.target(targets[0]).format or PackageFormat.DEB
     suffix = f".{fmt.value}"
-    packages = sorted(p for t in targets for p in (Path(plan.run_dir) / "artifacts" / t).glob(f"*{suffix}"))
+    packages = sorted(p for t in targets for p in plan.folder.artifacts(t).glob(f"*{suffix}"))
     install = plan_install(Path(tree), manifest, plan.suites[0], fmt, Arch(job.arch), packages)
     provider = provider_for(manifest, plan.provider, workdir)
     key = client_key_path(plan)
@@ -146,7 +146,7 @@ def _indexes(manifest: Manifest, plan: ReleasePlan) -> list[tuple[Any, list[Any]
     from dropship.registries import LanguageRegistry, NpmRegistry, PypiIndex, language_files
 
     logger = get_run_logger()
-    files = language_files(manifest, plan.targets, Path(plan.run_dir) / "artifacts")
+    files = language_files(manifest, plan.targets, plan.folder.artifacts())
     chosen = []
     for registry in manifest.registries:
         mine = [f for f in files if f.registry == registry.name]

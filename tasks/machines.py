@@ -63,7 +63,7 @@ def droplet_worker(manifest: Manifest, queue: str) -> WorkerConfig:
 
 
 def client_key_path(plan: ReleasePlan) -> Path:
-    return Path(plan.run_dir) / "ssh" / "id_ed25519"
+    return plan.folder.ssh_key
 
 
 def _ensure_queue(name: str) -> None:

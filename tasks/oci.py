@@ -65,7 +65,7 @@ def push_images(manifest: Manifest, plan: ReleasePlan) -> ImageSummary | None:
     with Skopeo(registry_auth(manifest)) as skopeo:
         images = []
         for name in names:
-            archive = Path(plan.run_dir) / "artifacts" / name / image_archive_name(name)
+            archive = plan.folder.artifacts(name) / image_archive_name(name)
             if not archive.is_file():
                 raise ImageError(f"target {name} brought back no image archive ({archive.name})")
             images.append(push_archive(skopeo, archive, repository))

@@ -33,6 +33,7 @@ from dropship.publish import Publisher, PublishResult
 from dropship.registries import language_files
 from dropship.repos.index import IndexedLanguagePackage, IndexedRelease, refresh_page
 from dropship.repos.tree import sign_and_index
+from dropship.run_folder import RunFolder
 from dropship.signing import gnupg_home, sweep_gnupg_homes
 from dropship.tags import release_id
 from tasks.oci import move_release_tags, promoted_image
@@ -46,7 +47,7 @@ def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
         if target.format is None or not target.format.is_package:  # language packages, images: not here
             continue
         suffix = ".deb" if target.format is PackageFormat.DEB else ".rpm"
-        files = sorted((Path(plan.run_dir) / "artifacts" / name).glob(f"*{suffix}"))
+        files = sorted(plan.folder.artifacts(name).glob(f"*{suffix}"))
         if not files:
             raise RepositoryError(f"target {name} ({target.format.value}) produced no {suffix} file")
         built[name] = files
@@ -59,7 +60,7 @@ def now_utc() -> str:
 
 def _published_tree(publisher: Publisher, run_dir: str) -> Path:
     """A fresh copy of what clients see now, to add this release to."""
-    tree = Path(run_dir) / "tree"
+    tree = RunFolder(Path(run_dir)).tree
     shutil.rmtree(tree, ignore_errors=True)
     publisher.fetch_current(tree)
     return tree
@@ -104,7 +105,7 @@ def _sign_release(
             IndexedLanguagePackage(
                 f.path.name, f.target, f.kind.value, f.registry or "", f.path.stat().st_size, f.sha256
             )
-            for f in language_files(manifest, plan.targets, Path(plan.run_dir) / "artifacts")
+            for f in language_files(manifest, plan.targets, plan.folder.artifacts())
         ],
         image=dict(image or {}),  # the release's container image (tasks/oci.py), shown on the index page
     )
@@ -168,7 +169,7 @@ def sign_and_publish(
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
         tree = _sign_release(manifest, plan, base_url, server, publisher, image)
-        docs = Path(plan.run_dir) / "docs"  # what docs jobs built (tasks/jobs.py)
+        docs = plan.folder.docs  # what docs jobs built (tasks/jobs.py)
         if docs.is_dir():
             shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)
             refresh_page(tree)  # the release's entry links its docs
@@ -195,7 +196,7 @@ def promote_build(
     with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
         sweep_dead_keyrings(run_dir)
         tree = _published_tree(publisher, run_dir)
-        promotion = prepare_promotion(manifest, tree, build, as_tag, Path(run_dir) / "packages")
+        promotion = prepare_promotion(manifest, tree, build, as_tag, RunFolder(Path(run_dir)).promoted_packages)
         source = promotion.source
         release_class = promotion.classification.release_class.value
         release = IndexedRelease(

@@ -63,7 +63,7 @@ def write_summary(
         url=url or "",
         image=image,
     )
-    release.write(Path(plan.run_dir) / "summary.json")
+    release.write(plan.folder.summary)
     create_markdown_artifact(
         key="release-summary", markdown=release.to_markdown(), description=f"{plan.project} {plan.name}"
     )
