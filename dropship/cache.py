@@ -119,6 +119,9 @@ class StoredBuild:
     """The (path, blob) the hash covered, to say later what changed."""
 
 
+NOT_STORED = "not in the store"
+
+
 @dataclass(frozen=True)
 class Lookup:
     build: StoredBuild | None
@@ -171,7 +174,7 @@ class LocalArtifactStore:
         """Copy a build's files to `destination` after checking each one's sha256."""
         build = self._load(digest)
         if build is None:
-            return Lookup(None, "not in the store")
+            return Lookup(None, NOT_STORED)
         folder = self._dir(digest)
         for stored in build.files:
             path = folder / stored.name
@@ -203,3 +206,28 @@ def why_built(previous: StoredBuild | None, current: TargetHash, *, forced: bool
         shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         return f"changed: {shown}"
     return "recipe, dependency or version changed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Build or reuse one target, and why: the one place that decides it."""
+
+    reused: StoredBuild | None
+    """The stored build whose checked files are now in the run (None: build it)."""
+    reason: str
+    """For the summary and the progress line: `cache hit <digest>`, `first build`, `changed: ...`,
+    `forced`, or `rebuilt: cached build unusable (...)`."""
+
+
+def build_or_reuse(
+    store: LocalArtifactStore, target: str, current: TargetHash, destination: Path, *, forced: bool
+) -> Decision:
+    """Reuse the stored build of `current` (its files checked by sha256 and copied to
+    `destination`) unless forced or unusable; otherwise say why the target is built."""
+    if not forced:
+        lookup = store.get(current.digest, destination)
+        if lookup.build is not None:
+            return Decision(lookup.build, f"cache hit {current.digest[:12]}")
+        if lookup.problem != NOT_STORED:
+            return Decision(None, f"rebuilt: cached build unusable ({lookup.problem})")
+    return Decision(None, why_built(store.last(target), current, forced=forced))

@@ -27,7 +27,6 @@ from prefect.flows import Flow
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run as current_run
 from prefect.settings import PREFECT_UI_URL
-from prefect.utilities.annotations import NotSet
 
 from dropship import ledger
 from dropship.errors import DropshipError, ReleaseFailed
@@ -40,12 +39,7 @@ from dropship.ssh import write_keypair
 from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
-from tasks.cache import (
-    build_target,
-    cache_policy,
-    ensure_machines_limit,
-    restore_artifacts,
-)
+from tasks.cache import build_target, decide_target, ensure_machines_limit
 from tasks.machines import client_key_path, teardown, teardown_run
 from tasks.oci import check_registry, push_images, tag_images
 from tasks.prepare import plan_release, preflight, test_source
@@ -73,31 +67,13 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
 
 
-def _outcome(
-    future: PrefectFuture[Any], spec: Any, plan: ReleasePlan, name: str, workdir: str, policy: Any
-) -> TargetSummary:
-    """What became of one target: failed, reused from the store, or built (again)."""
+def _outcome(future: PrefectFuture[Any], name: str) -> TargetSummary:
+    """What became of one submitted build: built, or failed with its cause."""
     future.wait()
     if not future.state.is_completed():
         return TargetSummary(name=name, status=TargetStatus.FAILED, reason=_reason(future))
-    if future.state.name != "Cached":
-        built: TargetSummary = future.result()
-        return built
-    lookup = restore_artifacts(plan, name, workdir)
-    if lookup.build is not None:
-        return TargetSummary(
-            name=name,
-            status=TargetStatus.REUSED,
-            reason=f"cache hit {plan.content[name].digest[:12]}",
-            artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in lookup.build.files],
-        )
-    rebuild = build_target.with_options(cache_policy=policy, refresh_cache=True)
-    try:  # the store lost or altered the cached build: make it again
-        rebuilt: TargetSummary = rebuild(spec, plan, name, plan.content[name].digest, workdir, True)
-    except Exception as exc:  # noqa: BLE001 - recorded as this target's failure
-        return TargetSummary(name=name, status=TargetStatus.FAILED, reason=str(exc))
-    rebuilt.reason = f"rebuilt: cached build unusable ({lookup.problem})"
-    return rebuilt
+    built: TargetSummary = future.result()
+    return built
 
 
 def _build_graph(
@@ -106,8 +82,6 @@ def _build_graph(
     """Build or reuse every target into `results`, each once its dependencies' artifacts
     are in the run; a target whose dependency failed is skipped (dropship.graph)."""
     logger = get_run_logger()
-    policy = cache_policy(workdir)
-    builder = build_target.with_options(cache_policy=policy, refresh_cache=True if force else NotSet)
     deps = dependencies(spec, plan.targets)
     running: dict[str, PrefectFuture[Any]] = {}
     progress = create_progress_artifact(
@@ -132,13 +106,25 @@ def _build_graph(
             if why is not None:
                 finish(name, TargetSummary(name=name, status=TargetStatus.SKIPPED, reason=why))
                 continue
-            running[name] = builder.submit(spec, plan, name, plan.content[name].digest, workdir, force)
+            decision = decide_target(plan, name, workdir, force)  # the core decides (dropship.cache)
+            if decision.reused is not None:
+                finish(
+                    name,
+                    TargetSummary(
+                        name=name,
+                        status=TargetStatus.REUSED,
+                        reason=decision.reason,
+                        artifacts=[ArtifactSummary(f.name, f.size, f.sha256) for f in decision.reused.files],
+                    ),
+                )
+                continue
+            running[name] = build_target.submit(spec, plan, name, workdir, decision.reason)
         if not running:
             continue
         future = next(as_completed(list(running.values())))
         name = next(n for n, f in running.items() if f is future)
         del running[name]
-        finish(name, _outcome(future, spec, plan, name, workdir, policy))
+        finish(name, _outcome(future, name))
 
 
 def _reason(future: PrefectFuture[Any]) -> str:

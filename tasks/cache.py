@@ -1,26 +1,24 @@
-"""Build-or-reuse: Prefect caching keyed on the target's content hash.
+"""Build or reuse: the core decides (`dropship.cache.build_or_reuse`), these tasks record it.
 
-The default cache policy includes the run id and never hits across runs, so
-`build-target` uses a policy whose key is only the target and its content
-hash, with its records kept under the orchestrator's workdir. A hit means
-the task does not run at all: no machine, no build. The artifacts then come
-from the store, each checked by sha256; a store entry that is missing or fails
-its check makes the flow rebuild that target (refresh_cache).
+Before a target is submitted, `decide-target` looks its content hash up in
+the artifact store under the orchestrator's workdir, checking every file by
+sha256: a hit copies the files into the run and the target gets no machine;
+a miss, a `force`, or a stored build that fails its check is built by
+`build-target`, which stores what it collected. Prefect's own task caching
+is not used: one owner, the store, says whether a build exists.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE, CachePolicy
+from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
-from prefect.context import TaskRunContext
 
-from dropship.cache import LocalArtifactStore, Lookup, why_built
+from dropship.cache import Decision, LocalArtifactStore, build_or_reuse
 from dropship.graph import archive_with_dependencies
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
@@ -31,35 +29,31 @@ from tasks.collect import collect_artifacts
 from tasks.machines import provision_machine
 from tasks.resources import DEFAULT_MACHINES, MACHINES_LIMIT, ensure_concurrency_limit
 
-"""Slots of `dropship-machines` when a release creates the limit (`deployments apply --machines` sets its own)."""
-
-
-@dataclass
-class ContentHashPolicy(CachePolicy):
-    """Cache key: the target's name and content hash, nothing else."""
-
-    def compute_key(
-        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
-    ) -> str | None:
-        return f"dropship-build-{inputs['target_name']}-{inputs['content_hash']}"
-
 
 def store_for(workdir: str) -> LocalArtifactStore:
     return LocalArtifactStore(Path(workdir) / "store")
 
 
-def cache_policy(workdir: str) -> CachePolicy:
-    return ContentHashPolicy().configure(key_storage=str(Path(workdir) / "cache" / "keys"))
+@task(name="decide-target", task_run_name="reuse or build {target_name}", cache_policy=NO_CACHE)
+def decide_target(plan: ReleasePlan, target_name: str, workdir: str, forced: bool) -> Decision:
+    """Reuse the stored build of the target's content hash (copied into the run), or say why it is built."""
+    decision = build_or_reuse(
+        store_for(workdir), target_name, plan.content[target_name], plan.folder.artifacts(target_name), forced=forced
+    )
+    logger = get_run_logger()
+    if decision.reused is not None:
+        logger.info("%s: %s (%s)", target_name, decision.reason, ", ".join(f.name for f in decision.reused.files))
+    else:
+        logger.info("%s: building (%s)", target_name, decision.reason)
+    return decision
 
 
-@task(name="build-target", task_run_name="target {target_name}", cache_policy=ContentHashPolicy(), persist_result=True)
-def build_target(
-    manifest: Manifest, plan: ReleasePlan, target_name: str, content_hash: str, workdir: str, forced: bool
-) -> TargetSummary:
+@task(name="build-target", task_run_name="target {target_name}", cache_policy=NO_CACHE)
+def build_target(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str, reason: str) -> TargetSummary:
     """Provision, build, collect, delete; then keep the artifacts in the store."""
     store = store_for(workdir)
     logger = get_run_logger()
-    reason = why_built(store.last(target_name), plan.content[target_name], forced=forced)
+    content_hash = plan.content[target_name].digest
     logger.info("building %s (%s), content hash %s", target_name, reason, content_hash[:12])
     started = time.monotonic()
     depends_on = manifest.target(target_name).depends_on
@@ -93,16 +87,3 @@ def ensure_machines_limit() -> None:
     each build then takes a slot of a limit that exists (no warning per target)."""
     if ensure_concurrency_limit(MACHINES_LIMIT, DEFAULT_MACHINES):
         get_run_logger().info("created the concurrency limit %s (%d machines)", MACHINES_LIMIT, DEFAULT_MACHINES)
-
-
-@task(name="restore", task_run_name="restore {target_name}", cache_policy=NO_CACHE)
-def restore_artifacts(plan: ReleasePlan, target_name: str, workdir: str) -> Lookup:
-    """Copy a cached target's artifacts from the store into the run, checking each sha256."""
-    digest = plan.content[target_name].digest
-    lookup = store_for(workdir).get(digest, plan.folder.artifacts(target_name))
-    logger = get_run_logger()
-    if lookup.build is None:
-        logger.warning("%s: cached build %s is unusable (%s): rebuilding", target_name, digest[:12], lookup.problem)
-    else:
-        logger.info("%s: reused build %s (%s)", target_name, digest[:12], ", ".join(f.name for f in lookup.build.files))
-    return lookup

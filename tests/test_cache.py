@@ -111,3 +111,25 @@ def test_store_round_trip_tamper_and_why(tmp_path: Path) -> None:
     assert why_built(None, current, forced=False) == "first build"
     assert why_built(previous, current, forced=True) == "forced"
     assert why_built(previous, current, forced=False) == "changed: lib/a.c, src/hello.c"
+
+
+def test_build_or_reuse_decides_once_and_says_why(tmp_path: Path) -> None:
+    from dropship.cache import build_or_reuse
+
+    store = LocalArtifactStore(tmp_path / "store")
+    current = content_hashes(parse_manifest(MANIFEST), FILES, version=None)["lib"]
+    first = build_or_reuse(store, "lib", current, tmp_path / "run1", forced=False)
+    assert first.reused is None and first.reason == "first build"
+    artifact = tmp_path / "lib_1_amd64.deb"
+    artifact.write_bytes(b"built once")
+    store.put(current.digest, "lib", "1", [artifact], current.files)
+    hit = build_or_reuse(store, "lib", current, tmp_path / "run2", forced=False)
+    assert hit.reused is not None and hit.reason == f"cache hit {current.digest[:12]}"
+    assert (tmp_path / "run2" / artifact.name).read_bytes() == b"built once", "the checked files are in the run"
+    forced = build_or_reuse(store, "lib", current, tmp_path / "run3", forced=True)
+    assert forced.reused is None and forced.reason == "forced" and not (tmp_path / "run3").exists()
+    (tmp_path / "store" / "objects" / current.digest / artifact.name).write_bytes(b"rotted")
+    unusable = build_or_reuse(store, "lib", current, tmp_path / "run4", forced=False)
+    assert unusable.reused is None and unusable.reason.startswith("rebuilt: cached build unusable (")
+    changed = content_hashes(parse_manifest(MANIFEST), _edit("lib/a.c", "9" * 40), version=None)["lib"]
+    assert build_or_reuse(store, "lib", changed, tmp_path / "run5", forced=False).reason == "changed: lib/a.c"
