@@ -218,21 +218,9 @@ def run_case(
             "--workdir",
             str(work / case / f"{name}-state"),
         ]
-        if profile is not None:  # py-spy samples the release process; the CPU column then counts py-spy
+        if profile is not None:  # yappi (CPU clock, all threads); the CPU column then counts yappi too
             profile.mkdir(parents=True, exist_ok=True)
-            argv = [
-                str(Path(sys.executable).with_name("py-spy")),
-                "record",
-                "--format",
-                "raw",
-                "--rate",
-                "50",
-                "--nonblocking",
-                "-o",
-                str(profile / f"{name}.txt"),
-                "--",
-                *argv,
-            ]
+            argv = [sys.executable, "-m", "bench.scale", "--profiled-child", str(profile / f"{name}.ystat"), *argv[1:]]
         process = subprocess.Popen(
             argv,
             env=env,
@@ -274,31 +262,58 @@ def run_case(
     return outcomes
 
 
-def summarize_profile(folder: Path, top: int = 25) -> str:
-    """Inclusive samples per function over py-spy's raw (collapsed) stacks, idle frames left out."""
-    inclusive: dict[str, int] = {}
-    total = 0
-    idle = re.compile(r"\b(wait|_wait|sleep|select|poll|acquire|recv|read|accept|epoll|_worker)\b \(")
-    for profile in folder.glob("*.txt"):
-        for line in profile.read_text(errors="replace").splitlines():
-            stack, _, count = line.rpartition(" ")
-            if not count.isdigit():
-                continue
-            frames = stack.split(";")
-            if frames and idle.search(frames[-1]):
-                continue  # a thread waiting costs no CPU
-            total += int(count)
-            for frame in set(frames):
-                name = re.sub(r":\d+\)$", ")", frame)
-                inclusive[name] = inclusive.get(name, 0) + int(count)
-    rows = sorted(inclusive.items(), key=lambda item: -item[1])[:top]
-    return "\n".join(
-        [f"{total} busy samples; inclusive share per function:"]
-        + [f"  {100 * n / max(total, 1):5.1f}%  {name[:150]}" for name, n in rows]
-    )
+PROFILED_CHILD = "--profiled-child"
+
+
+def profiled_child(out: str, argv: list[str]) -> int:
+    """Run `python -m <argv>` under yappi's CPU clock, all threads; save its stats to `out`."""
+    import runpy
+
+    import yappi
+
+    yappi.set_clock_type("cpu")
+    yappi.start(builtins=False, profile_threads=True)
+    code = 0
+    sys.argv = [argv[1], *argv[2:]]
+    try:
+        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        yappi.stop()
+        yappi.get_func_stats().save(out, type="ystat")
+    return code
+
+
+def summarize_profile(folder: Path, top: int = 40) -> str:
+    """CPU seconds per function over the release processes' yappi stats: the
+    dropship/tasks/flows frames (inclusive), then the heaviest library frames (self)."""
+    import yappi
+
+    files = sorted(folder.glob("*.ystat"))
+    if not files:
+        return f"no profile in {folder}"
+    stats = yappi.YFuncStats()
+    for path in files:
+        stats.add(str(path), type="ystat")
+    rows = list(stats)
+    total = sum(row.tsub for row in rows)
+    ours = [r for r in rows if re.search(r"/(dropship|tasks|flows|deployments)/", r.module)]
+    lines = [f"{total:.1f} CPU s in {len(files)} release process(es); ours, inclusive:"]
+    for row in sorted(ours, key=lambda r: -r.ttot)[:top]:
+        where = re.sub(r".*/(dropship|tasks|flows|deployments)/", r"\1/", row.module)
+        lines.append(f"  {row.ttot:7.2f} s {row.ncall:7d}x  {where}:{row.lineno} {row.name}")
+    lines.append("library functions, self time:")
+    for row in sorted(rows, key=lambda r: -r.tsub)[:top]:
+        where = re.sub(r".*site-packages/", "", row.module)
+        lines.append(f"  {row.tsub:7.2f} s {row.ncall:7d}x  {where}:{row.lineno} {row.name}")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [PROFILED_CHILD]:
+        return profiled_child(argv[1], argv[2:])
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__.split("\n\n")[0])
     parser.add_argument("--targets", default="32", help="targets per release (N), or a list: 1,4,16")
     parser.add_argument("--releases", default="1", help="releases of different projects at once (K), or a list: 4,8")
@@ -311,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--server-pid", type=int, help="pid of the server in PREFECT_API_URL, to count its CPU")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
-    parser.add_argument("--profile", type=Path, help="record each release process with py-spy into this folder")
+    parser.add_argument(
+        "--profile", type=Path, help="run each release process under yappi (pip install yappi), stats into this folder"
+    )
     args = parser.parse_args(argv)
     cases = (
         ([(n, 1) for n in (1, 4, 16, 32)] + [(4, k) for k in (4, 8)])

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from uuid import UUID
 
@@ -11,6 +14,7 @@ import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
 from prefect.exceptions import PrefectHTTPStatusError
@@ -32,6 +36,8 @@ LIVENESS_SECONDS = 15.0
 """How often a running build's machine is checked (provider, then SSH)."""
 API_OUTAGE_SECONDS = 120.0
 """How long the Prefect API may stay unreachable before the wait gives up."""
+WAIT_POLL_SECONDS = 2.0
+"""How often the build runs a release waits for are read: one query for all of them (see `_BuildRuns`)."""
 BUILD_USER = "dropship-build"
 
 
@@ -55,23 +61,97 @@ def ensure_build_deployment() -> None:
     ensure_deployment(BUILD, applied)
 
 
+_API_ERRORS = (httpx.HTTPError, PrefectHTTPStatusError, OSError)
+
+
+class _BuildRuns:
+    """The build runs this process waits for, read together.
+
+    Each target's wait used to read its own run every second: N requests a
+    second against the server for a release of N targets. Here whichever
+    waiter finds the last read older than WAIT_POLL_SECONDS reads every
+    watched run in one filtered query (under a lock, so only one reads), and
+    the others use what it read. The read goes through the caller's client and
+    settings, as a per-target read did.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watched: Counter[UUID] = Counter()
+        self._runs: dict[UUID, FlowRun] = {}
+        self._read_at = float("-inf")
+        self._error: BaseException | None = None
+        self.reads = 0
+        """Queries made so far (the bench and tests count them)."""
+
+    @contextmanager
+    def watching(self, flow_run_id: UUID) -> Iterator[None]:
+        with self._lock:
+            self._watched[flow_run_id] += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._watched[flow_run_id] -= 1
+                if self._watched[flow_run_id] <= 0:
+                    del self._watched[flow_run_id]
+                    self._runs.pop(flow_run_id, None)
+
+    def read(self, flow_run_id: UUID) -> FlowRun | None:
+        """The run as of the latest read, reading again if that is older than
+        WAIT_POLL_SECONDS or predates the run; None if the server has no such
+        run. Raises what the latest read raised (a transient API error)."""
+        with self._lock:
+            now = time.monotonic()
+            if now - self._read_at >= 0.9 * WAIT_POLL_SECONDS or flow_run_id not in self._runs:
+                self._read_at = now
+                ids = sorted(self._watched | Counter([flow_run_id]), key=str)
+                try:
+                    runs: dict[UUID, FlowRun] = {}
+                    with get_client(sync_client=True) as client:
+                        for start in range(0, len(ids), 200):  # the API's page limit
+                            chunk = ids[start : start + 200]
+                            for run in client.read_flow_runs(
+                                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
+                            ):
+                                runs[run.id] = run
+                    self._runs, self._error = runs, None
+                except _API_ERRORS as exc:
+                    self._error = exc
+                self.reads += 1
+            if self._error is not None:
+                raise self._error.with_traceback(None)  # shared by the waiters: keep its traceback short
+            return self._runs.get(flow_run_id)
+
+
+_BUILD_RUNS: dict[str, _BuildRuns] = {}
+_BUILD_RUNS_LOCK = threading.Lock()
+
+
+def _build_runs() -> _BuildRuns:
+    """The watcher for the API this thread talks to (settings are per context)."""
+    with _BUILD_RUNS_LOCK:
+        return _BUILD_RUNS.setdefault(str(PREFECT_API_URL.value()), _BuildRuns())
+
+
 def _wait(
     flow_run_id: UUID, target: str, queue: str, timeout: float, lost: Callable[[], str | None] | None = None
 ) -> FlowRun:
     """Wait for the child run to end; fail clearly if no worker picks it up, if the
     machine dies (`lost()` names why, checked every LIVENESS_SECONDS), or if the
     Prefect API stays unreachable for API_OUTAGE_SECONDS (shorter outages are
-    waited through)."""
+    waited through). The run's state is read with every other build's (`_BuildRuns`)."""
     started = time.monotonic()
     checked = started
     unreachable_since: float | None = None
-    with get_client(sync_client=True) as client:
+    runs = _build_runs()
+    with runs.watching(flow_run_id):
         while True:
             now = time.monotonic()
             try:
-                run = client.read_flow_run(flow_run_id)
+                run = runs.read(flow_run_id)
                 unreachable_since = None
-            except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+            except _API_ERRORS as exc:
                 if isinstance(exc, PrefectHTTPStatusError) and exc.response.status_code < 500:
                     raise
                 unreachable_since = unreachable_since or now
@@ -81,8 +161,10 @@ def _wait(
                         f"the Prefect API at {PREFECT_API_URL.value()} was unreachable for "
                         f"{now - unreachable_since:.0f} s while waiting for the build ({type(exc).__name__})",
                     ) from exc
-                time.sleep(2.0)
+                time.sleep(WAIT_POLL_SECONDS)
                 continue
+            if run is None:
+                raise BuildFailed(target, f"the build flow run {flow_run_id} is gone from the Prefect server")
             state = run.state
             if state is not None and state.is_final():
                 return run
@@ -96,7 +178,7 @@ def _wait(
                 reason = lost()
                 if reason:
                     raise BuildFailed(target, f"machine lost during the build after {waited:.0f} s: {reason}")
-            time.sleep(1.0)
+            time.sleep(WAIT_POLL_SECONDS)
 
 
 def _liveness(

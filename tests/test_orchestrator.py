@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -252,6 +253,165 @@ def test_postgresql_restart_mid_release_loses_nothing_published(
         assert current == before and before.removeprefix("releases/") in releases
     assert stack.healthy()
     print(f"PostgreSQL restart mid-release: exit {process.returncode}, releases {releases}")
+
+
+def _client_env(api_url: str, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_API_URL=api_url, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+ORPHAN_FLOW = """
+import os, sys, time
+from prefect import flow
+
+@flow(name="stack-orphan")
+def orphan() -> None:
+    from prefect.runtime import flow_run
+    print(f"RUN {flow_run.id}", flush=True)
+    time.sleep(3600)
+
+orphan()
+"""
+
+
+def test_zombie_automation_crashes_a_run_whose_process_vanished_and_the_webhook_starts_a_release(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """On the replicated stack: `dropship deployments apply` creates the zombie-run
+    automation, which the services process (triggers on Redis messaging) fires
+    for a flow run whose process was SIGKILLed after its first heartbeat; and
+    `dropship webhook` turns a GitLab tag push into a run of release/release-tag."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from blocks.webhook import WebhookSecrets
+    from deployments import HEARTBEAT_SECONDS, ZOMBIE_AUTOMATION
+    from deployments.runs import RELEASE_TAG
+
+    env = _client_env(stack.api_url, tmp_path / "prefect-home")
+    manifest = str(ROOT / "examples/hello/dropship.toml")
+    dropship = [sys.executable, "-m", "dropship.cli"]
+    applied = subprocess.run(
+        [*dropship, "deployments", "apply", "--manifest", manifest],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    assert f"automation {ZOMBIE_AUTOMATION!r}" in applied.stdout
+
+    # A run whose process dies: heartbeats every HEARTBEAT_SECONDS (as the deployments set), then SIGKILL.
+    with (tmp_path / "orphan.log").open("w") as log:
+        orphan = subprocess.Popen(
+            [sys.executable, "-c", ORPHAN_FLOW],
+            env={**env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    webhook: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 180
+        run_id = ""
+        while not run_id:
+            assert time.monotonic() < deadline and orphan.poll() is None, (tmp_path / "orphan.log").read_text()
+            found = [line for line in (tmp_path / "orphan.log").read_text().splitlines() if line.startswith("RUN ")]
+            run_id = found[0].split()[1] if found else ""
+            time.sleep(0.5)
+        time.sleep(3)  # its first heartbeat is emitted as the run starts
+        os.killpg(orphan.pid, signal.SIGKILL)
+        orphan.wait()
+        killed = time.monotonic()
+
+        # Meanwhile the webhook: a tag push starts one run of the release deployment.
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):
+            WebhookSecrets(gitlab_token="stack-token").save("dropship-webhook-stack-test", overwrite=True)
+        port = free_port()
+        with (tmp_path / "webhook.log").open("wb") as log_file:
+            webhook = subprocess.Popen(
+                [
+                    *dropship,
+                    "webhook",
+                    "--port",
+                    str(port),
+                    "--manifest",
+                    manifest,
+                    "--secrets-block",
+                    "dropship-webhook-stack-test",
+                ],
+                env=env,
+                cwd=ROOT,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and webhook.poll() is None, (tmp_path / "webhook.log").read_text()
+            time.sleep(0.3)
+        body = json.dumps(
+            {
+                "object_kind": "tag_push",
+                "ref": "refs/tags/v7.0.0",
+                "checkout_sha": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+                "after": "4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+                "project": {"path_with_namespace": "acme/hello"},
+            }
+        ).encode()
+        headers = {"X-Gitlab-Event": "Tag Push Hook", "X-Gitlab-Token": "stack-token"}
+        first = httpx.post(f"{url}/hooks/release", headers=headers, content=body, timeout=30)
+        assert first.status_code == 202, first.text
+        again = httpx.post(f"{url}/hooks/release", headers=headers, content=body, timeout=30)
+        assert again.status_code == 202 and again.json()["flow_run_id"] == first.json()["flow_run_id"]
+
+        with temporary_settings({PREFECT_API_URL: stack.api_url}), get_client(sync_client=True) as client:
+            deployment = client.read_deployment_by_name(RELEASE_TAG)
+            started = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
+            )
+            assert [(str(r.id), r.parameters.get("tag")) for r in started] == [(first.json()["flow_run_id"], "v7.0.0")]
+            assert started[0].state is not None and started[0].state.is_scheduled()
+            for run in started:  # no orchestrator worker serves the stack: nothing else would run it
+                client.delete_flow_run(run.id)
+
+            # The automation's window is 3 heartbeats; the services process evaluates it periodically.
+            deadline = killed + 3 * HEARTBEAT_SECONDS + 120
+            services_log = ""
+            while True:
+                state = client.read_flow_run(UUID(run_id)).state
+                assert state is not None
+                if state.is_crashed() or time.monotonic() > deadline:
+                    services_log = (stack.home / "logs" / "services.log").read_text(errors="replace")
+                    break
+                time.sleep(2)
+            assert state.is_crashed(), f"{state.name}: {state.message}; services log:\n{services_log[-2000:]}"
+            assert "no heartbeat" in (state.message or "")
+            print(f"zombie run crashed {time.monotonic() - killed:.0f} s after its process was killed")
+    finally:
+        if orphan.poll() is None:
+            os.killpg(orphan.pid, signal.SIGKILL)
+        if webhook is not None and webhook.poll() is None:
+            os.killpg(webhook.pid, signal.SIGTERM)
+            webhook.wait(timeout=30)
+        from prefect.automations import Automation
+
+        with temporary_settings({PREFECT_API_URL: stack.api_url}):  # the module's other tests run CLI releases
+            try:
+                Automation.read(name=ZOMBIE_AUTOMATION).delete()
+            except ValueError:
+                pass
 
 
 # ---- the command's other paths -------------------------------------------------

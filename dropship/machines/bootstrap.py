@@ -49,6 +49,7 @@ from packaging.utils import canonicalize_name
 
 from dropship.errors import ConfigError, HostKeyMismatch, MachineError
 from dropship.machines import Machine
+from dropship.machines.userdata import WORKER_QUERY_SECONDS
 from dropship.ssh import Endpoint, SshSession
 
 PYPI = "https://pypi.org/simple"
@@ -87,7 +88,7 @@ class WorkerConfig:
             "PREFECT_API_URL": self.api_url,
             "PREFECT_HOME": "/var/lib/dropship/prefect",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
         }
         if self.auth_string:
             env["PREFECT_API_AUTH_STRING"] = self.auth_string

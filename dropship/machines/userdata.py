@@ -42,6 +42,10 @@ def _heredoc(path: str, content: str) -> str:
     return f"cat > \"$ROOT\"{shlex.quote(path)} <<'{DELIMITER}'\n{body}{DELIMITER}\n"
 
 
+WORKER_QUERY_SECONDS = "5"
+"""How often a build machine's worker asks for work (local machines and droplets alike)."""
+
+
 def render(
     *,
     host_private_key: str,
@@ -57,7 +61,10 @@ def render(
     env = {
         "PREFECT_API_URL": worker.api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        # Each poll is a write on the server (work queue and deployment marked ready): at 1 s, N
+        # machines' workers were the largest part of the orchestrator's CPU. The worker finds its
+        # build at its first poll after the run is created, so 5 s costs at most 5 s of wall.
+        "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
         # the worker and its build runs ride out a busy or restarting API server
         **CLIENT_RETRY_ENV,
         **worker.env,
