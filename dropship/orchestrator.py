@@ -51,10 +51,18 @@ from dropship.prefect_server import LocalPrefectServer
 # the errors Prefect maps to 503), seen at 32 targets on a loaded machine. A
 # 500 is never a target's own fault; a real server bug now fails after the
 # retries instead of at once.
+HEARTBEAT_SECONDS = 30
+"""How often a flow run dropship starts says it is alive; the zombie-run automation
+(`dropship deployments apply`) crashes a run silent for 3 periods."""
+
+# The heartbeat rides along: Prefect's default (180 s) is longer than the
+# automation's window (90 s), so a `dropship release` run from the CLI on a
+# server with the automation would be marked Crashed mid-release.
 CLIENT_RETRY_ENV: Mapping[str, str] = {
     "PREFECT_CLIENT_MAX_RETRIES": "7",
     "PREFECT_CLIENT_RETRY_EXTRA_CODES": "500,504",
     "PREFECT_CLIENT_RETRY_JITTER_FACTOR": "0.3",
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
 }
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
@@ -76,7 +84,7 @@ def client_retry_env() -> dict[str, str]:
 
 
 def apply_client_retry_env() -> None:
-    """Set the retry settings in this process; call before Prefect is imported."""
+    """Set the retry (and heartbeat) settings in this process; call before Prefect is imported."""
     for name, value in CLIENT_RETRY_ENV.items():
         os.environ.setdefault(name, value)
 

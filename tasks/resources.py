@@ -23,6 +23,8 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, WorkPoo
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.workers.process import ProcessWorker
 
+from dropship.orchestrator import HEARTBEAT_SECONDS
+
 ORCHESTRATOR_POOL = "dropship-orchestrator"
 """Process work pool of the orchestrator: releases, promotion, rollback, reaping."""
 BUILDERS_POOL = "dropship-builders"
@@ -32,8 +34,6 @@ MACHINES_LIMIT = "dropship-machines"
 DEFAULT_MACHINES = 8
 """Slots of MACHINES_LIMIT when a release or `deployments apply` creates it."""
 ZOMBIE_AUTOMATION = "dropship: crash zombie flow runs"
-HEARTBEAT_SECONDS = 30
-"""Flow runs of these deployments send a heartbeat this often; 3 missed ones make a run a zombie."""
 
 
 @dataclass(frozen=True)

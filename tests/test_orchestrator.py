@@ -288,8 +288,9 @@ def test_zombie_automation_crashes_a_run_whose_process_vanished_and_the_webhook_
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from blocks.webhook import WebhookSecrets
-    from deployments import HEARTBEAT_SECONDS, ZOMBIE_AUTOMATION
     from deployments.runs import RELEASE_TAG
+    from dropship.orchestrator import HEARTBEAT_SECONDS
+    from tasks.resources import ZOMBIE_AUTOMATION
 
     env = _client_env(stack.api_url, tmp_path / "prefect-home")
     manifest = str(ROOT / "examples/hello/dropship.toml")
@@ -615,3 +616,20 @@ def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
     env = (tmp_path / "root" / "etc/dropship/worker.env").read_text()
     assert "export PREFECT_CLIENT_RETRY_EXTRA_CODES=500,504\n" in env
     assert "export PREFECT_CLIENT_MAX_RETRIES=2\n" in env and "PREFECT_CLIENT_MAX_RETRIES=7" not in env
+
+
+def test_processes_dropship_starts_beat_faster_than_the_zombie_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prefect's default heartbeat (180 s) is longer than the zombie automation's 90 s window:
+    a release run from the CLI would be crashed mid-release on a server with the automation."""
+    from prefect.settings import Settings
+
+    from dropship.orchestrator import CLIENT_RETRY_ENV, HEARTBEAT_SECONDS, apply_client_retry_env
+    from tasks.resources import zombie_automation
+
+    for name in CLIENT_RETRY_ENV:  # restored after the test: the session's other tests keep their settings
+        monkeypatch.delenv(name, raising=False)
+    assert Settings().flows.heartbeat_frequency == 180, "Prefect's default, which the automation would not survive"
+    apply_client_retry_env()
+    assert Settings().flows.heartbeat_frequency == HEARTBEAT_SECONDS
+    window = zombie_automation().trigger.within.total_seconds()
+    assert window >= 3 * Settings().flows.heartbeat_frequency

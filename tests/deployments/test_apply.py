@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from deployments import Settings, deployment_specs
+from dropship.orchestrator import HEARTBEAT_SECONDS
 from dropship.prefect_server import LocalPrefectServer
-from tasks.resources import HEARTBEAT_SECONDS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
