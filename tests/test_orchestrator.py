@@ -294,7 +294,7 @@ def test_zombie_automation_crashes_a_run_whose_process_vanished_and_the_webhook_
 
     env = _client_env(stack.api_url, tmp_path / "prefect-home")
     manifest = str(ROOT / "examples/hello/dropship.toml")
-    dropship = [sys.executable, "-m", "dropship.cli"]
+    dropship = [sys.executable, "-m", "cli"]
     applied = subprocess.run(
         [*dropship, "deployments", "apply", "--manifest", manifest],
         env=env,
