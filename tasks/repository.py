@@ -31,7 +31,7 @@ from dropship.plan import ReleasePlan
 from dropship.promote import prepare_promotion
 from dropship.publish import Publisher, PublishResult
 from dropship.registries import language_files
-from dropship.repos.index import IndexedLanguagePackage, IndexedRelease, refresh_page
+from dropship.repos.index import IndexedLanguagePackage, IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.run_folder import RunFolder
 from dropship.signing import gnupg_home, sweep_gnupg_homes
@@ -92,6 +92,8 @@ def _sign_release(
 ) -> Path:
     sweep_dead_keyrings(plan.run_dir)
     tree = _published_tree(publisher, plan.run_dir)
+    if plan.folder.docs.is_dir():  # what docs jobs built (tasks/jobs.py): in before the page links it
+        shutil.copytree(plan.folder.docs, tree / "docs", dirs_exist_ok=True)
     release = IndexedRelease(
         id=plan.release_id,
         name=plan.name,
@@ -169,10 +171,6 @@ def sign_and_publish(
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"publishing {plan.release_id}"), get_run_logger().warning):
         tree = _sign_release(manifest, plan, base_url, server, publisher, image)
-        docs = plan.folder.docs  # what docs jobs built (tasks/jobs.py)
-        if docs.is_dir():
-            shutil.copytree(docs, tree / "docs", dirs_exist_ok=True)
-            refresh_page(tree)  # the release's entry links its docs
         return _publish(publisher, plan.release_id, tree)
 
 

@@ -129,18 +129,6 @@ def update_index(tree: Path, index: ReleaseIndex, release: IndexedRelease) -> Re
     return index
 
 
-def refresh_page(tree: Path) -> None:
-    """index.html again from the tree's index.json, after files the page links to
-    (a docs job's `docs/<version>/`) were added to the signed tree."""
-    try:
-        data = json.loads((tree / INDEX_JSON).read_text())
-        key_name = Path(data["keys"]["armored"]).stem
-        index = ReleaseIndex(data["project"], data["base_url"], key_name, load_index(tree))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RepositoryError(f"{tree / INDEX_JSON}: unreadable release index: {exc}") from exc
-    write_atomic(tree / INDEX_HTML, render_html(tree, index).encode())
-
-
 def _size(n: int) -> str:
     if n < 1024:
         return f"{n} B"

@@ -74,7 +74,7 @@ def test_names_are_escaped_in_the_page(tmp_path: Path) -> None:
 
 
 def test_language_packages_and_docs_are_listed_with_their_release(tmp_path: Path) -> None:
-    from dropship.repos.index import IndexedLanguagePackage, refresh_page
+    from dropship.repos.index import IndexedLanguagePackage
 
     tree = tmp_path / "tree"
     deb = tree / "pool/main/h/hello/hello_1.0_amd64.deb"
@@ -91,6 +91,6 @@ def test_language_packages_and_docs_are_listed_with_their_release(tmp_path: Path
     page = (tree / "index.html").read_text()
     assert "hello_dropship-1.0-py3-none-any.whl" in page and "(wheel, to pypi)" in page
     assert "(sdist, collected, not published)" in page and "documentation" not in page
-    (tree / "docs" / "1.0").mkdir(parents=True)  # a docs job's output, copied in after signing
-    refresh_page(tree)
+    (tree / "docs" / "1.0").mkdir(parents=True)  # a docs job's output, copied into the tree before indexing
+    update_index(tree, ReleaseIndex("hello", "http://repo.example.invalid", "hello-release"), release)
     assert '<a href="docs/1.0/">documentation</a>' in (tree / "index.html").read_text()
