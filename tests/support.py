@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,18 @@ def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[
         worker=IDLE_WORKER,
     )
     return provider.create(MachineRequest(name, tags, "s", "i", "r", user_data, host.public_line))
+
+
+def wait_healthy(url: str, process: subprocess.Popen[Any], log: Path, timeout: float = 120) -> None:
+    """Until `url`/healthz answers 200 (a webhook receiver just started), or fail with its log."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline and process.poll() is None, log.read_text()
+        time.sleep(0.2)

@@ -31,6 +31,7 @@ from tests.stack import (
     start_redis,
     start_stack,
 )
+from tests.support import wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -353,15 +354,7 @@ def test_zombie_automation_crashes_a_run_whose_process_vanished_and_the_webhook_
                 start_new_session=True,
             )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and webhook.poll() is None, (tmp_path / "webhook.log").read_text()
-            time.sleep(0.3)
+        wait_healthy(url, webhook, tmp_path / "webhook.log")
         body = json.dumps(
             {
                 "object_kind": "tag_push",

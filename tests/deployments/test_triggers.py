@@ -27,7 +27,7 @@ from dropship.ports import free_port
 from dropship.webhook import Secrets, create_app
 from tasks.resources import ORCHESTRATOR_POOL
 from tests.servers import stop_group
-from tests.support import machine_processes_under
+from tests.support import machine_processes_under, wait_healthy
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -264,15 +264,7 @@ def test_webhook_command_serves_with_secrets_from_a_block(prefect_server: str, t
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline and process.poll() is None, (tmp_path / "webhook.log").read_text()
-            time.sleep(0.2)
+        wait_healthy(url, process, tmp_path / "webhook.log", timeout=60)
         headers, body = _gitlab("v1.0.0", token="gl-token")
         assert httpx.post(f"{url}/hooks/release", headers=headers, content=body).status_code == 401
         headers, body = _gitlab("main", token="block-token", ref_kind="heads")
