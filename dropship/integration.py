@@ -32,7 +32,7 @@ import shlex
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dropship.errors import JobFailed, RepositoryError
@@ -44,6 +44,7 @@ from dropship.process import run
 from dropship.repos.apt import read_deb
 from dropship.repos.rpm import read_headers
 from dropship.ssh import SshSession, generate_keypair
+from dropship.summary import JobOutcome
 
 EXIT_MARK = "dropship-exit="
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin"
@@ -63,19 +64,6 @@ class Install:
     """Tree paths the machine needs, relative to the tree root."""
     requires: tuple[str, ...] = ()
     """rpm: the packages' requirements on libraries (to be found on the machine)."""
-
-
-@dataclass
-class JobOutcome:
-    name: str
-    kind: str
-    status: str
-    """passed | installed (not executed) | failed | approved | rejected | skipped"""
-    seconds: float = 0.0
-    machine: str = ""
-    detail: str = ""
-    output: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def _under(tree: Path, relative: str) -> list[str]:

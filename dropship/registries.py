@@ -41,6 +41,7 @@ from dropship.jobs import LanguageKind, Registry
 from dropship.manifest import Manifest
 from dropship.process import run
 from dropship.repos.files import sha256_file
+from dropship.summary import Published
 
 
 @dataclass(frozen=True)
@@ -52,15 +53,6 @@ class LanguageFile:
     sha256: str
     target: str
     registry: str | None
-
-
-@dataclass(frozen=True)
-class Published:
-    file: str
-    registry: str
-    status: str
-    """uploaded | already published"""
-    sha256: str
 
 
 def normalize(name: str) -> str:

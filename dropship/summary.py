@@ -51,7 +51,9 @@ class TargetSummary:
 
 
 @dataclass
-class JobSummary:
+class JobOutcome:
+    """What one [[jobs]] entry did: recorded in the run's jobs.json and the summary."""
+
     name: str
     kind: str
     status: str
@@ -59,10 +61,14 @@ class JobSummary:
     seconds: float = 0.0
     machine: str = ""
     detail: str = ""
+    output: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class LanguagePackageSummary:
+@dataclass(frozen=True)
+class Published:
+    """One language package at its registry: recorded in the run's registries.json and the summary."""
+
     file: str
     registry: str
     status: str
@@ -112,8 +118,8 @@ class ReleaseSummary:
     cost: float = 0.0
     wall_seconds: float = 0.0
     targets: list[TargetSummary] = field(default_factory=list)
-    jobs: list[JobSummary] = field(default_factory=list)
-    language_packages: list[LanguagePackageSummary] = field(default_factory=list)
+    jobs: list[JobOutcome] = field(default_factory=list)
+    language_packages: list[Published] = field(default_factory=list)
     """What went to [[registries]] (after the repository was published)."""
     image: ImageSummary | None = None
 
@@ -170,29 +176,14 @@ class ReleaseSummary:
         return "\n".join(lines) + "\n"
 
 
-def read_run_records(run_dir: Path) -> tuple[list[JobSummary], list[LanguagePackageSummary]]:
+def read_run_records(run_dir: Path) -> tuple[list[JobOutcome], list[Published]]:
     """The jobs (jobs.json) and language packages (registries.json) a run recorded in its folder."""
-    jobs: list[JobSummary] = []
-    packages: list[LanguagePackageSummary] = []
     folder = RunFolder(run_dir)
-    if folder.jobs.exists():
-        for job in json.loads(folder.jobs.read_text()):
-            jobs.append(
-                JobSummary(
-                    name=job["name"],
-                    kind=job["kind"],
-                    status=job["status"],
-                    seconds=float(job.get("seconds") or 0.0),
-                    machine=job.get("machine") or "",
-                    detail=(job.get("detail") or "")[:500],
-                )
-            )
-    if folder.registries.exists():
-        for done in json.loads(folder.registries.read_text()):
-            packages.append(
-                LanguagePackageSummary(**{k: str(done[k]) for k in ("file", "registry", "status", "sha256")})
-            )
-    return jobs, packages
+    jobs = [JobOutcome(**j) for j in json.loads(folder.jobs.read_text())] if folder.jobs.exists() else []
+    published = (
+        [Published(**p) for p in json.loads(folder.registries.read_text())] if folder.registries.exists() else []
+    )
+    return jobs, published
 
 
 def _num(value: float | None) -> str:

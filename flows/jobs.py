@@ -20,12 +20,12 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from dropship.errors import JobFailed, ReleaseFailed
-from dropship.integration import JobOutcome
 from dropship.jobs import JobKind, integration_targets, jobs_of
 from dropship.machines import run_tag
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.progress import event
+from dropship.summary import JobOutcome
 from tasks.jobs import (
     check_language,
     docs_job,

@@ -18,7 +18,6 @@ from dropship.builder import unpack
 from dropship.collect import endpoint
 from dropship.errors import CommandError, ConfigError, JobFailed
 from dropship.integration import (
-    JobOutcome,
     create_job_machine,
     plan_install,
     run_integration,
@@ -28,6 +27,7 @@ from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.plan import ReleasePlan
 from dropship.process import run
 from dropship.ssh import SshSession
+from dropship.summary import JobOutcome
 from tasks.machines import client_key_path, provider_for
 
 
