@@ -63,7 +63,10 @@ def build_image(*, target: str, source: Path, dockerfile: str, platform: str, ve
                 rm=True,
                 forcerm=True,
                 pull=False,
-                network_mode="host",
+                # No network: the Dockerfile is project code the build could rewrite, and
+                # dockerd runs as root; with host networking its RUN steps would reach the
+                # machine's loopback services (the worker's API among them).
+                network_mode="none",
                 buildargs={"DROPSHIP_VERSION": version},
             )
         except docker.errors.BuildError as exc:

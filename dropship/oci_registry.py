@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dropship.errors import ConfigError, ImageError
 from dropship.oci import RegistryAuth
+from dropship.process import die_with_parent
 
 USERNAME = "dropship"
 
@@ -96,7 +97,11 @@ def start_registry(
     )
     with registry.log.open("ab") as log:
         registry.process = subprocess.Popen(
-            [program, "serve", str(registry.config)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [program, "serve", str(registry.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # a killed demo leaves no registry on its port
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -7,6 +7,7 @@ dropship as plain values: they never reach a build machine, a log or a summary.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,12 @@ def registry_auth(manifest: Manifest) -> RegistryAuth:
             f"no DockerRegistryCredentials block {manifest.oci.credentials!r} ([oci] credentials): create it "
             f"with the registry's username and password (prefect-docker)"
         ) from exc
+    blocks_host = re.sub(r"^[a-z]+://", "", block.registry_url or "").rstrip("/")
+    if blocks_host != registry:  # the manifest must not send this block's password to another host
+        raise ImageError(
+            f"block {manifest.oci.credentials!r} is for registry {blocks_host or '(none)'}, but [oci] repository "
+            f"names {registry}: use a DockerRegistryCredentials block whose registry_url is {registry}"
+        )
     return RegistryAuth(registry, block.username, block.password.get_secret_value())
 
 

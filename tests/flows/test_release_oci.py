@@ -200,6 +200,38 @@ def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
     assert "unauthorized" in message and "DockerRegistryCredentials" in message and wrong not in message
 
 
+def test_a_block_for_another_registry_is_refused_before_its_password_goes_anywhere(
+    project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    """The manifest names the registry; the block must be for that same host, or a commit
+    changing `[oci] repository` would send the block's password to any host it likes."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from dropship.ledger import lives
+    from flows.release import release as release_flow
+
+    DockerRegistryCredentials(
+        username=registry.username, password=registry.password, registry_url="registry.example.invalid"
+    ).save("hello-registry", overwrite=True)
+    try:
+        state = release_flow(
+            manifest=str(project["repo"] / "dropship.toml"),
+            tag="v1.2.3",
+            targets=TARGETS,
+            workdir=str(project["base"] / "state"),
+            return_state=True,
+        )
+    finally:
+        DockerRegistryCredentials(
+            username=registry.username, password=registry.password, registry_url=registry.host
+        ).save("hello-registry", overwrite=True)
+    assert not state.is_completed()
+    assert lives(project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)) == []
+    message = str(state.message)
+    assert f"is for registry registry.example.invalid, but [oci] repository names {registry.host}" in message
+    assert registry.password not in message
+
+
 def test_a_rerelease_reuses_the_stored_images_and_pushes_the_same_index_without_a_machine(
     published: dict[str, Any], project: dict[str, Any]
 ) -> None:
