@@ -49,7 +49,7 @@ from packaging.utils import canonicalize_name
 
 from dropship.errors import ConfigError, HostKeyMismatch, MachineError
 from dropship.machines import Machine
-from dropship.machines.userdata import WORKER_QUERY_SECONDS
+from dropship.machines.userdata import worker_env
 from dropship.ssh import Endpoint, SshSession
 
 PYPI = "https://pypi.org/simple"
@@ -84,12 +84,7 @@ class WorkerConfig:
 
     def env_file(self) -> str:
         """`KEY=value` lines for systemd's EnvironmentFile and the supervisor alike."""
-        env = {
-            "PREFECT_API_URL": self.api_url,
-            "PREFECT_HOME": "/var/lib/dropship/prefect",
-            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
-        }
+        env = {**worker_env(self.api_url), "PREFECT_HOME": "/var/lib/dropship/prefect"}
         if self.auth_string:
             env["PREFECT_API_AUTH_STRING"] = self.auth_string
         if self.api_key:

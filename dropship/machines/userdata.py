@@ -46,6 +46,21 @@ WORKER_QUERY_SECONDS = "5"
 """How often a build machine's worker asks for work (local machines and droplets alike)."""
 
 
+def worker_env(api_url: str) -> dict[str, str]:
+    """The Prefect settings of a build machine's worker, local machine or droplet alike."""
+    return {
+        "PREFECT_API_URL": api_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # Each poll is a write on the server (work queue and deployment marked ready): at 1 s, N
+        # machines' workers were the largest part of the orchestrator's CPU. The worker finds its
+        # build at its first poll after the run is created, so 5 s costs at most 5 s of wall.
+        "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
+        # the worker and its build runs ride out a busy or restarting API server, and beat
+        # within the zombie automation's window
+        **CLIENT_RETRY_ENV,
+    }
+
+
 def render(
     *,
     host_private_key: str,
@@ -58,17 +73,7 @@ def render(
     for value in (host_public_key, authorized_key):
         if "\n" in value.strip():
             raise ValueError("public keys must be single lines")
-    env = {
-        "PREFECT_API_URL": worker.api_url,
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # Each poll is a write on the server (work queue and deployment marked ready): at 1 s, N
-        # machines' workers were the largest part of the orchestrator's CPU. The worker finds its
-        # build at its first poll after the run is created, so 5 s costs at most 5 s of wall.
-        "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
-        # the worker and its build runs ride out a busy or restarting API server
-        **CLIENT_RETRY_ENV,
-        **worker.env,
-    }
+    env = {**worker_env(worker.api_url), **worker.env}
     # The file is sourced where ROOT is set: PREFECT_HOME follows the machine root.
     env_lines = 'export PREFECT_HOME="$ROOT/var/lib/dropship/prefect"\n' + "".join(
         f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items())

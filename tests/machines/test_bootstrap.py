@@ -164,3 +164,16 @@ def test_worker_credentials_stay_out_of_reprs_and_refuse_newlines() -> None:
     with pytest.raises(ConfigError) as info:
         WorkerConfig(api_url="http://x/api", pool="p", queue="q", auth_string="a\nb").env_file()
     assert "a\nb" not in str(info.value)
+
+
+def test_droplet_and_local_workers_get_the_same_prefect_settings() -> None:
+    """Droplet workers used to miss the retry and heartbeat settings local machines had: with
+    Prefect's 180 s heartbeat, the zombie automation (90 s) would crash a long droplet build."""
+    from dropship.machines.userdata import worker_env
+    from dropship.orchestrator import HEARTBEAT_SECONDS
+
+    lines = WorkerConfig(api_url="http://10.1.2.3:4200/api", pool="p", queue="q").env_file().splitlines()
+    droplet = dict(line.split("=", 1) for line in lines)
+    for name, value in worker_env("http://10.1.2.3:4200/api").items():
+        assert droplet[name].strip("'\"") == value, name
+    assert droplet["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"].strip("'\"") == str(HEARTBEAT_SECONDS)
