@@ -165,6 +165,8 @@ def check_jobs(manifest: Manifest) -> None:
     for index, target in enumerate(manifest.targets):
         for number, package in enumerate(target.packages):
             where = f"targets[{index}].packages[{number}].registry"
+            if REGISTRY_FOR[package.kind] in UNSUPPORTED:  # refused now, not once the builds are done
+                raise _FieldError(f"targets[{index}].packages[{number}].kind", UNSUPPORTED[REGISTRY_FOR[package.kind]])
             if package.registry is None:
                 continue
             found = registries.get(package.registry)

@@ -107,6 +107,12 @@ def test_jobs_registries_and_packages_parse() -> None:
         ("targets.3.packages.0.registry", "npmjs", "targets[3].packages[0].registry", "unknown registry 'npmjs'"),
         ("targets.3.packages.0.kind", "npm", "targets[3].packages[0].registry", "a npm goes to a npm registry"),
         ("targets.3.packages.0.glob", "/abs/*.whl", "targets[3].packages.0.glob", "inside the source tree"),
+        (
+            "targets.3.packages.0",
+            {"kind": "crate", "glob": "out/*.crate"},
+            "targets[3].packages[0].kind",
+            "cargo registries are not supported",
+        ),
         ("targets.3.packages", None, "targets[3].format", "required (deb or rpm) unless the target declares packages"),
         ("targets.0.artifacts", None, "targets[0].artifacts", "a deb target needs artifact globs"),
         ("registries.0.kind", "cargo", "registries[0].kind", "cargo registries are not supported yet"),
