@@ -21,14 +21,11 @@ import pytest
 from dropship.demo import GIT_IDENTITY, prepare_repository
 from dropship.ledger import lives
 from dropship.machines.local import LocalProvider
-from dropship.ports import free_port
 from tests.npm_registry import Verdaccio, running_verdaccio
-from tests.servers import stop_group
 from tests.support import machine_processes_under
 
 pytestmark = pytest.mark.e2e
 
-PASSWORD = "pypi-secret-Zq7u3XkW"
 
 MANIFEST = """
 [project]
@@ -134,72 +131,33 @@ def commit_tag(
     subprocess.run([*git, "tag", "-f", "-a", tag, "-m", tag], check=True, capture_output=True)
 
 
-class Pypi:
-    def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True)
-        (folder / "packages").mkdir()
-        subprocess.run(
-            ["htpasswd", "-bBc", str(folder / "htpasswd"), "uploader", PASSWORD], check=True, capture_output=True
-        )
-        self.port = free_port()
-        self.log = folder / "pypiserver.log"
-        with self.log.open("wb") as out:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pypiserver",
-                    "run",
-                    "-i",
-                    "127.0.0.1",
-                    "-p",
-                    str(self.port),
-                    "-P",
-                    str(folder / "htpasswd"),
-                    "-a",
-                    "update",
-                    str(folder / "packages"),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 30
-        import urllib.request
-
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/simple/", timeout=2)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(self.log.read_text()[-2000:]) from None
-                time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def world(prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing_key: str) -> Iterator[dict[str, Any]]:
     from blocks.registry import RegistryCredentials
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
+    from dropship.package_index import USER, LocalPackageIndex
 
     base = tmp_path_factory.mktemp("jobs")
-    pypi = Pypi(base / "pypi")
+    pypi = LocalPackageIndex(base / "pypi")  # the index `dropship demo` runs: pypiserver with htpasswd
+    pypi.start()
+    password = pypi.password_file.read_text().strip()
     try:
         SigningKey(private_key=signing_key).save("hello-signing-key", overwrite=True)
         RepoServer(path=str(base / "published")).save("jobs-repo", overwrite=True)
         RepoServer(path=str(base / "gated-published")).save("gated-repo", overwrite=True)
-        RegistryCredentials(username="uploader", password=PASSWORD).save("test-pypi-credentials", overwrite=True)
+        RegistryCredentials(username=USER, password=password).save("test-pypi-credentials", overwrite=True)
         repo = prepare_repository(base / "hello", "v0.0.1")
         yield {
             "base": base,
             "repo": repo,
             "pypi": pypi,
+            "password": password,
             "workdir": base / "state",
             "manifest": MANIFEST.replace("{port}", str(pypi.port)).replace("{repo_block}", "jobs-repo"),
         }
     finally:
-        stop_group(pypi.process, grace=5)
+        pypi.stop()
 
 
 def _release(world: dict[str, Any], tag: str, workdir: Path | None = None) -> Any:
@@ -341,11 +299,12 @@ def test_no_registry_credential_in_logs_artifacts_or_files(world: dict[str, Any]
         )
         artifacts = client.read_artifacts()
     assert logs, "the releases logged something"
-    assert all(PASSWORD not in log.message for log in logs)
-    assert all(PASSWORD not in json.dumps(a.model_dump(mode="json")) for a in artifacts)
+    password = world["password"]
+    assert all(password not in log.message for log in logs)
+    assert all(password not in json.dumps(a.model_dump(mode="json")) for a in artifacts)
     for path in world["workdir"].rglob("*"):
         if path.is_file() and path.stat().st_size < 5_000_000:
-            assert PASSWORD.encode() not in path.read_bytes(), path
+            assert password.encode() not in path.read_bytes(), path
 
 
 # --- an npm package to a real verdaccio ----------------------------------------
