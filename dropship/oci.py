@@ -25,7 +25,6 @@ dockerd, a registry on a loopback address is spoken to over plain HTTP.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import ipaddress
 import json
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dropship.errors import ImageError
+from dropship.redaction import basic_token, redact_secrets
 
 INDEX_TYPE = "application/vnd.oci.image.index.v1+json"
 MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
@@ -148,8 +148,7 @@ class Skopeo:
         authfile = self._folder / "auth.json"
         auths: dict[str, dict[str, str]] = {}
         if self.auth is not None:
-            token = base64.b64encode(f"{self.auth.username}:{self.auth.password}".encode()).decode()
-            auths[self.auth.registry] = {"auth": token}
+            auths[self.auth.registry] = {"auth": basic_token(self.auth.username, self.auth.password)}
         fd = os.open(authfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as stream:
             json.dump({"auths": auths}, stream)
@@ -167,11 +166,7 @@ class Skopeo:
         return self._folder
 
     def _scrub(self, text: str) -> str:
-        if self.auth is not None and self.auth.password:
-            text = text.replace(self.auth.password, "****")
-            token = base64.b64encode(f"{self.auth.username}:{self.auth.password}".encode()).decode()
-            text = text.replace(token, "****")
-        return text
+        return text if self.auth is None else redact_secrets(text, self.auth.username, self.auth.password)
 
     def _tls(self, registry: str, flag: str = "--tls-verify") -> list[str]:
         return [f"{flag}=false"] if is_loopback(registry) else []

@@ -8,6 +8,7 @@ logged as `scheme://user:***@host/...`.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Callable
@@ -19,6 +20,18 @@ _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/
 def redact(text: str) -> str:
     """`text` with the password of every URL's user info masked (`https://user:***@host/...`)."""
     return _URL_PASSWORD.sub(r"\g<head>:***@", text)
+
+
+def basic_token(username: str, password: str) -> str:
+    """HTTP Basic credentials (`base64(user:password)`): what registries' auth files and headers carry."""
+    return base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def redact_secrets(text: str, username: str, password: str) -> str:
+    """`text` without `password`, in clear or inside a Basic token (a tool's output may echo either)."""
+    if not password:
+        return text
+    return text.replace(password, "***").replace(basic_token(username, password), "***")
 
 
 class _RedactingFactory:

@@ -40,6 +40,7 @@ from dropship.errors import CommandError, RegistryError
 from dropship.jobs import LanguageKind, Registry
 from dropship.manifest import Manifest
 from dropship.process import run
+from dropship.redaction import basic_token, redact_secrets
 from dropship.repos.files import sha256_file
 from dropship.summary import Published
 
@@ -143,13 +144,6 @@ def language_files(manifest: Manifest, targets: Sequence[str], artifacts: Path) 
     return found
 
 
-def redact(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
 class LanguageRegistry(Protocol):
     """What `conflicts` and `publish` need of a registry."""
 
@@ -212,8 +206,7 @@ class PypiIndex:
         url = urllib.parse.urljoin(self.index, normalize(project) + "/")
         authorization = None
         if self.username or self.password:
-            token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
-            authorization = f"Basic {token}"
+            authorization = f"Basic {basic_token(self.username, self.password)}"
         body = _get(url, self.registry.name, authorization, "text/html")
         if body is None:
             return {}
@@ -238,9 +231,9 @@ class PypiIndex:
             *map(str, files),
         ]
         try:
-            return redact(run(argv, env=env, what="twine upload", timeout=600), [self.password])
+            return redact_secrets(run(argv, env=env, what="twine upload", timeout=600), self.username, self.password)
         except CommandError as exc:
-            tail = redact(" / ".join(exc.output.strip().splitlines()[-4:]), [self.password])
+            tail = redact_secrets(" / ".join(exc.output.strip().splitlines()[-4:]), self.username, self.password)
             raise RegistryError(
                 f"registry {self.registry.name}: twine upload exited {exc.returncode}: {tail}"
             ) from None
@@ -297,11 +290,8 @@ class NpmRegistry:
         self.npm = list(npm)
         self.url = registry.url.rstrip("/") + "/"
         self.token = username in ("", "__token__")
-        self._basic = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._basic = basic_token(username, password)
         self._latest: dict[str, str | None] = {}
-
-    def _secrets(self) -> list[str]:
-        return [self.password, self._basic]
 
     def _authorization(self) -> str | None:
         if not self.password:
@@ -399,11 +389,13 @@ class NpmRegistry:
                         if re.match(r"npm (ERR!|error)", line) and "Log files were not written" not in line
                     ]
                     said = " / ".join(line for line in errors if line) or " / ".join(raw[-4:])
-                    tail = redact(said, self._secrets())[-600:]  # cut after redacting: no half secret left
+                    tail = redact_secrets(said, self.username, self.password)[
+                        -600:
+                    ]  # cut after redacting: no half secret left
                     raise RegistryError(
                         f"registry {self.registry.name}: npm publish {path.name} exited {exc.returncode}: {tail}"
                     ) from None
-        return redact("".join(outputs), self._secrets())
+        return redact_secrets("".join(outputs), self.username, self.password)
 
 
 def conflicts(files: Sequence[LanguageFile], index: LanguageRegistry) -> dict[str, str]:
