@@ -113,9 +113,7 @@ def ensure_pool(name: str, applied: Applied) -> None:
 def ensure_concurrency_limit(name: str, limit: int) -> bool:
     """Create the global concurrency limit if it is missing; True if this call created it.
 
-    An existing limit is left as an operator set it. The publish task calls
-    this too: `concurrency(..., strict=True)` refuses to run without the limit,
-    which is what we want once it exists, so a typo can't mean "no lock".
+    An existing limit is left as an operator set it.
     """
     with get_client(sync_client=True) as client:
         try:
