@@ -1,11 +1,10 @@
 """A real image registry for tests: Debian's `docker-registry` (distribution 2.8) on 127.0.0.1
-with htpasswd (bcrypt) authentication, and the stock Debian image pushed to it.
+with htpasswd (bcrypt) authentication, started as `dropship demo --image` starts it.
 
 Registered as a plugin in `tests/conftest.py`. `registry` is one server for the
 session (each test uses its own repository name, so none depends on another's
-tags); `registry_base_image` pushes the emulator's cached debootstrap image
-(`tests/droplets.py`'s `stock_image`, never a second debootstrap) from the
-session dockerd: nothing is pulled from a public registry.
+tags). Nothing is pulled from a public registry: the images pushed are built
+`FROM scratch` by the tests.
 """
 
 from __future__ import annotations
@@ -18,12 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from dropship.emulator.dockerd import DockerDaemon
-from dropship.oci import Skopeo
 from dropship.oci_registry import LocalRegistry, start_registry
 from dropship.ports import free_port
 
-__all__ = ["LocalRegistry", "registry", "registry_base_image"]
+__all__ = ["LocalRegistry", "registry"]
 
 
 @pytest.fixture(scope="session")
@@ -39,25 +36,3 @@ def registry() -> Iterator[LocalRegistry]:
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def registry_base_image(registry: LocalRegistry, dockerd: DockerDaemon, stock_image: str) -> str:
-    """The stock Debian 12 image (made locally with debootstrap, cached) in the registry: `host/base/debian:12`."""
-    reference = f"{registry.host}/base/debian:12"
-    started = time.monotonic()
-    with Skopeo(registry.auth) as skopeo:
-        skopeo.run(
-            [
-                "copy",
-                "--quiet",
-                "--src-daemon-host",
-                dockerd.host,
-                "--dest-tls-verify=false",
-                f"docker-daemon:{stock_image}",
-                f"docker://{reference}",
-            ],
-            f"pushing {stock_image}",
-        )
-    print(f"\n[registry] {stock_image} pushed as {reference} in {time.monotonic() - started:.1f} s", flush=True)
-    return reference
