@@ -11,10 +11,10 @@ like any other artifact. On the orchestrator, after every target succeeded:
 3. `move_tags`, only once the packages are published, points the release's
    tags (`image_tags`: stable `X.Y.Z`, `X.Y`, `latest`; extra its own; a
    development build `nightly` and `dev-<commit>`) at that index, and says
-   what each tag pointed at before, which is what `rollback` moves them back to.
+   what each tag pointed at before (kept in the summary).
 
-`promote` re-tags an index already in the registry: nothing is built and no
-machine exists. Every copy keeps digests (`--preserve-digests`), so a tag
+Promotion and rollback (tasks/oci.py) are `move_tags` of an index already in
+the registry: nothing is built and no machine exists. Every copy keeps digests (`--preserve-digests`), so a tag
 names exactly the index that was assembled.
 
 Credentials go to skopeo in an auth file (mode 0600, in a private temporary
@@ -380,24 +380,3 @@ def move_tags(skopeo: Skopeo, repository: str, digest: str, tags: Sequence[str])
             all_images=True,
         )
     return before
-
-
-def promote(skopeo: Skopeo, repository: str, source: str, tags: Sequence[str]) -> tuple[str, dict[str, str | None]]:
-    """Re-tag what `source` (a tag or a digest in `repository`) names with a release's `tags`: no build.
-    Returns the digest and the tags' previous digests."""
-    digest = source if DIGEST_RE.fullmatch(source) else tag_digest(skopeo, repository, source)
-    if digest is None:
-        raise ImageError(f"{repository}:{source} does not exist: nothing to promote")
-    return digest, move_tags(skopeo, repository, digest, tags)
-
-
-def rollback(skopeo: Skopeo, repository: str, previous: Mapping[str, str | None]) -> dict[str, str]:
-    """Move tags back to the digests they had (`move_tags`' answer). A tag that did not exist before
-    is left where it is: a registry deletes manifests, not tags. Returns the tags moved and where to."""
-    moved: dict[str, str] = {}
-    for tag, digest in previous.items():
-        if digest is None:
-            continue
-        move_tags(skopeo, repository, digest, [tag])
-        moved[tag] = digest
-    return moved

@@ -89,7 +89,7 @@ class ImageSummary:
     tagged: bool = False
     """False when the release failed after the push: no tag moved."""
     previous: dict[str, str | None] = field(default_factory=dict)
-    """Each tag's digest before the release (None: new tag); what a rollback moves them back to."""
+    """Each tag's digest before the release (None: a new tag), for whoever undoes it by hand."""
 
     @property
     def reference(self) -> str:

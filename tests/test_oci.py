@@ -24,10 +24,9 @@ from dropship.oci import (
     image_tags,
     move_tags,
     platforms,
-    promote,
     push_archive,
     push_index,
-    rollback,
+    tag_digest,
 )
 from dropship.oci_build import build_image
 from dropship.oci_registry import LocalRegistry
@@ -166,8 +165,9 @@ def test_promote_and_rollback_move_tags_without_building(
         assert dev_tags == ["nightly", "dev-abcdef012345"]
         move_tags(skopeo, repository, dev.digest, dev_tags)
         # promote the development index as 1.3.0: no archive, no dockerd, tags only
-        digest, before = promote(skopeo, repository, "dev-abcdef012345", image_tags("stable", "1.3.0", ""))
+        digest = tag_digest(skopeo, repository, "dev-abcdef012345")
         assert digest == dev.digest
+        before = move_tags(skopeo, repository, digest, image_tags("stable", "1.3.0", ""))
         assert before == {"1.3.0": None, "1.3": None, "latest": first.digest}
         assert current_tags(skopeo, repository, ["1.3.0", "1.3", "latest", "1.2.3", "nightly"]) == {
             "1.3.0": dev.digest,
@@ -176,8 +176,8 @@ def test_promote_and_rollback_move_tags_without_building(
             "1.2.3": first.digest,
             "nightly": dev.digest,
         }
-        moved = rollback(skopeo, repository, before)
-        assert moved == {"latest": first.digest}
+        # roll back: the tags that existed go back to their digests
+        move_tags(skopeo, repository, first.digest, [tag for tag, was in before.items() if was == first.digest])
         assert tag_state(skopeo, repository) == {
             "latest": first.digest,
             "1.2.3": first.digest,
