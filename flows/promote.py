@@ -14,6 +14,7 @@ from prefect.runtime import flow_run as current_run
 
 from dropship.manifest import load_manifest
 from dropship.run_folder import RunFolder
+from tasks.oci import move_release_tags
 from tasks.repository import promote_build
 from tasks.settings import default_workdir
 from tasks.summary import repository_url
@@ -27,7 +28,9 @@ def promote(
     spec = load_manifest(manifest)
     workdir = workdir or str(default_workdir())
     run_dir = RunFolder.of(workdir, str(current_run.id)).root
-    result = promote_build(spec, build, as_tag, str(run_dir), workdir, base_url)
+    result, image = promote_build(spec, build, as_tag, str(run_dir), workdir, base_url)
+    if image:  # the packages are out: the image's tags move, no build, no machine
+        move_release_tags(spec, image)
     new_id = result.release_id
     url = repository_url(spec, base_url)
     create_markdown_artifact(

@@ -131,6 +131,7 @@ def promoted_image(manifest: Manifest, source: dict[str, Any], release_class: st
     return {**source, "tags": tags, "tagged": False, "previous": {}}
 
 
+@task(name="move-image-tags", task_run_name="move image tags", cache_policy=NO_CACHE)
 def move_release_tags(manifest: Manifest, image: dict[str, Any]) -> dict[str, str | None]:
     """Point `image`'s tags at its index (no build, no machine); returns what they pointed at before."""
     with Skopeo(registry_auth(manifest)) as skopeo:

@@ -36,7 +36,7 @@ from dropship.repos.tree import sign_and_index
 from dropship.run_folder import RunFolder
 from dropship.signing import gnupg_home, sweep_gnupg_homes
 from dropship.tags import release_id
-from tasks.oci import move_release_tags, promoted_image
+from tasks.oci import promoted_image
 
 
 def _packages(manifest: Manifest, plan: ReleasePlan) -> dict[str, list[Path]]:
@@ -187,8 +187,12 @@ def switch_current(repo_server: str, workdir: str, to: str | None) -> tuple[str 
 @task(name="promote", task_run_name="promote", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def promote_build(
     manifest: Manifest, build: str, as_tag: str, run_dir: str, workdir: str, base_url: str | None
-) -> PublishResult:
-    """The published tree plus `build`'s packages in the tag's suites, signed and published under the lock."""
+) -> tuple[PublishResult, dict[str, Any]]:
+    """The published tree plus `build`'s packages in the tag's suites, signed and published under the lock.
+
+    Returns the publication and the image (if any) whose tags the flow then moves: outside this
+    retried task, so a failed tag move is not retried as a second promotion ("already released"),
+    and outside the lock, which registry I/O has no business holding."""
     server = require_block(RepoServer, manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
@@ -215,7 +219,4 @@ def promote_build(
         with require_block(SigningKey, manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
         get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
-        result = _publish(publisher, release.id, tree)
-        if release.image:  # the packages are out: the image's tags move, no build, no machine
-            move_release_tags(manifest, release.image)
-        return result
+        return _publish(publisher, release.id, tree), release.image
