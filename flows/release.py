@@ -41,7 +41,7 @@ from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_be
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, decide_target, ensure_machines_limit
 from tasks.machines import client_key_path, teardown, teardown_run
-from tasks.oci import check_registry, push_images, tag_images
+from tasks.oci import check_registry, image_targets, push_images, tag_images
 from tasks.prepare import plan_release, preflight, test_source
 from tasks.repository import sign_and_publish, sign_repositories
 from tasks.settings import default_workdir
@@ -183,8 +183,9 @@ def release(
         logger.info("%s/runs/flow-run/%s", str(ui).rstrip("/"), run_id, extra=event("Prefect UI", "running"))
     spec, plan = plan_release(manifest, tag, ref, targets, workdir, run_id, started, dry_run, provider)
     preflight(spec, plan)
-    if not dry_run:
-        check_registry(spec, plan)  # image targets: the registry block and login, before any machine
+    images = bool(image_targets(spec, plan))  # format = "oci" targets in this release
+    if images and not dry_run:
+        check_registry(spec, plan)  # the registry block and login, before any machine
     test_source(plan, spec.project.test)
     run_unit_jobs(spec, plan)  # [[jobs]] kind unit: before any machine
     ensure_build_deployment()
@@ -224,7 +225,7 @@ def release(
                 extra=event("sign", seconds=time.monotonic() - sign_started),
             )
         run_jobs_before_publication(spec, plan, tree, workdir)  # integration, docs, manual gates
-        if not dry_run:  # every target succeeded: per-arch images and their index by digest, no tag yet
+        if images and not dry_run:  # every target succeeded: per-arch images and their index by digest, no tag yet
             image = push_images(spec, plan)
         if dry_run:
             assert tree is not None
