@@ -174,8 +174,10 @@ class DockerDaemon:
         mounts: dict[str, str],
         hostname: str,
         labels: dict[str, str],
+        capabilities: tuple[str, ...] = (),
     ) -> Container:
-        """A detached container on the host's network with `mounts` (host folder -> path inside)."""
+        """A detached container on the host's network with `mounts` (host folder -> path inside), with
+        `capabilities` added to Docker's default set."""
         volumes = {host: {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
         with _docker_errors(f"start container {name}"):
             container: Container = self.client.containers.run(
@@ -187,6 +189,7 @@ class DockerDaemon:
                 volumes=volumes,
                 hostname=hostname,
                 labels=labels,
+                cap_add=list(capabilities),
                 stop_signal="SIGTERM",
                 tmpfs={"/run": "rw,nosuid,nodev,mode=755"},  # cleared at each boot, as on a machine
             )

@@ -38,6 +38,13 @@ from dropship.errors import MachineError
 from dropship.machines import MachineRequest
 from dropship.machines.local import LocalProvider
 
+DROPLET_CAPABILITIES = ("SYS_ADMIN",)
+"""Root on a droplet (a VM) can mount, so it can run its own dockerd: an image target's build does.
+Docker's default capability set can't (no mount namespace for `docker build`), and `--privileged`
+is refused on this kind of host (it lacks CAP_SYS_RESOURCE), so the droplet gets CAP_SYS_ADMIN. Its
+dockerd, in the container's overlay root, falls back to the vfs storage driver. Still no more than
+a VM gives: its own `/`, nothing of the orchestrator's files."""
+
 HYPERVISOR = "/.hypervisor"
 
 BOOT_SCRIPT = r"""#!/bin/sh
@@ -161,6 +168,7 @@ class ContainerMachines:
             mounts={str(hv): HYPERVISOR},
             hostname=request.name,
             labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
+            capabilities=DROPLET_CAPABILITIES,
         )
         self._wait_sshd(droplet_id, address, port, timeout)
         return {}

@@ -205,3 +205,42 @@ def test_create_and_delete_faults_never_make_a_second_droplet(cloud: Cloud, snap
     assert state.is_completed(), state.message
     assert len(cloud.droplets_of(before)) == 1, "a create was repeated although its droplet existed"
     cloud.assert_nothing_left()
+
+
+def test_an_image_target_builds_on_a_stock_droplet_with_its_own_dockerd(
+    cloud: Cloud, registry: Any, tmp_path: Path
+) -> None:
+    """The droplet installs docker.io from its target's setup at bootstrap, builds the image with a
+    dockerd of its own, and the orchestrator pushes it: what runs where is as on DigitalOcean."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from flows.release import release
+
+    before = len(cloud.emulator.lifetimes())
+    repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+    text = (repo / "dropship.toml").read_text().replace('provider = "local"', 'provider = "digitalocean"')
+    repository = registry.repository("droplets/hello")
+    fragment = (repo / "oci.toml").read_text().replace('"127.0.0.1:5000/hello"', f'"{repository}"')
+    (repo / "dropship.toml").write_text(text.split("\n# A pure-Python wheel")[0] + "\n" + fragment)
+    commit_and_tag(repo, "v0.6.0")
+    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
+        "hello-registry", overwrite=True
+    )
+    state = release(
+        manifest=str(repo / "dropship.toml"),
+        tag="v0.6.0",
+        workdir=str(tmp_path / "state"),
+        targets=["amd64-image"],
+        return_state=True,
+    )
+    assert state.is_completed(), state.message
+    (run_dir,) = (tmp_path / "state" / "runs").iterdir()
+    image = json.loads((run_dir / "summary.json").read_text())["image"]
+    assert image["tagged"] and list(image["platforms"]) == ["linux/amd64"]
+    assert len(cloud.droplets_of(before)) == 1
+    cloud.assert_nothing_left()
+    auth = {"username": registry.username, "password": registry.password}
+    by_tag = cloud.dockerd.client.images.pull(repository, tag="0.6.0", auth_config=auth)
+    assert by_tag.id == cloud.dockerd.client.images.pull(f"{repository}@{image['digest']}", auth_config=auth).id
+    out = cloud.dockerd.client.containers.run(f"{repository}:0.6.0", ["--version"], remove=True, network_mode="host")
+    assert out.decode().strip() == "hello 0.6.0"
