@@ -612,10 +612,7 @@ def _emulator(args: argparse.Namespace) -> int:
             docker.stop()
         raise
     for fault in args.fault:
-        try:
-            emulator.faults.apply(fault)
-        except ValueError as exc:
-            raise DropshipError(str(exc)) from exc
+        emulator.faults.apply(fault)
     server = EmulatorServer(emulator, args.port).start()
     line = f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port})"
     options.serve_until_stopped([f"{line}; Ctrl-C stops it"], server.stop, *([docker.stop] if docker else []))
