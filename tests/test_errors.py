@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -173,3 +175,66 @@ def test_log_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         logging.getLogger("dropship.test").info("fetching %s", "https://u:hunter2@host/archive.tar")
     assert caplog.messages == ["fetching https://u:***@host/archive.tar"]
+
+
+def _failed_fetch(url: str) -> None:
+    """A real chain: a library error (CalledProcessError, its argv holding `url`) under a built-in one."""
+    try:
+        subprocess.run([sys.executable, "-c", "import sys; sys.exit(3)", url], check=True)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"fetching {url} failed") from exc
+
+
+def test_logged_tracebacks_are_redacted_with_their_chain(tmp_path: Path) -> None:
+    from prefect.logging.formatters import JsonFormatter, PrefectFormatter
+
+    redact_logs()
+    url = "https://user:secret@127.0.0.1:9/archive.tar"
+    outputs = {
+        "file": logging.Formatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s"),  # the run's log file
+        "prefect": PrefectFormatter("%(levelname)s %(name)s - %(message)s"),  # Prefect's console and API handlers
+        "json": JsonFormatter("default", "", "%"),
+    }
+    handlers = {}
+    logger = logging.getLogger("dropship.test.traceback")
+    for name, formatter in outputs.items():
+        handlers[name] = logging.FileHandler(tmp_path / f"{name}.log")
+        handlers[name].setFormatter(formatter)
+        logger.addHandler(handlers[name])
+    try:
+        try:
+            _failed_fetch(url)
+        except RuntimeError:
+            logger.exception("the download failed")
+    finally:
+        for handler in handlers.values():
+            logger.removeHandler(handler)
+            handler.close()
+    for name in outputs:
+        text = (tmp_path / f"{name}.log").read_text()
+        assert "secret" not in text, name
+        assert "CalledProcessError" in text and "direct cause" in text and "RuntimeError" in text, name
+        assert "https://user:***@127.0.0.1:9/archive.tar" in text, name
+
+
+def test_a_log_without_credentials_keeps_its_exception() -> None:
+    redact_logs()
+    record = logging.getLogger("dropship.test").makeRecord(
+        "dropship.test", logging.ERROR, __file__, 1, "failed", None, (ValueError, ValueError("no url"), None)
+    )
+    assert record.exc_info is not None and record.exc_text is None  # handlers format it as before
+
+
+def test_an_uncaught_traceback_is_redacted() -> None:
+    code = (
+        "from dropship.redaction import redact_logs\n"
+        "redact_logs()\n"
+        "try:\n"
+        "    raise OSError('https://user:secret@127.0.0.1:9/x unreachable')\n"
+        "except OSError as exc:\n"
+        "    raise RuntimeError('fetch failed') from exc\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "secret" not in done.stderr
+    assert "https://user:***@127.0.0.1:9/x unreachable" in done.stderr and "RuntimeError: fetch failed" in done.stderr
