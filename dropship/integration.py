@@ -38,7 +38,7 @@ from pathlib import Path
 from dropship.errors import JobFailed, RepositoryError
 from dropship.machines import WORK_DIR, Machine, MachineRequest, Provider, run_tag
 from dropship.machines.bootstrap import connect_pinned
-from dropship.machines.userdata import render_bootstrap
+from dropship.machines.userdata import check_public_keys, heredoc, render_bootstrap
 from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.process import run
 from dropship.repos.apt import read_deb
@@ -429,9 +429,7 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
     The same paths as a build machine's user_data (dropship/machines/userdata.py),
     so a local machine's sshd finds them under DROPSHIP_MACHINE_ROOT.
     """
-    for value in (host_public_key, authorized_key):
-        if "\n" in value.strip():
-            raise ValueError("public keys must be single lines")
+    check_public_keys(host_public_key, authorized_key)
     files = {
         "/etc/ssh/ssh_host_ed25519_key": host_private_key,
         "/etc/ssh/ssh_host_ed25519_key.pub": host_public_key,
@@ -445,11 +443,7 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
         "umask 077",
         f'mkdir -p "$ROOT/etc/ssh" "$ROOT/etc/dropship" "$ROOT"{shlex.quote(work_dir)}',
     ]
-    for path, content in files.items():
-        body = content if content.endswith("\n") else content + "\n"
-        if "DROPSHIP_END_OF_FILE" in body:
-            raise ValueError("content contains the here-document delimiter")
-        script.append(f"cat > \"$ROOT\"{shlex.quote(path)} <<'DROPSHIP_END_OF_FILE'\n{body}DROPSHIP_END_OF_FILE")
+    script += [heredoc(path, content).rstrip("\n") for path, content in files.items()]
     script += [
         'if [ -z "$ROOT" ]; then',
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys",

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dropship.errors import ManifestError, RegistryError
+from dropship.errors import MachineError, ManifestError, RegistryError
 from dropship.integration import essence, job_user_data
 from dropship.jobs import (
     JobKind,
@@ -163,7 +163,7 @@ def test_job_user_data_writes_keys_and_starts_no_worker(tmp_path: Path) -> None:
     assert (tmp_path / "etc/dropship/authorized_keys").read_text() == "ssh-ed25519 BBBB me\n"
     assert (tmp_path / "var/lib/dropship/work").is_dir()
     assert "prefect" not in script
-    with pytest.raises(ValueError):
+    with pytest.raises(MachineError, match="single lines"):
         job_user_data(host_private_key="x", host_public_key="a\nb", authorized_key="c", work_dir="/w")
 
 

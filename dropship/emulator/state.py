@@ -396,7 +396,7 @@ class Emulator:
             self.ssh_port = ssh_port or 2222
             self.ssh_user = process.local.user
         else:
-            raise ValueError(f"machines must be 'containers' or 'processes', not {machines!r}")
+            raise ConfigError(f"the emulator's machines are 'containers' or 'processes', not {machines!r}: pick one")
         self.machines_kind = machines
         self._lock = threading.Lock()
         self._droplets: dict[int, Droplet] = {}
