@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -428,15 +429,18 @@ def _image(args: argparse.Namespace) -> int:
     from flows.image import image_build
 
     state = image_build(manifest=str(args.manifest), target=args.target, return_state=True)
-    return 0 if _outcome(state, "image build") is not None else 1
+    return _finish(state, "image build")
 
 
-def _outcome(state: Any, what: str) -> Any:
-    """The flow's return value, or None after printing why it failed (one line)."""
+def _finish(state: Any, what: str, say: Callable[[Any], str] | None = None) -> int:
+    """The exit code of a flow's run: 0 after printing `say(its return value)`, or 1 after printing
+    why it failed (one line)."""
     if not state.is_completed():
         print(f"dropship: {what} failed: {state.message}", file=sys.stderr)
-        return None
-    return state.result()
+        return 1
+    if say is not None:
+        print(say(state.result()))
+    return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -450,11 +454,9 @@ def _promote(args: argparse.Namespace) -> int:
         workdir=str(args.workdir) if args.workdir else None,
         return_state=True,
     )
-    result = _outcome(state, "promotion")
-    if result is None:
-        return 1
-    print(f"promoted {result['promoted_from']} as {result['tag']}: release {result['release_id']}")
-    return 0
+    return _finish(
+        state, "promotion", lambda r: f"promoted {r['promoted_from']} as {r['tag']}: release {r['release_id']}"
+    )
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -464,11 +466,7 @@ def _rollback(args: argparse.Namespace) -> int:
     state = rollback(
         manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None, return_state=True
     )
-    result = _outcome(state, "rollback")
-    if result is None:
-        return 1
-    print(f"current: {result['from']} -> {result['to']}")
-    return 0
+    return _finish(state, "rollback", lambda r: f"current: {r['from']} -> {r['to']}")
 
 
 def _status(args: argparse.Namespace) -> int:
