@@ -10,12 +10,16 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dropship.machines.sshd import find_sshd, sshd_config
 from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import Endpoint, generate_keypair
+from tests.support import parents_and_sessions
 
 
 def _wait_port(port: int, log: Path, what: str, banner: bytes | None = None) -> None:
@@ -42,16 +46,7 @@ class RepoServerHost:
 
     def connection_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid:
-                    found.append(int(entry.name))
-        return found
+        return [pid for pid, (parent, _) in parents_and_sessions().items() if parent == self.process.pid]
 
     def drop_connections(self) -> None:
         for pid in self.connection_pids():
@@ -169,3 +164,19 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@contextmanager
+def own_prefect_server(folder: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]]:
+    """A Prefect server of its own in `folder/prefect`, and the environment of a client
+    process (the CLI, a worker) that talks to it alone, with its home in `folder/client`."""
+    server = LocalPrefectServer(folder / "prefect")
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(folder / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    try:
+        yield server, env
+    finally:
+        server.stop()
