@@ -160,42 +160,36 @@ def upload(session: SshSession, tree: Path, files: Sequence[str], destination: s
     return sent
 
 
+def apt_home_options(home: str | Path, arches: Sequence[str]) -> list[str]:
+    """apt-get options that keep its state, cache and configuration (sources, keyrings) in `home`,
+    for `arches` (the first native), without locks, retries or translations: an apt of its own
+    beside the system's. The caller adds where the dpkg status is."""
+    settings = [f"Dir::{name}={home}/{folder}" for name, folder in (("State", "state"), ("Cache", "cache"))]
+    settings.append(f"Dir::Etc={home}/etc")
+    settings += [
+        f"Dir::Etc::{name}={home}/etc/{path}"
+        for name, path in (
+            ("SourceList", "sources.list"),
+            ("SourceParts", "sources.list.d"),
+            ("TrustedParts", "trusted.gpg.d"),
+            ("Parts", "apt.conf.d"),
+            ("PreferencesParts", "preferences.d"),
+        )
+    ]
+    settings += [f"APT::Architecture={arches[0]}", "APT::Architectures::="]
+    settings += [f"APT::Architectures::={arch}" for arch in arches]
+    settings += ["Debug::NoLocking=1", "Acquire::Retries=0", "APT::Sandbox::User=root", "Acquire::Languages=none"]
+    return [word for setting in settings for word in ("-o", setting)]
+
+
 def apt_options(home: str, root: str, arch: Arch, native: str) -> list[str]:
     arches = [native] + ([arch.value] if arch.value != native else [])
     options = [
-        "-o",
-        f"Dir::State={home}/state",
+        *apt_home_options(home, arches),
         "-o",
         "Dir::State::status=/var/lib/dpkg/status",
         "-o",
-        f"Dir::Cache={home}/cache",
-        "-o",
-        f"Dir::Etc={home}/etc",
-        "-o",
         f"Dir::Log={home}/log",
-        "-o",
-        f"Dir::Etc::SourceList={home}/etc/sources.list",
-        "-o",
-        f"Dir::Etc::SourceParts={home}/etc/sources.list.d",
-        "-o",
-        f"Dir::Etc::TrustedParts={home}/etc/trusted.gpg.d",
-        "-o",
-        f"Dir::Etc::Parts={home}/etc/apt.conf.d",
-        "-o",
-        f"Dir::Etc::PreferencesParts={home}/etc/preferences.d",
-        "-o",
-        f"APT::Architecture={native}",
-        "-o",
-        "APT::Architectures::=",
-        *(x for a in arches for x in ("-o", f"APT::Architectures::={a}")),
-        "-o",
-        "Debug::NoLocking=1",
-        "-o",
-        "Acquire::Retries=0",
-        "-o",
-        "APT::Sandbox::User=root",
-        "-o",
-        "Acquire::Languages=none",
         "-o",
         "APT::Install-Recommends=0",
         "-o",

@@ -113,7 +113,6 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             manifest,
             target,
             run_id=plan.run_id,
-            short_run_id=plan.short_id,
             client_public_key=public_key,
             worker=worker_for(manifest, plan.provider, name),
         )
