@@ -44,6 +44,28 @@ class RepoServerHost:
     private_key: str
     process: subprocess.Popen[bytes]
 
+    def scp(self, folder: Path) -> list[str]:
+        """The start of an OpenSSH `scp` command logging in to this server as its user, with the host key pinned
+        (the benches' baseline); the client key and known_hosts are written into `folder`."""
+        key, known = folder / "client_key", folder / "known_hosts"
+        if not key.exists():
+            key.write_text(self.private_key)
+            key.chmod(0o600)
+        ep = self.endpoint
+        known.write_text(f"[{ep.host}]:{ep.port} {ep.host_public_key}\n")
+        return [
+            "scp",
+            "-q",
+            "-P",
+            str(ep.port),
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "BatchMode=yes",
+        ]
+
     def connection_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
         return [pid for pid, (parent, _) in parents_and_sessions().items() if parent == self.process.pid]
