@@ -160,6 +160,17 @@ def upload(session: SshSession, tree: Path, files: Sequence[str], destination: s
     return sent
 
 
+APT_HOME_FOLDERS = (
+    "state/lists/partial",
+    "cache/archives/partial",
+    "etc/sources.list.d",
+    "etc/trusted.gpg.d",
+    "etc/preferences.d",
+    "etc/apt.conf.d",
+)
+"""The folders apt needs in the home of `apt_home_options` (it creates none of them)."""
+
+
 def apt_home_options(home: str | Path, arches: Sequence[str]) -> list[str]:
     """apt-get options that keep its state, cache and configuration (sources, keyrings) in `home`,
     for `arches` (the first native), without locks, retries or translations: an apt of its own
@@ -206,15 +217,7 @@ def install_deb(
     remote: Remote, work: str, install: Install, suite: str, component: str, key_name: str, native: str
 ) -> str:
     home, root, repo = f"{work}/apt", f"{work}/root", f"{work}/repo"
-    for sub in (
-        "state/lists/partial",
-        "cache/archives/partial",
-        "etc/sources.list.d",
-        "etc/trusted.gpg.d",
-        "etc/preferences.d",
-        "etc/apt.conf.d",
-        "log",
-    ):
+    for sub in (*APT_HOME_FOLDERS, "log"):
         remote.session.makedirs(f"{home}/{sub}")
     for sub in ("info", "updates", "triggers"):
         remote.session.makedirs(f"{root}/var/lib/dpkg/{sub}")

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from dropship.integration import apt_home_options
+from dropship.integration import APT_HOME_FOLDERS, apt_home_options
 
 
 class ClientFailed(AssertionError):
@@ -37,15 +37,7 @@ class AptClient:
     arch: str = "amd64"
 
     def __post_init__(self) -> None:
-        for sub in (
-            "state/lists/partial",
-            "cache/archives/partial",
-            "etc/sources.list.d",
-            "etc/trusted.gpg.d",
-            "etc/preferences.d",
-            "etc/apt.conf.d",
-            "downloads",
-        ):
+        for sub in (*APT_HOME_FOLDERS, "downloads"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "etc/sources.list").write_text(
             f"deb [signed-by={self.keyring}] {self.base_url} {self.suite} {self.component}\n"
