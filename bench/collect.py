@@ -42,30 +42,8 @@ def _artifacts(folder: Path, count: int, size: int) -> list[ArtifactReport]:
 
 
 def _scp(server: RepoServerHost, base: Path, work: Path, into: Path) -> None:
-    key = base / "client_key"
-    if not key.exists():
-        key.write_text(server.private_key)
-        key.chmod(0o600)
-    known = base / "known_hosts"
     ep = server.endpoint
-    known.write_text(f"[{ep.host}]:{ep.port} {ep.host_public_key}\n")
-    subprocess.run(
-        [
-            "scp",
-            "-q",
-            "-P",
-            str(ep.port),
-            "-i",
-            str(key),
-            "-o",
-            f"UserKnownHostsFile={known}",
-            "-o",
-            "BatchMode=yes",
-            f"{ep.user}@{ep.host}:{work}/*.deb",
-            f"{into}/",
-        ],
-        check=True,
-    )
+    subprocess.run([*server.scp(base), f"{ep.user}@{ep.host}:{work}/*.deb", f"{into}/"], check=True)
 
 
 def main() -> None:

@@ -16,30 +16,17 @@ run). The snapshot's own build time is printed too: it is paid once.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from bench.cloud import emulated_cloud
 from dropship.demo import prepare_repository
-from dropship.emulator.dockerd import DockerDaemon
-from dropship.emulator.image import ensure_image
-from dropship.emulator.server import EmulatorServer
-from dropship.emulator.state import Emulator
-from dropship.ports import free_port
-from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import generate_keypair
 
 TOKEN = "dop_v1_bench_ready"
 AUTH = "bench:ready-auth"
 TARGET = "amd64-deb"
-
-
-class AuthServer(LocalPrefectServer):
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "PREFECT_SERVER_API_AUTH_STRING": AUTH}
 
 
 def provision_many(manifest_path: Path, image: str | None, count: int, label: str) -> list[float]:
@@ -99,28 +86,12 @@ def main() -> None:
         "--droplets", type=int, default=2, help="droplets per image, provisioned in parallel (default 2)"
     )
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="dropship-bench-ready-"))
-    server = AuthServer(work / "prefect", startup_timeout=300)
-    server.start()
-    server.export_env()
-    os.environ["PREFECT_API_AUTH_STRING"] = AUTH
-    docker_dir = Path(tempfile.mkdtemp(prefix="dsbr-", dir="/tmp"))
-    daemon = DockerDaemon(docker_dir).start()
-    emulator: Emulator | None = None
-    api: EmulatorServer | None = None
-    try:
-        ensure_image(daemon)
-        emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
-        api = EmulatorServer(emulator).start()
-        from blocks.digitalocean import DigitalOceanCredentials
+    with emulated_cloud("ready", token=TOKEN, auth=AUTH) as cloud:
         from flows.image import image_build
         from tasks.resources import BUILD, Applied, ensure_pool
 
-        DigitalOceanCredentials(
-            token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5
-        ).save("dropship-digitalocean", overwrite=True)
         ensure_pool(BUILD.pool, Applied())
-        repo = prepare_repository(work / "hello", "v0.1.0")
+        repo = prepare_repository(cloud.work / "hello", "v0.1.0")
         manifest = repo / "dropship.toml"
 
         stock = provision_many(manifest, None, args.droplets, "stock")
@@ -137,13 +108,6 @@ def main() -> None:
         print(
             f"snapshot {made['name']} built once in {snapshot_build:.1f} s (create, bootstrap, power off, snapshot, delete)"
         )
-    finally:
-        if api is not None:
-            api.stop()
-        daemon.stop()
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(docker_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

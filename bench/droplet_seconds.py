@@ -17,28 +17,14 @@ lives 20 s counts 60. Goal: <= 1.1.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
-from dropship.emulator.dockerd import DockerDaemon
-from dropship.emulator.image import ensure_image
-from dropship.emulator.server import EmulatorServer
-from dropship.emulator.state import Emulator
+from bench.cloud import emulated_cloud
 from dropship.ledger import lives
 from dropship.machines.digitalocean import MINIMUM_SECONDS, billed_seconds, droplet_cost
-from dropship.ports import free_port
-from dropship.prefect_server import LocalPrefectServer
 
 TOKEN = "dop_v1_bench"
 AUTH = "bench:seconds-auth"
-
-
-class AuthServer(LocalPrefectServer):
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "PREFECT_SERVER_API_AUTH_STRING": AUTH}
 
 
 def main() -> None:
@@ -47,21 +33,10 @@ def main() -> None:
     parser.add_argument("--stock", action="store_true", help="boot the stock image (full bootstrap), no snapshot")
     args = parser.parse_args()
     targets = args.targets.split(",")
-    work = Path(tempfile.mkdtemp(prefix="dropship-bench-droplets-"))
-    server = AuthServer(work / "prefect", startup_timeout=300)
-    server.start()
-    server.export_env()
-    os.environ["PREFECT_API_AUTH_STRING"] = AUTH
-    docker_dir = Path(tempfile.mkdtemp(prefix="dsbs-", dir="/tmp"))
-    daemon = DockerDaemon(docker_dir).start()
-    api: EmulatorServer | None = None
-    try:
-        ensure_image(daemon)
-        emulator = Emulator(work / "emulator", token=TOKEN, machines="containers", docker=daemon, ssh_port=free_port())
-        api = EmulatorServer(emulator).start()
+    with emulated_cloud("droplets", token=TOKEN, auth=AUTH) as cloud:
+        work, emulator = cloud.work, cloud.emulator
         from prefect.logging.handlers import APILogHandler
 
-        from blocks.digitalocean import DigitalOceanCredentials
         from blocks.repo_server import RepoServer
         from blocks.signing_key import SigningKey
         from dropship.demo import prepare_repository
@@ -69,9 +44,6 @@ def main() -> None:
         from flows.image import image_build
         from flows.release import release
 
-        DigitalOceanCredentials(
-            token=TOKEN, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=AUTH, poll_interval=0.5
-        ).save("dropship-digitalocean", overwrite=True)
         SigningKey(private_key=demo_key(work)).save("hello-signing-key", overwrite=True)
         RepoServer(path=str(work / "published")).save("hello-repo", overwrite=True)
         repo = prepare_repository(work / "hello", "v0.1.0")
@@ -119,13 +91,6 @@ def main() -> None:
                 f"{life.target:10} {life.name:28} {useful:>8.1f} {alive:>8.1f} {billed:>8d} {cost:>8.4f} {ratio:>5.2f}x"
             )
         print(f"worst ratio {worst:.2f}x  {'ok' if worst <= 1.1 else 'over goal (1.1x)'}")
-    finally:
-        if api is not None:
-            api.stop()
-        daemon.stop()
-        server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-        shutil.rmtree(docker_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

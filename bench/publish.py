@@ -86,12 +86,8 @@ def main() -> None:
             server.endpoint, server.private_key, str(server.root), mirror=base / "mirror", keep_releases=2
         )
         publisher.publish(_tree(base / "t0", count, size), "r0")
-        key = base / "client_key"
-        key.write_text(server.private_key)
-        key.chmod(0o600)
-        known = base / "known_hosts"
         ep = server.endpoint
-        known.write_text(f"[{ep.host}]:{ep.port} {ep.host_public_key}\n")
+        scp_command = server.scp(base)
         for n in range(1, rounds + 1):
             tree = base / f"t{n}"
             publisher.fetch_current(tree)
@@ -105,21 +101,7 @@ def main() -> None:
             result = publisher.publish(tree, f"r{n}")
             ours.append(time.perf_counter() - start)
 
-            scp = [
-                "scp",
-                "-q",
-                "-r",
-                "-P",
-                str(ep.port),
-                "-i",
-                str(key),
-                "-o",
-                f"UserKnownHostsFile={known}",
-                "-o",
-                "BatchMode=yes",
-                str(tree),
-                f"{ep.user}@{ep.host}:{server.root}/scp-copy-{n}",
-            ]
+            scp = [*scp_command, "-r", str(tree), f"{ep.user}@{ep.host}:{server.root}/scp-copy-{n}"]
             start = time.perf_counter()
             subprocess.run(scp, check=True)
             theirs.append(time.perf_counter() - start)

@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,12 +124,13 @@ def _parser() -> argparse.ArgumentParser:
         "--deployment", default="release/release-tag", help="deployment to run (default release/release-tag)"
     )
 
-    deps = commands.add_parser(
+    deps_commands = options.actions(
+        commands,
         "deployments",
+        "deployments_command",
         help="create the deployments, work pools, limits and automation (needs PREFECT_API_URL)",
         description="Manage dropship's Prefect deployments (the same set as deployments/prefect.yaml).",
     )
-    deps_commands = deps.add_subparsers(dest="deployments_command", required=True, metavar="ACTION")
     apply = deps_commands.add_parser(
         "apply",
         parents=[options.manifest(), options.state_dir(), options.provider("local", "machines the reaper checks")],
@@ -145,12 +147,13 @@ def _parser() -> argparse.ArgumentParser:
     apply.add_argument("--reap-minutes", type=float, default=10.0, help="how often the reaper runs (default 10)")
     apply.add_argument("--machines", type=int, default=8, help="slots of the dropship-machines limit (default 8)")
 
-    keys = commands.add_parser(
+    keys_commands = options.actions(
+        commands,
         "keys",
+        "keys_command",
         help="generate or export a repository signing key",
         description="Make the GnuPG key that signs the repositories, or print its public part.",
     )
-    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     gen = keys_commands.add_parser(
         "generate",
         help="generate an ed25519 signing key (no passphrase)",
@@ -200,8 +203,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     back.add_argument("--to", help="release id to switch to (default: the one before the current)")
 
-    image = commands.add_parser("image", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)")
-    image_commands = image.add_subparsers(dest="image_command", required=True, metavar="ACTION")
+    image_commands = options.actions(
+        commands, "image", "image_command", help="DigitalOcean snapshots for build machines (needs PREFECT_API_URL)"
+    )
     image_build = image_commands.add_parser(
         "build",
         parents=[options.manifest()],
@@ -253,27 +257,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _server_parser(commands: Any) -> None:
-    server = commands.add_parser(
+    actions = options.actions(
+        commands,
         "server",
+        "server_command",
         help="run the orchestrator's Prefect server (embedded, or PostgreSQL + Redis with API replicas)",
         description="The Prefect server releases run on. See docs/orchestrator.md.",
     )
-    actions = server.add_subparsers(dest="server_command", required=True, metavar="ACTION")
     start = actions.add_parser(
         "start",
+        parents=[options.server_stack()],
         help="start the server and keep it up until SIGTERM",
         description="No options: the embedded SQLite server. With --database and --redis: migrations once, "
         "--api-replicas API servers without services (one after the other), one services process, and nginx "
         "in front on --host/--port. Children that die are restarted; SIGTERM stops them all.",
     )
-    start.add_argument(
-        "--home",
-        type=Path,
-        default=Path("/var/lib/dropship/server"),
-        help="state and logs (default /var/lib/dropship/server)",
-    )
-    start.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on (default 127.0.0.1)")
-    start.add_argument("--port", type=int, default=4200, help="port of the API and UI (default 4200)")
     start.add_argument(
         "--database",
         default=os.environ.get("DROPSHIP_DATABASE_URL"),
@@ -284,10 +282,6 @@ def _server_parser(commands: Any) -> None:
         default=os.environ.get("DROPSHIP_REDIS_URL"),
         help="redis://HOST:PORT/DB (default: $DROPSHIP_REDIS_URL)",
     )
-    start.add_argument("--api-replicas", type=int, default=2, help="API servers behind nginx (default 2)")
-    start.add_argument(
-        "--auth-string-file", type=Path, help="file (mode 0600) holding the API's basic auth string user:password"
-    )
     start.add_argument(
         "--public-api-url",
         help="API URL the UI uses when a TLS proxy is in front, "
@@ -295,15 +289,11 @@ def _server_parser(commands: Any) -> None:
     )
     units = actions.add_parser(
         "units",
+        parents=[options.server_stack()],
         help="print systemd unit files for the orchestrator machine",
         description="Print dropship-server.service and dropship-worker.service, separated by a line "
         "'# ---- NAME'; or write them into --out DIR.",
     )
-    units.add_argument("--home", type=Path, default=Path("/var/lib/dropship/server"))
-    units.add_argument("--host", default="127.0.0.1")
-    units.add_argument("--port", type=int, default=4200)
-    units.add_argument("--api-replicas", type=int, default=2)
-    units.add_argument("--auth-string-file", type=Path)
     units.add_argument(
         "--env-file",
         type=Path,
@@ -439,15 +429,18 @@ def _image(args: argparse.Namespace) -> int:
     from flows.image import image_build
 
     state = image_build(manifest=str(args.manifest), target=args.target, return_state=True)
-    return 0 if _outcome(state, "image build") is not None else 1
+    return _finish(state, "image build")
 
 
-def _outcome(state: Any, what: str) -> Any:
-    """The flow's return value, or None after printing why it failed (one line)."""
+def _finish(state: Any, what: str, say: Callable[[Any], str] | None = None) -> int:
+    """The exit code of a flow's run: 0 after printing `say(its return value)`, or 1 after printing
+    why it failed (one line)."""
     if not state.is_completed():
         print(f"dropship: {what} failed: {state.message}", file=sys.stderr)
-        return None
-    return state.result()
+        return 1
+    if say is not None:
+        print(say(state.result()))
+    return 0
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -461,11 +454,9 @@ def _promote(args: argparse.Namespace) -> int:
         workdir=str(args.workdir) if args.workdir else None,
         return_state=True,
     )
-    result = _outcome(state, "promotion")
-    if result is None:
-        return 1
-    print(f"promoted {result['promoted_from']} as {result['tag']}: release {result['release_id']}")
-    return 0
+    return _finish(
+        state, "promotion", lambda r: f"promoted {r['promoted_from']} as {r['tag']}: release {r['release_id']}"
+    )
 
 
 def _rollback(args: argparse.Namespace) -> int:
@@ -475,11 +466,7 @@ def _rollback(args: argparse.Namespace) -> int:
     state = rollback(
         manifest=str(args.manifest), to=args.to, workdir=str(args.workdir) if args.workdir else None, return_state=True
     )
-    result = _outcome(state, "rollback")
-    if result is None:
-        return 1
-    print(f"current: {result['from']} -> {result['to']}")
-    return 0
+    return _finish(state, "rollback", lambda r: f"current: {r['from']} -> {r['to']}")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -606,9 +593,6 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from dropship.emulator.server import EmulatorServer
     from dropship.emulator.state import Emulator
 
@@ -626,26 +610,10 @@ def _emulator(args: argparse.Namespace) -> int:
             docker.stop()
         raise
     for fault in args.fault:
-        try:
-            emulator.faults.apply(fault)
-        except ValueError as exc:
-            raise DropshipError(str(exc)) from exc
+        emulator.faults.apply(fault)
     server = EmulatorServer(emulator, args.port).start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(
-        f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port}); "
-        "Ctrl-C stops it",
-        flush=True,
-    )
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        if docker is not None:
-            docker.stop()
+    line = f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port})"
+    options.serve_until_stopped([f"{line}; Ctrl-C stops it"], server.stop, *([docker.stop] if docker else []))
     return 0
 
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import threading
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from dropship.errors import ConfigError
 
@@ -57,6 +61,51 @@ def verbose() -> argparse.ArgumentParser:
     parent = _parent()
     parent.add_argument("--verbose", action="store_true", help="show Prefect's own log lines and tracebacks too")
     return parent
+
+
+def server_stack() -> argparse.ArgumentParser:
+    """Where the orchestrator's Prefect server listens and keeps its state (`server start` and `server units`)."""
+    parent = _parent()
+    parent.add_argument(
+        "--home",
+        type=Path,
+        default=Path("/var/lib/dropship/server"),
+        help="state and logs (default /var/lib/dropship/server)",
+    )
+    parent.add_argument("--host", default="127.0.0.1", help="address the API and UI listen on (default 127.0.0.1)")
+    parent.add_argument("--port", type=int, default=4200, help="port of the API and UI (default 4200)")
+    parent.add_argument("--api-replicas", type=int, default=2, help="API servers behind nginx (default 2)")
+    parent.add_argument(
+        "--auth-string-file", type=Path, help="file (mode 0600) holding the API's basic auth string user:password"
+    )
+    return parent
+
+
+def actions(commands: Any, name: str, dest: str, **texts: str) -> Any:
+    """A command with actions of its own (`dropship keys generate`): its parser's subparsers.
+
+    `texts`: the `help` and `description` of the command.
+    """
+    command = commands.add_parser(name, **texts)
+    return command.add_subparsers(dest=dest, required=True, metavar="ACTION")
+
+
+def serve_until_stopped(lines: list[str], *stops: Callable[[], None]) -> None:
+    """Print `lines`, wait for Ctrl-C or SIGTERM, then call `stops` in order (even after an error).
+
+    SIGTERM is handled before the lines are printed, so whoever reads them may send it at once.
+    """
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    for line in lines:
+        print(line, flush=True)
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for call in stops:
+            call()
 
 
 def api_url() -> str:

@@ -390,9 +390,6 @@ def check_command(args: argparse.Namespace) -> int:
 
 
 def ui_command(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
     from dropship.prefect_server import LocalPrefectServer
 
     home = args.workdir / "prefect"
@@ -402,17 +399,9 @@ def ui_command(args: argparse.Namespace) -> int:
         f"starting the Prefect server on {'a new' if fresh else 'the'} database {home / 'prefect.db'} ...", flush=True
     )
     server.start()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"Prefect UI: {server.ui_url}", flush=True)
-    print(f"export PREFECT_API_URL={server.api_url}", flush=True)
-    print("Ctrl-C stops it", flush=True)
-    try:
-        stop.wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    options.serve_until_stopped(
+        [f"Prefect UI: {server.ui_url}", f"export PREFECT_API_URL={server.api_url}", "Ctrl-C stops it"], server.stop
+    )
     return 0
 
 

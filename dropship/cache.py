@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from dropship.errors import StoreError
 from dropship.manifest import Manifest, Target
 from dropship.process import run
 from dropship.repos.files import sha256_file
@@ -137,7 +138,7 @@ class LocalArtifactStore:
 
     def _dir(self, digest: str) -> Path:
         if not re.fullmatch(r"[0-9a-f]{64}", digest):
-            raise ValueError(f"not a content hash: {digest!r}")
+            raise StoreError(f"{digest[:80]!r} is not a content hash (64 hex digits): the store keeps builds by sha256")
         return self.root / "objects" / digest
 
     def put(
@@ -162,13 +163,14 @@ class LocalArtifactStore:
         return build
 
     def _load(self, digest: str) -> StoredBuild | None:
+        """The build stored under `digest`; None when there is none or its build.json is unusable (rebuilt)."""
         try:
             data = json.loads((self._dir(digest) / "build.json").read_text())
-        except (OSError, ValueError):
+            data["files"] = [StoredFile(**f) for f in data["files"]]
+            data["inputs"] = [tuple(i) for i in data.get("inputs", [])]
+            return StoredBuild(**data)
+        except (OSError, ValueError, KeyError, TypeError, StoreError):
             return None
-        data["files"] = [StoredFile(**f) for f in data["files"]]
-        data["inputs"] = [tuple(i) for i in data.get("inputs", [])]
-        return StoredBuild(**data)
 
     def get(self, digest: str, destination: Path) -> Lookup:
         """Copy a build's files to `destination` after checking each one's sha256."""
@@ -188,7 +190,7 @@ class LocalArtifactStore:
     def last(self, target: str) -> StoredBuild | None:
         try:
             digest = json.loads((self.root / "targets" / f"{target}.json").read_text())["digest"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             return None
         return self._load(str(digest))
 

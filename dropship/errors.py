@@ -18,11 +18,13 @@ as ``__cause__`` but no third-party exception type leaks upwards.
     ├── TransferError          SFTP failed
     │   └── ChecksumMismatch   an artifact's sha256 differs from the build report
     ├── BuildFailed            a target's build did not complete
+    ├── StoreError             the artifact store was given a key that is not a content hash (dropship/cache.py)
     ├── RepositoryError        indexing or signing a repository failed
     ├── PublishError           the atomic publication failed (nothing switched)
     ├── WebhookRejected        a forge delivery refused; carries the HTTP status (401/400)
     ├── JobFailed              a [[jobs]] entry failed, was rejected or timed out (dropship/jobs.py)
     ├── RegistryError          a language package could not be published (or conflicts with the registry's)
+    ├── ApiUnavailable         the Prefect API kept failing for longer than dropship waits
     ├── ImageError             a container image could not be built, pushed, inspected or tagged (dropship/oci.py)
     └── ReleaseFailed          the release ended without publishing; lists causes
 """
@@ -116,6 +118,10 @@ class BuildFailed(DropshipError):
         self.target = target
         self.reason = reason
         super().__init__(f"target {target}: {reason}")
+
+
+class StoreError(DropshipError):
+    """The artifact store (dropship/cache.py) was asked for something it can't hold."""
 
 
 class RepositoryError(DropshipError):

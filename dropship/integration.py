@@ -38,7 +38,7 @@ from pathlib import Path
 from dropship.errors import JobFailed, RepositoryError
 from dropship.machines import WORK_DIR, Machine, MachineRequest, Provider, run_tag
 from dropship.machines.bootstrap import connect_pinned
-from dropship.machines.userdata import render_bootstrap
+from dropship.machines.userdata import check_public_keys, heredoc, render_bootstrap
 from dropship.manifest import Arch, Manifest, PackageFormat
 from dropship.process import run
 from dropship.repos.apt import read_deb
@@ -160,42 +160,47 @@ def upload(session: SshSession, tree: Path, files: Sequence[str], destination: s
     return sent
 
 
+APT_HOME_FOLDERS = (
+    "state/lists/partial",
+    "cache/archives/partial",
+    "etc/sources.list.d",
+    "etc/trusted.gpg.d",
+    "etc/preferences.d",
+    "etc/apt.conf.d",
+)
+"""The folders apt needs in the home of `apt_home_options` (it creates none of them)."""
+
+
+def apt_home_options(home: str | Path, arches: Sequence[str]) -> list[str]:
+    """apt-get options that keep its state, cache and configuration (sources, keyrings) in `home`,
+    for `arches` (the first native), without locks, retries or translations: an apt of its own
+    beside the system's. The caller adds where the dpkg status is."""
+    settings = [f"Dir::{name}={home}/{folder}" for name, folder in (("State", "state"), ("Cache", "cache"))]
+    settings.append(f"Dir::Etc={home}/etc")
+    settings += [
+        f"Dir::Etc::{name}={home}/etc/{path}"
+        for name, path in (
+            ("SourceList", "sources.list"),
+            ("SourceParts", "sources.list.d"),
+            ("TrustedParts", "trusted.gpg.d"),
+            ("Parts", "apt.conf.d"),
+            ("PreferencesParts", "preferences.d"),
+        )
+    ]
+    settings += [f"APT::Architecture={arches[0]}", "APT::Architectures::="]
+    settings += [f"APT::Architectures::={arch}" for arch in arches]
+    settings += ["Debug::NoLocking=1", "Acquire::Retries=0", "APT::Sandbox::User=root", "Acquire::Languages=none"]
+    return [word for setting in settings for word in ("-o", setting)]
+
+
 def apt_options(home: str, root: str, arch: Arch, native: str) -> list[str]:
     arches = [native] + ([arch.value] if arch.value != native else [])
     options = [
-        "-o",
-        f"Dir::State={home}/state",
+        *apt_home_options(home, arches),
         "-o",
         "Dir::State::status=/var/lib/dpkg/status",
         "-o",
-        f"Dir::Cache={home}/cache",
-        "-o",
-        f"Dir::Etc={home}/etc",
-        "-o",
         f"Dir::Log={home}/log",
-        "-o",
-        f"Dir::Etc::SourceList={home}/etc/sources.list",
-        "-o",
-        f"Dir::Etc::SourceParts={home}/etc/sources.list.d",
-        "-o",
-        f"Dir::Etc::TrustedParts={home}/etc/trusted.gpg.d",
-        "-o",
-        f"Dir::Etc::Parts={home}/etc/apt.conf.d",
-        "-o",
-        f"Dir::Etc::PreferencesParts={home}/etc/preferences.d",
-        "-o",
-        f"APT::Architecture={native}",
-        "-o",
-        "APT::Architectures::=",
-        *(x for a in arches for x in ("-o", f"APT::Architectures::={a}")),
-        "-o",
-        "Debug::NoLocking=1",
-        "-o",
-        "Acquire::Retries=0",
-        "-o",
-        "APT::Sandbox::User=root",
-        "-o",
-        "Acquire::Languages=none",
         "-o",
         "APT::Install-Recommends=0",
         "-o",
@@ -212,15 +217,7 @@ def install_deb(
     remote: Remote, work: str, install: Install, suite: str, component: str, key_name: str, native: str
 ) -> str:
     home, root, repo = f"{work}/apt", f"{work}/root", f"{work}/repo"
-    for sub in (
-        "state/lists/partial",
-        "cache/archives/partial",
-        "etc/sources.list.d",
-        "etc/trusted.gpg.d",
-        "etc/preferences.d",
-        "etc/apt.conf.d",
-        "log",
-    ):
+    for sub in (*APT_HOME_FOLDERS, "log"):
         remote.session.makedirs(f"{home}/{sub}")
     for sub in ("info", "updates", "triggers"):
         remote.session.makedirs(f"{root}/var/lib/dpkg/{sub}")
@@ -429,9 +426,7 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
     The same paths as a build machine's user_data (dropship/machines/userdata.py),
     so a local machine's sshd finds them under DROPSHIP_MACHINE_ROOT.
     """
-    for value in (host_public_key, authorized_key):
-        if "\n" in value.strip():
-            raise ValueError("public keys must be single lines")
+    check_public_keys(host_public_key, authorized_key)
     files = {
         "/etc/ssh/ssh_host_ed25519_key": host_private_key,
         "/etc/ssh/ssh_host_ed25519_key.pub": host_public_key,
@@ -445,11 +440,7 @@ def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key
         "umask 077",
         f'mkdir -p "$ROOT/etc/ssh" "$ROOT/etc/dropship" "$ROOT"{shlex.quote(work_dir)}',
     ]
-    for path, content in files.items():
-        body = content if content.endswith("\n") else content + "\n"
-        if "DROPSHIP_END_OF_FILE" in body:
-            raise ValueError("content contains the here-document delimiter")
-        script.append(f"cat > \"$ROOT\"{shlex.quote(path)} <<'DROPSHIP_END_OF_FILE'\n{body}DROPSHIP_END_OF_FILE")
+    script += [heredoc(path, content).rstrip("\n") for path, content in files.items()]
     script += [
         'if [ -z "$ROOT" ]; then',
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys",

@@ -45,7 +45,7 @@ class MachineLife:
 
 
 def record(
-    run_dir: Path,
+    run: RunFolder | Path,
     event: str,
     machine_id: str,
     name: str = "",
@@ -61,8 +61,9 @@ def record(
         "at": (at or datetime.now(UTC)).isoformat(),
         "price_hourly": price_hourly,
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with RunFolder(run_dir).ledger.open("a") as handle:
+    folder = RunFolder.at(run)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    with folder.ledger.open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         handle.write(json.dumps(entry) + "\n")
 
@@ -74,8 +75,8 @@ def _price(value: object) -> float | None:
     return float(str(value))
 
 
-def lives(run_dir: Path) -> list[MachineLife]:
-    path = RunFolder(run_dir).ledger
+def lives(run: RunFolder | Path) -> list[MachineLife]:
+    path = RunFolder.at(run).ledger
     if not path.exists():
         return []
     created: dict[str, dict[str, Any]] = {}

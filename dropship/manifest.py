@@ -88,6 +88,17 @@ def _command(value: list[str]) -> list[str]:
     return value
 
 
+def _each_once(what: str) -> AfterValidator:
+    """A list that names each `what` once."""
+
+    def check(value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"names a {what} twice: list each once")
+        return value
+
+    return AfterValidator(check)
+
+
 Text = Annotated[StrictStr, AfterValidator(_one_line)]
 Arg = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ARG), AfterValidator(_text)]
 Command = Annotated[list[Arg], Field(min_length=1, max_length=MAX_ARGS), AfterValidator(_command)]
@@ -172,7 +183,7 @@ class Target(_Model):
         default_factory=list, max_length=MAX_ARGS, description="root commands run after the defaults'"
     )
     rebuild_patterns: list[StrictStr] = Field(default_factory=lambda: [".*"], max_length=MAX_PATTERNS)
-    depends_on: list[Name] = Field(default_factory=list, max_length=MAX_TARGETS)
+    depends_on: Annotated[list[Name], _each_once("target")] = Field(default_factory=list, max_length=MAX_TARGETS)
     packages: list[LanguagePackage] = Field(default_factory=list, description="language packages (dropship/jobs.py)")
     dockerfile: Annotated[Text, Field(min_length=1, max_length=MAX_ARG)] | None = Field(
         default=None,
@@ -222,24 +233,12 @@ class Target(_Model):
                 raise ValueError(f"the value of {name} contains a NUL byte: remove it")
         return value
 
-    @field_validator("depends_on")
-    @classmethod
-    def _no_repeats(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("names a target twice: list each once")
-        return value
-
 
 class ClassSettings(_Model):
-    suites: list[Annotated[StrictStr, Field(pattern=SUITE_RE)]] = Field(min_length=1, max_length=16)
+    suites: Annotated[list[Annotated[StrictStr, Field(pattern=SUITE_RE)]], _each_once("suite")] = Field(
+        min_length=1, max_length=16
+    )
     pattern: StrictStr | None = Field(default=None, description="extra only: which other tags are releasable")
-
-    @field_validator("suites")
-    @classmethod
-    def _distinct(cls, value: list[str]) -> list[str]:
-        if len(set(value)) != len(value):
-            raise ValueError("names a suite twice: list each once")
-        return value
 
 
 class ReleaseClasses(_Model):

@@ -11,15 +11,12 @@ from __future__ import annotations
 import secrets
 import shutil
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dropship import local_server
 from dropship.errors import ConfigError, ImageError
 from dropship.oci import RegistryAuth
-from dropship.process import die_with_parent
 
 USERNAME = "dropship"
 
@@ -67,13 +64,8 @@ class LocalRegistry:
         return f"{self.host}/{name}"
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            local_server.stop(self.process, grace=10)
 
 
 def start_registry(
@@ -95,26 +87,15 @@ def start_registry(
     registry.config.write_text(
         CONFIG.format(root=folder / "data", address=registry.host, secret=secrets.token_hex(16), htpasswd=htpasswd)
     )
-    with registry.log.open("ab") as log:
-        registry.process = subprocess.Popen(
-            [program, "serve", str(registry.config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=die_with_parent,  # a killed demo leaves no registry on its port
-        )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if registry.process.poll() is not None:
-            break
-        try:
-            urllib.request.urlopen(f"http://{registry.host}/v2/", timeout=2)  # noqa: S310 - loopback only
-        except urllib.error.HTTPError as exc:
-            if exc.code == 401:  # up, and asking for credentials
-                return registry
-        except OSError:
-            pass
-        time.sleep(0.1)
+    registry.process = local_server.spawn([program, "serve", str(registry.config)], registry.log)
+    # Up when /v2/ asks for credentials.
+    if local_server.wait_until_up(
+        registry.process,
+        lambda: local_server.http_status(f"http://{registry.host}/v2/") == 401,
+        timeout=timeout,
+        interval=0.1,
+    ):
+        return registry
     registry.stop()
     tail = registry.log.read_text(errors="replace")[-300:].replace("\n", " | ")
     raise ImageError(f"docker-registry did not start on {registry.host} (log {registry.log}): {tail}")

@@ -10,19 +10,14 @@ manifest is committed under the release tag).
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from dropship import local_server
 from dropship.errors import ConfigError, DropshipError
 from dropship.ports import free_port
-from dropship.process import die_with_parent
 
 USER = "demo"
 
@@ -68,39 +63,27 @@ class LocalPackageIndex:
         self.packages.mkdir(parents=True, exist_ok=True)
         self._credentials()
         port = self.port
-        log = (self.folder / "pypiserver.log").open("ab")
+        log = self.folder / "pypiserver.log"
         argv = [sys.executable, "-m", "pypiserver", "run", "-i", self.host, "-p", str(port)]
         argv += ["-P", str(self.folder / "htpasswd"), "-a", "update", str(self.packages)]
-        self._process = subprocess.Popen(
-            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent
-        )
-        log.close()
-        deadline = time.monotonic() + 30
-        while True:
-            if self._process.poll() is not None:
-                tail = (self.folder / "pypiserver.log").read_text(errors="replace").strip().splitlines()[-1:]
-                if any("in use" in line for line in tail):
-                    raise ConfigError(
-                        f"the demo's package index port {port} is in use: stop what listens there, or use "
-                        "a new --workdir"
-                    )
-                raise PackageIndexError(f"pypiserver exited at start: {' '.join(tail) or 'no output'}")
-            try:
-                with urllib.request.urlopen(f"{self.url}simple/", timeout=2):
-                    return
-            except (urllib.error.URLError, OSError):
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise PackageIndexError(f"pypiserver did not answer on {self.url} within 30 s") from None
-                time.sleep(0.2)
+        self._process = process = local_server.spawn(argv, log)
+        if local_server.wait_until_up(process, self._answers, timeout=30, interval=0.2):
+            return
+        if process.poll() is None:
+            self.stop()
+            raise PackageIndexError(f"pypiserver did not answer on {self.url} within 30 s")
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:]
+        if any("in use" in line for line in tail):
+            raise ConfigError(
+                f"the demo's package index port {port} is in use: stop what listens there, or use a new --workdir"
+            )
+        raise PackageIndexError(f"pypiserver exited at start: {' '.join(tail) or 'no output'}")
+
+    def _answers(self) -> bool:
+        status = local_server.http_status(f"{self.url}simple/")
+        return status is not None and status < 400
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            local_server.stop(process, grace=10)

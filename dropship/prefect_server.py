@@ -16,14 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 
+from dropship import local_server
 from dropship.errors import DropshipError
 from dropship.ports import free_port
-from dropship.process import die_with_parent
 
 PIDFILE = "server.pid"
 
@@ -136,48 +134,25 @@ class LocalPrefectServer:
         self.port = port or self._fixed_port or free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update(self.env())
-        log = (self.home / "server.log").open("ab")  # a restart keeps the crash
-        self._process = subprocess.Popen(
+        self._process = process = local_server.spawn(
             [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+            self.home / "server.log",
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=die_with_parent,
+            new_session=True,
         )
-        log.close()
-        (self.home / PIDFILE).write_text(f"{self._process.pid}\n")
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                break
-            try:
-                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.5)
+        (self.home / PIDFILE).write_text(f"{process.pid}\n")
+        if local_server.wait_until_up(process, self._healthy, timeout=self.startup_timeout, interval=0.5):
+            return
         tail = (self.home / "server.log").read_text(errors="replace")[-1500:]
         self.stop()
         raise DropshipError(f"the local Prefect server did not start:\n{tail}")
+
+    def _healthy(self) -> bool:
+        return local_server.http_status(f"{self.api_url}/health") == 200
 
     def stop(self) -> None:
         process, self._process = self._process, None
         if process is None:
             return
         (self.home / PIDFILE).unlink(missing_ok=True)
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        try:  # stragglers in the group (uvicorn workers, services)
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        local_server.stop(process, grace=20, group=True)

@@ -30,6 +30,11 @@ class RunFolder:
     def of(cls, workdir: str | Path, run_id: str) -> RunFolder:
         return cls(runs_dir(workdir) / run_id)
 
+    @classmethod
+    def at(cls, run: RunFolder | Path) -> RunFolder:
+        """`run` itself, or the run folder at that path (tests and tools hold a path, the flow a plan's folder)."""
+        return run if isinstance(run, RunFolder) else cls(run)
+
     @property
     def plan(self) -> Path:
         """plan.json: what the run releases (dropship/plan.py)."""

@@ -33,11 +33,6 @@ from dropship.run_folder import RunFolder
 DIGEST = "SHA512"
 
 
-def gnupg_home(run_dir: str | Path) -> Path:
-    """Where a run's signing keyring lives: under its run folder, where the reaper finds it."""
-    return RunFolder(Path(run_dir)).gnupg
-
-
 _SOCKET_ROOM = 100
 """gpg-agent's sockets live in GNUPGHOME; a Unix socket path has at most 107 bytes."""
 
@@ -194,7 +189,9 @@ class Signer:
     @property
     def gnupghome(self) -> Path:
         if self._home is None:
-            raise RuntimeError("Signer used outside its context")
+            raise RepositoryError(
+                "the Signer was used outside its `with` block: sign inside `with Signer(keys) as signer`"
+            )
         return self._home
 
     @property

@@ -176,9 +176,9 @@ class ReleaseSummary:
         return "\n".join(lines) + "\n"
 
 
-def read_run_records(run_dir: Path) -> tuple[list[JobOutcome], list[Published]]:
+def read_run_records(run: RunFolder | Path) -> tuple[list[JobOutcome], list[Published]]:
     """The jobs (jobs.json) and language packages (registries.json) a run recorded in its folder."""
-    folder = RunFolder(run_dir)
+    folder = RunFolder.at(run)
     jobs = [JobOutcome(**j) for j in json.loads(folder.jobs.read_text())] if folder.jobs.exists() else []
     published = (
         [Published(**p) for p in json.loads(folder.registries.read_text())] if folder.registries.exists() else []

@@ -16,7 +16,6 @@ import shutil
 import time
 from dataclasses import asdict
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -53,11 +52,11 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
     """Failure/crash/cancellation hook: delete whatever machines the run still has."""
     params = flow_run.parameters
     workdir = params.get("workdir") or str(default_workdir())
-    run_dir = str(RunFolder.of(workdir, str(flow_run.id)).root)
+    folder = RunFolder.of(workdir, str(flow_run.id))
     try:
         manifest = load_manifest(params["manifest"])
     except DropshipError as exc:  # the manifest broke (or went) after the run began
-        alive = [life.name for life in ledger.lives(Path(run_dir)) if life.deleted is None]
+        alive = [life.name for life in ledger.lives(folder) if life.deleted is None]
         if alive:
             logging.getLogger("dropship.teardown").error(
                 "teardown skipped: %s; machines %s may still exist: `dropship reap` deletes them",
@@ -65,7 +64,7 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
                 ", ".join(alive),
             )
         return
-    teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
+    teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), folder)
 
 
 def _tag_after_publication(spec: Manifest, plan: ReleasePlan, image: ImageSummary) -> ImageSummary:

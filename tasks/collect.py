@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -24,7 +22,7 @@ def collect_artifacts(
     destination = plan.folder.artifacts(target_name)
     # On failure the machine stays for the retries; the flow's teardown deletes it.
     report, paths = collect(machine, client_key_path(plan).read_text(), destination)
-    ledger.record(Path(plan.run_dir), "collected", machine.id, machine.name, target_name)
+    ledger.record(plan.folder, "collected", machine.id, machine.name, target_name)
     delete_machine(manifest, plan, workdir, machine)
     get_run_logger().info(
         "%s: collected %s; machine %s deleted", target_name, ", ".join(p.name for p in paths), machine.name

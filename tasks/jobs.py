@@ -103,7 +103,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
         client_private_key=key.read_text(),
     )
     ledger.record(
-        Path(plan.run_dir),
+        plan.folder,
         "created",
         machine.id,
         machine.name,
@@ -128,7 +128,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
             )
     finally:
         provider.delete(machine.id)
-        ledger.record(Path(plan.run_dir), "deleted", machine.id, machine.name)
+        ledger.record(plan.folder, "deleted", machine.id, machine.name)
     outcome.machine = machine.name
     outcome.seconds = round(time.monotonic() - started, 3)
     if outcome.status == "installed":

@@ -24,6 +24,7 @@ from dropship.machines.provision import machine_name, provision, provision_dropl
 from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.run_folder import RunFolder
 from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
 from tasks.resources import BUILDERS_POOL
@@ -112,12 +113,11 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             manifest,
             target,
             run_id=plan.run_id,
-            short_run_id=plan.short_id,
             client_public_key=public_key,
             worker=worker_for(manifest, plan.provider, name),
         )
     ledger.record(
-        Path(plan.run_dir),
+        plan.folder,
         "created",
         machine.id,
         machine.name,
@@ -152,7 +152,7 @@ def wait_worker(name: str, machine: Machine, private_key: str, timeout: float = 
 def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine) -> None:
     provider = provider_for(manifest, plan.provider, workdir)
     provider.delete(machine.id)
-    ledger.record(Path(plan.run_dir), "deleted", machine.id, machine.name)
+    ledger.record(plan.folder, "deleted", machine.id, machine.name)
 
 
 def cancel_open_build_runs(run_id: str) -> None:
@@ -172,7 +172,7 @@ def cancel_open_build_runs(run_id: str) -> None:
             )
 
 
-def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, run_dir: str) -> list[str]:
+def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, folder: RunFolder) -> list[str]:
     """Delete every machine tagged with this run, and the run's work queues.
 
     Called from the flow's `finally` and from its failure, crash and
@@ -182,11 +182,11 @@ def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, 
     deleted = []
     for machine in provider.list(run_tag(run_id)):
         provider.delete(machine.id)
-        ledger.record(Path(run_dir), "deleted", machine.id, machine.name)
+        ledger.record(folder, "deleted", machine.id, machine.name)
         deleted.append(machine.name)
     provider.release_run(run_id)
     cancel_open_build_runs(run_id)
-    created = {life.name for life in ledger.lives(Path(run_dir))}
+    created = {life.name for life in ledger.lives(folder)}
     with get_client(sync_client=True) as client:
         for name in created:
             try:
@@ -199,7 +199,7 @@ def teardown(manifest: Manifest, provider_name: str, workdir: str, run_id: str, 
 
 @task(name="teardown", task_run_name="teardown", retries=2, retry_delay_seconds=5, cache_policy=NO_CACHE)
 def teardown_run(manifest: Manifest, plan: ReleasePlan, workdir: str) -> list[str]:
-    deleted = teardown(manifest, plan.provider, workdir, plan.run_id, plan.run_dir)
+    deleted = teardown(manifest, plan.provider, workdir, plan.run_id, plan.folder)
     if deleted:
         get_run_logger().info("teardown deleted %s", ", ".join(deleted))
     return deleted

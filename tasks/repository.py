@@ -34,7 +34,7 @@ from dropship.registries import language_files
 from dropship.repos.index import IndexedLanguagePackage, IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.run_folder import RunFolder
-from dropship.signing import gnupg_home, sweep_gnupg_homes
+from dropship.signing import sweep_gnupg_homes
 from dropship.tags import release_id
 from tasks.oci import promoted_image
 
@@ -58,9 +58,9 @@ def now_utc() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _published_tree(publisher: Publisher, run_dir: str) -> Path:
+def _published_tree(publisher: Publisher, folder: RunFolder) -> Path:
     """A fresh copy of what clients see now, to add this release to."""
-    tree = RunFolder(Path(run_dir)).tree
+    tree = folder.tree
     shutil.rmtree(tree, ignore_errors=True)
     publisher.fetch_current(tree)
     return tree
@@ -75,9 +75,9 @@ def _run_is_live(run_id: str) -> bool:
     return run.state is not None and not run.state.is_final()
 
 
-def sweep_dead_keyrings(run_dir: str) -> None:
-    """Keyrings (and gpg-agents) that runs killed while signing left in their run folders."""
-    swept = sweep_gnupg_homes(Path(run_dir).parent, lambda rid: rid == Path(run_dir).name or _run_is_live(rid))
+def sweep_dead_keyrings(folder: RunFolder) -> None:
+    """Keyrings (and gpg-agents) that runs killed while signing left in their run folders (not `folder`'s)."""
+    swept = sweep_gnupg_homes(folder.root.parent, lambda rid: rid == folder.root.name or _run_is_live(rid))
     if swept:
         get_run_logger().info("removed the signing keyrings that dead runs left: %s", ", ".join(swept))
 
@@ -90,8 +90,8 @@ def _sign_release(
     publisher: Publisher,
     image: dict[str, Any] | None = None,
 ) -> Path:
-    sweep_dead_keyrings(plan.run_dir)
-    tree = _published_tree(publisher, plan.run_dir)
+    sweep_dead_keyrings(plan.folder)
+    tree = _published_tree(publisher, plan.folder)
     if plan.folder.docs.is_dir():  # what docs jobs built (tasks/jobs.py): in before the page links it
         shutil.copytree(plan.folder.docs, tree / "docs", dirs_exist_ok=True)
     release = IndexedRelease(
@@ -111,7 +111,7 @@ def _sign_release(
         ],
         image=dict(image or {}),  # the release's container image (tasks/oci.py), shown on the index page
     )
-    with require_block(SigningKey, manifest.blocks.signing_key).signer(gnupg_home(plan.run_dir)) as signer:
+    with require_block(SigningKey, manifest.blocks.signing_key).signer(plan.folder.gnupg) as signer:
         result = sign_and_index(
             tree, manifest, release, _packages(manifest, plan), signer, base_url=base_url or server.url()
         )
@@ -196,9 +196,10 @@ def promote_build(
     server = require_block(RepoServer, manifest.blocks.repo_server)
     publisher = server.publisher(workdir)
     with publisher.locked(_holder(f"promoting {build} as {as_tag}"), get_run_logger().warning):
-        sweep_dead_keyrings(run_dir)
-        tree = _published_tree(publisher, run_dir)
-        promotion = prepare_promotion(manifest, tree, build, as_tag, RunFolder(Path(run_dir)).promoted_packages)
+        folder = RunFolder(Path(run_dir))
+        sweep_dead_keyrings(folder)
+        tree = _published_tree(publisher, folder)
+        promotion = prepare_promotion(manifest, tree, build, as_tag, folder.promoted_packages)
         source = promotion.source
         release_class = promotion.classification.release_class.value
         release = IndexedRelease(
@@ -216,7 +217,7 @@ def promote_build(
             # the development build's image index, re-tagged for the release after publication (tasks/oci.py)
             image=promoted_image(manifest, source.image, release_class, as_tag),
         )
-        with require_block(SigningKey, manifest.blocks.signing_key).signer(gnupg_home(run_dir)) as signer:
+        with require_block(SigningKey, manifest.blocks.signing_key).signer(folder.gnupg) as signer:
             sign_and_index(tree, manifest, release, promotion.packages, signer, base_url=base_url or server.url())
         get_run_logger().info("promoting %s (%s) as %s into %s", source.id, source.version, as_tag, release.suites)
         return _publish(publisher, release.id, tree), release.image

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -29,7 +27,7 @@ def write_summary(
     image: ImageSummary | None = None,
 ) -> ReleaseSummary:
     """summary.json, and three artifacts in the UI: the summary, every package, a link to the repository."""
-    lives = ledger.lives(Path(plan.run_dir))
+    lives = ledger.lives(plan.folder)
     by_target = {life.target: life for life in lives}
     rows = []
     for name in plan.targets:
@@ -40,7 +38,7 @@ def write_summary(
             summary.machine_seconds = life.seconds
             summary.cost = life.cost
         rows.append(summary)
-    jobs, language_packages = read_run_records(Path(plan.run_dir))
+    jobs, language_packages = read_run_records(plan.folder)
     release = ReleaseSummary(
         run_id=plan.run_id,
         project=plan.project,

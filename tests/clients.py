@@ -11,6 +11,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from dropship.integration import APT_HOME_FOLDERS, apt_home_options
+
 
 class ClientFailed(AssertionError):
     def __init__(self, argv: list[str], output: str) -> None:
@@ -35,56 +37,15 @@ class AptClient:
     arch: str = "amd64"
 
     def __post_init__(self) -> None:
-        for sub in (
-            "state/lists/partial",
-            "cache/archives/partial",
-            "etc/sources.list.d",
-            "etc/trusted.gpg.d",
-            "etc/preferences.d",
-            "etc/apt.conf.d",
-            "downloads",
-        ):
+        for sub in (*APT_HOME_FOLDERS, "downloads"):
             (self.home / sub).mkdir(parents=True, exist_ok=True)
         (self.home / "etc/sources.list").write_text(
             f"deb [signed-by={self.keyring}] {self.base_url} {self.suite} {self.component}\n"
         )
 
     def options(self) -> list[str]:
-        h = self.home
-        return [
-            "-o",
-            f"Dir::State={h}/state",
-            "-o",
-            "Dir::State::status=/dev/null",
-            "-o",
-            f"Dir::Cache={h}/cache",
-            "-o",
-            f"Dir::Etc={h}/etc",
-            "-o",
-            f"Dir::Etc::SourceList={h}/etc/sources.list",
-            "-o",
-            f"Dir::Etc::SourceParts={h}/etc/sources.list.d",
-            "-o",
-            f"Dir::Etc::TrustedParts={h}/etc/trusted.gpg.d",
-            "-o",
-            f"Dir::Etc::Parts={h}/etc/apt.conf.d",
-            "-o",
-            f"Dir::Etc::PreferencesParts={h}/etc/preferences.d",
-            "-o",
-            f"APT::Architecture={self.arch}",
-            "-o",
-            "APT::Architectures::=",
-            "-o",
-            f"APT::Architectures::={self.arch}",
-            "-o",
-            "Debug::NoLocking=1",
-            "-o",
-            "Acquire::Retries=0",
-            "-o",
-            "APT::Sandbox::User=root",
-            "-o",
-            "Acquire::Languages=none",
-        ]
+        """An apt of its own in `home` that knows no installed package."""
+        return [*apt_home_options(self.home, [self.arch]), "-o", "Dir::State::status=/dev/null"]
 
     def update(self) -> str:
         output = _run(["apt-get", *self.options(), "update"])

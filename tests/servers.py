@@ -10,12 +10,16 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from dropship.machines.sshd import find_sshd, sshd_config
 from dropship.ports import free_port
+from dropship.prefect_server import LocalPrefectServer
 from dropship.ssh import Endpoint, generate_keypair
+from tests.support import parents_and_sessions
 
 
 def _wait_port(port: int, log: Path, what: str, banner: bytes | None = None) -> None:
@@ -40,18 +44,31 @@ class RepoServerHost:
     private_key: str
     process: subprocess.Popen[bytes]
 
+    def scp(self, folder: Path) -> list[str]:
+        """The start of an OpenSSH `scp` command logging in to this server as its user, with the host key pinned
+        (the benches' baseline); the client key and known_hosts are written into `folder`."""
+        key, known = folder / "client_key", folder / "known_hosts"
+        if not key.exists():
+            key.write_text(self.private_key)
+            key.chmod(0o600)
+        ep = self.endpoint
+        known.write_text(f"[{ep.host}]:{ep.port} {ep.host_public_key}\n")
+        return [
+            "scp",
+            "-q",
+            "-P",
+            str(ep.port),
+            "-i",
+            str(key),
+            "-o",
+            f"UserKnownHostsFile={known}",
+            "-o",
+            "BatchMode=yes",
+        ]
+
     def connection_pids(self) -> list[int]:
         """The per-connection sshd processes (children of the listener)."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if int(fields[1]) == self.process.pid:
-                    found.append(int(entry.name))
-        return found
+        return [pid for pid, (parent, _) in parents_and_sessions().items() if parent == self.process.pid]
 
     def drop_connections(self) -> None:
         for pid in self.connection_pids():
@@ -169,3 +186,19 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
+
+
+@contextmanager
+def own_prefect_server(folder: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]]:
+    """A Prefect server of its own in `folder/prefect`, and the environment of a client
+    process (the CLI, a worker) that talks to it alone, with its home in `folder/client`."""
+    server = LocalPrefectServer(folder / "prefect")
+    server.start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(
+        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(folder / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
+    )
+    try:
+        yield server, env
+    finally:
+        server.stop()

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dropship.ports import free_port
+from tests.support import parents_and_sessions
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -230,16 +231,7 @@ def start_stack(home: Path, *args: str, timeout: float = 300) -> Stack:
 
 def descendants(pid: int) -> list[int]:
     """Every process whose ancestry (by session or parent) leads to `pid`."""
-    parents: dict[int, int] = {}
-    sessions: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            parents[int(entry.name)] = int(fields[1])
-            sessions[int(entry.name)] = int(fields[3])
+    parents = {child: parent for child, (parent, _) in parents_and_sessions().items()}
     found = []
     for child in parents:
         walk = child

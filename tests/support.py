@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,37 +19,55 @@ from dropship.machines.local import LocalProvider
 from dropship.machines.userdata import WorkerSpec, render
 from dropship.ssh import KeyPair, generate_keypair
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The project's folder: where `python -m cli` finds the command."""
 
-def processes_with_env(needle: bytes) -> list[int]:
-    found = []
+
+def run_ok(argv: list[str], env: dict[str, str], cwd: Path = ROOT, timeout: float = 300) -> str:
+    """Run `argv` to its end and return what it printed; the test fails with its output if it fails."""
+    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
+    assert done.returncode == 0, f"{argv} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def processes() -> Iterator[tuple[int, bytes, bytes]]:
+    """(pid, command line, environment) of every process this user may read, as /proc has them."""
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if needle in (entry / "environ").read_bytes():
-                    found.append(int(entry.name))
+                yield int(entry.name), (entry / "cmdline").read_bytes(), (entry / "environ").read_bytes()
+            except OSError:  # gone meanwhile, or not ours to read
+                continue
+
+
+def parents_and_sessions() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, session id) of every process, from /proc/<pid>/stat."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
-                pass
+                continue
+            found[int(entry.name)] = (int(fields[1]), int(fields[3]))
     return found
+
+
+def processes_with_env(needle: bytes) -> list[int]:
+    return [pid for pid, _, environ in processes() if needle in environ]
 
 
 def machine_processes_under(folder: Path) -> list[int]:
     """Processes of machines whose state is under `folder` (this test's, not another
     session's or a concurrent run's): those started with DROPSHIP_MACHINE_ROOT there,
     and sshd listeners of a config there (sshd does not keep the marker in its environment)."""
-    found = []
     root = f"DROPSHIP_MACHINE_ROOT={folder}".encode()
     config = str(folder).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if any(v.startswith(root) for v in environ.split(b"\0")) or (b"sshd" in cmdline and config in cmdline):
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, cmdline, environ in processes()
+        if any(v.startswith(root) for v in environ.split(b"\0")) or (b"sshd" in cmdline and config in cmdline)
+    ]
 
 
 def child_runs(run_id: str) -> list[Any]:
@@ -82,15 +101,20 @@ IDLE_WORKER = WorkerSpec(
 )
 
 
-def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[str, ...] = ()) -> Machine:
-    host = generate_keypair("host")
-    user_data = render(
+def idle_user_data(host: KeyPair, client: KeyPair) -> str:
+    """The user_data of a machine with `host`'s host key that lets `client` in and whose worker idles."""
+    return render(
         host_private_key=host.private_openssh,
         host_public_key=host.public_line,
         authorized_key=client.public_line,
         work_dir="/var/lib/dropship/work",
         worker=IDLE_WORKER,
     )
+
+
+def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[str, ...] = ()) -> Machine:
+    host = generate_keypair("host")
+    user_data = idle_user_data(host, client)
     return provider.create(MachineRequest(name, tags, "s", "i", "r", user_data, host.public_line))
 
 

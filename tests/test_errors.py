@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import paramiko
@@ -20,7 +22,9 @@ from dropship.errors import (
     MachineError,
     NotFound,
     PublishError,
+    RepositoryError,
     SigningKeyError,
+    StoreError,
     TransferError,
 )
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
@@ -173,3 +177,164 @@ def test_log_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
         logging.getLogger("dropship.test").info("fetching %s", "https://u:hunter2@host/archive.tar")
     assert caplog.messages == ["fetching https://u:***@host/archive.tar"]
+
+
+def _failed_fetch(url: str) -> None:
+    """A real chain: a library error (CalledProcessError, its argv holding `url`) under a built-in one."""
+    try:
+        subprocess.run([sys.executable, "-c", "import sys; sys.exit(3)", url], check=True)
+    except subprocess.CalledProcessError as exc:
+        raise RuntimeError(f"fetching {url} failed") from exc
+
+
+def test_logged_tracebacks_are_redacted_with_their_chain(tmp_path: Path) -> None:
+    from prefect.logging.formatters import JsonFormatter, PrefectFormatter
+
+    redact_logs()
+    url = "https://user:secret@127.0.0.1:9/archive.tar"
+    outputs = {
+        "file": logging.Formatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s"),  # the run's log file
+        "prefect": PrefectFormatter("%(levelname)s %(name)s - %(message)s"),  # Prefect's console and API handlers
+        "json": JsonFormatter("default", "", "%"),
+    }
+    handlers = {}
+    logger = logging.getLogger("dropship.test.traceback")
+    for name, formatter in outputs.items():
+        handlers[name] = logging.FileHandler(tmp_path / f"{name}.log")
+        handlers[name].setFormatter(formatter)
+        logger.addHandler(handlers[name])
+    try:
+        try:
+            _failed_fetch(url)
+        except RuntimeError:
+            logger.exception("the download failed")
+    finally:
+        for handler in handlers.values():
+            logger.removeHandler(handler)
+            handler.close()
+    for name in outputs:
+        text = (tmp_path / f"{name}.log").read_text()
+        assert "secret" not in text, name
+        assert "CalledProcessError" in text and "direct cause" in text and "RuntimeError" in text, name
+        assert "https://user:***@127.0.0.1:9/archive.tar" in text, name
+
+
+def test_a_log_without_credentials_keeps_its_exception() -> None:
+    redact_logs()
+    record = logging.getLogger("dropship.test").makeRecord(
+        "dropship.test", logging.ERROR, __file__, 1, "failed", None, (ValueError, ValueError("no url"), None)
+    )
+    assert record.exc_info is not None and record.exc_text is None  # handlers format it as before
+
+
+def test_an_uncaught_traceback_is_redacted() -> None:
+    code = (
+        "from dropship.redaction import redact_logs\n"
+        "redact_logs()\n"
+        "try:\n"
+        "    raise OSError('https://user:secret@127.0.0.1:9/x unreachable')\n"
+        "except OSError as exc:\n"
+        "    raise RuntimeError('fetch failed') from exc\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "secret" not in done.stderr
+    assert "https://user:***@127.0.0.1:9/x unreachable" in done.stderr and "RuntimeError: fetch failed" in done.stderr
+
+
+# -- built-in errors dropship itself used to raise --------------------------------------
+
+
+def test_the_artifact_store_refuses_a_key_that_is_not_a_content_hash(tmp_path: Path) -> None:
+    from dropship.cache import LocalArtifactStore
+
+    store = LocalArtifactStore(tmp_path / "store")
+    with pytest.raises(StoreError, match="not a content hash") as info:
+        store.put("../../etc", "t", "1.0", [], ())
+    assert "\n" not in str(info.value)
+
+
+def test_an_unusable_stored_build_is_not_stored_rather_than_a_key_error(tmp_path: Path) -> None:
+    from dropship.cache import NOT_STORED, LocalArtifactStore
+
+    store = LocalArtifactStore(tmp_path / "store")
+    digest = "a" * 64
+    (tmp_path / "store" / "objects" / digest).mkdir(parents=True)
+    for broken in ('{"target": "t"}', "[1, 2]", '{"files": [{"nonsense": 1}]}'):
+        (tmp_path / "store" / "objects" / digest / "build.json").write_text(broken)
+        lookup = store.get(digest, tmp_path / "out")
+        assert lookup.build is None and lookup.problem == NOT_STORED
+    (tmp_path / "store" / "targets").mkdir()
+    (tmp_path / "store" / "targets" / "t.json").write_text('{"digest": ["not", "a", "hash"]}')
+    assert store.last("t") is None
+
+
+@pytest.mark.parametrize("keys", [("ssh-ed25519 AAAA\nssh-ed25519 BBBB", "x"), ("x", "a\nb")])
+def test_user_data_refuses_a_multiline_public_key_as_a_machine_error(keys: tuple[str, str]) -> None:
+    from dropship.integration import job_user_data
+    from dropship.machines.userdata import WorkerSpec, render, render_bootstrap
+
+    worker = WorkerSpec("http://127.0.0.1:4200/api", "p", "q", ["prefect"], {})
+    host, authorized = keys
+    calls = [
+        lambda: render(
+            host_private_key="k", host_public_key=host, authorized_key=authorized, work_dir="/w", worker=worker
+        ),
+        lambda: job_user_data(host_private_key="k", host_public_key=host, authorized_key=authorized, work_dir="/w"),
+    ]
+    if "\n" in host:
+        calls.append(lambda: render_bootstrap(host_private_key="k", host_public_key=host))
+    for call in calls:
+        with pytest.raises(MachineError, match="single lines"):
+            call()
+
+
+def test_user_data_refuses_content_holding_its_delimiter() -> None:
+    from dropship.integration import job_user_data
+    from dropship.machines.userdata import DELIMITER
+
+    with pytest.raises(MachineError, match=DELIMITER) as info:
+        job_user_data(
+            host_private_key=f"x\n{DELIMITER}\nrm -rf /", host_public_key="p", authorized_key="a", work_dir="/w"
+        )
+    assert "\n" not in str(info.value)
+
+
+def test_a_pool_file_that_cannot_be_written_is_a_repository_error(tmp_path: Path) -> None:
+    from dropship.repos.files import link_or_copy
+
+    source = tmp_path / "hello_1.0_amd64.deb"
+    source.write_bytes(b"deb")
+    (tmp_path / "pool").write_text("a file where the pool folder should be")
+    with pytest.raises(RepositoryError, match="could not link or copy hello_1.0_amd64.deb") as info:
+        link_or_copy(source, tmp_path / "pool" / "main" / source.name)
+    assert isinstance(info.value.__cause__, OSError)
+
+
+def test_a_deb_whose_control_data_is_not_deb822_is_a_repository_error() -> None:
+    from dropship.repos.apt import parse_stanza
+
+    with pytest.raises(RepositoryError, match="x.deb is not a readable .deb: .* is not a field"):
+        parse_stanza("Package: x\nno colon here\n", "x.deb is not a readable .deb")
+    with pytest.raises(RepositoryError, match="continuation line before any field"):
+        parse_stanza(" leading\n", "x.deb is not a readable .deb")
+
+
+def test_a_signer_outside_its_block_is_a_repository_error(signing_key: str) -> None:
+    signer = Signer([signing_key])
+    with pytest.raises(RepositoryError, match="outside its `with` block"):
+        _ = signer.gnupghome
+    with signer:
+        assert signer.gnupghome.is_dir()
+    with pytest.raises(RepositoryError, match="outside its `with` block"):
+        _ = signer.gnupghome
+
+
+@pytest.mark.parametrize("fault", ["explode", "rate-limit:many"])
+def test_a_bad_emulator_fault_or_backend_is_a_config_error(fault: str, tmp_path: Path) -> None:
+    from dropship.emulator.state import Emulator, Faults
+
+    with pytest.raises(ConfigError, match=fault):
+        Faults().apply(fault)
+    with pytest.raises(ConfigError, match="'vms'"):
+        Emulator(tmp_path / "emulator", token="t", machines="vms")

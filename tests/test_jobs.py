@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from dropship.errors import ManifestError, RegistryError
+from dropship.errors import MachineError, ManifestError, RegistryError
 from dropship.integration import essence, job_user_data
 from dropship.jobs import (
     JobKind,
@@ -163,7 +163,7 @@ def test_job_user_data_writes_keys_and_starts_no_worker(tmp_path: Path) -> None:
     assert (tmp_path / "etc/dropship/authorized_keys").read_text() == "ssh-ed25519 BBBB me\n"
     assert (tmp_path / "var/lib/dropship/work").is_dir()
     assert "prefect" not in script
-    with pytest.raises(ValueError):
+    with pytest.raises(MachineError, match="single lines"):
         job_user_data(host_private_key="x", host_public_key="a\nb", authorized_key="c", work_dir="/w")
 
 
@@ -236,29 +236,25 @@ def _signed_tree(tmp_path: Path, packages: list[Path], signing_key: str) -> tupl
     return manifest, tree
 
 
-@pytest.mark.parametrize("fmt", ["deb", "rpm"])
-def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
-    tmp_path: Path, example_packages: dict[str, dict[str, Path]], signing_key: str, fmt: str
-) -> None:
+def _integrate(tmp_path: Path, manifest: Any, tree: Path, install: Any, job: str, command: list[str]) -> Any:
+    """`job` run on a fresh arm64 job machine (local) against `tree`; the machine is deleted after.
+
+    Returns (the outcome, whether hello landed in the job's isolated root as an AArch64 ELF, machines left)."""
     from dropship.collect import endpoint
-    from dropship.integration import create_job_machine, plan_install, run_integration
+    from dropship.integration import create_job_machine, run_integration
     from dropship.machines.local import LocalProvider
-    from dropship.manifest import Arch, PackageFormat
+    from dropship.manifest import Arch
     from dropship.ssh import SshSession, write_keypair
 
-    package = example_packages["0.1.0"][f"arm64-{fmt}"]
-    manifest, tree = _signed_tree(tmp_path, [package], signing_key)
-    signed = next(tree.rglob(package.name))
-    install = plan_install(tree, manifest, "stable", PackageFormat(fmt), Arch.ARM64, [signed])
     provider = LocalProvider(tmp_path / "local")
     pair = write_keypair(tmp_path / "ssh" / "id", "test")
     machine = create_job_machine(
         provider,
         manifest,
-        "install-arm64",
+        job,
         Arch.ARM64,
-        run_id="t-1",
-        short_run_id="t1",
+        run_id=f"t-{job}",
+        short_run_id=job[:4],
         client_public_key=pair.public_line,
         client_private_key=pair.private_openssh,
     )
@@ -266,37 +262,49 @@ def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
         with SshSession(endpoint(machine), pair.private_openssh) as session:
             outcome = run_integration(
                 session,
-                job="install-arm64",
+                job=job,
                 work=machine.work_dir,
                 tree=tree,
                 install=install,
                 suite="stable",
                 component="main",
                 key_name="hello-release",
-                command=["hello", "--version"],
+                command=command,
                 timeout=60,
             )
-        root = Path(machine.work_dir) / "root"
-        assert (root / "usr/bin/hello").is_file(), "installed into the isolated root"
-        assert (root / "usr/bin/hello").read_bytes()[18] == 0xB7, "an AArch64 ELF (e_machine 183)"
+        hello = Path(machine.work_dir) / "root/usr/bin/hello"
+        arm64 = hello.is_file() and hello.read_bytes()[18] == 0xB7  # an AArch64 ELF (e_machine 183)
     finally:
         provider.delete(machine.id)
+    return outcome, arm64, provider.list()
+
+
+@pytest.mark.parametrize("fmt", ["deb", "rpm"])
+def test_arm64_job_installs_with_signatures_checked_but_cannot_execute_here(
+    tmp_path: Path, example_packages: dict[str, dict[str, Path]], signing_key: str, fmt: str
+) -> None:
+    from dropship.integration import plan_install
+    from dropship.manifest import Arch, PackageFormat
+
+    package = example_packages["0.1.0"][f"arm64-{fmt}"]
+    manifest, tree = _signed_tree(tmp_path, [package], signing_key)
+    signed = next(tree.rglob(package.name))
+    install = plan_install(tree, manifest, "stable", PackageFormat(fmt), Arch.ARM64, [signed])
+    outcome, arm64, left = _integrate(tmp_path, manifest, tree, install, "install-arm64", ["hello", "--version"])
+    assert arm64, "installed into the isolated root, an AArch64 ELF"
     assert outcome.status == "installed"
     assert "not executed: a x86_64 machine cannot run arm64 binaries" in outcome.detail
-    assert provider.list() == []
+    assert left == []
 
 
 def test_tampered_tree_is_refused_by_apt(
     tmp_path: Path, example_packages: dict[str, dict[str, Path]], signing_key: str, other_key: str
 ) -> None:
     """The signature check is on: a tree whose InRelease another key signed does not install."""
-    from dropship.collect import endpoint
     from dropship.errors import JobFailed
-    from dropship.integration import create_job_machine, plan_install, run_integration
-    from dropship.machines.local import LocalProvider
+    from dropship.integration import plan_install
     from dropship.manifest import Arch, PackageFormat
     from dropship.signing import Signer
-    from dropship.ssh import SshSession, write_keypair
 
     package = example_packages["0.1.0"]["arm64-deb"]
     manifest, tree = _signed_tree(tmp_path, [package], signing_key)
@@ -305,34 +313,8 @@ def test_tampered_tree_is_refused_by_apt(
         (tree / "dists/stable/InRelease").write_bytes(signer.clearsign(release.read_bytes()))
     (tree / "dists/stable/Release.gpg").unlink(missing_ok=True)
     install = plan_install(tree, manifest, "stable", PackageFormat.DEB, Arch.ARM64, [next(tree.rglob(package.name))])
-    provider = LocalProvider(tmp_path / "local")
-    pair = write_keypair(tmp_path / "ssh" / "id", "test")
-    machine = create_job_machine(
-        provider,
-        manifest,
-        "tampered",
-        Arch.ARM64,
-        run_id="t-2",
-        short_run_id="t2",
-        client_public_key=pair.public_line,
-        client_private_key=pair.private_openssh,
-    )
-    try:
-        with SshSession(endpoint(machine), pair.private_openssh) as session, pytest.raises(JobFailed) as caught:
-            run_integration(
-                session,
-                job="tampered",
-                work=machine.work_dir,
-                tree=tree,
-                install=install,
-                suite="stable",
-                component="main",
-                key_name="hello-release",
-                command=["hello"],
-                timeout=60,
-            )
-    finally:
-        provider.delete(machine.id)
+    with pytest.raises(JobFailed) as caught:
+        _integrate(tmp_path, manifest, tree, install, "tampered", ["hello"])
     message = str(caught.value)
     assert message.startswith("job tampered: apt-get update ") and "\n" not in message
     assert "NO_PUBKEY" in message or "is not signed" in message, message

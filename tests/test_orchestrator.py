@@ -31,7 +31,7 @@ from tests.stack import (
     start_redis,
     start_stack,
 )
-from tests.support import wait_healthy
+from tests.support import run_ok, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -296,17 +296,8 @@ def test_zombie_automation_crashes_a_run_whose_process_vanished_and_the_webhook_
     env = _client_env(stack.api_url, tmp_path / "prefect-home")
     manifest = str(ROOT / "examples/hello/dropship.toml")
     dropship = [sys.executable, "-m", "cli"]
-    applied = subprocess.run(
-        [*dropship, "deployments", "apply", "--manifest", manifest],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    assert f"automation {ZOMBIE_AUTOMATION!r}" in applied.stdout
+    applied = run_ok([*dropship, "deployments", "apply", "--manifest", manifest], env)
+    assert f"automation {ZOMBIE_AUTOMATION!r}" in applied
 
     # A run whose process dies: heartbeats every HEARTBEAT_SECONDS (as the deployments set), then SIGKILL.
     with (tmp_path / "orphan.log").open("w") as log:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dropship.run_folder import SECRET_DIRS, RunFolder, runs_dir
-from dropship.signing import gnupg_home
 
 
 def test_every_path_of_a_run_is_under_its_folder(tmp_path: Path) -> None:
@@ -16,7 +15,6 @@ def test_every_path_of_a_run_is_under_its_folder(tmp_path: Path) -> None:
     assert all(p.is_relative_to(folder.root) for p in named)
     assert len({p.name for p in named}) == len(named), "no two run files share a name"
     assert folder.artifacts("amd64-deb") == folder.artifacts() / "amd64-deb"
-    assert gnupg_home(folder.root) == folder.gnupg
 
 
 def test_the_secret_folders_are_the_ones_holding_the_key_and_keyring(tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ import json
 import shutil
 import socket
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -79,23 +80,28 @@ while :; do sleep 3600 & wait $!; done
 """
 
 
+@dataclass(frozen=True)
+class Boot:
+    """What the hypervisor needs to boot droplet `droplet_id` (one value, as every backend takes it)."""
+
+    droplet_id: int
+    request: MachineRequest
+    image: str
+    """The image reference in the emulator's dockerd (stock image or snapshot)."""
+    address: str
+    port: int
+    """Where the droplet's sshd listens."""
+    public_keys: list[str]
+    timeout: float
+
+
 class Machines(Protocol):
     """A backend's droplets, by droplet id; failures raise `MachineError`."""
 
     separate: bool
     """True when droplets are separate machines (their files only over SSH)."""
 
-    def boot(
-        self,
-        droplet_id: int,
-        request: MachineRequest,
-        *,
-        image: str,
-        address: str,
-        port: int,
-        public_keys: list[str],
-        timeout: float,
-    ) -> dict[str, str]: ...
+    def boot(self, boot: Boot) -> dict[str, str]: ...
 
     def activate(self, droplet_id: int) -> None: ...
 
@@ -142,27 +148,18 @@ class ContainerMachines:
     def hypervisor(self, droplet_id: int) -> Path:
         return self.folder / str(droplet_id)
 
-    def boot(
-        self,
-        droplet_id: int,
-        request: MachineRequest,
-        *,
-        image: str,
-        address: str,
-        port: int,
-        public_keys: list[str],
-        timeout: float,
-    ) -> dict[str, str]:
+    def boot(self, boot: Boot) -> dict[str, str]:
+        droplet_id, request = boot.droplet_id, boot.request
         hv = self.hypervisor(droplet_id)
         (hv / "seed").mkdir(parents=True, exist_ok=True)
         (hv / "boot").write_text(BOOT_SCRIPT)
-        (hv / "listen").write_text(f"{address}:{port}\n")
-        meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": public_keys}
+        (hv / "listen").write_text(f"{boot.address}:{boot.port}\n")
+        meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": boot.public_keys}
         (hv / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
         (hv / "seed" / "user-data").write_text(request.user_data)
         self._clear(hv)
         self.daemon.run(
-            image,
+            boot.image,
             ["/bin/sh", f"{HYPERVISOR}/boot"],
             name=self.name(droplet_id),
             mounts={str(hv): HYPERVISOR},
@@ -170,7 +167,7 @@ class ContainerMachines:
             labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
             capabilities=DROPLET_CAPABILITIES,
         )
-        self._wait_sshd(droplet_id, address, port, timeout)
+        self._wait_sshd(droplet_id, boot.address, boot.port, boot.timeout)
         return {}
 
     @staticmethod
@@ -249,19 +246,9 @@ class ProcessMachines:
         self.local = LocalProvider(state_dir)
         self._ids: dict[int, str] = {}
 
-    def boot(
-        self,
-        droplet_id: int,
-        request: MachineRequest,
-        *,
-        image: str,
-        address: str,
-        port: int,
-        public_keys: list[str],
-        timeout: float,
-    ) -> dict[str, str]:
-        machine = self.local.create(request, address=address, port=port)
-        self._ids[droplet_id] = machine.id
+    def boot(self, boot: Boot) -> dict[str, str]:
+        machine = self.local.create(boot.request, address=boot.address, port=boot.port)
+        self._ids[boot.droplet_id] = machine.id
         return {"root": machine.details["root"]}
 
     def activate(self, droplet_id: int) -> None:

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from dropship.emulator.dockerd import DockerDaemon
-from dropship.emulator.machines import ContainerMachines, Machines, ProcessMachines
-from dropship.errors import MachineError
+from dropship.emulator.machines import Boot, ContainerMachines, Machines, ProcessMachines
+from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
 
 ALL_REGIONS = ("nyc1", "nyc3", "ams3", "fra1", "sfo3")
@@ -162,31 +162,30 @@ class Faults:
     def apply(self, spec: str) -> None:
         """`name[:value]` as given to `--fault`."""
         name, _, value = spec.partition(":")
+        if name in _SWITCHES:
+            setattr(self, _SWITCHES[name], True)
+            return
+        if name not in _AMOUNTS:
+            raise ConfigError(f"unknown fault {spec!r}: give one of {FAULTS_HELP}")
+        field, kind, default = _AMOUNTS[name]
         try:
-            if name == "rate-limit":
-                self.rate_limit = int(value or 1)
-            elif name == "server-error":
-                self.server_error = int(value or 1)
-            elif name == "delete-error":
-                self.delete_error = int(value or 1)
-            elif name == "stuck-new":
-                self.stuck_new = True
-            elif name == "slow-boot":
-                self.slow_boot = float(value or 5)
-            elif name == "quota":
-                self.quota = True
-            elif name == "create-then-5xx":
-                self.create_then_5xx = int(value or 1)
-            elif name == "404-after-create":
-                self.not_found_after_create = int(value or 2)
-            elif name == "pending-event-on-delete":
-                self.pending_event_on_delete = int(value or 1)
-            else:
-                raise ValueError(f"unknown fault {spec!r} ({FAULTS_HELP})")
+            setattr(self, field, kind(value) if value else default)
         except ValueError as exc:
-            if "unknown fault" in str(exc):
-                raise
-            raise ValueError(f"fault {spec!r}: the value after ':' must be a number") from exc
+            raise ConfigError(f"fault {spec!r}: the value after ':' must be a number") from exc
+
+
+_SWITCHES = {"stuck-new": "stuck_new", "quota": "quota"}
+"""`--fault` names that turn a `Faults` switch on."""
+_AMOUNTS: dict[str, tuple[str, type[int] | type[float], int | float]] = {
+    "rate-limit": ("rate_limit", int, 1),
+    "server-error": ("server_error", int, 1),
+    "delete-error": ("delete_error", int, 1),
+    "slow-boot": ("slow_boot", float, 5.0),
+    "create-then-5xx": ("create_then_5xx", int, 1),
+    "404-after-create": ("not_found_after_create", int, 2),
+    "pending-event-on-delete": ("pending_event_on_delete", int, 1),
+}
+"""`--fault` names with an amount: the `Faults` field, its type and the amount without `:N`."""
 
 
 @dataclass
@@ -397,7 +396,7 @@ class Emulator:
             self.ssh_port = ssh_port or 2222
             self.ssh_user = process.local.user
         else:
-            raise ValueError(f"machines must be 'containers' or 'processes', not {machines!r}")
+            raise ConfigError(f"the emulator's machines are 'containers' or 'processes', not {machines!r}: pick one")
         self.machines_kind = machines
         self._lock = threading.Lock()
         self._droplets: dict[int, Droplet] = {}
@@ -642,13 +641,15 @@ class Emulator:
         )
         try:
             details = self.backend.boot(
-                droplet.id,
-                request,
-                image=droplet.image_ref,
-                address=droplet.address,
-                port=self.ssh_port,
-                public_keys=droplet.ssh_keys,
-                timeout=self.boot_timeout,
+                Boot(
+                    droplet.id,
+                    request,
+                    image=droplet.image_ref,
+                    address=droplet.address,
+                    port=self.ssh_port,
+                    public_keys=droplet.ssh_keys,
+                    timeout=self.boot_timeout,
+                )
             )
         except MachineError:
             with self._lock:

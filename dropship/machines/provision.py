@@ -20,15 +20,33 @@ def target_setup(manifest: Manifest, target: Target) -> Setup:
     return Setup(packages, commands)
 
 
-def provision(
-    provider: Provider,
+def _request(
     manifest: Manifest,
     target: Target,
-    *,
+    name: str,
     run_id: str,
-    short_run_id: str,
-    client_public_key: str,
-    worker: WorkerSpec,
+    boot: tuple[str, str, str],
+    image: str | None = None,
+    extra_tags: tuple[str, ...] = (),
+) -> MachineRequest:
+    """What to ask the provider for: the target's size, image (unless `image`) and region, tagged
+    with the run and the target. `boot`: user_data, host public key, the client's authorized key."""
+    spec = manifest.machine_spec(target)
+    user_data, host_public_key, authorized_key = boot
+    return MachineRequest(
+        name=name,
+        tags=(run_tag(run_id), f"dropship-target-{target.name}", *extra_tags),
+        size=spec["size"],
+        image=image or spec["image"],
+        region=spec["region"],
+        user_data=user_data,
+        host_public_key=host_public_key,
+        authorized_key=authorized_key,
+    )
+
+
+def provision(
+    provider: Provider, manifest: Manifest, target: Target, *, run_id: str, client_public_key: str, worker: WorkerSpec
 ) -> Machine:
     """A local machine: its user_data starts the worker from this interpreter (the demo path)."""
     host_key = generate_keypair(f"dropship-host-{target.name}")
@@ -39,18 +57,8 @@ def provision(
         work_dir=WORK_DIR,
         worker=worker,
     )
-    spec = manifest.machine_spec(target)
-    request = MachineRequest(
-        name=worker.queue,
-        tags=(run_tag(run_id), f"dropship-target-{target.name}"),
-        size=spec["size"],
-        image=spec["image"],
-        region=spec["region"],
-        user_data=user_data,
-        host_public_key=host_key.public_line,
-        authorized_key=client_public_key,
-    )
-    return provider.create(request)
+    boot = (user_data, host_key.public_line, client_public_key)
+    return provider.create(_request(manifest, target, worker.queue, run_id, boot))
 
 
 def provision_droplet(
@@ -77,18 +85,10 @@ def provision_droplet(
     the droplet is deleted at once and the error names it.
     """
     host_key = generate_keypair(f"dropship-host-{target.name}")
-    spec = manifest.machine_spec(target)
-    request = MachineRequest(
-        name=worker.queue if worker else machine_name(manifest.project.name, target.name, short_run_id),
-        tags=(run_tag(run_id), f"dropship-target-{target.name}", *extra_tags),
-        size=spec["size"],
-        image=image or spec["image"],
-        region=spec["region"],
-        user_data=render_bootstrap(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line),
-        host_public_key=host_key.public_line,
-        authorized_key=client_public_key,
-    )
-    machine = provider.create(request)
+    name = worker.queue if worker else machine_name(manifest.project.name, target.name, short_run_id)
+    user_data = render_bootstrap(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line)
+    boot = (user_data, host_key.public_line, client_public_key)
+    machine = provider.create(_request(manifest, target, name, run_id, boot, image, extra_tags))
     try:
         with connect_pinned(machine, client_private_key, timeout=ssh_timeout) as ssh:
             if not image_mark(ssh):

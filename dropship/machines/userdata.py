@@ -19,6 +19,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from dropship.errors import MachineError
 from dropship.orchestrator import CLIENT_RETRY_ENV
 
 DELIMITER = "DROPSHIP_END_OF_FILE"
@@ -35,11 +36,18 @@ class WorkerSpec:
     """Extra, non-secret environment for the worker and its flow runs."""
 
 
-def _heredoc(path: str, content: str) -> str:
+def heredoc(path: str, content: str) -> str:
+    """Shell that writes `content` to `$ROOT/path`, uninterpreted (a quoted here-document)."""
     if DELIMITER in content:
-        raise ValueError("content contains the here-document delimiter")
+        raise MachineError(f"the user_data file {path} contains the line {DELIMITER}: remove it from its content")
     body = content if content.endswith("\n") else content + "\n"
     return f"cat > \"$ROOT\"{shlex.quote(path)} <<'{DELIMITER}'\n{body}{DELIMITER}\n"
+
+
+def check_public_keys(*keys: str) -> None:
+    """Each of `keys` is one line, as authorized_keys and the .pub file need."""
+    if any("\n" in key.strip() for key in keys):
+        raise MachineError("public keys in a machine's user_data must be single lines: give one OpenSSH key line each")
 
 
 WORKER_QUERY_SECONDS = "5"
@@ -70,9 +78,7 @@ def render(
     worker: WorkerSpec,
 ) -> str:
     """The user_data script for one machine."""
-    for value in (host_public_key, authorized_key):
-        if "\n" in value.strip():
-            raise ValueError("public keys must be single lines")
+    check_public_keys(host_public_key, authorized_key)
     env = {**worker_env(worker.api_url), **worker.env}
     # The file is sourced where ROOT is set: PREFECT_HOME follows the machine root.
     env_lines = 'export PREFECT_HOME="$ROOT/var/lib/dropship/prefect"\n' + "".join(
@@ -103,15 +109,15 @@ def render(
         "umask 077\n"
         'mkdir -p "$ROOT/etc/ssh" "$ROOT/etc/dropship" "$ROOT/var/log/dropship" "$ROOT/var/lib/dropship/prefect"\n'
         f'mkdir -p "$ROOT"{shlex.quote(work_dir)}\n'
-        + _heredoc("/etc/ssh/ssh_host_ed25519_key", host_private_key)
-        + _heredoc("/etc/ssh/ssh_host_ed25519_key.pub", host_public_key)
-        + _heredoc("/etc/dropship/authorized_keys", authorized_key)
+        + heredoc("/etc/ssh/ssh_host_ed25519_key", host_private_key)
+        + heredoc("/etc/ssh/ssh_host_ed25519_key.pub", host_public_key)
+        + heredoc("/etc/dropship/authorized_keys", authorized_key)
         + 'if [ -z "$ROOT" ]; then\n'
         "  # A real machine: trust the orchestrator's key for root, drop other host keys.\n"
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys\n"
         "  rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*\n"
         "  systemctl restart ssh 2>/dev/null || service ssh restart 2>/dev/null || true\n"
-        "fi\n" + _heredoc("/etc/dropship/worker.env", env_lines) + "(\n"
+        "fi\n" + heredoc("/etc/dropship/worker.env", env_lines) + "(\n"
         "  umask 022  # 077 was for the keys; builds need ordinary permissions\n"
         '  . "$ROOT/etc/dropship/worker.env"\n'
         '  cd "$ROOT/var/lib/dropship"\n'
@@ -128,8 +134,7 @@ def render_bootstrap(*, host_private_key: str, host_public_key: str) -> str:
     pid in /run/sshd.pid (a HUP makes sshd re-exec and read the keys again).
     The orchestrator's login key comes from the droplet's `ssh_keys`.
     """
-    if "\n" in host_public_key.strip():
-        raise ValueError("public keys must be single lines")
+    check_public_keys(host_public_key)
     return (
         "#!/bin/sh\n"
         "# dropship build machine: pin the orchestrator's host key (cloud-init user_data), generated.\n"
@@ -140,9 +145,9 @@ def render_bootstrap(*, host_private_key: str, host_public_key: str) -> str:
         "umask 077\n"
         "mkdir -p /etc/ssh/sshd_config.d\n"
         "rm -f /etc/ssh/ssh_host_*_key /etc/ssh/ssh_host_*_key.pub\n"
-        + _heredoc("/etc/ssh/ssh_host_ed25519_key", host_private_key).replace('"$ROOT"', "")
-        + _heredoc("/etc/ssh/ssh_host_ed25519_key.pub", host_public_key).replace('"$ROOT"', "")
-        + _heredoc(
+        + heredoc("/etc/ssh/ssh_host_ed25519_key", host_private_key).replace('"$ROOT"', "")
+        + heredoc("/etc/ssh/ssh_host_ed25519_key.pub", host_public_key).replace('"$ROOT"', "")
+        + heredoc(
             "/etc/ssh/sshd_config.d/00-dropship.conf",
             "HostKey /etc/ssh/ssh_host_ed25519_key\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
             "PermitRootLogin prohibit-password\n",

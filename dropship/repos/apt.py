@@ -157,7 +157,7 @@ def control_fields(handle: BinaryIO, name: str) -> dict[str, str]:
         extracted = tar.extractfile(info) if info is not None else None
         if extracted is None:
             raise RepositoryError(f"{name} is not a readable .deb: control.tar has no control file")
-        return parse_stanza(extracted.read().decode("utf-8"))
+        return parse_stanza(extracted.read().decode("utf-8"), f"{name} is not a readable .deb")
 
 
 DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -168,8 +168,8 @@ DECOMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
 }
 
 
-def parse_stanza(text: str) -> dict[str, str]:
-    """One deb822 paragraph; continuation lines stay in the value as python-debian keeps them."""
+def parse_stanza(text: str, where: str) -> dict[str, str]:
+    """One deb822 paragraph (of `where`, for errors); continuation lines stay in the value as python-debian keeps them."""
     fields: dict[str, str] = {}
     name = ""
     for line in text.splitlines():
@@ -177,12 +177,14 @@ def parse_stanza(text: str) -> dict[str, str]:
             continue
         if line[0] in " \t":
             if not name:
-                raise ValueError(f"continuation line before any field: {line!r}")
+                raise RepositoryError(
+                    f"{where}: continuation line before any field: {line[:80]!r}; rebuild the package"
+                )
             fields[name] += "\n" + line
             continue
         name, sep, value = line.partition(":")
         if not sep:
-            raise ValueError(f"not a field: {line!r}")
+            raise RepositoryError(f"{where}: {line[:80]!r} is not a field (Name: value); rebuild the package")
         fields[name] = value.strip()
     return fields
 

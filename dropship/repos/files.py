@@ -10,6 +10,8 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO
 
+from dropship.errors import RepositoryError
+
 CHUNK = 1 << 20
 
 
@@ -66,8 +68,17 @@ def link_or_copy(source: Path, destination: Path) -> None:
         except FileExistsError:
             destination.unlink()
         except OSError:  # EXDEV and friends: another file system
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            destination.unlink(missing_ok=True)
-            shutil.copy2(source, destination)
+            try:
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                destination.unlink(missing_ok=True)
+                shutil.copy2(source, destination)
+            except OSError as exc:
+                raise RepositoryError(
+                    f"could not link or copy {source.name} to {destination}: {exc.strerror or exc}; "
+                    "check the free space and permissions there"
+                ) from exc
             return
-    raise OSError(f"could not link {source} to {destination}")
+    raise RepositoryError(
+        f"could not link {source.name} to {destination}: it kept appearing and vanishing; "
+        "is another release writing the same tree?"
+    )

@@ -225,6 +225,14 @@ def test_release_refuses_what_is_missing_before_tests_or_machines(
     )
 
 
+def _blocks_with_a_new_key(project: Path, env: dict[str, str], repo: Path) -> None:
+    """`dropship blocks`: a generated signing key, and publication into the folder `repo`."""
+    done = dropship(
+        "blocks", "--generate", "k", "--email", "k@example.invalid", "--repo-path", str(repo), cwd=project, env=env
+    )
+    assert done.returncode == 0, done.output
+
+
 def test_a_failed_build_says_its_cause_once(server: dict[str, Any], tmp_path: Path) -> None:
     project, env, _ = _lacking(server, tmp_path, "broken")
     (project / "fail.sh").write_text("echo 'cc: error: frobnicate.c: No such file or directory' >&2\nexit 1\n")
@@ -233,20 +241,7 @@ def test_a_failed_build_says_its_cause_once(server: dict[str, Any], tmp_path: Pa
     git(project, "commit", "-qm", "broken build")
     git(project, "tag", "-d", "v1.0.0")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    assert (
-        dropship(
-            "blocks",
-            "--generate",
-            "k",
-            "--email",
-            "k@example.invalid",
-            "--repo-path",
-            str(tmp_path / "repo"),
-            cwd=project,
-            env=env,
-        ).returncode
-        == 0
-    )
+    _blocks_with_a_new_key(project, env, tmp_path / "repo")
     done = dropship("release", "v1.0.0", cwd=project, env=env)
     assert done.returncode == 1
     assert done.output.count("frobnicate.c") == 1, done.output
@@ -304,20 +299,7 @@ def test_depends_on_orders_builds_hands_artifacts_over_and_skips_after_a_failure
     git(project, "commit", "-qm", "graph")
     git(project, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
     env = env_for(server["api"], tmp_path / "home")
-    assert (
-        dropship(
-            "blocks",
-            "--generate",
-            "k",
-            "--email",
-            "k@example.invalid",
-            "--repo-path",
-            str(tmp_path / "repo"),
-            cwd=project,
-            env=env,
-        ).returncode
-        == 0
-    )
+    _blocks_with_a_new_key(project, env, tmp_path / "repo")
     done = dropship("release", "v1.0.0", cwd=project, env=env)
     assert done.returncode == 0, done.output
     summary = json.loads((tmp_path / "home" / "summary.json").read_text())

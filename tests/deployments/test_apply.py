@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,8 +14,10 @@ import pytest
 from deployments import Settings, deployment_specs
 from dropship.orchestrator import HEARTBEAT_SECONDS
 from dropship.prefect_server import LocalPrefectServer
+from tests.servers import own_prefect_server
+from tests.support import ROOT
+from tests.support import run_ok as _run
 
-ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = {
     "release/release-tag",
     "release/release-weekly",
@@ -29,23 +30,8 @@ EXPECTED = {
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]]:
-    home = tmp_path_factory.mktemp("fresh-prefect")
-    server = LocalPrefectServer(home / "prefect")
-    server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(home / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
-    )
-    try:
-        yield server, env
-    finally:
-        server.stop()
-
-
-def _run(argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> str:
-    done = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
-    assert done.returncode == 0, f"{argv} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
-    return done.stdout
+    with own_prefect_server(tmp_path_factory.mktemp("fresh-prefect")) as pair:
+        yield pair
 
 
 def _server_state(url: str) -> dict[str, Any]:

@@ -9,7 +9,6 @@ created (not one we started) to complete. With prefect 3.8.8 and SQLAlchemy
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from dropship.prefect_server import LocalPrefectServer
-from tests.servers import stop_group
+from tests.servers import own_prefect_server, stop_group
+from tests.support import run_ok
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,16 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]]:
-    server = LocalPrefectServer(tmp_path / "prefect")
-    server.start()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(
-        PREFECT_API_URL=server.api_url, PREFECT_HOME=str(tmp_path / "client"), PREFECT_SERVER_ANALYTICS_ENABLED="false"
-    )
-    try:
-        yield server, env
-    finally:
-        server.stop()
+    with own_prefect_server(tmp_path) as pair:
+        yield pair
 
 
 def test_the_reap_schedule_creates_runs_that_a_worker_completes(
@@ -56,28 +48,11 @@ def test_the_reap_schedule_creates_runs_that_a_worker_completes(
     prefect_server, env = server
     manifest = tmp_path / "dropship.toml"
     manifest.write_text((ROOT / "examples/hello/dropship.toml").read_text())
-    applied = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "deployments",
-            "apply",
-            "--manifest",
-            str(manifest),
-            "--reap-minutes",
-            "0.5",
-            "--workdir",
-            str(tmp_path / "state"),
-        ],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    run_ok(
+        [sys.executable, "-m", "cli", "deployments", "apply", "--manifest", str(manifest)]
+        + ["--reap-minutes", "0.5", "--workdir", str(tmp_path / "state")],
+        env,
     )
-    assert applied.returncode == 0, applied.stdout + applied.stderr
     log = (tmp_path / "worker.log").open("wb")
     worker = subprocess.Popen(
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", "dropship-orchestrator", "--type", "process"],

@@ -17,6 +17,7 @@ import pytest
 
 from dropship.emulator.server import EmulatorServer
 from dropship.emulator.state import Emulator
+from dropship.errors import ConfigError
 from dropship.ssh import generate_keypair
 from tests.droplets import TOKEN, EmulatorUnderTest, pydo_client
 
@@ -220,7 +221,7 @@ def test_existing_faults_still_fire(api: EmulatorUnderTest) -> None:
     api.emulator.faults.apply("quota")
     status, _, error = raw(api, "POST", "/v2/droplets", DROPLET)
     assert status == 422 and "droplet limit" in error["message"]
-    with pytest.raises(ValueError, match="unknown fault"):
+    with pytest.raises(ConfigError, match="unknown fault"):
         api.emulator.faults.apply("explode")
 
 

@@ -17,6 +17,7 @@ from dropship.publish import Publisher
 from dropship.repos.index import IndexedRelease, load_index
 from dropship.repos.tree import sign_and_index
 from dropship.signing import Signer
+from tests.support import processes
 
 if TYPE_CHECKING:
     from tests.servers import RepoServerHost
@@ -27,6 +28,20 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "hello"
 
 def example_manifest() -> Manifest:
     return load_manifest(EXAMPLE / "dropship.toml")
+
+
+def stable_release(release_id: str, version: str) -> IndexedRelease:
+    """The index entry of a stable release of the example's amd64-deb target."""
+    return IndexedRelease(
+        id=release_id,
+        name=f"v{version}",
+        release_class="stable",
+        version=version,
+        commit="0" * 40,
+        date="2026-01-01 00:00 UTC",
+        suites=["stable"],
+        targets=["amd64-deb"],
+    )
 
 
 def release_into(
@@ -40,16 +55,7 @@ def release_into(
     with publisher.locked(f"test {release_id}"):
         publisher.fetch_current(tree)
         time.sleep(SLOW_SIGNING)  # a signing that takes a while: the other release starts meanwhile
-        release = IndexedRelease(
-            id=release_id,
-            name=f"v{version}",
-            release_class="stable",
-            version=version,
-            commit="0" * 40,
-            date="2026-01-01 00:00 UTC",
-            suites=["stable"],
-            targets=["amd64-deb"],
-        )
+        release = stable_release(release_id, version)
         with Signer([key], home=work / "gnupg") as signer:
             if kill_at == "signing":
                 signer.clearsign(b"start the agent")
@@ -75,21 +81,13 @@ def indexed_releases(current: Path) -> set[str]:
 
 def agents_of(home: Path) -> list[int]:
     """gpg-agent (or other gpg daemons) processes whose homedir is `home`."""
-    found = []
     needle = str(home).encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if (b"gpg-agent" in cmdline or b"keyboxd" in cmdline or b"scdaemon" in cmdline) and (
-            needle in cmdline or b"GNUPGHOME=" + needle in environ
-        ):
-            found.append(int(entry.name))
-    return found
+    return [
+        pid
+        for pid, cmdline, environ in processes()
+        if (b"gpg-agent" in cmdline or b"keyboxd" in cmdline or b"scdaemon" in cmdline)
+        and (needle in cmdline or b"GNUPGHOME=" + needle in environ)
+    ]
 
 
 def publisher_from(spec: dict[str, str]) -> Publisher:

@@ -1,6 +1,10 @@
-"""Hypothesis strategies shared by the fuzz tests: release tags, valid and near-valid."""
+"""Hypothesis strategies shared by the fuzz tests: release tags, valid and near-valid; and the
+tally every fuzz test keeps of what it saw."""
 
 from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
 
 from hypothesis import strategies as st
 
@@ -29,3 +33,24 @@ def near_valid(draw: st.DrawFn) -> str:
 
 
 tags = st.one_of(st.text(max_size=120), valid_tags, near_valid())
+
+
+@dataclass
+class Tally:
+    """What a fuzz test saw: inputs refused, ignored, accepted, and every crash."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    crashes: list[str] = field(default_factory=list)
+
+    def crash(self, text: str) -> None:
+        self.counts["crashed"] += 1
+        self.crashes.append(text[:300])
+
+    def report(self, title: str, *, refused: str = "refused", ignored: bool = False, both_sides: bool = True) -> None:
+        """Print the counts as a FIGURE line; fail on any crash, or (`both_sides`) when refusal or
+        acceptance never happened."""
+        parts = [f"{refused} {self.counts['refused']}"] + ([f"ignored {self.counts['ignored']}"] if ignored else [])
+        parts += [f"accepted {self.counts['accepted']}", f"crashed {self.counts['crashed']}"]
+        print(f"\nFIGURE {title}: {' / '.join(parts)}")
+        assert not self.crashes, self.crashes[:5]
+        assert not both_sides or (self.counts["refused"] and self.counts["accepted"]), "both sides were exercised"

@@ -12,7 +12,6 @@ import glob
 import os
 import subprocess
 import tomllib
-from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from dropship.errors import ConfigError, ManifestError
 from dropship.manifest import Manifest, load_manifest, parse_manifest
 from dropship.patterns import compile_pattern
 from dropship.tags import classify
+from tests.faults.strategies import Tally
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(
@@ -157,8 +157,7 @@ def usable(manifest: Manifest, scratch: Path) -> None:
 
 
 def test_mutated_manifests_are_valid_or_a_manifest_error(tmp_path: Path) -> None:
-    counts: Counter[str] = Counter()
-    crashes: list[str] = []
+    tally = Tally()
 
     @FUZZ
     @given(mutated())
@@ -166,28 +165,21 @@ def test_mutated_manifests_are_valid_or_a_manifest_error(tmp_path: Path) -> None
         try:
             manifest = parse_manifest(data, "fuzz/dropship.toml")
         except ManifestError as exc:
-            counts["refused"] += 1
+            tally.counts["refused"] += 1
             assert "\n" not in str(exc) and str(exc).startswith("fuzz/dropship.toml"), str(exc)
             return
         except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
-            counts["crashed"] += 1
-            crashes.append(f"{type(exc).__name__}: {exc}"[:300])
+            tally.crash(f"{type(exc).__name__}: {exc}")
             return
-        counts["accepted"] += 1
+        tally.counts["accepted"] += 1
         usable(manifest, tmp_path)
 
     check()
-    print(
-        f"\nFIGURE fuzz manifests (field mutations): refused at load {counts['refused']} / accepted {counts['accepted']} "
-        f"/ crashed {counts['crashed']}"
-    )
-    assert not crashes, crashes[:5]
-    assert counts["refused"] and counts["accepted"]
+    tally.report("fuzz manifests (field mutations)", refused="refused at load")
 
 
 def test_mutated_manifest_files_are_valid_or_a_manifest_error(tmp_path: Path) -> None:
-    counts: Counter[str] = Counter()
-    crashes: list[str] = []
+    tally = Tally()
     file = tmp_path / "dropship.toml"
 
     @FUZZ
@@ -206,19 +198,14 @@ def test_mutated_manifest_files_are_valid_or_a_manifest_error(tmp_path: Path) ->
         try:
             manifest = load_manifest(file)
         except ManifestError as exc:
-            counts["refused"] += 1
+            tally.counts["refused"] += 1
             assert "\n" not in str(exc), str(exc)
             return
         except Exception as exc:  # noqa: BLE001
-            counts["crashed"] += 1
-            crashes.append(f"{raw!r}: {type(exc).__name__}: {exc}"[:300])
+            tally.crash(f"{raw!r}: {type(exc).__name__}: {exc}")
             return
-        counts["accepted"] += 1
+        tally.counts["accepted"] += 1
         usable(manifest, tmp_path)
 
     check()
-    print(
-        f"\nFIGURE fuzz manifests (byte edits): refused at load {counts['refused']} / accepted {counts['accepted']} "
-        f"/ crashed {counts['crashed']}"
-    )
-    assert not crashes, crashes[:5]
+    tally.report("fuzz manifests (byte edits)", refused="refused at load", both_sides=False)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,7 @@ from hypothesis import strategies as st
 from dropship.errors import ConfigError
 from dropship.manifest import load_manifest
 from dropship.tags import ReleaseClass, classify, parse_tag, tag_of_version
-from tests.faults.strategies import near_valid, tags, valid_tags
+from tests.faults.strategies import Tally, near_valid, tags, valid_tags
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -34,18 +33,17 @@ SEMVER = re.compile(
 PACKAGE_VERSION = re.compile(r"[0-9][0-9A-Za-z.+~]*", re.ASCII)
 
 
-def judge(tag: str, counts: Counter[str], crashes: list[str]) -> None:
+def judge(tag: str, tally: Tally) -> None:
     try:
         result = classify(MANIFEST, tag=tag)
     except ConfigError as exc:
-        counts["refused"] += 1
+        tally.counts["refused"] += 1
         assert "\n" not in str(exc), "one-line message"
         return
     except Exception as exc:  # noqa: BLE001 - what the fuzz is looking for
-        counts["crashed"] += 1
-        crashes.append(f"{tag!r}: {type(exc).__name__}: {exc}")
+        tally.crash(f"{tag!r}: {type(exc).__name__}: {exc}")
         return
-    counts["accepted"] += 1
+    tally.counts["accepted"] += 1
     version = parse_tag(tag)
     assert result.release_class in (ReleaseClass.STABLE, ReleaseClass.EXTRA)
     assert tag.isascii() and tag.startswith("v") and SEMVER.fullmatch(tag[1:]), tag
@@ -56,20 +54,15 @@ def judge(tag: str, counts: Counter[str], crashes: list[str]) -> None:
 
 
 def test_fuzzed_tags_are_accepted_canonically_or_refused() -> None:
-    counts: Counter[str] = Counter()
-    crashes: list[str] = []
+    tally = Tally()
 
     @FUZZ
     @given(tags)
     def check(tag: str) -> None:
-        judge(tag, counts, crashes)
+        judge(tag, tally)
 
     check()
-    print(
-        f"\nFIGURE fuzz tags: refused {counts['refused']} / accepted {counts['accepted']} / crashed {counts['crashed']}"
-    )
-    assert not crashes, crashes[:5]
-    assert counts["refused"] and counts["accepted"], "both sides were exercised"
+    tally.report("fuzz tags")
 
 
 def test_two_spellings_never_give_the_same_version() -> None:

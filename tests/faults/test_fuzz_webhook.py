@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import json
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from starlette.testclient import TestClient
 from dropship.manifest import load_manifest
 from dropship.tags import ReleaseClass, classify
 from dropship.webhook import Secrets, TagPush, create_app
-from tests.faults.strategies import tags, valid_tags
+from tests.faults.strategies import Tally, tags, valid_tags
 
 EXAMPLES = int(os.environ.get("DROPSHIP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,8 +107,8 @@ def test_fuzzed_deliveries_never_crash_and_202_only_for_release_tags() -> None:
         return f"run-{len(started)}"
 
     client = TestClient(create_app(MANIFEST, SECRETS, start), raise_server_exceptions=False)
-    counts: Counter[str] = Counter()
-    crashes: list[str] = []
+    tally = Tally()
+    counts = tally.counts
 
     @FUZZ
     @given(deliveries())
@@ -118,8 +117,7 @@ def test_fuzzed_deliveries_never_crash_and_202_only_for_release_tags() -> None:
         before = len(started)
         answer = client.post("/hooks/release", content=body, headers=headers)
         if answer.status_code >= 500:
-            counts["crashed"] += 1
-            crashes.append(f"{answer.status_code} for {body[:120]!r}")
+            tally.crash(f"{answer.status_code} for {body[:120]!r}")
             return
         assert answer.status_code in (200, 202, 400, 401, 413), answer.status_code
         reply = answer.json()
@@ -135,9 +133,4 @@ def test_fuzzed_deliveries_never_crash_and_202_only_for_release_tags() -> None:
             assert isinstance(reply.get("error" if answer.status_code != 200 else "ignored"), str)
 
     check()
-    print(
-        f"\nFIGURE fuzz webhook bodies: refused {counts['refused']} / ignored {counts['ignored']} / accepted "
-        f"{counts['accepted']} / crashed {counts['crashed']}"
-    )
-    assert not crashes, crashes[:5]
-    assert counts["refused"] and counts["accepted"]
+    tally.report("fuzz webhook bodies", ignored=True)

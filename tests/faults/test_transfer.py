@@ -18,7 +18,7 @@ from dropship.publish import LocalPublisher, SshPublisher
 from dropship.repos.index import IndexedRelease
 from dropship.repos.tree import sign_and_index
 from dropship.signing import Signer
-from tests.faults.harness import example_manifest, published_versions
+from tests.faults.harness import example_manifest, published_versions, stable_release
 from tests.servers import RepoServerHost, start_repo_server
 
 
@@ -30,16 +30,7 @@ def server(tmp_path: Path) -> Iterator[RepoServerHost]:
 
 
 def _release(version: str) -> IndexedRelease:
-    return IndexedRelease(
-        id=f"2026010{version[2]}T000000Z-v{version}",
-        name=f"v{version}",
-        release_class="stable",
-        version=version,
-        commit="0" * 40,
-        date="2026-01-01 00:00 UTC",
-        suites=["stable"],
-        targets=["amd64-deb"],
-    )
+    return stable_release(f"2026010{version[2]}T000000Z-v{version}", version)
 
 
 def _signed_tree(publisher: LocalPublisher | SshPublisher, work: Path, version: str, deb: Path, key: str) -> Path:

@@ -34,13 +34,6 @@ AUTH = "dropship:droplet-tests-auth-7f3a"
 TARGET = "amd64-deb"
 
 
-class AuthPrefectServer(LocalPrefectServer):
-    """A Prefect server that refuses requests without PREFECT_API_AUTH_STRING."""
-
-    def env(self) -> dict[str, str]:
-        return {**super().env(), "PREFECT_SERVER_API_AUTH_STRING": AUTH}
-
-
 @pytest.fixture(scope="module")
 def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     from prefect.settings import (
@@ -49,7 +42,10 @@ def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         temporary_settings,
     )
 
-    server = AuthPrefectServer(tmp_path_factory.mktemp("auth-prefect"))
+    # refuses requests without PREFECT_API_AUTH_STRING
+    server = LocalPrefectServer(
+        tmp_path_factory.mktemp("auth-prefect"), extra_env={"PREFECT_SERVER_API_AUTH_STRING": AUTH}
+    )
     server.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: AUTH}):

@@ -169,21 +169,17 @@ def test_no_registry_password_in_any_log_artifact_or_summary(
     assert {a.key for a in artifacts} >= {"release-image", "release-summary"}
 
 
-def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
-    project: dict[str, Any], registry: LocalRegistry
-) -> None:
+def _release_with_block(project: dict[str, Any], registry: LocalRegistry, *, password: str, url: str) -> Any:
+    """v1.2.3 released with the hello-registry block holding `password` for `url`; the right block after."""
     from prefect_docker.credentials import DockerRegistryCredentials
 
-    from dropship.ledger import lives
-
-    wrong = "wrong-password-4Kq9"
-    DockerRegistryCredentials(username=registry.username, password=wrong, registry_url=registry.host).save(
-        "hello-registry", overwrite=True
-    )
     from flows.release import release as release_flow
 
+    DockerRegistryCredentials(username=registry.username, password=password, registry_url=url).save(
+        "hello-registry", overwrite=True
+    )
     try:
-        state = release_flow(
+        return release_flow(
             manifest=str(project["repo"] / "dropship.toml"),
             tag="v1.2.3",
             targets=TARGETS,
@@ -194,6 +190,15 @@ def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
         DockerRegistryCredentials(
             username=registry.username, password=registry.password, registry_url=registry.host
         ).save("hello-registry", overwrite=True)
+
+
+def test_a_registry_refusing_the_block_stops_the_release_before_any_machine(
+    project: dict[str, Any], registry: LocalRegistry
+) -> None:
+    from dropship.ledger import lives
+
+    wrong = "wrong-password-4Kq9"
+    state = _release_with_block(project, registry, password=wrong, url=registry.host)
     assert not state.is_completed()
     run_dir = project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)
     assert lives(run_dir) == []  # no machine was created
@@ -206,26 +211,9 @@ def test_a_block_for_another_registry_is_refused_before_its_password_goes_anywhe
 ) -> None:
     """The manifest names the registry; the block must be for that same host, or a commit
     changing `[oci] repository` would send the block's password to any host it likes."""
-    from prefect_docker.credentials import DockerRegistryCredentials
-
     from dropship.ledger import lives
-    from flows.release import release as release_flow
 
-    DockerRegistryCredentials(
-        username=registry.username, password=registry.password, registry_url="registry.example.invalid"
-    ).save("hello-registry", overwrite=True)
-    try:
-        state = release_flow(
-            manifest=str(project["repo"] / "dropship.toml"),
-            tag="v1.2.3",
-            targets=TARGETS,
-            workdir=str(project["base"] / "state"),
-            return_state=True,
-        )
-    finally:
-        DockerRegistryCredentials(
-            username=registry.username, password=registry.password, registry_url=registry.host
-        ).save("hello-registry", overwrite=True)
+    state = _release_with_block(project, registry, password=registry.password, url="registry.example.invalid")
     assert not state.is_completed()
     assert lives(project["base"] / "state" / "runs" / str(state.state_details.flow_run_id)) == []
     message = str(state.message)

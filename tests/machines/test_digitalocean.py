@@ -14,10 +14,9 @@ from dropship.errors import ConfigError, MachineError, NotFound
 from dropship.machines import MachineRequest
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings
 from dropship.machines.local import _pids_with_marker
-from dropship.machines.userdata import render
 from dropship.ports import free_port
 from dropship.ssh import Endpoint, SshSession, generate_keypair
-from tests.support import IDLE_WORKER
+from tests.support import idle_user_data
 
 TOKEN = "dop_v1_emulator_token"
 
@@ -46,13 +45,7 @@ def provider(url: str, emu: Emulator, **overrides: object) -> DigitalOceanProvid
 
 def request(size: str = "s-2vcpu-4gb", name: str = "hello-amd64-deb-1") -> tuple[MachineRequest, str]:
     host, client = generate_keypair("host"), generate_keypair("client")
-    user_data = render(
-        host_private_key=host.private_openssh,
-        host_public_key=host.public_line,
-        authorized_key=client.public_line,
-        work_dir="/var/lib/dropship/work",
-        worker=IDLE_WORKER,
-    )
+    user_data = idle_user_data(host, client)
     return MachineRequest(
         name,
         ("dropship-run-abc", "dropship-target-amd64-deb"),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from dropship.errors import MachineError
 from dropship.machines.userdata import WorkerSpec, render
 
 WORKER = WorkerSpec(
@@ -48,7 +49,7 @@ def test_worker_serves_only_the_machines_queue() -> None:
 
 
 def test_multiline_public_key_rejected() -> None:
-    with pytest.raises(ValueError, match="single lines"):
+    with pytest.raises(MachineError, match="single lines"):
         render(host_private_key="k", host_public_key="a\nb", authorized_key="a", work_dir="/w", worker=WORKER)
 
 

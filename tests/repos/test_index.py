@@ -26,11 +26,17 @@ def _release(tree: Path, release_id: str, cls: str, deb: str, suites: list[str])
     return release
 
 
-def test_history_is_carried_and_pruned_files_are_marked(tmp_path: Path) -> None:
+def _pool_file(tmp_path: Path, path: str, content: bytes) -> tuple[Path, Path]:
+    """A tree (`tmp_path/tree`) with one package at `path` under it: (the tree, the package)."""
     tree = tmp_path / "tree"
-    first = tree / "pool/main/h/hello/hello_1.0_amd64.deb"
-    first.parent.mkdir(parents=True)
-    first.write_bytes(b"one")
+    deb = tree / path
+    deb.parent.mkdir(parents=True)
+    deb.write_bytes(content)
+    return tree, deb
+
+
+def test_history_is_carried_and_pruned_files_are_marked(tmp_path: Path) -> None:
+    tree, first = _pool_file(tmp_path, "pool/main/h/hello/hello_1.0_amd64.deb", b"one")
     index = ReleaseIndex("hello", "http://repo.example.invalid", "hello-release")
     update_index(tree, index, _release(tree, "20261122T100000Z-v1.0.0", "stable", first.name, ["stable"]))
     second = first.with_name("hello_1.1_amd64.deb")
@@ -63,10 +69,7 @@ def test_unreadable_index_and_missing_artifact_are_errors(tmp_path: Path) -> Non
 
 
 def test_names_are_escaped_in_the_page(tmp_path: Path) -> None:
-    tree = tmp_path / "tree"
-    deb = tree / "pool/main/x/x/x_1_amd64.deb"
-    deb.parent.mkdir(parents=True)
-    deb.write_bytes(b"x")
+    tree, deb = _pool_file(tmp_path, "pool/main/x/x/x_1_amd64.deb", b"x")
     release = _release(tree, "20261122T100000Z-v1.0.0", "stable", deb.name, ["stable"])
     update_index(tree, ReleaseIndex("<script>alert(1)</script>", "http://x", "k"), release)
     page = (tree / "index.html").read_text()
@@ -76,10 +79,7 @@ def test_names_are_escaped_in_the_page(tmp_path: Path) -> None:
 def test_language_packages_and_docs_are_listed_with_their_release(tmp_path: Path) -> None:
     from dropship.repos.index import IndexedLanguagePackage
 
-    tree = tmp_path / "tree"
-    deb = tree / "pool/main/h/hello/hello_1.0_amd64.deb"
-    deb.parent.mkdir(parents=True)
-    deb.write_bytes(b"one")
+    tree, deb = _pool_file(tmp_path, "pool/main/h/hello/hello_1.0_amd64.deb", b"one")
     release = _release(tree, "20261122T100000Z-v1.0.0", "stable", deb.name, ["stable"])
     release.language_packages = [
         IndexedLanguagePackage("hello_dropship-1.0-py3-none-any.whl", "python-wheel", "wheel", "pypi", 1350, "ab" * 32),
