@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import getpass
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -58,7 +60,9 @@ class Sshd:
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
+            # the whole session: a connection the listener accepted just before is served by a child
+            # that would re-read the host key file after `start` rewrote it, and log into this log
+            os.killpg(self.process.pid, signal.SIGTERM)
             self.process.wait(10)
             self.process = None
 
