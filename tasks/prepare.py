@@ -15,6 +15,7 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
 from dropship.progress import event
 from dropship.project_tests import run_tests
+from tasks.containers import resolve_build_images
 from tasks.machines import droplet_worker
 
 
@@ -40,6 +41,7 @@ def plan_release(
         started=started,
         dry_run=dry_run,
         provider=provider,
+        resolve_containers=resolve_build_images,  # container = "...": tag -> digest, before any machine
     )
     get_run_logger().info(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",
