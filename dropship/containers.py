@@ -176,11 +176,13 @@ def docker_errors(target: str, what: str) -> Iterator[None]:
 class BuildDocker:
     """A dockerd for one build container, its data root in the build's workspace; a context manager."""
 
-    def __init__(self, workspace: Path, target: str) -> None:
+    def __init__(self, workspace: Path, target: str, search_path: str | None = None) -> None:
         from dropship.emulator.dockerd import DockerDaemon
 
         self.target = target
         self.daemon = DockerDaemon(workspace / DOCKERD_FOLDER)
+        self.search_path = search_path or os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
+        """Where dockerd is looked for: the worker's PATH and Debian's folders for it."""
 
     @property
     def host(self) -> str:
@@ -188,7 +190,7 @@ class BuildDocker:
         return self.daemon.host
 
     def __enter__(self) -> BuildDocker:
-        if shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin") is None:
+        if shutil.which("dockerd", path=self.search_path) is None:
             raise BuildFailed(
                 self.target,
                 'a build container needs Docker, and dockerd is not on the machine: add "docker.io" '

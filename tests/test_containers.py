@@ -148,3 +148,16 @@ def test_a_moved_tag_resolves_to_its_new_digest_and_changes_the_hash(
         with pytest.raises(ImageError) as info:
             resolve(skopeo, parse_image(f"{repository}:1"), "targets[0].container")
     assert "DockerRegistryCredentials" in str(info.value) and "wrong-pw-7Hk" not in str(info.value)
+
+
+def test_a_machine_without_docker_fails_the_build_in_one_line(tmp_path: Path) -> None:
+    from dropship.containers import BuildDocker
+    from dropship.errors import BuildFailed
+
+    with pytest.raises(BuildFailed) as info, BuildDocker(tmp_path, "amd64-deb", search_path=str(tmp_path)):
+        pass
+    assert str(info.value) == (
+        'target amd64-deb: a build container needs Docker, and dockerd is not on the machine: add "docker.io" '
+        "to the target's setup (or use an image that has it)"
+    )
+    assert not (tmp_path / "dockerd").exists()

@@ -114,7 +114,7 @@ class DockerDaemon:
                 time.sleep(0.2)
         tail = self.log_path.read_text(errors="replace")[-600:].replace("\n", " | ")
         self.stop()
-        raise MachineError(f"the emulator's dockerd did not start in {timeout:.0f} s (log {self.log_path}): {tail}")
+        raise MachineError(f"dockerd did not start in {timeout:.0f} s (log {self.log_path}): {tail}")
 
     @property
     def client(self) -> docker.DockerClient:

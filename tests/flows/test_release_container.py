@@ -178,6 +178,11 @@ def test_the_build_runs_in_the_image_with_its_tool_and_the_builds_environment(
     assert summary["status"] == "published" and first["machines"] == 2
     built = targets(summary)
     assert built["stamp-deb"]["status"] == "built"
+    print(
+        "\n[container] build seconds: "
+        + ", ".join(f"{n} {t['build_seconds']} (machine {t['machine_seconds']})" for n, t in built.items()),
+        flush=True,
+    )
     plan = json.loads((first["run_dir"] / "plan.json").read_text())
     assert plan["containers"] == {"stamp-deb": f"{tools['repository']}@{tools['digest']}"}
     deb = project["base"] / "published" / "current" / "pool" / "main" / "s" / "stamp" / "stamp_1.0.0_amd64.deb"
