@@ -124,8 +124,8 @@ class ContainerRunner:
         with BuildDocker(self.workspace, self.target) as docker:
             host = DockerHost(base_url=docker.host, version="auto", timeout=int(min(timeout, 3600)) + 60)
             started = time.monotonic()
-            with docker_errors(self.target, f"pulling {reference}"):
-                try:
+            try:
+                with docker_errors(self.target, f"pulling {reference}"):
                     _sync(
                         pull_docker_image.with_options(
                             cache_policy=NO_CACHE, task_run_name=f"pull {self.image.repository}"
@@ -136,8 +136,13 @@ class ContainerRunner:
                             docker_registry_credentials=credentials,
                         )
                     )
-                except BuildFailed as exc:  # the daemon's message may echo what it was sent
-                    raise BuildFailed(self.target, redact_secrets(exc.reason, credentials.username, secret)) from None
+            except BuildFailed as exc:  # the daemon's message may echo what it was sent
+                reason = redact_secrets(exc.reason, credentials.username, secret)
+                if "unauthorized" in reason.lower() or "authentication required" in reason.lower():
+                    reason += (
+                        f": check the username and password in the DockerRegistryCredentials block {self.credentials!r}"
+                    )
+                raise BuildFailed(self.target, reason) from exc.__cause__
             logger.info("pulled %s in %.1f s", reference, time.monotonic() - started)
             with docker_errors(self.target, f"creating the build container from {reference}"):
                 container = _sync(
