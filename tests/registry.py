@@ -45,16 +45,17 @@ def push_image(
     registry: LocalRegistry,
     repository: str,
     tag: str,
-    files: dict[str, str],
+    files: dict[str, str | bytes],
     base: str = "scratch",
 ) -> str:
-    """Build `FROM base` plus `files` ({path in the image: text}, executable) in `daemon`, without
+    """Build `FROM base` plus `files` ({path in the image: text or bytes}, executable) in `daemon`, without
     network, push it to `repository:tag` with the registry's credentials; returns the pushed digest."""
     with tempfile.TemporaryDirectory(prefix="dropship-image-") as scratch:
         context = Path(scratch)
         lines = [f"FROM {base}"]
         for index, (path, text) in enumerate(sorted(files.items())):
-            (context / f"f{index}").write_text(text)
+            data = text.encode() if isinstance(text, str) else text
+            (context / f"f{index}").write_bytes(data)
             (context / f"f{index}").chmod(0o755)
             lines.append(f"COPY f{index} {path}")
         (context / "Dockerfile").write_text("\n".join(lines) + "\n")

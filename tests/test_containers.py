@@ -161,3 +161,92 @@ def test_a_machine_without_docker_fails_the_build_in_one_line(tmp_path: Path) ->
         "to the target's setup (or use an image that has it)"
     )
     assert not (tmp_path / "dockerd").exists()
+
+
+# --- the runner on a machine (tasks/containers.py): prefect-docker's tasks on a dockerd of the build's own ---
+
+TOOL_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *version = getenv("DROPSHIP_VERSION");
+    printf("version=%s path=%s\n", version ? version : "-", getenv("PATH") ? getenv("PATH") : "-");
+    fflush(stdout);
+    if (argc > 2 && strcmp(argv[1], "sleep") == 0) sleep(atoi(argv[2]));
+    return argc > 2 && strcmp(argv[1], "exit") == 0 ? atoi(argv[2]) : 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tool_image(
+    registry: LocalRegistry, dockerd: DockerDaemon, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A FROM scratch image with one static program, pushed; returns its reference pinned by digest."""
+    import subprocess
+
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root")
+    folder = tmp_path_factory.mktemp("tool")
+    (folder / "tool.c").write_text(TOOL_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(folder / "tool"), str(folder / "tool.c")], check=True)
+    repository = registry.repository("unit/runner-tool")
+    digest = push_image(dockerd, registry, repository, "1", {"/tool": (folder / "tool").read_bytes()})
+    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
+        "runner-registry", overwrite=True
+    )
+    return f"{repository}@{digest}"
+
+
+def _run_in(reference: str, workspace: Path, command: list[str], timeout: float = 60) -> str:
+    from prefect import flow
+
+    from tasks.containers import ContainerRunner
+
+    source, home = workspace / "src", workspace / "home"
+    source.mkdir(parents=True, exist_ok=True)
+    home.mkdir(exist_ok=True)
+
+    @flow(name="runner-test")
+    def run() -> str:
+        runner = ContainerRunner(target="t", workspace=workspace, reference=reference, credentials="runner-registry")
+        env = {"HOME": str(home), "DROPSHIP_VERSION": "1.2.3", "DROPSHIP_TARGET": "t"}
+        return runner(command, cwd=source, env=env, timeout=timeout, identity=None)
+
+    return run()
+
+
+def test_the_runner_pulls_by_digest_and_runs_the_command_with_the_declared_environment(
+    tool_image: str, tmp_path: Path
+) -> None:
+    output = _run_in(tool_image, tmp_path, ["/tool"])
+    # DROPSHIP_VERSION as given; PATH is Docker's default for an image that sets none, not the worker's
+    assert output.strip() == "version=1.2.3 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert not (tmp_path / "dockerd").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout", "expected"),
+    [
+        (["/tool", "exit", "3"], 60, "build of t in {repository} failed with exit code 3: /tool exit 3"),
+        (["make", "deb"], 60, "build of t failed with exit code 127: make deb\nmake: not found in {repository}"),
+        (["/tool", "sleep", "60"], 3, "build of t failed with exit code -1: /tool sleep 60"),
+    ],
+    ids=["exit-code", "program-missing", "timeout"],
+)
+def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
+    tool_image: str, tmp_path: Path, command: list[str], timeout: float, expected: str
+) -> None:
+    from dropship.emulator.dockerd import short_folder
+    from dropship.errors import CommandError
+
+    with pytest.raises(CommandError) as info:
+        _run_in(tool_image, tmp_path, command, timeout=timeout)
+    assert str(info.value).startswith(expected.format(repository=tool_image.split("@")[0]))
+    if command[1:2] == ["sleep"]:
+        assert "timed out after 3" in str(info.value)
+    assert not (tmp_path / "dockerd").exists() and not short_folder(tmp_path / "dockerd").exists()

@@ -306,7 +306,9 @@ def test_no_registry_password_in_any_log_artifact_or_summary(
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
         )
         parameters = [client.read_flow_run(r).parameters for r in runs]
-    assert any("pulled " in log.message for log in logs)  # the build runs' logs are among them
+    pulls = [log.message for log in logs if log.message.startswith("pulled ")]
+    assert pulls  # the build runs' logs are among them
+    print("\n[container] " + "; ".join(m.split("@")[0] + " in" + m.rsplit(" in", 1)[1] for m in pulls), flush=True)
     assert not [log.message for log in logs if registry.password in log.message]
     assert not [a.key for a in artifacts if registry.password in json.dumps(a.data, default=str)]
     assert registry.password not in json.dumps(parameters, default=str)
