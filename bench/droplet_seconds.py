@@ -7,7 +7,8 @@ Runs the example release on container droplets of the DigitalOcean emulator
 made by `dropship image build` in the same run (or, with --stock, from the
 stock image with a full bootstrap). For each target: billed seconds divided
 by useful seconds (droplet creation to the moment its artifacts were
-collected: boot, bootstrap, build, collect). Billed seconds follow
+collected: boot, bootstrap, build, collect; for an integration job's machine,
+creation to deletion). Billed seconds follow
 DigitalOcean's rule, per second with a minimum of 60 s or $0.01, whichever
 is higher (`dropship.machines.digitalocean.droplet_cost`), so a droplet that
 lives 20 s counts 60. Goal: <= 1.1.
@@ -104,8 +105,11 @@ def main() -> None:
         print(f"{'target':10} {'droplet':28} {'useful s':>8} {'alive s':>8} {'billed s':>8} {'cost $':>8} {'ratio':>6}")
         worst = 0.0
         for life in sorted(lives(run_dir), key=lambda item: item.target):
-            assert life.collected is not None
-            useful = (life.collected - life.created).total_seconds()
+            # A build machine's useful work ends when its artifacts are collected; a job's machine
+            # (an integration job: install the signed tree) is useful until the job deleted it.
+            end = life.collected or life.deleted
+            assert end is not None, f"{life.name} was neither collected nor deleted"
+            useful = (end - life.created).total_seconds()
             alive = lifetimes[life.name]["seconds"]
             billed = billed_seconds(alive)
             cost = droplet_cost(alive, lifetimes[life.name]["price_hourly"])

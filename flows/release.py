@@ -36,7 +36,8 @@ from dropship.plan import ReleasePlan
 from dropship.progress import event, tidy_reason
 from dropship.run_folder import RunFolder
 from dropship.ssh import write_keypair
-from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
+from dropship.summary import ArtifactSummary, ImageSummary, TargetStatus, TargetSummary
+from dropship.tags import ReleaseClass
 from flows.jobs import needs_signed_tree, publish_language_packages, run_jobs_before_publication, run_unit_jobs
 from tasks.build import ensure_build_deployment
 from tasks.cache import build_target, decide_target, ensure_machines_limit
@@ -65,6 +66,20 @@ def _teardown_hook(flow: Flow[Any, Any], flow_run: FlowRun, state: State[Any]) -
             )
         return
     teardown(manifest, params.get("provider") or manifest.machines.provider, workdir, str(flow_run.id), run_dir)
+
+
+def _tag_after_publication(spec: Manifest, plan: ReleasePlan, image: ImageSummary) -> ImageSummary:
+    """Move the image tags once the packages are out. skopeo already retried; a failure left now cannot
+    take the packages back, so the error says they are out and how to finish: the same release again
+    reuses every stored build and image (no machine), publishes the same packages and moves the tags."""
+    try:
+        return tag_images(spec, image)
+    except DropshipError as exc:
+        again = f"--ref {plan.name}" if plan.release_class is ReleaseClass.DEVELOPMENT else plan.name
+        raise ReleaseFailed(
+            f"{plan.name}'s packages are published, but its image tags did not move ({exc}): "
+            f"run `dropship release {again}` again to move them; nothing is rebuilt"
+        ) from exc
 
 
 def _outcome(future: PrefectFuture[Any], name: str) -> TargetSummary:
@@ -246,7 +261,7 @@ def release(
             )
             publish_language_packages(spec, plan, workdir)  # [[registries]]: after everything succeeded
             if image is not None:  # the packages are out: now the image's tags move
-                image = tag_images(spec, image)
+                image = _tag_after_publication(spec, plan, image)
     except BaseException as exc:
         error = str(exc)
         raise

@@ -34,7 +34,7 @@ from dropship.oci import (
 from dropship.oci_build import image_archive_name
 from dropship.plan import ReleasePlan
 from dropship.progress import event
-from dropship.repos.index import load_index
+from dropship.repos.index import INDEX_JSON, load_index
 from dropship.summary import ImageSummary
 
 
@@ -143,7 +143,7 @@ def restore_image_tags(manifest: Manifest, workdir: str, release_id: str) -> dic
         return {}
     with tempfile.TemporaryDirectory(prefix="dropship-rollback-") as scratch:
         tree = Path(scratch) / "tree"
-        require_block(RepoServer, manifest.blocks.repo_server).publisher(workdir).fetch_current(tree)
+        require_block(RepoServer, manifest.blocks.repo_server).publisher(workdir).fetch_current(tree, only={INDEX_JSON})
         release = next((r for r in load_index(tree) if r.id == release_id), None)
     if release is None or not release.image.get("digest"):
         get_run_logger().info("release %s has no image: no tag moved", release_id)

@@ -10,10 +10,13 @@ tags). Nothing is pulled from a public registry: the images pushed are built
 
 from __future__ import annotations
 
+import http.client
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -22,7 +25,7 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.oci_registry import LocalRegistry, start_registry
 from dropship.ports import free_port
 
-__all__ = ["LocalRegistry", "push_image", "registry"]
+__all__ = ["LocalRegistry", "RefusingProxy", "push_image", "registry"]
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +69,72 @@ def push_image(
             raise RuntimeError(f"push of {repository}:{tag} failed: {line['error']}")
     image.reload()
     return next(d.split("@", 1)[1] for d in image.attrs["RepoDigests"] if d.startswith(f"{repository}@"))
+
+
+class RefusingProxy:
+    """An HTTP proxy in front of the registry that answers 503 to the requests `refuse` picks and passes
+    every other request through unchanged (Host header included, so the registry's upload Locations
+    point back at the proxy). A registry fault at one step: e.g. tag PUTs refused after the pushes by
+    digest went through. Bodies are small in tests, so each is read whole."""
+
+    def __init__(self, upstream: str, refuse: Callable[[str, str], bool]) -> None:
+        self.upstream = upstream
+        self.refuse = refuse
+        self.refused: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    data = b""
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        data += self.rfile.read(size)
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return data
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _relay(self) -> None:
+                body = self._body()
+                if proxy.refuse(self.command, self.path):
+                    proxy.refused.append(f"{self.command} {self.path}")
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                conn = http.client.HTTPConnection(proxy.upstream, timeout=60)
+                try:  # header by header: clients repeat some (Accept), which a dict would collapse
+                    conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                    for key, value in self.headers.items():
+                        if key.lower() not in ("transfer-encoding", "content-length"):
+                            conn.putheader(key, value)
+                    conn.putheader("Content-Length", str(len(body)))
+                    conn.endheaders(body)
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for key, value in answer.getheaders():
+                    if key.lower() not in ("transfer-encoding", "content-length", "connection"):
+                        self.send_header(key, value)
+                length = answer.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+                self.send_header("Content-Length", length or "0")
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.host = f"127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

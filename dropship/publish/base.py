@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,8 +42,9 @@ class Publisher(Protocol):
 
     def release_ids(self) -> list[str]: ...
 
-    def fetch_current(self, destination: Path) -> None:
-        """Make `destination` a copy of the tree clients see now (empty if none)."""
+    def fetch_current(self, destination: Path, only: Collection[str] | None = None) -> None:
+        """Make `destination` a copy of the tree clients see now (empty if none); with `only`, just those
+        files of it (e.g. `index.json`, which is all a rollback reads)."""
 
     def publish(self, tree: Path, release_id: str, progress: Progress | None = None) -> PublishResult: ...
 

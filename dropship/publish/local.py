@@ -6,7 +6,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -81,11 +81,18 @@ class LocalPublisher:
         current = self.current_id()
         return self.releases / current if current else None
 
-    def fetch_current(self, destination: Path) -> None:
+    def fetch_current(self, destination: Path, only: Collection[str] | None = None) -> None:
         destination.mkdir(parents=True, exist_ok=True)
         current = self.current_tree()
-        if current is not None and current.is_dir():
+        if current is None or not current.is_dir():
+            return
+        if only is None:
             hardlink_tree(current, destination)
+            return
+        for path in only:
+            if (current / path).is_file():
+                (destination / path).parent.mkdir(parents=True, exist_ok=True)
+                os.link(current / path, destination / path)
 
     def _known_inodes(self) -> dict[tuple[int, int], str]:
         """sha256 of the current release's files by inode: a tree seeded from it (hard links)

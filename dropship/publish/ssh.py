@@ -24,7 +24,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -259,8 +259,9 @@ class SshPublisher:
             known[(stat.st_dev, stat.st_ino)] = entry.name
         return known
 
-    def fetch_current(self, destination: Path) -> None:
-        """Rebuild the current tree at `destination` from the mirror, downloading only what it lacks."""
+    def fetch_current(self, destination: Path, only: Collection[str] | None = None) -> None:
+        """Rebuild the current tree at `destination` from the mirror, downloading only what it lacks;
+        with `only`, just those files (the mirror keeps everything else it has)."""
         destination.mkdir(parents=True, exist_ok=True)
         self._objects.mkdir(parents=True, exist_ok=True)
         with self.session() as session:
@@ -268,7 +269,8 @@ class SshPublisher:
             if current is None:
                 return
             listing = self._listing(session, current)
-            for path, entry in listing.files.items():
+            files = listing.files if only is None else {p: e for p, e in listing.files.items() if p in only}
+            for path, entry in files.items():
                 obj = self._objects / entry.sha256
                 if not obj.exists():
                     session.get(
@@ -279,10 +281,12 @@ class SshPublisher:
                             f"release {current}'s listing", "the server's copy was altered: check the repository server"
                         ),
                     )
-        for path, entry in listing.files.items():
+        for path, entry in files.items():
             target = destination / path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(self._objects / entry.sha256, target)
+        if only is not None:
+            return
         for path, link in listing.symlinks.items():
             (destination / path).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(link, destination / path)

@@ -16,6 +16,7 @@ from dropship.demo import prepare_repository
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.oci import INDEX_TYPE, Skopeo, current_tags
 from dropship.oci_registry import LocalRegistry
+from tests.registry import RefusingProxy
 from tests.support import commit_and_tag, machine_processes_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
@@ -293,3 +294,63 @@ def build_runs() -> int:
 
     with get_client(sync_client=True) as client:
         return len(client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["build"])), limit=200))
+
+
+def test_a_tag_move_refused_after_publication_says_the_packages_are_out_and_a_rerun_moves_the_tags(
+    prefect_server: str, tmp_path: Path, registry: LocalRegistry, signing_key: str
+) -> None:
+    """The registry takes the pushes by digest, then refuses every tag: the packages are out and can't be
+    taken back, so the release fails saying so and how to finish; the same release again moves the tags
+    with no machine."""
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    from blocks.repo_server import RepoServer
+    from blocks.signing_key import SigningKey
+    from dropship.ledger import lives
+
+    refusing = True
+    tags = ["2.0.0", "2.0", "latest"]
+    proxy = RefusingProxy(
+        registry.host,
+        lambda method, path: refusing and method == "PUT" and "/manifests/" in path and "sha256:" not in path,
+    )
+    try:
+        repo = prepare_repository(tmp_path / "hello", "v0.1.0")
+        manifest = (repo / "dropship.toml").read_text().split("\n# A pure-Python wheel")[0]
+        repository = f"{proxy.host}/tagfault/hello"
+        fragment = (repo / "oci.toml").read_text().replace('"127.0.0.1:5000/hello"', f'"{repository}"')
+        blocks = {'"hello-signing-key"': '"tagfault-key"', '"hello-repo"': '"tagfault-repo"'}
+        for old, new in {**blocks, '"hello-registry"': '"tagfault-registry"'}.items():
+            manifest, fragment = manifest.replace(old, new), fragment.replace(old, new)
+        (repo / "dropship.toml").write_text(manifest + "\n" + fragment)
+        commit_and_tag(repo, "v2.0.0")
+        SigningKey(private_key=signing_key).save("tagfault-key", overwrite=True)
+        RepoServer(path=str(tmp_path / "published")).save("tagfault-repo", overwrite=True)
+        DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=proxy.host).save(
+            "tagfault-registry", overwrite=True
+        )
+        project = {"repo": repo, "base": tmp_path}
+
+        state, summary, _ = release(project, "v2.0.0", ["amd64-deb", "amd64-image"])
+        assert not state.is_completed()
+        assert proxy.refused, "the proxy refused nothing: the fault never happened"
+        assert summary["error"].startswith("v2.0.0's packages are published, but its image tags did not move ("), (
+            summary["error"]
+        )
+        assert summary["error"].endswith("run `dropship release v2.0.0` again to move them; nothing is rebuilt")
+        assert registry.password not in summary["error"]
+        current = tmp_path / "published" / "current"
+        assert "v2.0.0" in current.resolve().name  # the packages are out
+        with Skopeo(registry.auth) as skopeo:
+            assert set(current_tags(skopeo, registry.repository("tagfault/hello"), tags).values()) == {None}
+
+        refusing = False
+        state, summary, run_dir = release(project, "v2.0.0", ["amd64-deb", "amd64-image"])
+        assert state.is_completed(), summary["error"]
+        assert lives(run_dir) == [] and summary["image"]["tagged"]
+        assert summary["image"]["tags"] == tags
+        with Skopeo(registry.auth) as skopeo:
+            moved = current_tags(skopeo, registry.repository("tagfault/hello"), tags)
+        assert moved == dict.fromkeys(tags, summary["image"]["digest"])
+    finally:
+        proxy.close()

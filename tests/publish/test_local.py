@@ -88,3 +88,11 @@ def test_a_first_publish_uploads_and_a_seeded_one_reuses(tmp_path: Path) -> None
     (seeded / "new").write_text("n")
     second = publisher.publish(seeded, "r2")
     assert (second.files, second.reused, second.uploaded) == (3, 2, 1)
+
+
+def test_fetch_current_only_links_just_those_files(tmp_path: Path) -> None:
+    publisher = LocalPublisher(tmp_path / "pub")
+    publisher.publish(_tree(tmp_path / "t1", {"index.json": "{}", "pool/p.deb": "deb"}), "r1")
+    publisher.fetch_current(tmp_path / "index", only={"index.json", "missing.json"})
+    assert [p.name for p in (tmp_path / "index").rglob("*")] == ["index.json"]
+    assert (tmp_path / "index/index.json").read_text() == "{}"

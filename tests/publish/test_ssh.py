@@ -66,6 +66,23 @@ def test_fetch_current_downloads_only_what_the_mirror_lacks(server: RepoServerHo
     )
 
 
+def test_fetch_current_only_downloads_just_those_files_and_keeps_the_mirror(
+    server: RepoServerHost, tmp_path: Path
+) -> None:
+    big = os.urandom(200_000)
+    _publisher(server, tmp_path / "a").publish(_tree(tmp_path / "t1", {"index.json": b"{}", "pool/p.deb": big}), "r1")
+    other = _publisher(server, tmp_path / "b")
+    other.fetch_current(tmp_path / "all")  # the mirror now holds both
+    other.fetch_current(tmp_path / "index", only={"index.json", "missing.json"})
+    assert sorted(p.relative_to(tmp_path / "index").as_posix() for p in (tmp_path / "index").rglob("*")) == [
+        "index.json"
+    ]
+    assert (tmp_path / "b/objects" / hashlib.sha256(big).hexdigest()).exists(), "a partial fetch pruned the mirror"
+    fresh = _publisher(server, tmp_path / "c")  # an empty mirror: the package is never downloaded
+    fresh.fetch_current(tmp_path / "index2", only={"index.json"})
+    assert [p.name for p in (tmp_path / "c/objects").iterdir()] == [hashlib.sha256(b"{}").hexdigest()]
+
+
 def test_interrupted_upload_leaves_current_and_next_publish_succeeds(server: RepoServerHost, tmp_path: Path) -> None:
     publisher = _publisher(server, tmp_path / "mirror")
     publisher.publish(_tree(tmp_path / "t1", {"a": b"old"}), "r1")
