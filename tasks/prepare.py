@@ -65,7 +65,12 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     `PreflightFailed` (a ConfigError) naming what is missing and the fixing command.
     """
     checks = run_checks(
-        manifest, plan.manifest_path, load_inputs(manifest, plan.provider), provider=plan.provider, targets=plan.targets
+        manifest,
+        plan.manifest_path,
+        load_inputs(manifest, plan.provider),
+        provider=plan.provider,
+        targets=plan.targets,
+        build_images=False,  # the plan stage pinned them (tasks/containers.resolve_build_images)
     )
     logger = get_run_logger()
     for check in checks:
