@@ -185,6 +185,7 @@ def test_the_build_runs_in_the_image_with_its_tool_and_the_builds_environment(
     )
     plan = json.loads((first["run_dir"] / "plan.json").read_text())
     assert plan["containers"] == {"stamp-deb": f"{tools['repository']}@{tools['digest']}"}
+    assert built["stamp-deb"]["container"] == plan["containers"]["stamp-deb"] and built["base-deb"]["container"] == ""
     deb = project["base"] / "published" / "current" / "pool" / "main" / "s" / "stamp" / "stamp_1.0.0_amd64.deb"
     listing = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], check=True, capture_output=True).stdout
     stamp = subprocess.run(
