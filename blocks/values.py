@@ -11,11 +11,12 @@ from typing import TypeVar
 
 from prefect.blocks.core import Block
 from prefect.exceptions import ObjectNotFound
+from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.checks import Inputs, KeyValue, RepoValue
+from dropship.checks import Inputs, KeyValue, RegistryValue, RepoValue
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest
 
@@ -73,8 +74,16 @@ def load_inputs(manifest: Manifest, provider: str | None = None) -> Inputs:
     credentials = None
     if (provider or manifest.machines.provider) == "digitalocean":
         credentials = load_block(DigitalOceanCredentials, manifest.machines.credentials)
+    registries: dict[str, RegistryValue | None] = {}
+    for target in manifest.targets:
+        if target.container is not None and target.container_credentials not in registries:
+            block = load_block(DockerRegistryCredentials, target.container_credentials)
+            registries[target.container_credentials] = (
+                RegistryValue(block.registry_url, block.username, block.password.get_secret_value()) if block else None
+            )
     return Inputs(
         signing_key=key_value(key) if key else None,
         repo_server=repo_value(repo) if repo else None,
         digitalocean=credentials.settings() if credentials else None,
+        build_registries=registries,
     )

@@ -24,6 +24,7 @@ import tarfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from dropship.errors import BuildFailed, CommandError, ConfigError
 from dropship.graph import DEPS_DIR
@@ -36,10 +37,15 @@ PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def build_environment(target_env: dict[str, str], *, home: Path, version: str, target: str) -> dict[str, str]:
-    """The whole environment of a build command: an allow-list, never the worker's secrets."""
-    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ}
-    env.setdefault("PATH", DEFAULT_PATH)
+def build_environment(
+    target_env: dict[str, str], *, home: Path, version: str, target: str, inherit: bool = True
+) -> dict[str, str]:
+    """The whole environment of a build command: an allow-list, never the worker's secrets.
+    Without `inherit` (a build container: the image has its own PATH and locale) only what
+    dropship and the manifest declare."""
+    env = {name: os.environ[name] for name in PASSED_ENV if name in os.environ} if inherit else {}
+    if inherit:
+        env.setdefault("PATH", DEFAULT_PATH)
     env["HOME"] = str(home)
     env.update(target_env)
     env["DROPSHIP_VERSION"] = version
@@ -69,6 +75,30 @@ def _chown_tree(root: Path, uid: int, gid: int) -> None:
     for directory, dirnames, filenames in os.walk(root):
         for name in [*dirnames, *filenames]:
             os.lchown(os.path.join(directory, name), uid, gid)
+
+
+class Runner(Protocol):
+    """Runs a build command and returns its output, raising `CommandError` when it fails: on the
+    machine itself (`run_on_machine`), or in a build container (`tasks/containers.ContainerRunner`)."""
+
+    def __call__(
+        self, command: list[str], *, cwd: Path, env: dict[str, str], timeout: float, identity: tuple[int, int] | None
+    ) -> str: ...
+
+
+def run_on_machine(
+    command: list[str], *, cwd: Path, env: dict[str, str], timeout: float, identity: tuple[int, int] | None
+) -> str:
+    return run(
+        command,
+        cwd=cwd,
+        env=env,
+        inherit_env=False,
+        what=f"build of {env.get('DROPSHIP_TARGET', command[0])}",
+        timeout=timeout,
+        user=identity[0] if identity else None,
+        group=identity[1] if identity else None,
+    )
 
 
 @dataclass(frozen=True)
@@ -139,11 +169,14 @@ def build(
     timeout: float,
     run_as: str | None = None,
     image: dict[str, str] | None = None,
+    runner: Runner | None = None,
 ) -> BuildReport:
     """Unpack `archive`, run `command` in it, hash the artifacts, write the report.
 
-    `image` (an oci target: `dockerfile` and `platform`) then builds the image
-    from the built tree (`dropship.oci_build`); its archive is the artifact."""
+    `runner` runs the command (default: on the machine; a build container's runner
+    gets the same source, home and declared environment, without the worker's PATH
+    and locale). `image` (an oci target: `dockerfile` and `platform`) then builds
+    the image from the built tree (`dropship.oci_build`); its archive is the artifact."""
     source = workspace / "src"
     unpack(archive, source)
     home = workspace / "home"
@@ -154,20 +187,11 @@ def build(
         _chown_tree(source, *identity)
         _chown_tree(home, *identity)
     started = time.monotonic()
-    build_env = build_environment(env, home=home, version=version, target=target)
+    build_env = build_environment(env, home=home, version=version, target=target, inherit=runner is None)
     if (source / DEPS_DIR).is_dir():  # the artifacts of the targets it depends on (dropship.graph)
         build_env["DROPSHIP_DEPS"] = str(source / DEPS_DIR)
     try:
-        output = run(
-            command,
-            cwd=source,
-            env=build_env,
-            inherit_env=False,
-            what=f"build of {target}",
-            timeout=timeout,
-            user=identity[0] if identity else None,
-            group=identity[1] if identity else None,
-        )
+        output = (runner or run_on_machine)(command, cwd=source, env=build_env, timeout=timeout, identity=identity)
     except CommandError as exc:
         raise BuildFailed(target, str(exc)) from exc
     seconds = time.monotonic() - started

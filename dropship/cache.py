@@ -4,7 +4,7 @@ A target's content hash covers the git blob ids of the files its rebuild
 patterns match at the release's commit (read from git objects: exact, no
 working tree), the hashes of the targets it depends on (so transitively),
 and its recipe (arch, format, build command, artifact globs, image, size,
-environment). For a tag release the package version is included too: a new
+environment, and the build container's image by digest). For a tag release the package version is included too: a new
 tag must produce packages that carry the new version. A development build is
 content-addressed only, so a commit that touches no target's files rebuilds
 nothing.
@@ -53,7 +53,10 @@ def tree_files(repo: Path, commit: str) -> list[tuple[str, str]]:
     return files
 
 
-def recipe(manifest: Manifest, target: Target) -> dict[str, object]:
+def recipe(manifest: Manifest, target: Target, container: str | None = None) -> dict[str, object]:
+    """What the build does, besides its files. `container` is the target's build image pinned by
+    digest (`registry/name@sha256:...`, resolved at plan time), or its reference as written when
+    it was not resolved (a target this release does not build)."""
     spec = manifest.machine_spec(target)
     return {
         "arch": target.arch.value,
@@ -65,6 +68,8 @@ def recipe(manifest: Manifest, target: Target) -> dict[str, object]:
         "size": spec["size"],
         # only when declared, so targets without language packages keep their hashes
         **({"packages": [p.model_dump(mode="json") for p in target.packages]} if target.packages else {}),
+        # likewise only for a target built in a container: the image by digest, so a moved tag rebuilds
+        **({"container": container or target.container} if target.container else {}),
     }
 
 
@@ -83,15 +88,24 @@ def _order(manifest: Manifest) -> list[Target]:
     return list(done.values())
 
 
-def content_hashes(manifest: Manifest, files: list[tuple[str, str]], *, version: str | None) -> dict[str, TargetHash]:
-    """The content hash of every target of the manifest."""
+def content_hashes(
+    manifest: Manifest,
+    files: list[tuple[str, str]],
+    *,
+    version: str | None,
+    containers: dict[str, str] | None = None,
+) -> dict[str, TargetHash]:
+    """The content hash of every target of the manifest; `containers` maps a target to its build
+    image pinned by digest (dropship/containers.py)."""
     hashes: dict[str, TargetHash] = {}
     for target in _order(manifest):
         patterns = [re.compile(p) for p in target.rebuild_patterns]
         matched = tuple(sorted((path, blob) for path, blob in files if any(p.search(path) for p in patterns)))
         digest = hashlib.sha256()
         digest.update(f"{HASH_VERSION}\n".encode())
-        digest.update(json.dumps(recipe(manifest, target), sort_keys=True).encode() + b"\n")
+        digest.update(
+            json.dumps(recipe(manifest, target, (containers or {}).get(target.name)), sort_keys=True).encode() + b"\n"
+        )
         for path, blob in matched:
             digest.update(f"file {blob} {path}\n".encode())
         for dep in sorted(target.depends_on):

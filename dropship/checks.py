@@ -13,16 +13,18 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
+from dropship.containers import check_block_registry, parse_image, resolve
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
 from dropship.machines.provision import target_setup
 from dropship.machines.sshd import find_sshd
 from dropship.manifest import Manifest
+from dropship.oci import RegistryAuth, Skopeo
 from dropship.publish.preflight import check_local_root, check_ssh_root
 from dropship.signing import Signer
 from dropship.ssh import Endpoint
@@ -68,12 +70,23 @@ class RepoValue:
 
 
 @dataclass(frozen=True)
+class RegistryValue:
+    """A `DockerRegistryCredentials` block's values (a build container's registry)."""
+
+    registry_url: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class Inputs:
     """The blocks a release uses, as loaded (None: no such block)."""
 
     signing_key: KeyValue | None
     repo_server: RepoValue | None
     digitalocean: DigitalOceanSettings | None
+    build_registries: dict[str, RegistryValue | None] = field(default_factory=dict)
+    """The `container_credentials` blocks of targets with a `container`, by name."""
 
 
 class PreflightFailed(ConfigError):
@@ -205,6 +218,39 @@ def stale_images(manifest: Manifest, targets: Sequence[str]) -> str | None:
     return None
 
 
+def check_build_images(
+    manifest: Manifest, targets: Sequence[str], registries: dict[str, RegistryValue | None]
+) -> list[Check]:
+    """One line per target with a `container`: its block is there and for the image's registry, the
+    registry takes it, and has the image; `ok` names the digest the tag points at now."""
+    checks = []
+    for name in targets:
+        target = manifest.target(name)
+        if target.container is None:
+            continue
+        index = [t.name for t in manifest.targets].index(name)
+        what = f"build image of {name}"
+        image = parse_image(target.container)
+        block = target.container_credentials
+        fix = (
+            f"save a prefect-docker DockerRegistryCredentials block {block!r} with registry_url {image.registry} "
+            "and its username and password"
+        )
+        value = registries.get(block)
+        if value is None:
+            checks.append(Check(what, MISSING, f"no DockerRegistryCredentials block {block!r}", fix))
+            continue
+        try:
+            check_block_registry(block, value.registry_url, image.registry, f"targets[{index}].container")
+            with Skopeo(RegistryAuth(image.registry, value.username, value.password)) as skopeo:
+                digest = resolve(skopeo, image, f"targets[{index}].container")
+        except DropshipError as exc:
+            checks.append(Check(what, FAILED, str(exc).splitlines()[0], fix))
+            continue
+        checks.append(Check(what, OK, f"{image.name} is {digest[:19]}"))
+    return checks
+
+
 def run_checks(
     manifest: Manifest,
     manifest_path: str,
@@ -212,14 +258,17 @@ def run_checks(
     *,
     provider: str | None = None,
     targets: Sequence[str] | None = None,
+    build_images: bool = True,
 ) -> list[Check]:
-    """Every check after the manifest's; none creates a machine."""
+    """Every check after the manifest's; none creates a machine. `build_images=False` leaves the
+    build containers' images out (the release's plan stage has already resolved them)."""
     chosen = provider or manifest.machines.provider
     names = list(targets) if targets else [t.name for t in manifest.targets]
     return [
         check_signing_key(manifest, manifest_path, inputs.signing_key),
         check_repo_server(manifest, manifest_path, inputs.repo_server),
         check_provider(manifest, manifest_path, chosen, names, inputs.digitalocean),
+        *(check_build_images(manifest, names, inputs.build_registries) if build_images else []),
     ]
 
 

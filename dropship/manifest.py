@@ -190,6 +190,29 @@ class Target(_Model):
         description='format = "oci" only: the Dockerfile, relative to the source root (default Dockerfile)',
     )
 
+    container: StrictStr | None = Field(
+        default=None,
+        max_length=512,
+        description="an image to run the build in: registry-host[:port]/name[:tag][@sha256:...] (dropship/containers.py)",
+    )
+    container_credentials: BlockName = Field(
+        default="dropship-registry",
+        description="the prefect-docker DockerRegistryCredentials block for the container's registry",
+    )
+
+    @field_validator("container")
+    @classmethod
+    def _container_reference(cls, value: str | None) -> str | None:
+        if value is not None:
+            from dropship.containers import parse_image
+            from dropship.errors import ImageError
+
+            try:
+                parse_image(value)
+            except ImageError as exc:
+                raise ValueError(str(exc)) from exc
+        return value
+
     @field_validator("dockerfile")
     @classmethod
     def _relative_dockerfile(cls, value: str | None) -> str | None:
@@ -321,7 +344,7 @@ class OciSettings(_Model):
 
 
 DOCKER_PACKAGE = "docker.io"
-"""What an image target's machine needs to build: dropship starts its own dockerd from it."""
+"""What an image target's or a build container's machine needs: dropship starts its own dockerd from it."""
 
 
 class Manifest(_Model):
@@ -366,6 +389,17 @@ class Manifest(_Model):
                 raise _FieldError(
                     f"targets[{index}].setup",
                     f'an "oci" target builds its image with Docker on its machine: add "{DOCKER_PACKAGE}" to its setup',
+                )
+        for index, target in enumerate(self.targets):
+            if target.container is not None and DOCKER_PACKAGE not in self.machine_setup(target)[0]:
+                raise _FieldError(
+                    f"targets[{index}].setup",
+                    f'a target with a container builds in it with Docker on its machine: add "{DOCKER_PACKAGE}" '
+                    "to its setup",
+                )
+            if target.container is None and "container_credentials" in target.model_fields_set:
+                raise _FieldError(
+                    f"targets[{index}].container_credentials", "names a block but the target has no container"
                 )
         return self
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -45,6 +46,9 @@ class ReleasePlan:
     """local or digitalocean: the manifest's, unless the run overrides it."""
     content: dict[str, TargetHash]
     """Each target's content hash and the files it covers."""
+    containers: dict[str, str] = field(default_factory=dict)
+    """Build images of this release's targets with a `container`, pinned by digest (`registry/name@sha256:...`):
+    what their hashes cover and what their machines pull."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -87,8 +91,13 @@ def make_plan(
     started: datetime,
     dry_run: bool = False,
     provider: str | None = None,
+    resolve_containers: Callable[[Manifest, tuple[str, ...]], dict[str, str]] | None = None,
 ) -> tuple[Manifest, ReleasePlan]:
-    """Validate the inputs and archive the source; raise `ConfigError`s on bad input."""
+    """Validate the inputs and archive the source; raise `ConfigError`s on bad input.
+
+    `resolve_containers(manifest, targets)` pins the build image of every selected target with a
+    `container` to a digest, asking its registry (the caller has the credentials); a target with a
+    `container` and no resolver is refused here, before any machine."""
     if not RUN_ID_RE.match(run_id):
         raise ConfigError(f"invalid run id {run_id!r}")
     if provider not in (None, "local", "digitalocean"):
@@ -104,8 +113,15 @@ def make_plan(
     run_dir.mkdir(parents=True, exist_ok=True)
     source_archive = archive(revision, run_dir / f"{manifest.project.name}-{revision.commit[:12]}.tar.gz")
     version = package_version(classification, revision.commit, revision.commit_time)
+    wanted = tuple(n for n in selected if manifest.target(n).container)
+    if wanted and resolve_containers is None:
+        raise ConfigError(f"target(s) {', '.join(wanted)} build in a container: this caller cannot resolve images")
+    containers = resolve_containers(manifest, wanted) if wanted and resolve_containers else {}
     content = content_hashes(
-        manifest, tree_files(repo, revision.commit), version=version if classification.is_tag else None
+        manifest,
+        tree_files(repo, revision.commit),
+        version=version if classification.is_tag else None,
+        containers=containers,
     )
     plan = ReleasePlan(
         run_id=run_id,
@@ -124,6 +140,7 @@ def make_plan(
         dry_run=dry_run,
         provider=provider or manifest.machines.provider,
         content={name: content[name] for name in selected},
+        containers=containers,
     )
     folder.plan.write_text(plan.to_json())
     return manifest, plan

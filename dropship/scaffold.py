@@ -52,6 +52,10 @@ def _target(name: str, arch: str, fmt: str) -> str:
         '# setup = ["build-essential"]\n'
         "# Rebuild only when files matching these patterns change.\n"
         '# rebuild_patterns = ["^src/", "^packaging/"]\n'
+        "# Build inside this image from your registry (pinned by digest at each release;\n"
+        '# needs "docker.io" in setup and a DockerRegistryCredentials block).\n'
+        '# container = "registry.example.org/build/debian:12"\n'
+        '# container_credentials = "dropship-registry"\n'
     )
 
 

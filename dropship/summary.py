@@ -48,6 +48,8 @@ class TargetSummary:
     """Machine seconds at the machine size's hourly price, in USD (cloud providers only)."""
     reason: str = ""
     artifacts: list[ArtifactSummary] = field(default_factory=list)
+    container: str = ""
+    """The build image by digest (`registry/name@sha256:...`) for a target with a `container`."""
 
 
 @dataclass
@@ -167,6 +169,9 @@ class ReleaseSummary:
                 f"| {t.name} | {t.status} | {why} | {t.machine or '-'} | {_num(t.build_seconds)} | "
                 f"{_num(t.machine_seconds)} | {'-' if t.cost is None else f'{t.cost:.4f}'} | {arts} |"
             )
+        if any(t.container for t in self.targets):
+            lines += ["", "Build containers:"]
+            lines += [f"- {t.name}: `{t.container}`" for t in self.targets if t.container]
         if self.jobs:
             lines += ["", "| job | kind | status | seconds | machine |", "|---|---|---|---|---|"]
             lines += [f"| {j.name} | {j.kind} | {j.status} | {j.seconds:.1f} | {j.machine or '-'} |" for j in self.jobs]

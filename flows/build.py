@@ -19,6 +19,7 @@ def build(
     timeout: float = 1800.0,
     build_user: str | None = None,
     image: dict[str, str] | None = None,
+    container: dict[str, str] | None = None,
 ) -> dict[str, object]:
     """Unpack the uploaded source, run the build command, write report.json.
 
@@ -26,6 +27,10 @@ def build(
     machine's result storage is its own disk. The command runs with an
     allow-listed environment, as `build_user` where the worker is root.
     `image` (oci targets: dockerfile, platform) then builds the target's image.
+    `container` (reference pinned by digest, credentials block name) runs the
+    command in that image through prefect-docker (tasks/containers.py).
     """
-    report = run_build(target, workspace, archive, command, artifacts, version, env or {}, timeout, build_user, image)
+    report = run_build(
+        target, workspace, archive, command, artifacts, version, env or {}, timeout, build_user, image, container
+    )
     return {"target": report.target, "artifacts": [a.name for a in report.artifacts], "seconds": report.seconds}

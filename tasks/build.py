@@ -236,6 +236,8 @@ def build_on_machine(
                 "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
                 # format = "oci": the image from the built tree (dropship.oci_build)
                 **_image_parameters(target),
+                # container = "...": the build runs in that image, pinned by digest at plan time
+                **_container_parameters(plan, target),
             },
             work_queue_name=machine.name,
             timeout=0,
@@ -278,6 +280,13 @@ def _image_parameters(target: Target) -> dict[str, object]:
     return {"image": {"dockerfile": target.dockerfile or "Dockerfile", "platform": f"linux/{target.arch.value}"}}
 
 
+def _container_parameters(plan: ReleasePlan, target: Target) -> dict[str, object]:
+    """The build flow's `container` parameter: the pinned image and the block's *name* (never a secret)."""
+    if target.container is None:
+        return {}
+    return {"container": {"reference": plan.containers[target.name], "credentials": target.container_credentials}}
+
+
 @task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
     target: str,
@@ -290,8 +299,19 @@ def run_build(
     timeout: float,
     build_user: str | None = None,
     image: dict[str, str] | None = None,
+    container: dict[str, str] | None = None,
 ) -> BuildReport:
-    """On the machine: the build itself (see `dropship.builder`)."""
+    """On the machine: the build itself (see `dropship.builder`), in `container` when given."""
+    runner = None
+    if container is not None:
+        from tasks.containers import ContainerRunner
+
+        runner = ContainerRunner(
+            target=target,
+            workspace=Path(workspace),
+            reference=container["reference"],
+            credentials=container["credentials"],
+        )
     report = build(
         target=target,
         workspace=Path(workspace),
@@ -303,6 +323,7 @@ def run_build(
         timeout=timeout,
         run_as=build_user,
         image=image,
+        runner=runner,
     )
     logger = get_run_logger()
     logger.info("build output (last lines):\n%s", report.output_tail)

@@ -7,7 +7,6 @@ dropship as plain values: they never reach a build machine, a log or a summary.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from prefect_docker.credentials import DockerRegistryCredentials
 
 from blocks.repo_server import RepoServer
 from blocks.values import require_block
+from dropship.containers import check_block_registry, missing_block
 from dropship.errors import ImageError
 from dropship.manifest import Manifest, PackageFormat
 from dropship.oci import (
@@ -49,16 +49,9 @@ def registry_auth(manifest: Manifest) -> RegistryAuth:
     try:
         block = require_block(DockerRegistryCredentials, manifest.oci.credentials)
     except ValueError as exc:
-        raise ImageError(
-            f"no DockerRegistryCredentials block {manifest.oci.credentials!r} ([oci] credentials): create it "
-            f"with the registry's username and password (prefect-docker)"
-        ) from exc
-    blocks_host = re.sub(r"^[a-z]+://", "", block.registry_url or "").rstrip("/")
-    if blocks_host != registry:  # the manifest must not send this block's password to another host
-        raise ImageError(
-            f"block {manifest.oci.credentials!r} is for registry {blocks_host or '(none)'}, but [oci] repository "
-            f"names {registry}: use a DockerRegistryCredentials block whose registry_url is {registry}"
-        )
+        raise missing_block(manifest.oci.credentials, "[oci] credentials", registry) from exc
+    # the manifest must not send this block's password to another host
+    check_block_registry(manifest.oci.credentials, block.registry_url, registry, "[oci] repository")
     return RegistryAuth(registry, block.username, block.password.get_secret_value())
 
 

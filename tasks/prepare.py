@@ -15,6 +15,7 @@ from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan, make_plan
 from dropship.progress import event
 from dropship.project_tests import run_tests
+from tasks.containers import resolve_build_images
 from tasks.machines import droplet_worker
 
 
@@ -40,6 +41,7 @@ def plan_release(
         started=started,
         dry_run=dry_run,
         provider=provider,
+        resolve_containers=resolve_build_images,  # container = "...": tag -> digest, before any machine
     )
     get_run_logger().info(
         "%s %s is a %s release of commit %s, version %s, into suites %s; targets: %s",
@@ -63,7 +65,12 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     `PreflightFailed` (a ConfigError) naming what is missing and the fixing command.
     """
     checks = run_checks(
-        manifest, plan.manifest_path, load_inputs(manifest, plan.provider), provider=plan.provider, targets=plan.targets
+        manifest,
+        plan.manifest_path,
+        load_inputs(manifest, plan.provider),
+        provider=plan.provider,
+        targets=plan.targets,
+        build_images=False,  # the plan stage pinned them (tasks/containers.resolve_build_images)
     )
     logger = get_run_logger()
     for check in checks:

@@ -32,6 +32,7 @@ def write_summary(
     rows = []
     for name in plan.targets:
         summary = targets.get(name) or TargetSummary(name=name, status=TargetStatus.NOT_BUILT)
+        summary.container = plan.containers.get(name, "")
         life = by_target.get(name)
         if life is not None:
             summary.machine = summary.machine or life.name

@@ -4,7 +4,8 @@ with htpasswd (bcrypt) authentication, started as `dropship demo --image` starts
 Registered as a plugin in `tests/conftest.py`. `registry` is one server for the
 session (each test uses its own repository name, so none depends on another's
 tags). Nothing is pulled from a public registry: the images pushed are built
-`FROM scratch` by the tests.
+`FROM scratch` or from the emulator's cached debootstrap image by the tests
+(`push_image`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from dropship.emulator.dockerd import DockerDaemon
 from dropship.oci_registry import LocalRegistry, start_registry
 from dropship.ports import free_port
 
-__all__ = ["LocalRegistry", "RefusingProxy", "registry"]
+__all__ = ["LocalRegistry", "RefusingProxy", "push_image", "registry"]
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,34 @@ def registry() -> Iterator[LocalRegistry]:
     yield server
     server.stop()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def push_image(
+    daemon: DockerDaemon,
+    registry: LocalRegistry,
+    repository: str,
+    tag: str,
+    files: dict[str, str | bytes],
+    base: str = "scratch",
+) -> str:
+    """Build `FROM base` plus `files` ({path in the image: text or bytes}, executable) in `daemon`, without
+    network, push it to `repository:tag` with the registry's credentials; returns the pushed digest."""
+    with tempfile.TemporaryDirectory(prefix="dropship-image-") as scratch:
+        context = Path(scratch)
+        lines = [f"FROM {base}"]
+        for index, (path, text) in enumerate(sorted(files.items())):
+            data = text.encode() if isinstance(text, str) else text
+            (context / f"f{index}").write_bytes(data)
+            (context / f"f{index}").chmod(0o755)
+            lines.append(f"COPY f{index} {path}")
+        (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+        image, _log = daemon.client.images.build(path=str(context), tag=f"{repository}:{tag}", network_mode="none")
+    auth = {"username": registry.username, "password": registry.password}
+    for line in daemon.client.images.push(repository, tag=tag, auth_config=auth, stream=True, decode=True):
+        if "error" in line:
+            raise RuntimeError(f"push of {repository}:{tag} failed: {line['error']}")
+    image.reload()
+    return next(d.split("@", 1)[1] for d in image.attrs["RepoDigests"] if d.startswith(f"{repository}@"))
 
 
 class RefusingProxy:

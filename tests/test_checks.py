@@ -3,7 +3,9 @@ gpg keys, a real sshd as the repository server, real folders."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -100,3 +102,49 @@ def test_an_ssh_repository_server_is_reached_with_its_pinned_key(signing_key: st
         assert "needs an SSH key" in _lines(Inputs(key, no_key, None))[1]
     finally:
         host.stop()
+
+
+# --- build containers: one line per target with a container (dropship/containers.py) -----------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
+def test_build_images_are_checked_against_their_registry(registry: Any, dockerd: Any, tmp_path: Path) -> None:
+    """A real htpasswd registry: ok names the digest the tag points at; a missing block, a block for
+    another registry, a wrong password and a missing tag each give one line with the fix."""
+    from dropship.checks import FAILED, MISSING, OK, RegistryValue, check_build_images
+    from tests.registry import push_image
+
+    repository = registry.repository("check/build-tools")
+    digest = push_image(dockerd, registry, repository, "1", {"/tool": "#!/bin/sh\n"})
+
+    def manifest(reference: str) -> Any:
+        target = {"name": "in-box", "arch": "amd64", "format": "deb", "build": ["make"], "artifacts": ["*.deb"]}
+        target.update(container=reference, container_credentials="tools", setup=["docker.io"])
+        return parse_manifest({"project": {"name": "tiny"}, "targets": [target]})
+
+    good = RegistryValue(registry.host, registry.username, registry.password)
+    cases = [
+        (f"{repository}:1", good, OK, f"{repository}:1 is {digest[:19]}"),
+        (f"{repository}:1", None, MISSING, "no DockerRegistryCredentials block 'tools'"),
+        (
+            f"{repository}:1",
+            RegistryValue("registry.other.example", registry.username, registry.password),
+            FAILED,
+            "block 'tools' is for registry registry.other.example, but targets[0].container names",
+        ),
+        (
+            f"{repository}:1",
+            RegistryValue(registry.host, registry.username, "wrong-pw-3Tq"),
+            FAILED,
+            "check the username and password in the DockerRegistryCredentials block",
+        ),
+        (f"{repository}:2", good, FAILED, f"{repository}:2 is not in the registry {registry.host} (no such tag)"),
+    ]
+    for reference, value, status, detail in cases:
+        (check,) = check_build_images(manifest(reference), ["in-box"], {"tools": value})
+        assert (check.what, check.status) == ("build image of in-box", status), check.line()
+        assert detail in check.detail and "\n" not in check.line()
+        assert registry.password not in check.line() and "wrong-pw-3Tq" not in check.line()
+        if status != OK:
+            assert "-> save a prefect-docker DockerRegistryCredentials block 'tools'" in check.line()
+    assert check_build_images(MANIFEST, ["amd64-deb"], {}) == []  # no container, no line

@@ -338,3 +338,33 @@ def test_a_bad_emulator_fault_or_backend_is_a_config_error(fault: str, tmp_path:
         Faults().apply(fault)
     with pytest.raises(ConfigError, match="'vms'"):
         Emulator(tmp_path / "emulator", token="t", machines="vms")
+
+
+# -- docker (a build container's calls: dropship.containers.docker_errors) -------------------------
+
+
+def _docker_raises() -> list[BaseException]:
+    import docker.errors
+    import requests
+
+    response = requests.Response()
+    response.status_code = 500
+    return [
+        docker.errors.APIError("500 Server Error", response=response, explanation="pull access denied\nfor x"),
+        docker.errors.ImageNotFound("no such image"),
+        docker.errors.NotFound("no such container"),
+        docker.errors.DockerException("Error while fetching server API version"),
+        requests.exceptions.ConnectionError("socket gone"),
+        ConnectionRefusedError(111, "refused"),
+    ]
+
+
+@pytest.mark.parametrize("exc", _docker_raises(), ids=lambda e: type(e).__name__)
+def test_every_docker_error_of_a_build_container_is_a_build_failure(exc: BaseException) -> None:
+    from dropship.containers import docker_errors
+    from dropship.errors import BuildFailed
+
+    with pytest.raises(BuildFailed) as info, docker_errors("amd64-deb", "pulling the build image"):
+        raise exc
+    assert str(info.value).startswith("target amd64-deb: pulling the build image: ")
+    assert "\n" not in str(info.value) and info.value.__cause__ is exc

@@ -302,3 +302,55 @@ def test_one_image_target_per_arch_and_no_dockerfile_elsewhere() -> None:
     data["targets"][0]["dockerfile"] = "Dockerfile"
     with pytest.raises(ManifestError, match=r'targets\[0\].dockerfile: only a target with format = "oci"'):
         parse_manifest(data)
+
+
+# --- build containers (container = "<image>"): dropship/containers.py ---------------------------------
+
+
+def _in_container(**changes: Any) -> dict[str, Any]:
+    data = copy.deepcopy(BASE)
+    data["targets"][0].update({"container": "registry.example.org/build/debian:12", "setup": ["docker.io"]})
+    data["targets"][0].update(changes)
+    return data
+
+
+def test_a_container_target_loads_with_its_credentials_block() -> None:
+    manifest = parse_manifest(_in_container(container_credentials="build-registry"))
+    target = manifest.target("amd64-deb")
+    assert target.container == "registry.example.org/build/debian:12"
+    assert target.container_credentials == "build-registry"
+    assert parse_manifest(_in_container()).target("amd64-deb").container_credentials == "dropship-registry"
+    assert manifest.target("arm64-rpm").container is None
+    data = _in_container(setup=[])
+    data["defaults"] = {"setup": ["docker.io"]}  # docker from the defaults' setup is as good
+    assert parse_manifest(data).target("amd64-deb").container is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        (
+            {"container": "debian:12"},
+            "proj/dropship.toml: targets[0].container: 'debian:12' is not an image reference: expected "
+            "registry-host[:port]/name[:tag][@sha256:<64 hex>]",
+        ),
+        ({"container": "registry.example.org/Debian"}, "targets[0].container: 'registry.example.org/Debian' is not"),
+        ({"container": 12}, "targets[0].container: expected a string, got 12"),
+        (
+            {"setup": ["dpkg-dev"]},
+            'targets[0].setup: a target with a container builds in it with Docker on its machine: add "docker.io"',
+        ),
+        ({"container_credentials": "Bad Name"}, "targets[0].container_credentials: 'Bad Name' does not match"),
+    ],
+)
+def test_container_errors_before_any_machine(changes: dict[str, Any], expected: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(_in_container(**changes), "proj/dropship.toml")
+    assert expected in str(info.value) and "\n" not in str(info.value)
+
+
+def test_credentials_without_a_container_are_refused() -> None:
+    data = copy.deepcopy(BASE)
+    data["targets"][1]["container_credentials"] = "build-registry"
+    with pytest.raises(ManifestError, match=r"targets\[1\].container_credentials: names a block but the target has"):
+        parse_manifest(data)

@@ -55,8 +55,7 @@ class DockerDaemon:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder.resolve()
-        tag = hashlib.sha256(str(self.folder).encode()).hexdigest()[:10]
-        self.short = Path(f"/tmp/dsd-{tag}")
+        self.short = short_folder(self.folder)
         self.socket = self.short / "d.sock"
         self._proc: subprocess.Popen[bytes] | None = None
         self._client: docker.DockerClient | None = None
@@ -115,7 +114,7 @@ class DockerDaemon:
                 time.sleep(0.2)
         tail = self.log_path.read_text(errors="replace")[-600:].replace("\n", " | ")
         self.stop()
-        raise MachineError(f"the emulator's dockerd did not start in {timeout:.0f} s (log {self.log_path}): {tail}")
+        raise MachineError(f"dockerd did not start in {timeout:.0f} s (log {self.log_path}): {tail}")
 
     @property
     def client(self) -> docker.DockerClient:
@@ -238,6 +237,21 @@ class DockerDaemon:
         with _docker_errors(f"exec in container {name}"):
             code, output = self.client.containers.get(name).exec_run(argv)
             return int(code), output.decode(errors="replace")
+
+
+def short_folder(folder: Path) -> Path:
+    """Where the daemon of `folder` keeps its socket and exec root: `/tmp/dsd-<hash>` (socket paths cap at 108 bytes)."""
+    tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
+    return Path(f"/tmp/dsd-{tag}")
+
+
+def sweep(folder: Path) -> None:
+    """What a daemon of `folder` killed without `stop()` leaves (mounts, its /tmp folder, the data root).
+    Call it once its processes are gone."""
+    short = short_folder(folder)
+    _unmount_under((folder.resolve(), short))
+    shutil.rmtree(short, ignore_errors=True)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _unmount_under(folders: tuple[Path, ...]) -> None:

@@ -55,3 +55,54 @@ def test_failing_user_data_cleans_up(tmp_path: Path) -> None:
     with pytest.raises(MachineError, match="user_data exited 4: boom"):
         provider.create(request)
     assert provider.list() == []
+
+
+BUILD_CONTAINER = """
+import os, sys, time
+from pathlib import Path
+from dropship.containers import BuildDocker, container_environment
+docker = BuildDocker(Path(sys.argv[1]), "t").__enter__()
+client = docker.daemon.client
+client.images.build(path=sys.argv[2], tag="sleeper:1", network_mode="none")
+client.containers.run("sleeper:1", ["/sleeper"], detach=True, network_mode="host",
+                      environment=container_environment({}, os.environ["DROPSHIP_MACHINE_ID"]))
+print("running", flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
+def test_a_build_containers_dockerd_killed_with_its_machine_leaves_nothing(tmp_path: Path) -> None:
+    """A build killed mid-container (its machine deleted) takes its dockerd, containerd, shim and the
+    container's process with it (they all carry the machine's marker), and the daemon's mounts and
+    /tmp folder are swept."""
+    import sys
+
+    from dropship.containers import DOCKERD_FOLDER
+    from dropship.emulator.dockerd import short_folder
+
+    context = tmp_path / "image"
+    context.mkdir()
+    (context / "s.c").write_text("#include <unistd.h>\nint main(void) { sleep(600); return 0; }\n")
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(context / "sleeper"), str(context / "s.c")], check=True)
+    (context / "Dockerfile").write_text("FROM scratch\nCOPY sleeper /sleeper\n")
+    provider = LocalProvider(tmp_path / "state")
+    machine = boot(provider, generate_keypair("client"), "c")
+    workspace = Path(machine.work_dir)
+    workspace.mkdir(parents=True, exist_ok=True)
+    build = subprocess.Popen(
+        [sys.executable, "-c", BUILD_CONTAINER, str(workspace), str(context)],
+        env={**os.environ, "DROPSHIP_MACHINE_ID": machine.id},
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert build.stdout is not None and build.stdout.readline() == b"running\n"
+    commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _pids_with_marker(machine.id)]
+    assert {b"/usr/sbin/dockerd", b"containerd", b"/usr/bin/containerd-shim-runc-v2", b"/sleeper"} <= set(commands)
+    provider.delete(machine.id)
+    assert build.wait(timeout=20) in (-signal.SIGTERM, -signal.SIGKILL)
+    assert _pids_with_marker(machine.id) == []
+    daemon = workspace / DOCKERD_FOLDER
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(daemon) not in mounts and str(short_folder(daemon)) not in mounts
+    assert not short_folder(daemon).exists() and not Path(machine.details["root"]).exists()

@@ -1,0 +1,210 @@
+"""Build containers: a target's build run inside a container image (`container = "<image>"`).
+
+What the core decides, without Prefect (the Prefect side, prefect-docker's
+tasks, is `tasks/containers.py`):
+
+- **The reference.** `parse_image` accepts `registry-host[:port]/path[:tag][@sha256:...]`;
+  a registry host is required, because images come from a registry the
+  release engineer controls, named by a `DockerRegistryCredentials` block.
+- **The digest, before any machine.** `resolve` asks the registry (skopeo,
+  with the block's credentials) what the tag points at now, or checks that a
+  given digest is there. The plan hashes the pinned `registry/path@sha256:...`
+  (dropship/cache.py), so a tag moved to another digest rebuilds the target
+  and an unchanged one reuses it; the machine pulls by that digest, never by
+  the tag, so it builds in exactly the image the hash names.
+- **The block.** `check_block_registry` refuses a block whose `registry_url`
+  is another registry than the image's, before its password goes anywhere
+  (the same rule as `[oci] credentials`).
+- **On the machine.** `BuildDocker` is a dockerd of the build's own
+  (`--iptables=false --bridge=none`, data root under the build's workspace,
+  exec root and socket under a short /tmp folder; `dropship.emulator.dockerd`),
+  started for the one build and stopped with every container when it ends.
+  `run_spec` says how the container runs: host networking, the unpacked
+  source and the build's home mounted at the same paths as without a
+  container (so `DROPSHIP_DEPS`, artifact paths and the report are the same),
+  the build user's uid:gid when the worker is root, the environment the build
+  gets without a container minus what the worker would pass on (PATH, locale:
+  the image brings its own).
+- **Errors.** `docker_errors` is where the Docker SDK's errors of a build
+  container become one-line `BuildFailed`s.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dropship.errors import BuildFailed, DropshipError, ImageError
+from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, Skopeo, tag_digest
+
+IMAGE_RE = re.compile(
+    rf"(?P<repository>{REPOSITORY_RE.pattern})(?::(?P<tag>{TAG_RE.pattern}))?(?:@(?P<digest>{DIGEST_RE.pattern}))?",
+    re.ASCII,
+)
+MAX_REFERENCE = 512
+DOCKERD_FOLDER = "dockerd"
+"""The build's dockerd data root, under the build's workspace (the machine's own folder)."""
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """`registry/path[:tag][@digest]`, parsed."""
+
+    registry: str
+    path: str
+    tag: str | None
+    digest: str | None
+
+    @property
+    def repository(self) -> str:
+        return f"{self.registry}/{self.path}"
+
+    @property
+    def name(self) -> str:
+        """As written, for messages (no credentials can be in a reference)."""
+        return self.repository + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
+    def pinned(self, digest: str) -> str:
+        """`registry/path@sha256:...`: what the hash covers and the machine pulls."""
+        return f"{self.repository}@{digest}"
+
+
+def parse_image(reference: str) -> ImageRef:
+    """Parse a build image reference; `ImageError` naming the expected form when it isn't one."""
+    match = IMAGE_RE.fullmatch(reference) if len(reference) <= MAX_REFERENCE else None
+    if match is None:
+        raise ImageError(
+            f"{reference[:80]!r} is not an image reference: expected registry-host[:port]/name[:tag][@sha256:<64 hex>] "
+            "(a registry host first, lowercase name parts), e.g. registry.example.org/build/debian:12"
+        )
+    registry, path = match["repository"].split("/", 1)
+    tag = match["tag"] or (None if match["digest"] else "latest")
+    return ImageRef(registry, path, tag, match["digest"])
+
+
+def check_block_registry(block: str, registry_url: str | None, registry: str, used_by: str) -> None:
+    """Refuse a `DockerRegistryCredentials` block for another registry than `registry`, before
+    its password is sent anywhere. `used_by` names the manifest field that names the block."""
+    blocks_host = re.sub(r"^[a-z]+://", "", registry_url or "").rstrip("/")
+    if blocks_host != registry:
+        raise ImageError(
+            f"block {block!r} is for registry {blocks_host or '(none)'}, but {used_by} names {registry}: "
+            f"use a DockerRegistryCredentials block whose registry_url is {registry}"
+        )
+
+
+def missing_block(block: str, used_by: str, registry: str) -> ImageError:
+    return ImageError(
+        f"no DockerRegistryCredentials block {block!r} ({used_by}): create it with the username and "
+        f"password of {registry} (prefect-docker)"
+    )
+
+
+def resolve(skopeo: Skopeo, image: ImageRef, field: str) -> str:
+    """The digest `image` names in its registry now: its tag's, or its own digest once checked to exist.
+    `field` (e.g. `targets[2].container`) is named in the error of an image the registry lacks."""
+    if image.digest is not None:
+        if skopeo.raw_manifest(image.pinned(image.digest)) is None:
+            raise ImageError(f"{image.name} is not in the registry {image.registry}: push it there or fix {field}")
+        return image.digest
+    assert image.tag is not None
+    digest = tag_digest(skopeo, image.repository, image.tag)
+    if digest is None:
+        raise ImageError(
+            f"{image.name} is not in the registry {image.registry} (no such tag): push it there or fix {field}"
+        )
+    return digest
+
+
+# --- on the build machine -------------------------------------------------------------------------
+
+
+def container_environment(declared: dict[str, str], machine_marker: str | None) -> dict[str, str]:
+    """The container's environment: what dropship and the manifest declare for the build (never the
+    worker's PATH or locale: the image has its own). On a local machine the machine's marker is added,
+    so its teardown finds the container's processes as it finds every other process of the machine."""
+    env = dict(declared)
+    if machine_marker:
+        env["DROPSHIP_MACHINE_ID"] = machine_marker
+    return env
+
+
+def run_spec(
+    *, source: Path, home: Path, env: dict[str, str], identity: tuple[int, int] | None, target: str
+) -> dict[str, Any]:
+    """The `docker create` settings of a build container (prefect-docker passes them to the SDK)."""
+    spec: dict[str, Any] = {
+        "environment": env,
+        "working_dir": str(source),
+        "network_mode": "host",
+        "volumes": {
+            str(source): {"bind": str(source), "mode": "rw"},
+            str(home): {"bind": str(home), "mode": "rw"},
+        },
+        "labels": {"dropship.target": target},
+        "name": f"dropship-build-{target}",
+        "detach": True,
+    }
+    if identity is not None:  # the worker is root: the build runs unprivileged, as it would without a container
+        spec["user"] = f"{identity[0]}:{identity[1]}"
+    return spec
+
+
+@contextmanager
+def docker_errors(target: str, what: str) -> Iterator[None]:
+    """The Docker SDK's errors during a build container's `what` as one-line `BuildFailed`s."""
+    import docker.errors
+    import requests
+
+    try:
+        yield
+    except DropshipError:
+        raise
+    except docker.errors.DockerException as exc:
+        text = getattr(exc, "explanation", None) or str(exc)
+        raise BuildFailed(target, f"{what}: {' '.join(str(text).split())[:300]}") from exc
+    except (requests.RequestException, OSError) as exc:
+        raise BuildFailed(target, f"{what}: the build's dockerd is not answering ({type(exc).__name__})") from exc
+
+
+class BuildDocker:
+    """A dockerd for one build container, its data root in the build's workspace; a context manager."""
+
+    def __init__(self, workspace: Path, target: str, search_path: str | None = None) -> None:
+        from dropship.emulator.dockerd import DockerDaemon
+
+        self.target = target
+        self.daemon = DockerDaemon(workspace / DOCKERD_FOLDER)
+        self.search_path = search_path or os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
+        """Where dockerd is looked for: the worker's PATH and Debian's folders for it."""
+
+    @property
+    def host(self) -> str:
+        """`unix:///tmp/dsd-.../d.sock`, for a prefect-docker `DockerHost(base_url=...)`."""
+        return self.daemon.host
+
+    def __enter__(self) -> BuildDocker:
+        if shutil.which("dockerd", path=self.search_path) is None:
+            raise BuildFailed(
+                self.target,
+                'a build container needs Docker, and dockerd is not on the machine: add "docker.io" '
+                "to the target's setup (or use an image that has it)",
+            )
+        if os.geteuid() != 0:
+            raise BuildFailed(self.target, "a build container needs a worker running as root to start its dockerd")
+        shutil.rmtree(self.daemon.folder, ignore_errors=True)  # a killed build's leftovers
+        try:
+            self.daemon.start()
+        except DropshipError as exc:
+            raise BuildFailed(self.target, f"could not start a dockerd for the build container: {exc}") from exc
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.daemon.stop()
+        shutil.rmtree(self.daemon.folder, ignore_errors=True)

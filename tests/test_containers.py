@@ -1,0 +1,252 @@
+"""Build containers (dropship/containers.py): the image reference, the block's registry, how the
+container runs, and the digest a tag resolves to in a real htpasswd registry (`tests/registry.py`),
+which the content hash covers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dropship.cache import content_hashes
+from dropship.containers import (
+    ImageRef,
+    check_block_registry,
+    container_environment,
+    parse_image,
+    resolve,
+    run_spec,
+)
+from dropship.emulator.dockerd import DockerDaemon
+from dropship.errors import ImageError
+from dropship.manifest import parse_manifest
+from dropship.oci import RegistryAuth, Skopeo
+from dropship.oci_registry import LocalRegistry
+from tests.registry import push_image
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+@pytest.mark.parametrize(
+    ("reference", "expected"),
+    [
+        ("registry.example.org/build/debian:12", ImageRef("registry.example.org", "build/debian", "12", None)),
+        ("127.0.0.1:5000/tools", ImageRef("127.0.0.1:5000", "tools", "latest", None)),
+        (f"127.0.0.1:5000/tools@{DIGEST}", ImageRef("127.0.0.1:5000", "tools", None, DIGEST)),
+        (f"reg.example.org/a/b:v1.2@{DIGEST}", ImageRef("reg.example.org", "a/b", "v1.2", DIGEST)),
+    ],
+)
+def test_image_references_parse(reference: str, expected: ImageRef) -> None:
+    image = parse_image(reference)
+    assert image == expected
+    assert image.pinned(DIGEST) == f"{expected.registry}/{expected.path}@{DIGEST}"
+
+
+@pytest.mark.parametrize(
+    "reference",
+    [
+        "debian:12",  # no registry host: Docker Hub is not a registry the release engineer controls
+        "registry.example.org/Debian:12",  # uppercase name
+        "registry.example.org/debian:",  # empty tag
+        "registry.example.org/debian@sha256:abc",  # short digest
+        "registry.example.org/debian:12 ; rm -rf /",
+        "registry.example.org/" + "a" * 600,
+    ],
+)
+def test_malformed_references_are_refused_in_one_line(reference: str) -> None:
+    with pytest.raises(ImageError) as info:
+        parse_image(reference)
+    message = str(info.value)
+    assert "\n" not in message and "is not an image reference" in message and "registry-host" in message
+
+
+def test_a_block_for_another_registry_is_refused_before_its_password_is_used() -> None:
+    check_block_registry("b", "https://127.0.0.1:5000/", "127.0.0.1:5000", "targets[0].container_credentials")
+    with pytest.raises(ImageError, match=r"block 'b' is for registry registry.other.org, but targets\[0\]"):
+        check_block_registry("b", "registry.other.org", "127.0.0.1:5000", "targets[0].container_credentials")
+
+
+def test_the_container_gets_the_declared_environment_and_the_machines_marker(tmp_path: Path) -> None:
+    declared = {"HOME": str(tmp_path / "home"), "DROPSHIP_VERSION": "1.0.0", "SOURCE_DATE_EPOCH": "1700000000"}
+    env = container_environment(declared, "abc123")
+    assert env == {**declared, "DROPSHIP_MACHINE_ID": "abc123"}
+    assert "PATH" not in env  # the image's own
+    spec = run_spec(source=tmp_path / "src", home=tmp_path / "home", env=env, identity=(998, 997), target="t")
+    assert spec["network_mode"] == "host" and spec["working_dir"] == str(tmp_path / "src")
+    assert spec["volumes"][str(tmp_path / "src")] == {"bind": str(tmp_path / "src"), "mode": "rw"}
+    assert spec["user"] == "998:997"
+    assert "user" not in run_spec(source=tmp_path, home=tmp_path, env=env, identity=None, target="t")
+
+
+MANIFEST = {
+    "project": {"name": "p"},
+    "targets": [
+        {
+            "name": "in-box",
+            "arch": "amd64",
+            "format": "deb",
+            "build": ["make"],
+            "artifacts": ["*.deb"],
+            "container": "127.0.0.1:5000/tools:1",
+            "setup": ["docker.io"],
+        },
+        {"name": "plain", "arch": "amd64", "format": "deb", "build": ["make"], "artifacts": ["*.deb"]},
+    ],
+}
+
+
+def test_the_hash_covers_the_image_by_digest_and_only_for_container_targets() -> None:
+    manifest = parse_manifest(MANIFEST)
+    files = [("Makefile", "1" * 40)]
+    first = content_hashes(manifest, files, version=None, containers={"in-box": f"127.0.0.1:5000/tools@{DIGEST}"})
+    same = content_hashes(manifest, files, version=None, containers={"in-box": f"127.0.0.1:5000/tools@{DIGEST}"})
+    moved = content_hashes(
+        manifest, files, version=None, containers={"in-box": "127.0.0.1:5000/tools@sha256:" + "cd" * 32}
+    )
+    assert first["in-box"].digest == same["in-box"].digest != moved["in-box"].digest
+    assert first["plain"].digest == moved["plain"].digest
+    without = dict(MANIFEST, targets=[MANIFEST["targets"][1]])  # type: ignore[index]
+    assert content_hashes(parse_manifest(without), files, version=None)["plain"].digest == first["plain"].digest
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
+def test_a_moved_tag_resolves_to_its_new_digest_and_changes_the_hash(
+    registry: LocalRegistry, dockerd: DockerDaemon
+) -> None:
+    """Two images pushed to one tag in turn: `resolve` (skopeo, the block's credentials) follows the tag,
+    and the content hash with it; a digest reference resolves to itself; a missing tag is one line."""
+    repository = registry.repository("unit/build-tools")
+    first = push_image(dockerd, registry, repository, "1", {"/tool": "#!/bin/sh\necho one\n"})
+    manifest = parse_manifest({**MANIFEST, "targets": [{**MANIFEST["targets"][0], "container": f"{repository}:1"}]})
+    files = [("Makefile", "1" * 40)]
+
+    def hashed() -> tuple[str, str]:
+        image = parse_image(f"{repository}:1")
+        with Skopeo(registry.auth) as skopeo:
+            digest = resolve(skopeo, image, "targets[0].container")
+        pinned = {"in-box": image.pinned(digest)}
+        return digest, content_hashes(manifest, files, version=None, containers=pinned)["in-box"].digest
+
+    digest, before = hashed()
+    assert digest == first
+    assert hashed() == (digest, before)  # unchanged tag: the same hash, reused
+    second = push_image(dockerd, registry, repository, "1", {"/tool": "#!/bin/sh\necho two\n"})
+    assert second != first
+    moved, after = hashed()
+    assert moved == second and after != before
+    with Skopeo(registry.auth) as skopeo:
+        assert resolve(skopeo, parse_image(f"{repository}@{first}"), "f") == first  # the old digest is still there
+        with pytest.raises(ImageError) as info:
+            resolve(skopeo, parse_image(f"{repository}:nope"), "targets[0].container")
+    message = str(info.value)
+    assert message == (
+        f"{repository}:nope is not in the registry {registry.host} (no such tag): push it there or fix "
+        "targets[0].container"
+    )
+    with Skopeo(RegistryAuth(registry.host, registry.username, "wrong-pw-7Hk")) as skopeo:
+        with pytest.raises(ImageError) as info:
+            resolve(skopeo, parse_image(f"{repository}:1"), "targets[0].container")
+    assert "DockerRegistryCredentials" in str(info.value) and "wrong-pw-7Hk" not in str(info.value)
+
+
+def test_a_machine_without_docker_fails_the_build_in_one_line(tmp_path: Path) -> None:
+    from dropship.containers import BuildDocker
+    from dropship.errors import BuildFailed
+
+    with pytest.raises(BuildFailed) as info, BuildDocker(tmp_path, "amd64-deb", search_path=str(tmp_path)):
+        pass
+    assert str(info.value) == (
+        'target amd64-deb: a build container needs Docker, and dockerd is not on the machine: add "docker.io" '
+        "to the target's setup (or use an image that has it)"
+    )
+    assert not (tmp_path / "dockerd").exists()
+
+
+# --- the runner on a machine (tasks/containers.py): prefect-docker's tasks on a dockerd of the build's own ---
+
+TOOL_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    const char *version = getenv("DROPSHIP_VERSION");
+    printf("version=%s path=%s\n", version ? version : "-", getenv("PATH") ? getenv("PATH") : "-");
+    fflush(stdout);
+    if (argc > 2 && strcmp(argv[1], "sleep") == 0) sleep(atoi(argv[2]));
+    return argc > 2 && strcmp(argv[1], "exit") == 0 ? atoi(argv[2]) : 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def tool_image(
+    registry: LocalRegistry, dockerd: DockerDaemon, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A FROM scratch image with one static program, pushed; returns its reference pinned by digest."""
+    import subprocess
+
+    from prefect_docker.credentials import DockerRegistryCredentials
+
+    if os.geteuid() != 0:
+        pytest.skip("dockerd needs root")
+    folder = tmp_path_factory.mktemp("tool")
+    (folder / "tool.c").write_text(TOOL_C)
+    subprocess.run(["gcc", "-static", "-O2", "-o", str(folder / "tool"), str(folder / "tool.c")], check=True)
+    repository = registry.repository("unit/runner-tool")
+    digest = push_image(dockerd, registry, repository, "1", {"/tool": (folder / "tool").read_bytes()})
+    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
+        "runner-registry", overwrite=True
+    )
+    return f"{repository}@{digest}"
+
+
+def _run_in(reference: str, workspace: Path, command: list[str], timeout: float = 60) -> str:
+    from prefect import flow
+
+    from tasks.containers import ContainerRunner
+
+    source, home = workspace / "src", workspace / "home"
+    source.mkdir(parents=True, exist_ok=True)
+    home.mkdir(exist_ok=True)
+
+    @flow(name="runner-test")
+    def run() -> str:
+        runner = ContainerRunner(target="t", workspace=workspace, reference=reference, credentials="runner-registry")
+        env = {"HOME": str(home), "DROPSHIP_VERSION": "1.2.3", "DROPSHIP_TARGET": "t"}
+        return runner(command, cwd=source, env=env, timeout=timeout, identity=None)
+
+    return run()
+
+
+def test_the_runner_pulls_by_digest_and_runs_the_command_with_the_declared_environment(
+    tool_image: str, tmp_path: Path
+) -> None:
+    output = _run_in(tool_image, tmp_path, ["/tool"])
+    # DROPSHIP_VERSION as given; PATH is Docker's default for an image that sets none, not the worker's
+    assert output.strip() == "version=1.2.3 path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert not (tmp_path / "dockerd").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "timeout", "expected"),
+    [
+        (["/tool", "exit", "3"], 60, "build of t in {repository} failed with exit code 3: /tool exit 3"),
+        (["make", "deb"], 60, "build of t failed with exit code 127: make deb\nmake: not found in {repository}"),
+        (["/tool", "sleep", "60"], 3, "build of t failed with exit code -1: /tool sleep 60"),
+    ],
+    ids=["exit-code", "program-missing", "timeout"],
+)
+def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
+    tool_image: str, tmp_path: Path, command: list[str], timeout: float, expected: str
+) -> None:
+    from dropship.emulator.dockerd import short_folder
+    from dropship.errors import CommandError
+
+    with pytest.raises(CommandError) as info:
+        _run_in(tool_image, tmp_path, command, timeout=timeout)
+    assert str(info.value).startswith(expected.format(repository=tool_image.split("@")[0]))
+    if command[1:2] == ["sleep"]:
+        assert "timed out after 3" in str(info.value)
+    assert not (tmp_path / "dockerd").exists() and not short_folder(tmp_path / "dockerd").exists()
