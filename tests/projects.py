@@ -46,6 +46,37 @@ class Done:
         return self.stdout + self.stderr
 
 
+# A build image's tool (tests/flows/test_release_container.py, test_droplets.py): the host and the
+# machines lack it, so a build that runs it works only inside the image.
+TOOL = "/usr/local/bin/dropship-stamp"
+STAMP = r"""#!/bin/sh
+# dropship-stamp FILE: what the build got, written by a tool only the build image has
+set -eu
+{
+    echo "version=$DROPSHIP_VERSION"
+    echo "epoch=$SOURCE_DATE_EPOCH"
+    echo "target=$DROPSHIP_TARGET"
+    echo "deps=$(cd "$DROPSHIP_DEPS" && find . -type f | sort | tr '\n' ' ')"
+    touch "$HOME/.stamp" && rm "$HOME/.stamp" && echo "home=writable"  # the path differs per machine
+    echo "flavour=$STAMP_FLAVOUR"
+} > "$1"
+"""
+BUILD_STAMP = r"""#!/bin/sh
+set -eu
+root=pkg-stamp
+rm -rf "$root" out && mkdir -p "$root/DEBIAN" "$root/usr/share/stamp" out
+dropship-stamp "$root/usr/share/stamp/built-in"
+cat > "$root/DEBIAN/control" <<CONTROL
+Package: stamp
+Version: $DROPSHIP_VERSION
+Architecture: amd64
+Maintainer: Tiny <tiny@example.invalid>
+Description: stamp records how it was built
+CONTROL
+dpkg-deb --root-owner-group --build "$root" "out/stamp_${DROPSHIP_VERSION}_amd64.deb" >/dev/null
+"""
+
+
 def dropship(*argv: str, cwd: Path, env: dict[str, str]) -> Done:
     """`dropship ARGV` in `cwd`, stdin not a terminal."""
     done = subprocess.run(

@@ -19,39 +19,12 @@ import pytest
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.ledger import lives
 from dropship.oci_registry import LocalRegistry
-from tests.projects import BUILD_DEB, git
+from tests.projects import BUILD_DEB, BUILD_STAMP, STAMP, TOOL, git
 from tests.registry import push_image
 from tests.support import child_runs, machine_processes_under
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
 
-TOOL = "/usr/local/bin/dropship-stamp"
-STAMP = r"""#!/bin/sh
-# dropship-stamp FILE: what the build got, written by a tool only the build image has
-set -eu
-{
-    echo "version=$DROPSHIP_VERSION"
-    echo "epoch=$SOURCE_DATE_EPOCH"
-    echo "target=$DROPSHIP_TARGET"
-    echo "deps=$(cd "$DROPSHIP_DEPS" && find . -type f | sort | tr '\n' ' ')"
-    touch "$HOME/.stamp" && rm "$HOME/.stamp" && echo "home=writable"  # the path differs per machine
-    echo "flavour=$STAMP_FLAVOUR"
-} > "$1"
-"""
-BUILD_STAMP = r"""#!/bin/sh
-set -eu
-root=pkg-stamp
-rm -rf "$root" out && mkdir -p "$root/DEBIAN" "$root/usr/share/stamp" out
-dropship-stamp "$root/usr/share/stamp/built-in"
-cat > "$root/DEBIAN/control" <<CONTROL
-Package: stamp
-Version: $DROPSHIP_VERSION
-Architecture: amd64
-Maintainer: Tiny <tiny@example.invalid>
-Description: stamp records how it was built
-CONTROL
-dpkg-deb --root-owner-group --build "$root" "out/stamp_${DROPSHIP_VERSION}_amd64.deb" >/dev/null
-"""
 MANIFEST = """\
 [project]
 name = "stamp"
