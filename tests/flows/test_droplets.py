@@ -240,4 +240,3 @@ def test_an_image_target_builds_on_a_stock_droplet_with_its_own_dockerd(
     assert by_tag.id == cloud.dockerd.client.images.pull(f"{repository}@{image['digest']}", auth_config=auth).id
     out = cloud.dockerd.client.containers.run(f"{repository}:0.6.0", ["--version"], remove=True, network_mode="host")
     assert out.decode().strip() == "hello 0.6.0"
-
