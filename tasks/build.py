@@ -81,8 +81,6 @@ class _BuildRuns:
         self._runs: dict[UUID, FlowRun] = {}
         self._read_at = float("-inf")
         self._error: BaseException | None = None
-        self.reads = 0
-        """Queries made so far (the bench and tests count them)."""
 
     @contextmanager
     def watching(self, flow_run_id: UUID) -> Iterator[None]:
@@ -118,7 +116,6 @@ class _BuildRuns:
                     self._runs, self._error = runs, None
                 except _API_ERRORS as exc:
                     self._error = exc
-                self.reads += 1
             if self._error is not None:
                 raise self._error.with_traceback(None)  # shared by the waiters: keep its traceback short
             return self._runs.get(flow_run_id)
