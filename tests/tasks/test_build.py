@@ -47,12 +47,14 @@ def test_build_waits_share_one_flow_run_query_per_interval(tmp_path: Path) -> No
                     errors.append(exc)
 
             log = tmp_path / "prefect" / "server.log"
-            before = _filter_queries(log)
+            before = _requests(log, FILTER)
+            tokens_before = _requests(log, CSRF)
             started = time.monotonic()
             threads = [threading.Thread(target=wait, args=(run.id,)) for run in runs]
             for thread in threads:
                 thread.start()
             time.sleep(6 * WAIT_POLL_SECONDS)
+            tokens = _requests(log, CSRF) - tokens_before  # before this test's own client below
             with get_client(sync_client=True) as client:
                 for run in runs:
                     client.set_flow_run_state(run.id, Completed(), force=True)
@@ -61,7 +63,7 @@ def test_build_waits_share_one_flow_run_query_per_interval(tmp_path: Path) -> No
             waited = time.monotonic() - started
         assert not errors, errors
         assert all(finished[run.id].state.is_completed() for run in runs)
-        queries = _filter_queries(log) - before
+        queries = _requests(log, FILTER) - before
     finally:
         server.stop()
     # One query per interval for all the waits, plus one when each wait starts (its run
@@ -70,7 +72,13 @@ def test_build_waits_share_one_flow_run_query_per_interval(tmp_path: Path) -> No
     print(f"\nFIGURE shared-wait: {queries} flow_runs/filter queries for {WAITERS} waits over {waited:.1f} s")
     assert queries <= WAITERS + intervals + 1, (queries, waited)
     assert queries < WAITERS * intervals / 2
+    # ... through one client: a new client per read asked the server for a CSRF token each time
+    assert tokens <= 1, tokens
 
 
-def _filter_queries(log: Path) -> int:
-    return len(re.findall(r'"POST /api/flow_runs/filter HTTP', log.read_text(errors="replace")))
+FILTER = '"POST /api/flow_runs/filter HTTP'
+CSRF = '"GET /api/csrf-token'
+
+
+def _requests(log: Path, what: str) -> int:
+    return len(re.findall(re.escape(what), log.read_text(errors="replace")))
