@@ -120,7 +120,7 @@ if [ "$state" != Completed ]; then
 fi
 
 step "apt-get installs the published package"
-install -D -m 0644 /srv/repo/current/keys/*.gpg /etc/apt/keyrings/hello.gpg
+install -D -m 0644 /srv/repo/current/keys/hello-release.gpg /etc/apt/keyrings/hello.gpg
 echo "deb [signed-by=/etc/apt/keyrings/hello.gpg] file:/srv/repo/current stable main" > /etc/apt/sources.list.d/hello.list
 apt-get update -q -o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts=/etc/apt/sources.list.d >/dev/null
 apt-get install -y -q hello=1.0.0 >/dev/null && cat /usr/share/doc/hello/README
