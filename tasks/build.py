@@ -13,7 +13,7 @@ from uuid import UUID
 import httpx
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
@@ -71,8 +71,11 @@ class _BuildRuns:
     second against the server for a release of N targets. Here whichever
     waiter finds the last read older than WAIT_POLL_SECONDS reads every
     watched run in one filtered query (under a lock, so only one reads), and
-    the others use what it read. The read goes through the caller's client and
-    settings, as a per-target read did.
+    the others use what it read. The read goes through the first caller's
+    settings (one watcher per API URL) and one client, kept while any run is
+    watched: a new client per read cost the release process its construction
+    (an SSL context) and the server a CSRF token request, every 2 s. After a
+    failed read the next one starts a fresh client.
     """
 
     def __init__(self) -> None:
@@ -81,8 +84,15 @@ class _BuildRuns:
         self._runs: dict[UUID, FlowRun] = {}
         self._read_at = float("-inf")
         self._error: BaseException | None = None
-        self.reads = 0
-        """Queries made so far (the bench and tests count them)."""
+        self._client: SyncPrefectClient | None = None
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                client.__exit__(None, None, None)
+            except _API_ERRORS:
+                pass
 
     @contextmanager
     def watching(self, flow_run_id: UUID) -> Iterator[None]:
@@ -96,6 +106,8 @@ class _BuildRuns:
                 if self._watched[flow_run_id] <= 0:
                     del self._watched[flow_run_id]
                     self._runs.pop(flow_run_id, None)
+                if not self._watched:
+                    self._close()
 
     def read(self, flow_run_id: UUID) -> FlowRun | None:
         """The run as of the latest read, reading again if that is older than
@@ -107,18 +119,19 @@ class _BuildRuns:
                 self._read_at = now
                 ids = sorted(self._watched | Counter([flow_run_id]), key=str)
                 try:
+                    if self._client is None:
+                        self._client = get_client(sync_client=True).__enter__()
                     runs: dict[UUID, FlowRun] = {}
-                    with get_client(sync_client=True) as client:
-                        for start in range(0, len(ids), 200):  # the API's page limit
-                            chunk = ids[start : start + 200]
-                            for run in client.read_flow_runs(
-                                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
-                            ):
-                                runs[run.id] = run
+                    for start in range(0, len(ids), 200):  # the API's page limit
+                        chunk = ids[start : start + 200]
+                        for run in self._client.read_flow_runs(
+                            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
+                        ):
+                            runs[run.id] = run
                     self._runs, self._error = runs, None
                 except _API_ERRORS as exc:
                     self._error = exc
-                self.reads += 1
+                    self._close()
             if self._error is not None:
                 raise self._error.with_traceback(None)  # shared by the waiters: keep its traceback short
             return self._runs.get(flow_run_id)

@@ -40,9 +40,15 @@ from dropship.ports import free_port
 MARKER = "DROPSHIP_MACHINE_ID"
 
 
+API_CREDENTIALS = ("PREFECT_API_AUTH_STRING", "PREFECT_API_KEY")
+"""Kept in a machine's environment: its worker talks to the orchestrator's Prefect
+server, which may ask for them (`dropship server start --auth-string-file`), as a
+droplet's worker gets them from its credentials block. Never written to a file."""
+
+
 def _machine_env(machine_id: str, root: Path) -> dict[str, str]:
-    """The orchestrator's environment minus its Prefect and dropship settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DROPSHIP_"))}
+    """The orchestrator's environment minus its Prefect and dropship settings (but the API credentials)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "DROPSHIP_")) or k in API_CREDENTIALS}
     env[MARKER] = machine_id
     env["DROPSHIP_MACHINE_ROOT"] = str(root)
     return env

@@ -106,3 +106,23 @@ def test_a_build_containers_dockerd_killed_with_its_machine_leaves_nothing(tmp_p
     mounts = Path("/proc/self/mounts").read_text()
     assert str(daemon) not in mounts and str(short_folder(daemon)) not in mounts
     assert not short_folder(daemon).exists() and not Path(machine.details["root"]).exists()
+
+
+def test_machine_processes_get_the_api_credentials_but_no_other_prefect_setting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local machine's worker must reach a server started with --auth-string-file (it died
+    with 401 before): the credentials pass through its environment, the rest of Prefect's
+    settings (home, profile) stay the orchestrator's."""
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", "admin:s3cret")
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "orchestrator-home"))
+    seen = tmp_path / "env.txt"
+    # user_data records its environment, then fails: no sshd is needed to see what a machine gets
+    script = f"#!/bin/sh\nenv > {seen}\nexit 4\n"
+    request = MachineRequest("envcheck", (), "s", "i", "r", script, "ssh-ed25519 AAAA")
+    with pytest.raises(MachineError, match="user_data exited 4"):
+        LocalProvider(tmp_path / "state").create(request)
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    assert env["PREFECT_API_AUTH_STRING"] == "admin:s3cret"
+    assert "PREFECT_HOME" not in env
+    assert env["DROPSHIP_MACHINE_ID"] and env["DROPSHIP_MACHINE_ROOT"]
