@@ -78,27 +78,6 @@ DATABASE_POOL_ENV: Mapping[str, str] = {
 }
 
 
-# The server's background work that dropship can do with less of (issue 18,
-# measured with `bench.scale`): Prefect's task-run recorder writes every
-# task-run event in its own transaction (batch 1) and was the largest single
-# consumer of the embedded server's CPU; batched by 50 with a 1 s flush, a
-# task run reaches the API at most a second later. Pauses are timed out by
-# the paused flow itself (`pause_flow_run(timeout=…)`, the manual gates), so
-# the server's sweep of expired pauses runs every 30 s, not 5; Late is only a
-# label in the UI (a build's pickup timeout reads the Scheduled type), so
-# 30 s too. Proactive triggers (the zombie-run automation: no heartbeat for
-# 90 s) are evaluated every 15 s instead of 5, so a zombie is crashed within
-# 105 s instead of 95. Scheduling, the reactive triggers and the foreman are
-# left as Prefect has them.
-SERVICES_ENV: Mapping[str, str] = {
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "50",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "30",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "30",
-    "PREFECT_SERVER_EVENTS_PROACTIVE_GRANULARITY": "PT15S",
-}
-
-
 def client_retry_env() -> dict[str, str]:
     """The retry settings, for a process dropship starts (user-set values win)."""
     return {name: os.environ.get(name, value) for name, value in CLIENT_RETRY_ENV.items()}
@@ -217,7 +196,6 @@ def server_env(config: StackConfig, auth: str | None) -> dict[str, str]:
         "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
         "PREFECT_SERVER_DOCKET_URL": config.redis,
         **DATABASE_POOL_ENV,
-        **SERVICES_ENV,
         **_redis_settings(config.redis),
         # The UI in a browser talks to nginx, not to the replica that served it.
         "PREFECT_UI_API_URL": config.public_api_url or config.api_url,
@@ -476,7 +454,7 @@ class Orchestrator:
         return ports
 
     def _start_embedded(self, auth: str | None) -> None:
-        extra = {**SERVICES_ENV, "PREFECT_UI_API_URL": self.config.public_api_url or self.config.api_url}
+        extra = {"PREFECT_UI_API_URL": self.config.public_api_url or self.config.api_url}
         if auth is not None:
             extra["PREFECT_SERVER_API_AUTH_STRING"] = auth
         server = LocalPrefectServer(
