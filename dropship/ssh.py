@@ -507,7 +507,12 @@ SFTP_MAX_PACKET = 256 << 10
 
 
 def _reason(exc: BaseException) -> str:
-    return str(exc) or f"the connection was lost ({type(exc).__name__})"
+    """paramiko says a cut connection several ways, depending on where the cut finds it ("Server
+    connection dropped", "Socket is closed", an EOFError with no text): one wording for all of them."""
+    text = str(exc)
+    if not text or isinstance(exc, EOFError) or text == "Socket is closed":
+        return f"the connection was lost ({text or type(exc).__name__})"
+    return text
 
 
 def _status(t: int, msg: paramiko.Message, what: str) -> None:

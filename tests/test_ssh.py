@@ -235,3 +235,14 @@ def test_apply_stops_at_the_first_failure(server: RepoServerHost, tmp_path: Path
         with pytest.raises(TransferError, match=r"cannot create .*/nowhere/f"):
             session.apply([Upload(tmp_path / "f", str(server.root / "nowhere/f"))])
         assert session.apply([Upload(tmp_path / "f", str(server.root / "exists/g"))]) == 1000, "still usable"
+
+
+@pytest.mark.parametrize("raised", [OSError("Socket is closed"), EOFError()], ids=["socket-closed", "eof"])
+def test_a_cut_connection_reads_the_same_however_paramiko_says_it(raised: BaseException) -> None:
+    from dropship.ssh import ssh_errors
+
+    with (
+        pytest.raises(TransferError, match=r"^download of f failed: the connection was lost \("),
+        ssh_errors(TransferError, "download of f failed"),
+    ):
+        raise raised
