@@ -9,7 +9,7 @@
 #
 # What differs from a real machine, and why:
 # - no systemd in a container: the unit files are written as the README says,
-#   checked, and their ExecStart run by hand with their Environment lines;
+#   listed, and their ExecStart run by hand with their Environment lines;
 #   PostgreSQL and Redis are started with their Debian init scripts;
 # - the host's network is shared with other work: PostgreSQL, Redis and the
 #   stack listen on 127.0.44.1 (ADDR) instead of 127.0.0.1, and package

@@ -59,6 +59,8 @@ set -eu
     echo "deps=$(cd "$DROPSHIP_DEPS" && find . -type f | sort | tr '\n' ' ')"
     touch "$HOME/.stamp" && rm "$HOME/.stamp" && echo "home=writable"  # the path differs per machine
     echo "flavour=$STAMP_FLAVOUR"
+    echo "path=$PATH"
+    echo "lang=${LANG:-}"
 } > "$1"
 """
 BUILD_STAMP = r"""#!/bin/sh

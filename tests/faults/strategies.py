@@ -53,4 +53,6 @@ class Tally:
         parts += [f"accepted {self.counts['accepted']}", f"crashed {self.counts['crashed']}"]
         print(f"\nFIGURE {title}: {' / '.join(parts)}")
         assert not self.crashes, self.crashes[:5]
-        assert not both_sides or (self.counts["refused"] and self.counts["accepted"]), "both sides were exercised"
+        assert not both_sides or (self.counts["refused"] and self.counts["accepted"]), (
+            f"refusal or acceptance never happened: {dict(self.counts)}"
+        )

@@ -174,6 +174,8 @@ def test_the_build_runs_in_the_image_with_its_tool_and_the_builds_environment(
     assert lines["version"] == "1.0.0" and lines["epoch"] == commit_time and lines["target"] == "stamp-deb"
     assert lines["deps"].split() == ["./base-deb/base_1.0.0_amd64.deb"]  # DROPSHIP_DEPS, mounted with the source
     assert lines["flavour"] == "plain" and lines["home"] == "writable"  # the manifest's env, the build's HOME
+    # the image's own PATH (Docker's default: the image sets none) and locale, not the worker's
+    assert lines["path"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" and lines["lang"] == ""
 
 
 def test_the_same_target_without_container_fails_for_want_of_the_tool(project: dict[str, Any]) -> None:
@@ -217,7 +219,9 @@ def test_an_unchanged_tag_reuses_and_a_moved_tag_rebuilds(
     assert after["stamp-deb"]["reason"] == "recipe, dependency or version changed"
     plan = json.loads((rebuilt["run_dir"] / "plan.json").read_text())
     assert plan["containers"]["stamp-deb"] == f"{tools['repository']}@{moved}"
-    assert rebuilt["machines"] == 1  # the stamp target only; the published .deb is byte-identical (same tool)
+    assert (
+        rebuilt["machines"] == 1
+    )  # the stamp target only; its .deb is the same (same tool), or publication would refuse it
 
 
 @pytest.mark.parametrize(
