@@ -12,6 +12,7 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.runtime import flow_run as current_run
 
+from dropship.errors import DropshipError, PublishError
 from dropship.manifest import load_manifest
 from dropship.run_folder import RunFolder
 from tasks.oci import move_release_tags
@@ -30,7 +31,14 @@ def promote(
     run_dir = RunFolder.of(workdir, str(current_run.id)).root
     result, image = promote_build(spec, build, as_tag, str(run_dir), workdir, base_url)
     if image:  # the packages are out: the image's tags move, no build, no machine
-        move_release_tags(spec, image)
+        try:
+            move_release_tags(spec, image)
+        except DropshipError as exc:  # a second promote would say "already released": say how to finish
+            tags = ", ".join(image["tags"])
+            raise PublishError(
+                f"{as_tag}'s packages are published, but its image tags ({tags}) did not move ({exc}): point them at "
+                f"{image['repository']}@{image['digest']} with `skopeo copy --all` once the registry is back"
+            ) from exc
     new_id = result.release_id
     url = repository_url(spec, base_url)
     create_markdown_artifact(

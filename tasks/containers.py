@@ -142,7 +142,7 @@ class ContainerRunner:
                     reason += (
                         f": check the username and password in the DockerRegistryCredentials block {self.credentials!r}"
                     )
-                raise BuildFailed(self.target, reason) from exc.__cause__
+                raise BuildFailed(self.target, reason) from None  # the daemon's own error may carry the password
             logger.info("pulled %s in %.1f s", reference, time.monotonic() - started)
             with docker_errors(self.target, f"creating the build container from {reference}"):
                 container = _sync(
