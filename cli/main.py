@@ -405,6 +405,12 @@ def _release(args: argparse.Namespace) -> int:
         run_id = submit(RELEASE_TAG, params)
         print(f"submitted {args.tag}: flow run {run_id} of {RELEASE_TAG}; `dropship status` follows it")
         return 0
+    # Before Prefect is imported: this process's many short-lived clients skip the CSRF
+    # round trip when the server does not want one (dropship.orchestrator.client_env).
+    from dropship.orchestrator import client_env
+
+    for name, value in client_env(options.api_url(), os.environ.get("PREFECT_API_AUTH_STRING")).items():
+        os.environ.setdefault(name, value)
     from cli.run import run_release
 
     return run_release(args)

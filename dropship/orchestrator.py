@@ -21,6 +21,7 @@ release.
 
 from __future__ import annotations
 
+import base64
 import functools
 import importlib.util
 import os
@@ -119,6 +120,34 @@ def health(api_url: str, timeout: float = 2.0) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
+
+
+def csrf_enforced(api_url: str, auth_string: str | None = None, timeout: float = 5.0) -> bool:
+    """Whether the Prefect server at `api_url` wants CSRF tokens on writes.
+
+    Every new Prefect client asks for a token before its first write, one
+    request per client: with a worker, a build run and their clients per
+    target, that is several requests per target. A server without CSRF
+    protection (Prefect's default, and `dropship server start`) answers that
+    request with 422, so the processes dropship starts may skip asking.
+    Anything else (a token, an error, no answer) counts as enforced.
+    """
+    request = urllib.request.Request(f"{api_url.rstrip('/')}/csrf-token?client=dropship-probe")
+    if auth_string:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth_string.encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the configured Prefect API
+            return True
+    except urllib.error.HTTPError as exc:
+        return not (exc.code == 422 and b"disabled" in exc.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return True
+
+
+def client_env(api_url: str, auth_string: str | None = None) -> dict[str, str]:
+    """Prefect client settings for the processes dropship starts against `api_url`: no CSRF token
+    round trip where the server does not want one (`csrf_enforced`)."""
+    return {} if csrf_enforced(api_url, auth_string) else {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
 
 
 def find_nginx() -> str:

@@ -219,7 +219,6 @@ def _liveness(
     return lost
 
 
-@task(name="build", task_run_name="build {target_name}", cache_policy=NO_CACHE)
 def build_on_machine(
     manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> dict[str, object]:

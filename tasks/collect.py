@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import get_run_logger
 
 from dropship import ledger
 from dropship.collect import collect
@@ -14,11 +13,11 @@ from dropship.summary import ArtifactSummary, TargetStatus, TargetSummary
 from tasks.machines import client_key_path, delete_machine
 
 
-@task(name="collect", task_run_name="collect {target_name}", retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
 def collect_artifacts(
     manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> TargetSummary:
-    """SFTP every reported artifact, check sha256, then delete the machine: its work is safe."""
+    """SFTP every reported artifact, check sha256, then delete the machine: its work is safe
+    (a step of `build <target>`, which retries it)."""
     destination = plan.folder.artifacts(target_name)
     # On failure the machine stays for the retries; the flow's teardown deletes it.
     report, paths = collect(machine, client_key_path(plan).read_text(), destination)

@@ -28,7 +28,7 @@ from dropship.run_folder import RunFolder
 from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
 from tasks.resources import BUILDERS_POOL
-from tasks.settings import api_url, local_worker
+from tasks.settings import api_url, local_worker, machine_client_env
 
 
 def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
@@ -60,6 +60,7 @@ def droplet_worker(manifest: Manifest, queue: str) -> WorkerConfig:
         queue=queue,
         auth_string=credentials.api_auth_string.get_secret_value() if credentials.api_auth_string else None,
         api_key=credentials.api_key.get_secret_value() if credentials.api_key else None,
+        client_env=machine_client_env(),
     )
 
 
@@ -77,11 +78,8 @@ def _ensure_queue(name: str) -> None:
     call(create, f"creating work queue {name}")
 
 
-@task(
-    name="provision", task_run_name="provision {target_name}", retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE
-)
 def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, workdir: str) -> Machine:
-    """One machine for one target, its worker serving a queue named after it."""
+    """One machine for one target, its worker serving a queue named after it (a step of `build <target>`)."""
     provider = provider_for(manifest, plan.provider, workdir)
     name = machine_name(plan.project, target_name, plan.short_id)
     _ensure_queue(name)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
 
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
 
 from dropship.errors import ConfigError
 from dropship.machines.userdata import WorkerSpec
+from dropship.orchestrator import client_env
 from tasks.resources import BUILDERS_POOL
 
 
@@ -23,10 +25,22 @@ def api_url() -> str:
     return str(url)
 
 
+@functools.cache
+def machine_client_env() -> tuple[tuple[str, str], ...]:
+    """Prefect client settings for every machine's worker, asked of the server once per process
+    (`dropship.orchestrator.client_env`): a request here saves several per target."""
+    auth = PREFECT_API_AUTH_STRING.value()
+    return tuple(sorted(client_env(api_url(), auth.get_secret_value() if auth else None).items()))
+
+
 def local_worker(queue: str) -> WorkerSpec:
     """A worker for a local machine: this interpreter, so it has dropship installed."""
     return WorkerSpec(
-        api_url=api_url(), pool=BUILDERS_POOL, queue=queue, prefect=[sys.executable, "-m", "prefect"], env={}
+        api_url=api_url(),
+        pool=BUILDERS_POOL,
+        queue=queue,
+        prefect=[sys.executable, "-m", "prefect"],
+        env=dict(machine_client_env()),
     )
 
 

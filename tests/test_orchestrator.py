@@ -619,3 +619,36 @@ def test_processes_dropship_starts_beat_faster_than_the_zombie_window() -> None:
         apply_client_retry_env()
         assert Settings().flows.heartbeat_frequency == HEARTBEAT_SECONDS
         assert zombie_automation().trigger.within.total_seconds() >= 3 * Settings().flows.heartbeat_frequency
+
+
+def test_client_env_skips_csrf_tokens_only_where_the_server_does_not_want_them(tmp_path: Path) -> None:
+    """Each new Prefect client asks for a CSRF token before its first write; dropship's processes
+    skip that round trip only when the server answers that its CSRF protection is off."""
+    from dropship.orchestrator import client_env, csrf_enforced
+    from dropship.prefect_server import LocalPrefectServer
+
+    plain = LocalPrefectServer(tmp_path / "plain")
+    guarded = LocalPrefectServer(tmp_path / "guarded", extra_env={"PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true"})
+    with plain, guarded:
+        assert client_env(plain.api_url) == {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+        assert csrf_enforced(guarded.api_url)
+        assert client_env(guarded.api_url) == {}
+        # a client told to skip tokens is refused by the guarded server: why the probe is needed
+        env = {**os.environ, "PREFECT_API_URL": guarded.api_url, "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+        refused = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from prefect import get_client\nwith get_client(sync_client=True) as c:\n"
+                "    c.create_work_pool(__import__('prefect.client.schemas.actions', fromlist=['x'])"
+                ".WorkPoolCreate(name='csrf-probe', type='process'))",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, refused.stderr[-800:]
+    # no answer at all: assume tokens are wanted (the client's own default)
+    assert csrf_enforced(f"http://127.0.0.1:{free_port()}/api", timeout=2)

@@ -78,13 +78,15 @@ class WorkerConfig:
     queue: str
     auth_string: str | None = None
     api_key: str | None = None
+    client_env: tuple[tuple[str, str], ...] = ()
+    """Non-secret Prefect client settings for the worker and its build runs (`orchestrator.client_env`)."""
 
     def __repr__(self) -> str:  # credentials never reach a log line
         return f"WorkerConfig(api_url={self.api_url!r}, queue={self.queue!r}, credentials=****)"
 
     def env_file(self) -> str:
         """`KEY=value` lines for systemd's EnvironmentFile and the supervisor alike."""
-        env = {**worker_env(self.api_url), "PREFECT_HOME": "/var/lib/dropship/prefect"}
+        env = {**worker_env(self.api_url), **dict(self.client_env), "PREFECT_HOME": "/var/lib/dropship/prefect"}
         if self.auth_string:
             env["PREFECT_API_AUTH_STRING"] = self.auth_string
         if self.api_key:

@@ -63,6 +63,9 @@ def worker_env(api_url: str) -> dict[str, str]:
         # machines' workers were the largest part of the orchestrator's CPU. The worker finds its
         # build at its first poll after the run is created, so 5 s costs at most 5 s of wall.
         "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
+        # A machine runs the orchestrator's own Prefect version (pinned), and the orchestrator has
+        # checked the server's: the worker and each build run need not ask `/admin/version` again.
+        "PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false",
         # the worker and its build runs ride out a busy or restarting API server, and beat
         # within the zombie automation's window
         **CLIENT_RETRY_ENV,

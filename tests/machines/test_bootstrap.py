@@ -181,3 +181,21 @@ def test_droplet_and_local_workers_get_the_same_prefect_settings() -> None:
     for name, value in worker_env("http://10.1.2.3:4200/api").items():
         assert droplet[name].strip("'\"") == value, name
     assert droplet["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"].strip("'\"") == str(HEARTBEAT_SECONDS)
+
+
+def test_droplet_workers_get_the_orchestrators_client_settings_and_skip_the_version_handshake() -> None:
+    """The orchestrator asks the server once (CSRF wanted or not) and checked its version; each
+    droplet's worker and build runs would otherwise ask both again, per new client."""
+    worker = WorkerConfig(
+        api_url="http://10.1.2.3:4200/api",
+        pool="p",
+        queue="q",
+        client_env=(("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false"),),
+    )
+    env = dict(line.split("=", 1) for line in worker.env_file().splitlines())
+    assert env["PREFECT_CLIENT_CSRF_SUPPORT_ENABLED"] == "false"
+    assert env["PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED"] == "false"
+    plain = dict(
+        line.split("=", 1) for line in WorkerConfig(api_url="http://x/api", pool="p", queue="q").env_file().splitlines()
+    )
+    assert "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED" not in plain, "without the orchestrator's answer, Prefect's default"
