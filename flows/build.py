@@ -1,4 +1,5 @@
-"""The per-target build, run by the Prefect worker on the target's machine."""
+"""The per-target build, run by the Prefect worker on the target's machine: one flow run, no task runs
+(the build is the run; see `tasks.build.run_build`)."""
 
 from __future__ import annotations
 

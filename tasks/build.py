@@ -299,7 +299,6 @@ def _container_parameters(plan: ReleasePlan, target: Target) -> dict[str, object
     return {"container": {"reference": plan.containers[target.name], "credentials": target.container_credentials}}
 
 
-@task(name="run-build", task_run_name="build {target}", cache_policy=NO_CACHE)
 def run_build(
     target: str,
     workspace: str,
@@ -313,7 +312,11 @@ def run_build(
     image: dict[str, str] | None = None,
     container: dict[str, str] | None = None,
 ) -> BuildReport:
-    """On the machine: the build itself (see `dropship.builder`), in `container` when given."""
+    """On the machine: the build itself (see `dropship.builder`), in `container` when given.
+
+    Called by the build flow itself, not as a task run: the flow run already
+    is "the build of this target", and a task run inside it cost the server a
+    creation and three state events per target for nothing a person reads."""
     runner = None
     if container is not None:
         from tasks.containers import ContainerRunner
