@@ -4,6 +4,7 @@
     python -m bench.scale --targets 4 --releases 8
     python -m bench.scale --matrix                  # N = 1, 4, 16, 32 and K = 1, 4, 8
     python -m bench.scale --replicated --matrix     # the same on PostgreSQL + Redis + 2 API replicas
+    python -m bench.scale --cases 8x1,32x1 --baseline e1593a5   # against an older dropship, same server
 
 Each project is a generated git repository whose N targets each build one
 tiny .deb with dpkg-deb (no compiler), on local machines (sshd + a Prefect
@@ -19,6 +20,10 @@ Per case it prints: release wall (slowest release), CPU of the release
 processes per target and of the server per target (from /proc), API errors
 (5xx/429 answers nginx gave clients, errors the server logged, errors a
 release printed) and published/failed. Exit 0 only if every release published.
+With --baseline REV each case runs first with the dropship of REV (a git
+worktree on the release processes' PYTHONPATH, so their machines' workers
+import it too), then with this one, on the same server, and prints the
+ratio of wall and of CPU per target.
 Figures on a shared 2-core machine are noisy: compare cases of one run.
 """
 
@@ -188,8 +193,16 @@ class Outcome:
 
 
 def run_case(
-    work: Path, server: Server, targets: int, releases: int, case: str, profile: Path | None = None
+    work: Path,
+    server: Server,
+    targets: int,
+    releases: int,
+    case: str,
+    profile: Path | None = None,
+    code: Path | None = None,
 ) -> list[Outcome]:
+    """K releases of N targets at once; `code`: a checkout whose dropship the release processes
+    (and so their machines' workers) import instead of this one (`--baseline`)."""
     from blocks.repo_server import RepoServer
     from blocks.signing_key import SigningKey
     from dropship.signing import generate_key
@@ -203,6 +216,8 @@ def run_case(
         RepoServer(path=str(work / case / f"{name}-published")).save(f"{name}-repo", overwrite=True)
         manifests.append((name, manifest))
     env = {**os.environ, "PREFECT_API_URL": server.api_url}
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
     processes = []
     started = time.monotonic()
     for name, manifest in manifests:
@@ -327,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server-pid", type=int, help="pid of the server in PREFECT_API_URL, to count its CPU")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="run each case first with the dropship of git revision REV (a worktree), then with this one, "
+        "and print the ratio",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run each release process under yappi (pip install yappi), stats into this folder"
     )
     args = parser.parse_args(argv)
@@ -357,12 +378,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     all_published = True
+    baseline = None
+    if args.baseline:
+        baseline = work / "baseline"
+        repo = Path(__file__).resolve().parent.parent
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), args.baseline],
+            check=True,
+            capture_output=True,
+        )
+    runs = [(n, k, side) for n, k in cases for side in ([baseline, None] if baseline else [None])]
+    measured: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
     try:
-        for targets, releases in cases:
-            case = f"n{targets}k{releases}"
+        for targets, releases, code in runs:
+            side = "" if baseline is None else ("base" if code is not None else "this")
+            case = f"n{targets}k{releases}{side}"
             errors_before, answered_before = server.log_errors(), server.answered_errors()
             cpu_before = server.cpu()
-            outcomes = run_case(work, server, targets, releases, case, args.profile)
+            outcomes = run_case(work, server, targets, releases, case, args.profile, code)
             server_cpu = server.cpu() - cpu_before
             total_targets = targets * releases
             wall = max(o.wall for o in outcomes)
@@ -370,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             published = sum(1 for o in outcomes if o.code == 0)
             all_published &= published == len(outcomes)
             answered = server.answered_errors()
+            per_target = (release_cpu + server_cpu) / total_targets
+            measured.setdefault((targets, releases), {})[side] = (wall, per_target)
             row = (
-                f"{shape:10} {targets:>3} {releases:>2} {wall:>7.1f} {release_cpu / total_targets:>9.2f} "
+                f"{(shape + ' ' + side).strip():10} {targets:>3} {releases:>2} {wall:>7.1f} {release_cpu / total_targets:>9.2f} "
                 f"{server_cpu / total_targets:>9.2f} {(release_cpu + server_cpu) / total_targets:>6.2f} "
                 f"{(answered - answered_before) if answered >= 0 else '-':>7} "
                 f"{server.log_errors() - errors_before:>7} {sum(o.errors_printed for o in outcomes):>7} "
@@ -382,7 +417,22 @@ def main(argv: list[str] | None = None) -> int:
             for outcome in outcomes:
                 if outcome.code != 0:
                     print(f"  {outcome.project} failed: {outcome.message[:3000]}", flush=True)
+            pair = measured[(targets, releases)]
+            if side == "this" and "base" in pair:
+                (base_wall, base_cpu), (wall_now, cpu_now) = pair["base"], pair["this"]
+                ratio = (
+                    f"{'':10} N={targets} K={releases}: this/base wall {wall_now / base_wall:.2f}x, "
+                    f"CPU per target {cpu_now / base_cpu:.2f}x (base {args.baseline})"
+                )
+                rows.append(ratio)
+                print(ratio, flush=True)
     finally:
+        if baseline is not None:
+            subprocess.run(
+                ["git", "-C", str(baseline), "worktree", "remove", "--force", str(baseline)],
+                check=False,
+                capture_output=True,
+            )
         for thing in server.stop:
             stop = thing.stop
             stop()
