@@ -54,11 +54,10 @@ def decide_target(plan: ReleasePlan, target_name: str, workdir: str, forced: boo
     decision = build_or_reuse(
         store_for(workdir), target_name, plan.content[target_name], plan.folder.artifacts(target_name), forced=forced
     )
-    logger = get_run_logger()
-    if decision.reused is not None:
-        logger.info("%s: %s (%s)", target_name, decision.reason, ", ".join(f.name for f in decision.reused.files))
-    else:
-        logger.info("%s: building (%s)", target_name, decision.reason)
+    if decision.reused is not None:  # a built target's first line is its task run's (`build_target`)
+        get_run_logger().info(
+            "%s: %s (%s)", target_name, decision.reason, ", ".join(f.name for f in decision.reused.files)
+        )
     return decision
 
 
