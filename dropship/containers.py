@@ -14,7 +14,9 @@ tasks, is `tasks/containers.py`):
   the tag, so it builds in exactly the image the hash names.
 - **The block.** `check_block_registry` refuses a block whose `registry_url`
   is another registry than the image's, before its password goes anywhere
-  (the same rule as `[oci] credentials`).
+  (the same rule as `[oci] credentials`); both are compared as Docker keys
+  credentials (`registry_host`: no scheme, path or default port, any case,
+  Docker Hub's aliases as one).
 - **On the machine.** `BuildDocker` is a dockerd of the build's own
   (`--iptables=false --bridge=none`, data root under the build's workspace,
   exec root and socket under a short /tmp folder; `dropship.emulator.dockerd`),
@@ -88,11 +90,33 @@ def parse_image(reference: str) -> ImageRef:
     return ImageRef(registry, path, tag, match["digest"])
 
 
+DOCKER_HUB = "docker.io"
+HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+"""The names Docker Hub goes by (`docker login` stores its credentials under `https://index.docker.io/v1/`)."""
+
+
+def registry_host(value: str) -> str:
+    """A registry as Docker keys its credentials: the host[:port] of `value`, without scheme, path (e.g.
+    `/v1/`) or default port, lowercase, Docker Hub's aliases as `docker.io`.
+    `https://Index.Docker.io/v1/` -> `docker.io`; `HTTPS://Reg.Example.org:443/` -> `reg.example.org`."""
+    text = value.strip()
+    scheme = ""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if match:
+        scheme, text = match[1].lower(), text[match.end() :]
+    host = text.split("/", 1)[0].lower()
+    default = {"": ":443", "https": ":443", "http": ":80"}.get(scheme)
+    if default and host.endswith(default):
+        host = host.removesuffix(default)
+    return DOCKER_HUB if host in HUB_ALIASES else host
+
+
 def check_block_registry(block: str, registry_url: str | None, registry: str, used_by: str) -> None:
     """Refuse a `DockerRegistryCredentials` block for another registry than `registry`, before
-    its password is sent anywhere. `used_by` names the manifest field that names the block."""
-    blocks_host = re.sub(r"^[a-z]+://", "", registry_url or "").rstrip("/")
-    if blocks_host != registry:
+    its password is sent anywhere; both sides compared as `registry_host`s. `used_by` names the
+    manifest field that names the block."""
+    blocks_host = registry_host(registry_url or "")
+    if not blocks_host or blocks_host != registry_host(registry):
         raise ImageError(
             f"block {block!r} is for registry {blocks_host or '(none)'}, but {used_by} names {registry}: "
             f"use a DockerRegistryCredentials block whose registry_url is {registry}"

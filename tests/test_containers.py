@@ -67,6 +67,39 @@ def test_a_block_for_another_registry_is_refused_before_its_password_is_used() -
         check_block_registry("b", "registry.other.org", "127.0.0.1:5000", "targets[0].container_credentials")
 
 
+@pytest.mark.parametrize(
+    ("registry_url", "registry"),
+    [
+        ("https://index.docker.io/v1/", "docker.io"),  # what `docker login` writes for Docker Hub
+        ("registry-1.docker.io", "index.docker.io"),
+        ("docker.io", "registry.hub.docker.com"),
+        ("HTTPS://Registry.Example.org:443/", "registry.example.org"),
+        ("registry.example.org/v2/", "registry.example.org:443"),
+        ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+        ("https://127.0.0.1:5000/v1/", "127.0.0.1:5000"),
+        ("http://registry.example.org:80", "registry.example.org"),
+    ],
+)
+def test_a_block_for_the_same_registry_written_another_way_is_accepted(registry_url: str, registry: str) -> None:
+    check_block_registry("b", registry_url, registry, "targets[0].container_credentials")
+
+
+@pytest.mark.parametrize(
+    ("registry_url", "registry"),
+    [
+        ("registry.example.org:5000", "registry.example.org"),  # another port
+        ("https://registry.example.org:80", "registry.example.org"),  # 80 is not https's default
+        ("https://evil.example.org/registry.example.org", "registry.example.org"),  # the host is not in the path
+        ("registry.example.org.evil.org", "registry.example.org"),
+        ("https://index.docker.io/v1/", "ghcr.io"),
+        ("", "registry.example.org"),
+    ],
+)
+def test_a_block_for_another_registry_is_refused_however_it_is_written(registry_url: str, registry: str) -> None:
+    with pytest.raises(ImageError, match=r"^block 'b' is for registry .*, but targets\[0\]\.container_credentials"):
+        check_block_registry("b", registry_url, registry, "targets[0].container_credentials")
+
+
 def test_the_container_gets_the_declared_environment_and_the_machines_marker(tmp_path: Path) -> None:
     declared = {"HOME": str(tmp_path / "home"), "DROPSHIP_VERSION": "1.0.0", "SOURCE_DATE_EPOCH": "1700000000"}
     env = container_environment(declared, "abc123")
