@@ -160,17 +160,25 @@ class ContainerRunner:
                         )
                     )
             finally:
-                with docker_errors(self.target, "removing the build container"):
-                    _sync(
-                        remove_docker_container.with_options(
-                            cache_policy=NO_CACHE, task_run_name="remove build container"
-                        )(container_id=container.id, docker_host=host, force=True)
-                    )
+                self._remove(host, container.id)
         if code is None:
             raise CommandError(command, -1, f"{output}\ntimed out after {timeout} s", f"build of {self.target}")
         if code != 0:
             raise CommandError(command, code, output, f"build of {self.target} in {self.image.repository}")
         return output
+
+    def _remove(self, host: DockerHost, container_id: str) -> None:
+        """Remove the build container; a failure is logged, never raised: it must not hide the build's own
+        error, and the container goes anyway with the build's dockerd (stopped with every container next)."""
+        try:
+            with docker_errors(self.target, "removing the build container"):
+                _sync(
+                    remove_docker_container.with_options(cache_policy=NO_CACHE, task_run_name="remove build container")(
+                        container_id=container_id, docker_host=host, force=True
+                    )
+                )
+        except BuildFailed as exc:
+            get_run_logger().warning("%s; the build's dockerd is stopped with it", exc.reason)
 
     def _start(self, host: DockerHost, container_id: str, command: list[str]) -> None:
         """Start the container; a program the image lacks fails as it does without a container (exit 127)."""

@@ -5,6 +5,7 @@ which the content hash covers."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -282,3 +283,52 @@ def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
     if command[1:2] == ["sleep"]:
         assert "timed out after 3" in str(info.value)
     assert not (tmp_path / "dockerd").exists() and not short_folder(tmp_path / "dockerd").exists()
+
+
+def _shims_of(daemon: Path) -> list[int]:
+    """The containerd shims of the dockerd of `daemon` (a shim works in its container's bundle, under the
+    daemon's exec root): one per container, the container's process its child."""
+    from dropship.emulator.dockerd import short_folder
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(f"{short_folder(daemon)}/"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_failed_container_removal_does_not_hide_the_builds_own_error(tool_image: str, tmp_path: Path) -> None:
+    """The build's dockerd dies while the container runs: the build fails saying so (while waiting for the
+    container), and removing the container, which then fails too, is logged rather than raised over it."""
+    import signal
+    import threading
+    import time
+
+    from dropship.errors import BuildFailed
+
+    daemon = tmp_path / "dockerd"
+    killed: list[int] = []
+
+    def kill_dockerd_once_the_build_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            running = [shim for shim in _shims_of(daemon) if Path(f"/proc/{shim}/task/{shim}/children").read_text()]
+            if running and (daemon / "dockerd.pid").exists():
+                killed.append(int((daemon / "dockerd.pid").read_text()))
+                os.kill(killed[0], signal.SIGKILL)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_dockerd_once_the_build_runs, daemon=True)
+    killer.start()
+    with pytest.raises(BuildFailed) as info:
+        _run_in(tool_image, tmp_path, ["/tool", "sleep", "20"], timeout=60)
+    killer.join(timeout=5)
+    assert killed, "the build container never ran"
+    # the build's own step fails (starting or waiting, as the kill falls), not the removal after it
+    assert re.match(
+        r"target t: (starting|waiting for) the build container: the build's dockerd is not answering", str(info.value)
+    ), info.value
+    assert "\n" not in str(info.value)
