@@ -6,7 +6,9 @@ tasks, is `tasks/containers.py`):
 - **The reference.** `parse_image` accepts `registry-host[:port]/path[:tag][@sha256:...]`;
   a registry host is required, because images come from a registry the
   release engineer controls, named by a `DockerRegistryCredentials` block.
-- **The digest, before any machine.** `resolve` asks the registry (skopeo,
+- **The digest, before any machine.** `pin_build_images` (the plan stage's and
+  `dropship check`'s one way to do it) loads nothing: it takes the blocks' values
+  and, per target, checks the block and `resolve`s the image. `resolve` asks the registry (skopeo,
   with the block's credentials) what the tag points at now, or checks that a
   given digest is there. The plan hashes the pinned `registry/path@sha256:...`
   (dropship/cache.py), so a tag moved to another digest rebuilds the target
@@ -36,14 +38,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dropship.errors import BuildFailed, DropshipError, ImageError
-from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, Skopeo, tag_digest
+from dropship.manifest import Manifest
+from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryAuth, Skopeo, tag_digest
 
 IMAGE_RE = re.compile(
     rf"(?P<repository>{REPOSITORY_RE.pattern})(?::(?P<tag>{TAG_RE.pattern}))?(?:@(?P<digest>{DIGEST_RE.pattern}))?",
@@ -144,6 +147,47 @@ def resolve(skopeo: Skopeo, image: ImageRef, field: str) -> str:
             f"{image.name} is not in the registry {image.registry} (no such tag): push it there or fix {field}"
         )
     return digest
+
+
+@dataclass(frozen=True)
+class RegistryValue:
+    """A `DockerRegistryCredentials` block's values (a build container's registry)."""
+
+    registry_url: str
+    username: str
+    password: str = field(repr=False)
+
+
+def pin_build_image(
+    manifest: Manifest, name: str, registries: Mapping[str, RegistryValue | None]
+) -> tuple[ImageRef, str]:
+    """Target `name`'s build image and the digest it names in its registry now, asked with the target's
+    `container_credentials` block (`registries`: block name -> values, None for a block that does not
+    exist). `ImageError` for a missing block, a block for another registry, a refused login, a missing
+    image; the one place both the plan stage and `dropship check` resolve a build image."""
+    target = manifest.target(name)
+    assert target.container is not None
+    index = [t.name for t in manifest.targets].index(name)
+    image = parse_image(target.container)
+    block = target.container_credentials
+    value = registries.get(block)
+    if value is None:
+        raise missing_block(block, f"targets[{index}].container_credentials", image.registry)
+    check_block_registry(block, value.registry_url, image.registry, f"targets[{index}].container")
+    with Skopeo(RegistryAuth(image.registry, value.username, value.password)) as skopeo:
+        return image, resolve(skopeo, image, f"targets[{index}].container")
+
+
+def pin_build_images(
+    manifest: Manifest, targets: Sequence[str], registries: Mapping[str, RegistryValue | None]
+) -> dict[str, str]:
+    """{target: registry/name@sha256:...} for every target of `targets` with a `container`."""
+    pinned: dict[str, str] = {}
+    for name in targets:
+        if manifest.target(name).container is not None:
+            image, digest = pin_build_image(manifest, name, registries)
+            pinned[name] = image.pinned(digest)
+    return pinned
 
 
 # --- on the build machine -------------------------------------------------------------------------

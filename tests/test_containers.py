@@ -13,9 +13,11 @@ import pytest
 from dropship.cache import content_hashes
 from dropship.containers import (
     ImageRef,
+    RegistryValue,
     check_block_registry,
     container_environment,
     parse_image,
+    pin_build_images,
     resolve,
     run_spec,
 )
@@ -181,6 +183,29 @@ def test_a_moved_tag_resolves_to_its_new_digest_and_changes_the_hash(
         with pytest.raises(ImageError) as info:
             resolve(skopeo, parse_image(f"{repository}:1"), "targets[0].container")
     assert "DockerRegistryCredentials" in str(info.value) and "wrong-pw-7Hk" not in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
+def test_the_plan_and_the_check_pin_a_build_image_alike(registry: LocalRegistry, dockerd: DockerDaemon) -> None:
+    """`pin_build_images` (the plan stage) and `check_build_images` (`dropship check`) are one resolution:
+    the same digest, only for targets with a container; a missing block is one line naming the fix."""
+    from dropship.checks import check_build_images
+
+    repository = registry.repository("unit/pinned-tools")
+    digest = push_image(dockerd, registry, repository, "1", {"/tool": "#!/bin/sh\n"})
+    manifest = parse_manifest(
+        {**MANIFEST, "targets": [{**MANIFEST["targets"][0], "container": f"{repository}:1"}, MANIFEST["targets"][1]]}
+    )  # type: ignore[index]
+    block = manifest.target("in-box").container_credentials
+    registries = {block: RegistryValue(f"https://{registry.host}/v1/", registry.username, registry.password)}
+    assert pin_build_images(manifest, ["in-box", "plain"], registries) == {"in-box": f"{repository}@{digest}"}
+    (check,) = check_build_images(manifest, ["in-box", "plain"], registries)
+    assert check.ok and check.detail == f"{repository}:1 is {digest[:19]}"
+    with pytest.raises(ImageError) as info:
+        pin_build_images(manifest, ["in-box"], {})
+    assert str(info.value).startswith(
+        f"no DockerRegistryCredentials block {block!r} (targets[0].container_credentials)"
+    )
 
 
 def test_a_machine_without_docker_fails_the_build_in_one_line(tmp_path: Path) -> None:
