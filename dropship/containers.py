@@ -20,8 +20,8 @@ tasks, is `tasks/containers.py`):
   credentials (`registry_host`: no scheme, path or default port, any case,
   Docker Hub's aliases as one).
 - **On the machine.** `BuildDocker` is a dockerd of the build's own
-  (`--iptables=false --bridge=none`, data root under the build's workspace,
-  exec root and socket under a short /tmp folder; `dropship.emulator.dockerd`),
+  (`dropship.dockerd.BuildDaemon`: `--iptables=false --bridge=none`, data root
+  under the build's workspace, where a deleted machine's sweep finds it),
   started for the one build and stopped with every container when it ends.
   `run_spec` says how the container runs: host networking, the unpacked
   source and the build's home mounted at the same paths as without a
@@ -35,15 +35,14 @@ tasks, is `tasks/containers.py`):
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dropship.dockerd import DOCKERD_FOLDER, BuildDaemon
 from dropship.errors import BuildFailed, DropshipError, ImageError
 from dropship.manifest import Manifest
 from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryAuth, Skopeo, tag_digest
@@ -53,8 +52,6 @@ IMAGE_RE = re.compile(
     re.ASCII,
 )
 MAX_REFERENCE = 512
-DOCKERD_FOLDER = "dockerd"
-"""The build's dockerd data root, under the build's workspace (the machine's own folder)."""
 
 
 @dataclass(frozen=True)
@@ -241,38 +238,8 @@ def docker_errors(target: str, what: str) -> Iterator[None]:
         raise BuildFailed(target, f"{what}: the build's dockerd is not answering ({type(exc).__name__})") from exc
 
 
-class BuildDocker:
-    """A dockerd for one build container, its data root in the build's workspace; a context manager."""
+class BuildDocker(BuildDaemon):
+    """The dockerd of one build container, in `<workspace>/DOCKERD_FOLDER`; a context manager."""
 
     def __init__(self, workspace: Path, target: str, search_path: str | None = None) -> None:
-        from dropship.emulator.dockerd import DockerDaemon
-
-        self.target = target
-        self.daemon = DockerDaemon(workspace / DOCKERD_FOLDER)
-        self.search_path = search_path or os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
-        """Where dockerd is looked for: the worker's PATH and Debian's folders for it."""
-
-    @property
-    def host(self) -> str:
-        """`unix:///tmp/dsd-.../d.sock`, for a prefect-docker `DockerHost(base_url=...)`."""
-        return self.daemon.host
-
-    def __enter__(self) -> BuildDocker:
-        if shutil.which("dockerd", path=self.search_path) is None:
-            raise BuildFailed(
-                self.target,
-                'a build container needs Docker, and dockerd is not on the machine: add "docker.io" '
-                "to the target's setup (or use an image that has it)",
-            )
-        if os.geteuid() != 0:
-            raise BuildFailed(self.target, "a build container needs a worker running as root to start its dockerd")
-        shutil.rmtree(self.daemon.folder, ignore_errors=True)  # a killed build's leftovers
-        try:
-            self.daemon.start()
-        except DropshipError as exc:
-            raise BuildFailed(self.target, f"could not start a dockerd for the build container: {exc}") from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.daemon.stop()
-        shutil.rmtree(self.daemon.folder, ignore_errors=True)
+        super().__init__(workspace / DOCKERD_FOLDER, target, "a build container", search_path)

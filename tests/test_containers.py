@@ -299,7 +299,7 @@ def test_the_runner_pulls_by_digest_and_runs_the_command_with_the_declared_envir
 def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
     tool_image: str, tmp_path: Path, command: list[str], timeout: float, expected: str
 ) -> None:
-    from dropship.emulator.dockerd import short_folder
+    from dropship.dockerd import short_folder
     from dropship.errors import CommandError
 
     with pytest.raises(CommandError) as info:
@@ -313,7 +313,7 @@ def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
 def _shims_of(daemon: Path) -> list[int]:
     """The containerd shims of the dockerd of `daemon` (a shim works in its container's bundle, under the
     daemon's exec root): one per container, the container's process its child."""
-    from dropship.emulator.dockerd import short_folder
+    from dropship.dockerd import short_folder
 
     found = []
     for entry in Path("/proc").iterdir():
@@ -357,3 +357,4 @@ def test_a_failed_container_removal_does_not_hide_the_builds_own_error(tool_imag
         r"target t: (starting|waiting for) the build container: the build's dockerd is not answering", str(info.value)
     ), info.value
     assert "\n" not in str(info.value)
+    assert _shims_of(daemon) == []  # the dead daemon's shim and container are killed when it is stopped
