@@ -80,6 +80,24 @@ def child_runs(run_id: str) -> list[Any]:
         )
 
 
+def run_logs(run_ids: list[str]) -> list[Any]:
+    """Every log line of the flow runs `run_ids`, oldest first (read page by page)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)),
+            limit=200,
+            offset=len(logs),
+            sort=LogSort.TIMESTAMP_ASC,
+        ):
+            logs += page
+    return logs
+
+
 def commit_and_tag(repo: Path, tag: str, edit: dict[str, Any] | None = None) -> None:
     if edit:
         text = (repo / "dropship.toml").read_text()
