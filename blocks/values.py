@@ -7,6 +7,7 @@ and how to create it).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TypeVar
 
 from prefect.blocks.core import Block
@@ -16,7 +17,8 @@ from prefect_docker.credentials import DockerRegistryCredentials
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.repo_server import RepoServer
 from blocks.signing_key import SigningKey
-from dropship.checks import Inputs, KeyValue, RegistryValue, RepoValue
+from dropship.checks import Inputs, KeyValue, RepoValue
+from dropship.containers import RegistryValue
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest
 
@@ -68,22 +70,32 @@ def repo_value(block: RepoServer) -> RepoValue:
     )
 
 
-def load_inputs(manifest: Manifest, provider: str | None = None) -> Inputs:
-    key = load_block(SigningKey, manifest.blocks.signing_key)
-    repo = load_block(RepoServer, manifest.blocks.repo_server)
-    credentials = None
-    if (provider or manifest.machines.provider) == "digitalocean":
-        credentials = load_block(DigitalOceanCredentials, manifest.machines.credentials)
+def load_registries(manifest: Manifest, targets: Sequence[str] | None = None) -> dict[str, RegistryValue | None]:
+    """The `container_credentials` blocks of `targets` (all by default) that build in a container, by name;
+    None for a block that does not exist."""
     registries: dict[str, RegistryValue | None] = {}
     for target in manifest.targets:
+        if targets is not None and target.name not in targets:
+            continue
         if target.container is not None and target.container_credentials not in registries:
             block = load_block(DockerRegistryCredentials, target.container_credentials)
             registries[target.container_credentials] = (
                 RegistryValue(block.registry_url, block.username, block.password.get_secret_value()) if block else None
             )
+    return registries
+
+
+def load_inputs(manifest: Manifest, provider: str | None = None, *, build_images: bool = True) -> Inputs:
+    """Every block a release uses; `build_images=False` leaves the build containers' blocks unloaded (the
+    release's plan stage has pinned the images with them already)."""
+    key = load_block(SigningKey, manifest.blocks.signing_key)
+    repo = load_block(RepoServer, manifest.blocks.repo_server)
+    credentials = None
+    if (provider or manifest.machines.provider) == "digitalocean":
+        credentials = load_block(DigitalOceanCredentials, manifest.machines.credentials)
     return Inputs(
         signing_key=key_value(key) if key else None,
         repo_server=repo_value(repo) if repo else None,
         digitalocean=credentials.settings() if credentials else None,
-        build_registries=registries,
+        build_registries=load_registries(manifest) if build_images else {},
     )

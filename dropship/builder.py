@@ -210,6 +210,7 @@ def build(
 
         saved = build_image(
             target=target,
+            workspace=workspace,
             source=source,
             dockerfile=image["dockerfile"],
             platform=image["platform"],

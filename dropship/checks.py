@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from dropship.containers import check_block_registry, parse_image, resolve
+from dropship.containers import RegistryValue, parse_image, pin_build_image
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
 from dropship.machines.provision import target_setup
 from dropship.machines.sshd import find_sshd
 from dropship.manifest import Manifest
-from dropship.oci import RegistryAuth, Skopeo
 from dropship.publish.preflight import check_local_root, check_ssh_root
 from dropship.signing import Signer
 from dropship.ssh import Endpoint
@@ -70,15 +69,6 @@ class RepoValue:
 
 
 @dataclass(frozen=True)
-class RegistryValue:
-    """A `DockerRegistryCredentials` block's values (a build container's registry)."""
-
-    registry_url: str
-    username: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
 class Inputs:
     """The blocks a release uses, as loaded (None: no such block)."""
 
@@ -86,7 +76,7 @@ class Inputs:
     repo_server: RepoValue | None
     digitalocean: DigitalOceanSettings | None
     build_registries: dict[str, RegistryValue | None] = field(default_factory=dict)
-    """The `container_credentials` blocks of targets with a `container`, by name."""
+    """The `container_credentials` blocks of targets with a `container`, by name (`dropship.containers`)."""
 
 
 class PreflightFailed(ConfigError):
@@ -222,13 +212,13 @@ def check_build_images(
     manifest: Manifest, targets: Sequence[str], registries: dict[str, RegistryValue | None]
 ) -> list[Check]:
     """One line per target with a `container`: its block is there and for the image's registry, the
-    registry takes it, and has the image; `ok` names the digest the tag points at now."""
+    registry takes it, and has the image (`dropship.containers.pin_build_image`, as the plan stage);
+    `ok` names the digest the tag points at now."""
     checks = []
     for name in targets:
         target = manifest.target(name)
         if target.container is None:
             continue
-        index = [t.name for t in manifest.targets].index(name)
         what = f"build image of {name}"
         image = parse_image(target.container)
         block = target.container_credentials
@@ -236,14 +226,11 @@ def check_build_images(
             f"save a prefect-docker DockerRegistryCredentials block {block!r} with registry_url {image.registry} "
             "and its username and password"
         )
-        value = registries.get(block)
-        if value is None:
+        if registries.get(block) is None:
             checks.append(Check(what, MISSING, f"no DockerRegistryCredentials block {block!r}", fix))
             continue
         try:
-            check_block_registry(block, value.registry_url, image.registry, f"targets[{index}].container")
-            with Skopeo(RegistryAuth(image.registry, value.username, value.password)) as skopeo:
-                digest = resolve(skopeo, image, f"targets[{index}].container")
+            _, digest = pin_build_image(manifest, name, registries)
         except DropshipError as exc:
             checks.append(Check(what, FAILED, str(exc).splitlines()[0], fix))
             continue

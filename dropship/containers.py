@@ -6,7 +6,9 @@ tasks, is `tasks/containers.py`):
 - **The reference.** `parse_image` accepts `registry-host[:port]/path[:tag][@sha256:...]`;
   a registry host is required, because images come from a registry the
   release engineer controls, named by a `DockerRegistryCredentials` block.
-- **The digest, before any machine.** `resolve` asks the registry (skopeo,
+- **The digest, before any machine.** `pin_build_images` (the plan stage's and
+  `dropship check`'s one way to do it) loads nothing: it takes the blocks' values
+  and, per target, checks the block and `resolve`s the image. `resolve` asks the registry (skopeo,
   with the block's credentials) what the tag points at now, or checks that a
   given digest is there. The plan hashes the pinned `registry/path@sha256:...`
   (dropship/cache.py), so a tag moved to another digest rebuilds the target
@@ -14,10 +16,12 @@ tasks, is `tasks/containers.py`):
   the tag, so it builds in exactly the image the hash names.
 - **The block.** `check_block_registry` refuses a block whose `registry_url`
   is another registry than the image's, before its password goes anywhere
-  (the same rule as `[oci] credentials`).
+  (the same rule as `[oci] credentials`); both are compared as Docker keys
+  credentials (`registry_host`: no scheme, path or default port, any case,
+  Docker Hub's aliases as one).
 - **On the machine.** `BuildDocker` is a dockerd of the build's own
-  (`--iptables=false --bridge=none`, data root under the build's workspace,
-  exec root and socket under a short /tmp folder; `dropship.emulator.dockerd`),
+  (`dropship.dockerd.BuildDaemon`: `--iptables=false --bridge=none`, data root
+  under the build's workspace, where a deleted machine's sweep finds it),
   started for the one build and stopped with every container when it ends.
   `run_spec` says how the container runs: host networking, the unpacked
   source and the build's home mounted at the same paths as without a
@@ -31,25 +35,23 @@ tasks, is `tasks/containers.py`):
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dropship.dockerd import DOCKERD_FOLDER, BuildDaemon
 from dropship.errors import BuildFailed, DropshipError, ImageError
-from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, Skopeo, tag_digest
+from dropship.manifest import Manifest
+from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryAuth, Skopeo, tag_digest
 
 IMAGE_RE = re.compile(
     rf"(?P<repository>{REPOSITORY_RE.pattern})(?::(?P<tag>{TAG_RE.pattern}))?(?:@(?P<digest>{DIGEST_RE.pattern}))?",
     re.ASCII,
 )
 MAX_REFERENCE = 512
-DOCKERD_FOLDER = "dockerd"
-"""The build's dockerd data root, under the build's workspace (the machine's own folder)."""
 
 
 @dataclass(frozen=True)
@@ -88,11 +90,33 @@ def parse_image(reference: str) -> ImageRef:
     return ImageRef(registry, path, tag, match["digest"])
 
 
+DOCKER_HUB = "docker.io"
+HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+"""The names Docker Hub goes by (`docker login` stores its credentials under `https://index.docker.io/v1/`)."""
+
+
+def registry_host(value: str) -> str:
+    """A registry as Docker keys its credentials: the host[:port] of `value`, without scheme, path (e.g.
+    `/v1/`) or default port, lowercase, Docker Hub's aliases as `docker.io`.
+    `https://Index.Docker.io/v1/` -> `docker.io`; `HTTPS://Reg.Example.org:443/` -> `reg.example.org`."""
+    text = value.strip()
+    scheme = ""
+    match = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if match:
+        scheme, text = match[1].lower(), text[match.end() :]
+    host = text.split("/", 1)[0].lower()
+    default = {"": ":443", "https": ":443", "http": ":80"}.get(scheme)
+    if default and host.endswith(default):
+        host = host.removesuffix(default)
+    return DOCKER_HUB if host in HUB_ALIASES else host
+
+
 def check_block_registry(block: str, registry_url: str | None, registry: str, used_by: str) -> None:
     """Refuse a `DockerRegistryCredentials` block for another registry than `registry`, before
-    its password is sent anywhere. `used_by` names the manifest field that names the block."""
-    blocks_host = re.sub(r"^[a-z]+://", "", registry_url or "").rstrip("/")
-    if blocks_host != registry:
+    its password is sent anywhere; both sides compared as `registry_host`s. `used_by` names the
+    manifest field that names the block."""
+    blocks_host = registry_host(registry_url or "")
+    if not blocks_host or blocks_host != registry_host(registry):
         raise ImageError(
             f"block {block!r} is for registry {blocks_host or '(none)'}, but {used_by} names {registry}: "
             f"use a DockerRegistryCredentials block whose registry_url is {registry}"
@@ -120,6 +144,47 @@ def resolve(skopeo: Skopeo, image: ImageRef, field: str) -> str:
             f"{image.name} is not in the registry {image.registry} (no such tag): push it there or fix {field}"
         )
     return digest
+
+
+@dataclass(frozen=True)
+class RegistryValue:
+    """A `DockerRegistryCredentials` block's values (a build container's registry)."""
+
+    registry_url: str
+    username: str
+    password: str = field(repr=False)
+
+
+def pin_build_image(
+    manifest: Manifest, name: str, registries: Mapping[str, RegistryValue | None]
+) -> tuple[ImageRef, str]:
+    """Target `name`'s build image and the digest it names in its registry now, asked with the target's
+    `container_credentials` block (`registries`: block name -> values, None for a block that does not
+    exist). `ImageError` for a missing block, a block for another registry, a refused login, a missing
+    image; the one place both the plan stage and `dropship check` resolve a build image."""
+    target = manifest.target(name)
+    assert target.container is not None
+    index = [t.name for t in manifest.targets].index(name)
+    image = parse_image(target.container)
+    block = target.container_credentials
+    value = registries.get(block)
+    if value is None:
+        raise missing_block(block, f"targets[{index}].container_credentials", image.registry)
+    check_block_registry(block, value.registry_url, image.registry, f"targets[{index}].container")
+    with Skopeo(RegistryAuth(image.registry, value.username, value.password)) as skopeo:
+        return image, resolve(skopeo, image, f"targets[{index}].container")
+
+
+def pin_build_images(
+    manifest: Manifest, targets: Sequence[str], registries: Mapping[str, RegistryValue | None]
+) -> dict[str, str]:
+    """{target: registry/name@sha256:...} for every target of `targets` with a `container`."""
+    pinned: dict[str, str] = {}
+    for name in targets:
+        if manifest.target(name).container is not None:
+            image, digest = pin_build_image(manifest, name, registries)
+            pinned[name] = image.pinned(digest)
+    return pinned
 
 
 # --- on the build machine -------------------------------------------------------------------------
@@ -173,38 +238,8 @@ def docker_errors(target: str, what: str) -> Iterator[None]:
         raise BuildFailed(target, f"{what}: the build's dockerd is not answering ({type(exc).__name__})") from exc
 
 
-class BuildDocker:
-    """A dockerd for one build container, its data root in the build's workspace; a context manager."""
+class BuildDocker(BuildDaemon):
+    """The dockerd of one build container, in `<workspace>/DOCKERD_FOLDER`; a context manager."""
 
     def __init__(self, workspace: Path, target: str, search_path: str | None = None) -> None:
-        from dropship.emulator.dockerd import DockerDaemon
-
-        self.target = target
-        self.daemon = DockerDaemon(workspace / DOCKERD_FOLDER)
-        self.search_path = search_path or os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin"
-        """Where dockerd is looked for: the worker's PATH and Debian's folders for it."""
-
-    @property
-    def host(self) -> str:
-        """`unix:///tmp/dsd-.../d.sock`, for a prefect-docker `DockerHost(base_url=...)`."""
-        return self.daemon.host
-
-    def __enter__(self) -> BuildDocker:
-        if shutil.which("dockerd", path=self.search_path) is None:
-            raise BuildFailed(
-                self.target,
-                'a build container needs Docker, and dockerd is not on the machine: add "docker.io" '
-                "to the target's setup (or use an image that has it)",
-            )
-        if os.geteuid() != 0:
-            raise BuildFailed(self.target, "a build container needs a worker running as root to start its dockerd")
-        shutil.rmtree(self.daemon.folder, ignore_errors=True)  # a killed build's leftovers
-        try:
-            self.daemon.start()
-        except DropshipError as exc:
-            raise BuildFailed(self.target, f"could not start a dockerd for the build container: {exc}") from exc
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.daemon.stop()
-        shutil.rmtree(self.daemon.folder, ignore_errors=True)
+        super().__init__(workspace / DOCKERD_FOLDER, target, "a build container", search_path)

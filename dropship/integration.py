@@ -395,8 +395,9 @@ def run_integration(
     key_name: str,
     command: Sequence[str],
     timeout: float,
-) -> JobOutcome:
-    """Upload, install (signatures checked), run; `JobFailed` names what failed and why."""
+) -> tuple[JobOutcome, str]:
+    """Upload, install (signatures checked), run; the outcome and what the command printed (or the install's
+    last lines when it cannot run here), for the job's log. `JobFailed` names what failed and why."""
     started = time.monotonic()
     remote = Remote(session, job)
     upload(session, tree, install.files, f"{work}/repo")
@@ -413,11 +414,11 @@ def run_integration(
             f"; not executed: a {machine_arch} machine cannot run {install.arch.value} binaries "
             f"(needs a {install.arch.value} machine)"
         )
-        outcome.output = "\n".join(log.strip().splitlines()[-10:])
+        output = "\n".join(log.strip().splitlines()[-10:])
     else:
-        outcome.output = run_command(remote, work, command, timeout).strip()[-2000:]
+        output = run_command(remote, work, command, timeout).strip()[-2000:]
     outcome.seconds = round(time.monotonic() - started, 3)
-    return outcome
+    return outcome, output
 
 
 def job_user_data(*, host_private_key: str, host_public_key: str, authorized_key: str, work_dir: str) -> str:

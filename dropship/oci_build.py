@@ -5,8 +5,9 @@ Dockerfile copies, e.g. a cross-compiled static binary). The machine has
 Docker only because the manifest says so: an `oci` target must list
 `docker.io` in its setup, which a droplet installs at bootstrap (local
 machines use the host's). dropship starts a dockerd of its own for the one
-build (`--iptables=false --bridge=none`, data and exec roots in a private
-temporary folder, socket under /tmp), builds with `--platform linux/<arch>`
+build (`dropship.dockerd.BuildDaemon`: `--iptables=false --bridge=none`, data
+root in the build's workspace, where a deleted machine's sweep finds what a
+killed build left, socket and exec root under /tmp), builds with `--platform linux/<arch>`
 and no pull, saves the image as a `docker save` archive next to the
 workspace, and stops the daemon and its containerd.
 
@@ -21,11 +22,10 @@ credentials never reach a build machine.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from dropship.errors import BuildFailed, DropshipError
+from dropship.dockerd import DOCKERD_FOLDER, BuildDaemon
+from dropship.errors import BuildFailed
 
 ARCHIVE_SUFFIX = "-image.tar"
 
@@ -34,26 +34,20 @@ def image_archive_name(target: str) -> str:
     return f"{target}{ARCHIVE_SUFFIX}"
 
 
-def build_image(*, target: str, source: Path, dockerfile: str, platform: str, version: str, out_dir: Path) -> Path:
-    """Build `dockerfile` in `source` for `platform` with a private dockerd; return the saved archive."""
+def build_image(
+    *, target: str, workspace: Path, source: Path, dockerfile: str, platform: str, version: str, out_dir: Path
+) -> Path:
+    """Build `dockerfile` in `source` for `platform` with a dockerd of the build's own (in `workspace`);
+    return the saved archive."""
     import docker  # the Docker SDK (a prefect-docker dependency); imported where an image is built
 
-    from dropship.emulator.dockerd import DockerDaemon
-
-    if shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin") is None:
-        raise BuildFailed(target, 'dockerd not found on the machine: add "docker.io" to the target\'s setup')
     if not (source / dockerfile).is_file():
         raise BuildFailed(target, f"the Dockerfile {dockerfile!r} is not in the source tree after the build")
-    folder = Path(tempfile.mkdtemp(prefix="dropship-imaged-"))
-    daemon = DockerDaemon(folder)
     tag = f"dropship-build/{target}:{version.replace('~', '-').replace('+', '_')}"
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = out_dir / image_archive_name(target)
-    try:
-        try:
-            daemon.start()
-        except DropshipError as exc:
-            raise BuildFailed(target, f"could not start a dockerd for the image build: {exc}") from exc
+    with BuildDaemon(workspace / DOCKERD_FOLDER, target, "an image target") as built:
+        daemon = built.daemon
         try:
             image, _logs = daemon.client.images.build(
                 path=str(source),
@@ -90,7 +84,4 @@ def build_image(*, target: str, source: Path, dockerfile: str, platform: str, ve
             for chunk in image.save(named=True):
                 stream.write(chunk)
         os.replace(tmp, archive)
-    finally:
-        daemon.stop()
-        shutil.rmtree(folder, ignore_errors=True)
     return archive

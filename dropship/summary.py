@@ -52,9 +52,15 @@ class TargetSummary:
     """The build image by digest (`registry/name@sha256:...`) for a target with a `container`."""
 
 
+DETAIL_LIMIT = 300
+"""A job's recorded reason: one line, at most this long. What the job printed stays in its log only."""
+
+
 @dataclass
 class JobOutcome:
-    """What one [[jobs]] entry did: recorded in the run's jobs.json and the summary."""
+    """What one [[jobs]] entry did: recorded in the run's jobs.json and the summary. The outcome and a
+    short reason (`detail`, one line of at most `DETAIL_LIMIT` characters); never the job's output, which
+    is in the job's log (a command may print what a summary must not carry)."""
 
     name: str
     kind: str
@@ -63,8 +69,15 @@ class JobOutcome:
     seconds: float = 0.0
     machine: str = ""
     detail: str = ""
-    output: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.detail = short_reason(self.detail)
+
+
+def short_reason(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= DETAIL_LIMIT else line[: DETAIL_LIMIT - 3] + "..."
 
 
 @dataclass(frozen=True)
@@ -184,7 +197,12 @@ class ReleaseSummary:
 def read_run_records(run: RunFolder | Path) -> tuple[list[JobOutcome], list[Published]]:
     """The jobs (jobs.json) and language packages (registries.json) a run recorded in its folder."""
     folder = RunFolder.at(run)
-    jobs = [JobOutcome(**j) for j in json.loads(folder.jobs.read_text())] if folder.jobs.exists() else []
+    known = set(JobOutcome.__dataclass_fields__)  # a run recorded by an older dropship may carry "output"
+    jobs = (
+        [JobOutcome(**{k: v for k, v in j.items() if k in known}) for j in json.loads(folder.jobs.read_text())]
+        if folder.jobs.exists()
+        else []
+    )
     published = (
         [Published(**p) for p in json.loads(folder.registries.read_text())] if folder.registries.exists() else []
     )

@@ -35,7 +35,7 @@ from prefect_docker.credentials import DockerRegistryCredentials
 from prefect_docker.host import DockerHost
 from prefect_docker.images import pull_docker_image
 
-from blocks.values import require_block
+from blocks.values import load_registries, require_block
 from dropship.containers import (
     BuildDocker,
     check_block_registry,
@@ -43,21 +43,15 @@ from dropship.containers import (
     docker_errors,
     missing_block,
     parse_image,
-    resolve,
+    pin_build_images,
     run_spec,
 )
 from dropship.errors import BuildFailed, CommandError
 from dropship.manifest import Manifest
-from dropship.oci import RegistryAuth, Skopeo
 from dropship.redaction import redact_secrets
 
 T = TypeVar("T")
 MARKER = "DROPSHIP_MACHINE_ID"
-
-
-def _field(manifest: Manifest, target: str, name: str) -> str:
-    index = [t.name for t in manifest.targets].index(target)
-    return f"targets[{index}].{name}"
 
 
 def load_credentials(block: str, registry: str, used_by: str) -> DockerRegistryCredentials:
@@ -71,21 +65,12 @@ def load_credentials(block: str, registry: str, used_by: str) -> DockerRegistryC
 
 
 def resolve_build_images(manifest: Manifest, targets: tuple[str, ...]) -> dict[str, str]:
-    """{target: registry/name@sha256:...} for `targets` (each has a `container`), asked of each registry now."""
-    pinned: dict[str, str] = {}
+    """{target: registry/name@sha256:...} for `targets` (each has a `container`), asked of each registry now
+    with the targets' blocks (`dropship.containers.pin_build_images`)."""
+    pinned = pin_build_images(manifest, targets, load_registries(manifest, targets))
     logger = get_run_logger()
-    for name in targets:
-        target = manifest.target(name)
-        assert target.container is not None
-        image = parse_image(target.container)
-        credentials = load_credentials(
-            target.container_credentials, image.registry, _field(manifest, name, "container_credentials")
-        )
-        auth = RegistryAuth(image.registry, credentials.username, credentials.password.get_secret_value())
-        with Skopeo(auth) as skopeo:
-            digest = resolve(skopeo, image, _field(manifest, name, "container"))
-        pinned[name] = image.pinned(digest)
-        logger.info("target %s builds in %s = %s", name, image.name, digest)
+    for name, reference in pinned.items():
+        logger.info("target %s builds in %s = %s", name, manifest.target(name).container, reference.rsplit("@", 1)[1])
     return pinned
 
 
@@ -160,17 +145,25 @@ class ContainerRunner:
                         )
                     )
             finally:
-                with docker_errors(self.target, "removing the build container"):
-                    _sync(
-                        remove_docker_container.with_options(
-                            cache_policy=NO_CACHE, task_run_name="remove build container"
-                        )(container_id=container.id, docker_host=host, force=True)
-                    )
+                self._remove(host, container.id)
         if code is None:
             raise CommandError(command, -1, f"{output}\ntimed out after {timeout} s", f"build of {self.target}")
         if code != 0:
             raise CommandError(command, code, output, f"build of {self.target} in {self.image.repository}")
         return output
+
+    def _remove(self, host: DockerHost, container_id: str) -> None:
+        """Remove the build container; a failure is logged, never raised: it must not hide the build's own
+        error, and the container goes anyway with the build's dockerd (stopped with every container next)."""
+        try:
+            with docker_errors(self.target, "removing the build container"):
+                _sync(
+                    remove_docker_container.with_options(cache_policy=NO_CACHE, task_run_name="remove build container")(
+                        container_id=container_id, docker_host=host, force=True
+                    )
+                )
+        except BuildFailed as exc:
+            get_run_logger().warning("%s; the build's dockerd is stopped with it", exc.reason)
 
     def _start(self, host: DockerHost, container_id: str, command: list[str]) -> None:
         """Start the container; a program the image lacks fails as it does without a container (exit 127)."""

@@ -50,7 +50,7 @@ def unit_job(plan: ReleasePlan, job: Job) -> JobOutcome:
                 job.name, f"exited {exc.returncode}: {' / '.join(exc.output.strip().splitlines()[-5:])}"
             ) from exc
     get_run_logger().info("%s passed:\n%s", job.name, "\n".join(output.strip().splitlines()[-20:]))
-    return JobOutcome(job.name, "unit", "passed", round(time.monotonic() - started, 3), output=output[-2000:])
+    return JobOutcome(job.name, "unit", "passed", round(time.monotonic() - started, 3))
 
 
 @task(name="docs-job", task_run_name="{job.name}", cache_policy=NO_CACHE)
@@ -114,7 +114,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
     logger.info("%s: fresh machine %s is up; installing %s", job.name, machine.name, ", ".join(install.specs))
     try:
         with SshSession(endpoint(machine), key.read_text()) as session:
-            outcome = run_integration(
+            outcome, output = run_integration(
                 session,
                 job=job.name,
                 work=machine.work_dir,
@@ -134,7 +134,7 @@ def integration_job(manifest: Manifest, plan: ReleasePlan, job: Job, tree: str, 
     if outcome.status == "installed":
         logger.warning("%s: %s", job.name, outcome.detail)
     else:
-        logger.info("%s passed on %s: %s\n%s", job.name, machine.name, outcome.detail, outcome.output)
+        logger.info("%s passed on %s: %s\n%s", job.name, machine.name, outcome.detail, output)
     return outcome
 
 

@@ -67,10 +67,10 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
     checks = run_checks(
         manifest,
         plan.manifest_path,
-        load_inputs(manifest, plan.provider),
+        load_inputs(manifest, plan.provider, build_images=False),  # the plan stage pinned them with their blocks
         provider=plan.provider,
         targets=plan.targets,
-        build_images=False,  # the plan stage pinned them (tasks/containers.resolve_build_images)
+        build_images=False,
     )
     logger = get_run_logger()
     for check in checks:

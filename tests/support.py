@@ -1,4 +1,5 @@
-"""Helpers shared by test modules: process scans, child runs, git tags, idle machines.
+"""Helpers shared by test modules: process scans, child runs, run logs and the secret-leak scan, git
+tags, the blocks and manifests of example releases, idle machines.
 
 Test modules import from here (or from the fixtures in conftest.py and the
 server support modules), never from one another.
@@ -6,6 +7,7 @@ server support modules), never from one another.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -78,6 +80,93 @@ def child_runs(run_id: str) -> list[Any]:
         return client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"dropship-run-{run_id}"]))
         )
+
+
+def run_logs(run_ids: list[str]) -> list[Any]:
+    """Every log line of the flow runs `run_ids`, oldest first (read page by page)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    logs: list[Any] = []
+    with get_client(sync_client=True) as client:
+        while page := client.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)),
+            limit=200,
+            offset=len(logs),
+            sort=LogSort.TIMESTAMP_ASC,
+        ):
+            logs += page
+    return logs
+
+
+def secret_leaks(secret: str, run_ids: list[str], folder: Path) -> list[str]:
+    """Where `secret` shows: files under `folder` (a release's state, published tree, sources), and the
+    log lines, artifacts and parameters of the flow runs `run_ids` and their machines' runs. [] when
+    nowhere; each place otherwise ("file ...", "log ...", "artifact ...", "parameters of run ...")."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    found = [
+        f"file {path}"
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.is_symlink() and secret.encode() in path.read_bytes()
+    ]
+    runs = list(run_ids) + [str(child.id) for run in run_ids for child in child_runs(run)]
+    logs = run_logs(runs)
+    assert logs, "the runs logged something: the scan read their logs"
+    found += [f"log {log.message[:80]!r}" for log in logs if secret in log.message]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
+        )
+        parameters = {run: client.read_flow_run(run).parameters for run in runs}
+    found += [
+        f"artifact {a.key or a.id}" for a in artifacts if secret in json.dumps(a.model_dump(mode="json"), default=str)
+    ]
+    found += [
+        f"parameters of run {run}" for run, given in parameters.items() if secret in json.dumps(given, default=str)
+    ]
+    return found
+
+
+def save_release_blocks(
+    signing_key: str,
+    published: Path,
+    *,
+    key_block: str = "hello-signing-key",
+    repo_block: str = "hello-repo",
+    registry: Any = None,
+    registry_block: str = "hello-registry",
+    registry_url: str | None = None,
+) -> None:
+    """The blocks a release of a test project names: its signing key, a repository folder (`published`)
+    and, given a `registry` (tests/registry.py), a DockerRegistryCredentials block with its login for
+    `registry_url` (the registry's own host by default)."""
+    from blocks.repo_server import RepoServer
+    from blocks.signing_key import SigningKey
+
+    SigningKey(private_key=signing_key).save(key_block, overwrite=True)
+    RepoServer(path=str(published)).save(repo_block, overwrite=True)
+    if registry is not None:
+        from prefect_docker.credentials import DockerRegistryCredentials
+
+        DockerRegistryCredentials(
+            username=registry.username, password=registry.password, registry_url=registry_url or registry.host
+        ).save(registry_block, overwrite=True)
+
+
+def write_example_with_oci(repo: Path, repository: str, *, replace: dict[str, str] | None = None) -> None:
+    """The example's dropship.toml (without its wheel and jobs) plus its image targets (`oci.toml`) pushing
+    to `repository`, as the repository's manifest; each `replace` pair is applied to both parts."""
+    manifest = (repo / "dropship.toml").read_text().split("\n# A pure-Python wheel")[0]
+    fragment = (repo / "oci.toml").read_text()
+    assert '"127.0.0.1:5000/hello"' in fragment, "oci.toml names the image repository the tests replace"
+    fragment = fragment.replace('"127.0.0.1:5000/hello"', f'"{repository}"')
+    for old, new in (replace or {}).items():
+        assert old in manifest + fragment, f"{old!r} is in neither dropship.toml nor oci.toml"
+        manifest, fragment = manifest.replace(old, new), fragment.replace(old, new)
+    (repo / "dropship.toml").write_text(manifest + "\n" + fragment)
 
 
 def commit_and_tag(repo: Path, tag: str, edit: dict[str, Any] | None = None) -> None:

@@ -5,6 +5,7 @@ which the content hash covers."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ import pytest
 from dropship.cache import content_hashes
 from dropship.containers import (
     ImageRef,
+    RegistryValue,
     check_block_registry,
     container_environment,
     parse_image,
+    pin_build_images,
     resolve,
     run_spec,
 )
@@ -65,6 +68,39 @@ def test_a_block_for_another_registry_is_refused_before_its_password_is_used() -
     check_block_registry("b", "https://127.0.0.1:5000/", "127.0.0.1:5000", "targets[0].container_credentials")
     with pytest.raises(ImageError, match=r"block 'b' is for registry registry.other.org, but targets\[0\]"):
         check_block_registry("b", "registry.other.org", "127.0.0.1:5000", "targets[0].container_credentials")
+
+
+@pytest.mark.parametrize(
+    ("registry_url", "registry"),
+    [
+        ("https://index.docker.io/v1/", "docker.io"),  # what `docker login` writes for Docker Hub
+        ("registry-1.docker.io", "index.docker.io"),
+        ("docker.io", "registry.hub.docker.com"),
+        ("HTTPS://Registry.Example.org:443/", "registry.example.org"),
+        ("registry.example.org/v2/", "registry.example.org:443"),
+        ("http://127.0.0.1:5000", "127.0.0.1:5000"),
+        ("https://127.0.0.1:5000/v1/", "127.0.0.1:5000"),
+        ("http://registry.example.org:80", "registry.example.org"),
+    ],
+)
+def test_a_block_for_the_same_registry_written_another_way_is_accepted(registry_url: str, registry: str) -> None:
+    check_block_registry("b", registry_url, registry, "targets[0].container_credentials")
+
+
+@pytest.mark.parametrize(
+    ("registry_url", "registry"),
+    [
+        ("registry.example.org:5000", "registry.example.org"),  # another port
+        ("https://registry.example.org:80", "registry.example.org"),  # 80 is not https's default
+        ("https://evil.example.org/registry.example.org", "registry.example.org"),  # the host is not in the path
+        ("registry.example.org.evil.org", "registry.example.org"),
+        ("https://index.docker.io/v1/", "ghcr.io"),
+        ("", "registry.example.org"),
+    ],
+)
+def test_a_block_for_another_registry_is_refused_however_it_is_written(registry_url: str, registry: str) -> None:
+    with pytest.raises(ImageError, match=r"^block 'b' is for registry .*, but targets\[0\]\.container_credentials"):
+        check_block_registry("b", registry_url, registry, "targets[0].container_credentials")
 
 
 def test_the_container_gets_the_declared_environment_and_the_machines_marker(tmp_path: Path) -> None:
@@ -147,6 +183,29 @@ def test_a_moved_tag_resolves_to_its_new_digest_and_changes_the_hash(
         with pytest.raises(ImageError) as info:
             resolve(skopeo, parse_image(f"{repository}:1"), "targets[0].container")
     assert "DockerRegistryCredentials" in str(info.value) and "wrong-pw-7Hk" not in str(info.value)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
+def test_the_plan_and_the_check_pin_a_build_image_alike(registry: LocalRegistry, dockerd: DockerDaemon) -> None:
+    """`pin_build_images` (the plan stage) and `check_build_images` (`dropship check`) are one resolution:
+    the same digest, only for targets with a container; a missing block is one line naming the fix."""
+    from dropship.checks import check_build_images
+
+    repository = registry.repository("unit/pinned-tools")
+    digest = push_image(dockerd, registry, repository, "1", {"/tool": "#!/bin/sh\n"})
+    manifest = parse_manifest(
+        {**MANIFEST, "targets": [{**MANIFEST["targets"][0], "container": f"{repository}:1"}, MANIFEST["targets"][1]]}
+    )  # type: ignore[index]
+    block = manifest.target("in-box").container_credentials
+    registries = {block: RegistryValue(f"https://{registry.host}/v1/", registry.username, registry.password)}
+    assert pin_build_images(manifest, ["in-box", "plain"], registries) == {"in-box": f"{repository}@{digest}"}
+    (check,) = check_build_images(manifest, ["in-box", "plain"], registries)
+    assert check.ok and check.detail == f"{repository}:1 is {digest[:19]}"
+    with pytest.raises(ImageError) as info:
+        pin_build_images(manifest, ["in-box"], {})
+    assert str(info.value).startswith(
+        f"no DockerRegistryCredentials block {block!r} (targets[0].container_credentials)"
+    )
 
 
 def test_a_machine_without_docker_fails_the_build_in_one_line(tmp_path: Path) -> None:
@@ -240,7 +299,7 @@ def test_the_runner_pulls_by_digest_and_runs_the_command_with_the_declared_envir
 def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
     tool_image: str, tmp_path: Path, command: list[str], timeout: float, expected: str
 ) -> None:
-    from dropship.emulator.dockerd import short_folder
+    from dropship.dockerd import short_folder
     from dropship.errors import CommandError
 
     with pytest.raises(CommandError) as info:
@@ -249,3 +308,53 @@ def test_a_failing_build_in_the_container_fails_as_it_would_on_the_machine(
     if command[1:2] == ["sleep"]:
         assert "timed out after 3" in str(info.value)
     assert not (tmp_path / "dockerd").exists() and not short_folder(tmp_path / "dockerd").exists()
+
+
+def _shims_of(daemon: Path) -> list[int]:
+    """The containerd shims of the dockerd of `daemon` (a shim works in its container's bundle, under the
+    daemon's exec root): one per container, the container's process its child."""
+    from dropship.dockerd import short_folder
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(f"{short_folder(daemon)}/"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_failed_container_removal_does_not_hide_the_builds_own_error(tool_image: str, tmp_path: Path) -> None:
+    """The build's dockerd dies while the container runs: the build fails saying so (while waiting for the
+    container), and removing the container, which then fails too, is logged rather than raised over it."""
+    import signal
+    import threading
+    import time
+
+    from dropship.errors import BuildFailed
+
+    daemon = tmp_path / "dockerd"
+    killed: list[int] = []
+
+    def kill_dockerd_once_the_build_runs() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not killed:
+            running = [shim for shim in _shims_of(daemon) if Path(f"/proc/{shim}/task/{shim}/children").read_text()]
+            if running and (daemon / "dockerd.pid").exists():
+                killed.append(int((daemon / "dockerd.pid").read_text()))
+                os.kill(killed[0], signal.SIGKILL)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_dockerd_once_the_build_runs, daemon=True)
+    killer.start()
+    with pytest.raises(BuildFailed) as info:
+        _run_in(tool_image, tmp_path, ["/tool", "sleep", "20"], timeout=60)
+    killer.join(timeout=5)
+    assert killed, "the build container never ran"
+    # the build's own step fails (starting or waiting, as the kill falls), not the removal after it
+    assert re.match(
+        r"target t: (starting|waiting for) the build container: the build's dockerd is not answering", str(info.value)
+    ), info.value
+    assert "\n" not in str(info.value)
+    assert _shims_of(daemon) == []  # the dead daemon's shim and container are killed when it is stopped

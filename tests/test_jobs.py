@@ -260,7 +260,7 @@ def _integrate(tmp_path: Path, manifest: Any, tree: Path, install: Any, job: str
     )
     try:
         with SshSession(endpoint(machine), pair.private_openssh) as session:
-            outcome = run_integration(
+            outcome, _output = run_integration(
                 session,
                 job=job,
                 work=machine.work_dir,

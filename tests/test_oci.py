@@ -48,6 +48,7 @@ def _example_image(tmp: Path, arch: str, version: str) -> Path:
     )
     return build_image(
         target=f"{arch}-image",
+        workspace=tmp / f"ws-{arch}-{version}",
         source=source,
         dockerfile="packaging/Dockerfile",
         platform=f"linux/{arch}",
@@ -237,9 +238,11 @@ def test_a_dockerfile_that_fails_is_the_targets_failure(tmp_path: Path) -> None:
     with pytest.raises(BuildFailed, match="docker build of Dockerfile for linux/amd64 failed"):
         build_image(
             target="amd64-image",
+            workspace=tmp_path,
             source=source,
             dockerfile="Dockerfile",
             platform="linux/amd64",
             version="1.0.0",
             out_dir=tmp_path / "out",
         )
+    assert not (tmp_path / "dockerd").exists()  # the build's daemon is stopped and swept

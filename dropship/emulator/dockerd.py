@@ -1,9 +1,8 @@
 """A dockerd the emulator owns, and the few Docker calls its droplets need.
 
-Never the system's daemon: `dockerd --iptables=false --bridge=none` with its
-data root, exec root, pid file and socket under one folder, started in its
-own session so stopping it (SIGTERM, then SIGKILL of the whole group) takes
-its containerd and every container with it. Containers run `--network host`.
+The daemon itself is `dropship.dockerd` (never the system's; stopping it
+takes its containerd and every container with it); this module adds what
+droplets need. Containers run `--network host`.
 
 This is the one boundary where Docker's errors (the `docker` SDK's
 `DockerException` family, a daemon that does not start) become
@@ -12,12 +11,6 @@ This is the one boundary where Docker's errors (the `docker` SDK's
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +20,11 @@ import docker
 import docker.errors
 from docker.models.containers import Container
 
-from dropship.errors import ConfigError, MachineError
+from dropship import dockerd
+from dropship.dockerd import short_folder, sweep
+from dropship.errors import MachineError
+
+__all__ = ["DockerDaemon", "short_folder", "sweep"]
 
 T = TypeVar("T")
 
@@ -49,102 +46,11 @@ def _short(exc: Exception) -> str:
     return " ".join(str(text).split())[:300]
 
 
-class DockerDaemon:
-    """`dockerd` with its data root and log under `folder`; its socket and exec root (where containerd's
-    socket lives) under a short `/tmp/dsd-<hash>/`, as unix socket paths cap at 108 bytes."""
+class DockerDaemon(dockerd.DockerDaemon):
+    """The emulator's dockerd (`dropship.dockerd`) and the calls its droplets make."""
 
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder.resolve()
-        self.short = short_folder(self.folder)
-        self.socket = self.short / "d.sock"
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._client: docker.DockerClient | None = None
-
-    @property
-    def host(self) -> str:
-        """The value for DOCKER_HOST."""
-        return f"unix://{self.socket}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.folder / "dockerd.log"
-
-    def start(self, timeout: float = 60.0) -> DockerDaemon:
-        dockerd = shutil.which("dockerd", path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin")
-        if not dockerd:
-            raise ConfigError(
-                "dockerd not found: install Debian's docker.io (the emulator runs droplets as containers)"
-            )
-        if os.geteuid() != 0:
-            raise ConfigError(
-                "container droplets need root to run dockerd; use the process backend (--machines processes)"
-            )
-        (self.folder / "data").mkdir(parents=True, exist_ok=True)
-        (self.short / "exec").mkdir(parents=True, exist_ok=True)
-        self.socket.unlink(missing_ok=True)
-        argv = [
-            dockerd,
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--ip-masq=false",
-            "--data-root",
-            str(self.folder / "data"),
-            "--exec-root",
-            str(self.short / "exec"),
-            "--pidfile",
-            str(self.folder / "dockerd.pid"),
-            "-H",
-            self.host,
-        ]
-        with self.log_path.open("ab") as log:
-            self._proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                break
-            try:
-                client = docker.DockerClient(base_url=self.host, version="auto", timeout=120)
-                client.ping()
-                self._client = client
-                return self
-            except (docker.errors.DockerException, OSError):
-                time.sleep(0.2)
-        tail = self.log_path.read_text(errors="replace")[-600:].replace("\n", " | ")
-        self.stop()
-        raise MachineError(f"dockerd did not start in {timeout:.0f} s (log {self.log_path}): {tail}")
-
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            raise MachineError("the emulator's dockerd is not running: start() it first")
-        return self._client
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Remove every container, then stop dockerd and its containerd."""
-        if self._client is not None:
-            try:
-                for container in self._client.containers.list(all=True):
-                    container.remove(force=True)
-            except (docker.errors.DockerException, OSError):
-                pass
-            self._client.close()
-            self._client = None
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        _killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-        _killpg(proc.pid, signal.SIGKILL)  # containerd and shims left in the group
-        proc.wait(timeout=10)
-        _unmount_under((self.folder, self.short))  # dockerd leaves its netns and data-root mounts behind
-        self.socket.unlink(missing_ok=True)
-        shutil.rmtree(self.short, ignore_errors=True)
+    missing = "dockerd not found: install Debian's docker.io (the emulator runs droplets as containers)"
+    unprivileged = "container droplets need root to run dockerd; use the process backend (--machines processes)"
 
     # --- the calls droplets make ---------------------------------------------
     def call(self, what: str, fn: Callable[[], T]) -> T:
@@ -237,37 +143,3 @@ class DockerDaemon:
         with _docker_errors(f"exec in container {name}"):
             code, output = self.client.containers.get(name).exec_run(argv)
             return int(code), output.decode(errors="replace")
-
-
-def short_folder(folder: Path) -> Path:
-    """Where the daemon of `folder` keeps its socket and exec root: `/tmp/dsd-<hash>` (socket paths cap at 108 bytes)."""
-    tag = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:10]
-    return Path(f"/tmp/dsd-{tag}")
-
-
-def sweep(folder: Path) -> None:
-    """What a daemon of `folder` killed without `stop()` leaves (mounts, its /tmp folder, the data root).
-    Call it once its processes are gone."""
-    short = short_folder(folder)
-    _unmount_under((folder.resolve(), short))
-    shutil.rmtree(short, ignore_errors=True)
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def _unmount_under(folders: tuple[Path, ...]) -> None:
-    """Lazily unmount every mount point under `folders`, deepest first."""
-    try:
-        lines = Path("/proc/self/mounts").read_text().splitlines()
-    except OSError:
-        return
-    points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
-    prefixes = tuple(f"{folder}/" for folder in folders)
-    for point in sorted((p for p in points if p.startswith(prefixes)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", point], capture_output=True, check=False)
-
-
-def _killpg(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

@@ -31,7 +31,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from dropship.containers import DOCKERD_FOLDER
+from dropship.dockerd import DOCKERD_FOLDER, sweep
 from dropship.errors import MachineError
 from dropship.machines import BASE_TAG, WORK_DIR, Machine, MachineRequest
 from dropship.machines.sshd import find_sshd, sshd_config
@@ -258,11 +258,9 @@ class LocalProvider:
             _signal_machine(machine_id, pgids, signal.SIGKILL)
             if not _wait_gone(machine_id, 10.0):
                 raise MachineError(f"machine {machine_id}: processes survived SIGKILL")
-        if loaded is not None:  # a build container's dockerd killed mid-build leaves mounts (dropship.containers)
+        if loaded is not None:  # a build's dockerd killed mid-build leaves shims and mounts (dropship.dockerd)
             daemon = Path(loaded[0].work_dir) / DOCKERD_FOLDER
             if daemon.exists():
-                from dropship.emulator.dockerd import sweep
-
                 sweep(daemon)
         shutil.rmtree(folder, ignore_errors=True)
 

@@ -21,7 +21,7 @@ from dropship.ledger import lives
 from dropship.oci_registry import LocalRegistry
 from tests.projects import BUILD_DEB, BUILD_STAMP, STAMP, TOOL, git
 from tests.registry import push_image
-from tests.support import child_runs, machine_processes_under
+from tests.support import child_runs, machine_processes_under, run_logs, save_release_blocks, secret_leaks
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
 
@@ -77,10 +77,6 @@ def project(
     registry: LocalRegistry,
     tools: dict[str, str],
 ) -> dict[str, Any]:
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    from blocks.repo_server import RepoServer
-    from blocks.signing_key import SigningKey
 
     base = tmp_path_factory.mktemp("container-release")
     repo = base / "stamp"
@@ -92,10 +88,13 @@ def project(
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "stamp")
     git(repo, "tag", "-a", "v1.0.0", "-m", "v1.0.0")
-    SigningKey(private_key=signing_key).save("stamp-signing-key", overwrite=True)
-    RepoServer(path=str(base / "published")).save("stamp-repo", overwrite=True)
-    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
-        "stamp-registry", overwrite=True
+    save_release_blocks(
+        signing_key,
+        base / "published",
+        key_block="stamp-signing-key",
+        repo_block="stamp-repo",
+        registry=registry,
+        registry_block="stamp-registry",
     )
     return {"base": base, "repo": repo, "runs": []}
 
@@ -264,29 +263,9 @@ def test_bad_images_and_blocks_stop_the_release_before_any_machine(
 def test_no_registry_password_in_any_log_artifact_or_summary(
     first: dict[str, Any], project: dict[str, Any], registry: LocalRegistry
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
-
-    secret = registry.password.encode()
-    leaks = [
-        str(p) for p in project["base"].rglob("*") if p.is_file() and not p.is_symlink() and secret in p.read_bytes()
-    ]
-    assert leaks == []
     runs = list(project["runs"])
-    runs += [str(child.id) for run in project["runs"] for child in child_runs(run)]  # the machines' build runs
-    with get_client(sync_client=True) as client:
-        logs: list[Any] = []
-        while page := client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=runs)), limit=200, offset=len(logs)
-        ):
-            logs += page
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=runs))
-        )
-        parameters = [client.read_flow_run(r).parameters for r in runs]
-    pulls = [log.message for log in logs if log.message.startswith("pulled ")]
+    children = [str(child.id) for run in runs for child in child_runs(run)]  # the machines' build runs
+    pulls = [log.message for log in run_logs(runs + children) if log.message.startswith("pulled ")]
     assert pulls  # the build runs' logs are among them
     print("\n[container] " + "; ".join(m.split("@")[0] + " in" + m.rsplit(" in", 1)[1] for m in pulls), flush=True)
-    assert not [log.message for log in logs if registry.password in log.message]
-    assert not [a.key for a in artifacts if registry.password in json.dumps(a.data, default=str)]
-    assert registry.password not in json.dumps(parameters, default=str)
+    assert secret_leaks(registry.password, runs, project["base"]) == []

@@ -17,7 +17,13 @@ from dropship.emulator.dockerd import DockerDaemon
 from dropship.oci import INDEX_TYPE, Skopeo, current_tags
 from dropship.oci_registry import LocalRegistry
 from tests.registry import RefusingProxy
-from tests.support import commit_and_tag, machine_processes_under
+from tests.support import (
+    commit_and_tag,
+    machine_processes_under,
+    save_release_blocks,
+    secret_leaks,
+    write_example_with_oci,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")]
 
@@ -29,29 +35,15 @@ STABLE_TAGS = ["1.2.3", "1.2", "latest"]
 def project(
     prefect_server: str, tmp_path_factory: pytest.TempPathFactory, signing_key: str, registry: LocalRegistry
 ) -> dict[str, Any]:
-    from prefect_docker.credentials import DockerRegistryCredentials
-
-    from blocks.repo_server import RepoServer
-    from blocks.signing_key import SigningKey
-
     base = tmp_path_factory.mktemp("oci-release")
     flag = base / "break-arm64-image"
     repo = prepare_repository(base / "hello", "v0.1.0")
-    manifest = (repo / "dropship.toml").read_text().split("\n# A pure-Python wheel")[0]  # no wheel, no jobs
-    fragment = (repo / "oci.toml").read_text()
     repository = registry.repository("e2e/hello")
-    assert '"127.0.0.1:5000/hello"' in fragment and '"sh", "packaging/build.sh", "image", "arm64"' in fragment
-    fragment = fragment.replace('"127.0.0.1:5000/hello"', f'"{repository}"').replace(
-        'build = ["sh", "packaging/build.sh", "image", "arm64"]',
-        f'build = ["sh", "-c", "test ! -e {flag} || exit 3; exec sh packaging/build.sh image arm64"]',
-    )
-    (repo / "dropship.toml").write_text(manifest + "\n" + fragment)
+    arm64 = 'build = ["sh", "packaging/build.sh", "image", "arm64"]'
+    broken = f'build = ["sh", "-c", "test ! -e {flag} || exit 3; exec sh packaging/build.sh image arm64"]'
+    write_example_with_oci(repo, repository, replace={arm64: broken})
     commit_and_tag(repo, "v1.2.3")
-    SigningKey(private_key=signing_key).save("hello-signing-key", overwrite=True)
-    RepoServer(path=str(base / "published")).save("hello-repo", overwrite=True)
-    DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=registry.host).save(
-        "hello-registry", overwrite=True
-    )
+    save_release_blocks(signing_key, base / "published", registry=registry)
     return {"base": base, "repo": repo, "flag": flag, "repository": repository}
 
 
@@ -144,29 +136,8 @@ def test_a_failing_image_target_moves_no_tag(failed: dict[str, Any]) -> None:
 def test_no_registry_password_in_any_log_artifact_or_summary(
     published: dict[str, Any], failed: dict[str, Any], project: dict[str, Any], registry: LocalRegistry
 ) -> None:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, LogFilter, LogFilterFlowRunId
-
-    secret = registry.password.encode()
-    leaks = []
-    for path in project["base"].rglob("*"):
-        if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
-            leaks.append(str(path))
-    assert leaks == []
     run_ids = [published["summary"]["run_id"], failed["summary"]["run_id"]]
-    with get_client(sync_client=True) as client:
-        logs: list[Any] = []
-        while page := client.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=run_ids)), limit=200, offset=len(logs)
-        ):
-            logs += page
-        artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=run_ids))
-        )
-    assert logs and artifacts
-    assert not [log.message for log in logs if registry.password in log.message]
-    assert not [a.key for a in artifacts if registry.password in json.dumps(a.data, default=str)]
-    assert {a.key for a in artifacts} >= {"release-image", "release-summary"}
+    assert secret_leaks(registry.password, run_ids, project["base"]) == []
 
 
 def _release_with_block(project: dict[str, Any], registry: LocalRegistry, *, password: str, url: str) -> Any:
@@ -290,10 +261,7 @@ def test_a_tag_move_refused_after_publication_says_the_packages_are_out_and_a_re
     """The registry takes the pushes by digest, then refuses every tag: the packages are out and can't be
     taken back, so the release fails saying so and how to finish; the same release again moves the tags
     with no machine."""
-    from prefect_docker.credentials import DockerRegistryCredentials
 
-    from blocks.repo_server import RepoServer
-    from blocks.signing_key import SigningKey
     from dropship.ledger import lives
 
     refusing = True
@@ -304,18 +272,19 @@ def test_a_tag_move_refused_after_publication_says_the_packages_are_out_and_a_re
     )
     try:
         repo = prepare_repository(tmp_path / "hello", "v0.1.0")
-        manifest = (repo / "dropship.toml").read_text().split("\n# A pure-Python wheel")[0]
-        repository = f"{proxy.host}/tagfault/hello"
-        fragment = (repo / "oci.toml").read_text().replace('"127.0.0.1:5000/hello"', f'"{repository}"')
         blocks = {'"hello-signing-key"': '"tagfault-key"', '"hello-repo"': '"tagfault-repo"'}
-        for old, new in {**blocks, '"hello-registry"': '"tagfault-registry"'}.items():
-            manifest, fragment = manifest.replace(old, new), fragment.replace(old, new)
-        (repo / "dropship.toml").write_text(manifest + "\n" + fragment)
+        write_example_with_oci(
+            repo, f"{proxy.host}/tagfault/hello", replace={**blocks, '"hello-registry"': '"tagfault-registry"'}
+        )
         commit_and_tag(repo, "v2.0.0")
-        SigningKey(private_key=signing_key).save("tagfault-key", overwrite=True)
-        RepoServer(path=str(tmp_path / "published")).save("tagfault-repo", overwrite=True)
-        DockerRegistryCredentials(username=registry.username, password=registry.password, registry_url=proxy.host).save(
-            "tagfault-registry", overwrite=True
+        save_release_blocks(
+            signing_key,
+            tmp_path / "published",
+            key_block="tagfault-key",
+            repo_block="tagfault-repo",
+            registry=registry,
+            registry_block="tagfault-registry",
+            registry_url=proxy.host,
         )
         project = {"repo": repo, "base": tmp_path}
 

@@ -9,7 +9,7 @@ import pytest
 
 from dropship.errors import MachineError
 from dropship.machines import MachineRequest
-from dropship.machines.local import LocalProvider, _pids_with_marker
+from dropship.machines.local import LocalProvider, _alive, _pids_with_marker
 from dropship.ssh import generate_keypair
 from tests.support import boot
 
@@ -70,39 +70,76 @@ print("running", flush=True)
 time.sleep(600)
 """
 
+IMAGE_BUILD = """
+import sys
+from pathlib import Path
+from dropship.oci_build import build_image
+print("running", flush=True)
+build_image(target="t", workspace=Path(sys.argv[1]), source=Path(sys.argv[2]), dockerfile="Dockerfile",
+            platform="linux/amd64", version="1.0.0", out_dir=Path(sys.argv[1]) / "image")
+"""
+
+
+def _shim_children(daemon: Path) -> list[int]:
+    """The processes the containerd shims of `daemon`'s dockerd run (a shim works under the exec root)."""
+    from dropship.dockerd import short_folder
+
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(f"{short_folder(daemon)}/"):
+                found += [int(p) for p in (entry / "task" / entry.name / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
-def test_a_build_containers_dockerd_killed_with_its_machine_leaves_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("script", "dockerfile"),
+    [
+        (BUILD_CONTAINER, "FROM scratch\nCOPY sleeper /sleeper\n"),
+        (IMAGE_BUILD, 'FROM scratch\nCOPY sleeper /sleeper\nRUN ["/sleeper"]\n'),
+    ],
+    ids=["build-container", "image-build"],
+)
+def test_a_builds_dockerd_killed_with_its_machine_leaves_nothing(tmp_path: Path, script: str, dockerfile: str) -> None:
     """A build killed mid-container (its machine deleted) takes its dockerd, containerd, shim and the
-    container's process with it (they all carry the machine's marker), and the daemon's mounts and
-    /tmp folder are swept."""
+    container's process with it, and the daemon's mounts and /tmp folder are swept: a build container
+    (whose process carries the machine's marker) and an image target's `RUN` step (whose does not: the
+    sweep finds it through its shim, under the daemon's exec root in the machine's workspace)."""
     import sys
+    import time
 
-    from dropship.containers import DOCKERD_FOLDER
-    from dropship.emulator.dockerd import short_folder
+    from dropship.dockerd import DOCKERD_FOLDER, short_folder
 
     context = tmp_path / "image"
     context.mkdir()
     (context / "s.c").write_text("#include <unistd.h>\nint main(void) { sleep(600); return 0; }\n")
     subprocess.run(["gcc", "-static", "-O2", "-o", str(context / "sleeper"), str(context / "s.c")], check=True)
-    (context / "Dockerfile").write_text("FROM scratch\nCOPY sleeper /sleeper\n")
+    (context / "Dockerfile").write_text(dockerfile)
     provider = LocalProvider(tmp_path / "state")
     machine = boot(provider, generate_keypair("client"), "c")
     workspace = Path(machine.work_dir)
     workspace.mkdir(parents=True, exist_ok=True)
+    daemon = workspace / DOCKERD_FOLDER
     build = subprocess.Popen(
-        [sys.executable, "-c", BUILD_CONTAINER, str(workspace), str(context)],
+        [sys.executable, "-c", script, str(workspace), str(context)],
         env={**os.environ, "DROPSHIP_MACHINE_ID": machine.id},
         stdout=subprocess.PIPE,
         start_new_session=True,
     )
     assert build.stdout is not None and build.stdout.readline() == b"running\n"
+    deadline = time.monotonic() + 60
+    while not (running := _shim_children(daemon)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert running, "the container never ran"
     commands = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] for pid in _pids_with_marker(machine.id)]
-    assert {b"/usr/sbin/dockerd", b"containerd", b"/usr/bin/containerd-shim-runc-v2", b"/sleeper"} <= set(commands)
+    assert {b"/usr/sbin/dockerd", b"containerd", b"/usr/bin/containerd-shim-runc-v2"} <= set(commands)
     provider.delete(machine.id)
     assert build.wait(timeout=20) in (-signal.SIGTERM, -signal.SIGKILL)
     assert _pids_with_marker(machine.id) == []
-    daemon = workspace / DOCKERD_FOLDER
+    assert _shim_children(daemon) == [] and not any(_alive(pid) for pid in running)  # killed (a zombie at most)
     mounts = Path("/proc/self/mounts").read_text()
     assert str(daemon) not in mounts and str(short_folder(daemon)) not in mounts
     assert not short_folder(daemon).exists() and not Path(machine.details["root"]).exists()
