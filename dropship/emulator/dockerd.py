@@ -3,7 +3,8 @@
 Never the system's daemon: `dockerd --iptables=false --bridge=none` with its
 data root, exec root, pid file and socket under one folder, started in its
 own session so stopping it (SIGTERM, then SIGKILL of the whole group) takes
-its containerd and every container with it. Containers run `--network host`.
+its containerd and every container with it. Containers run on the network `run` is given
+(`none` for droplets: `dropship.emulator.network` plays their wire).
 
 This is the one boundary where Docker's errors (the `docker` SDK's
 `DockerException` family, a daemon that does not start) become
@@ -174,9 +175,10 @@ class DockerDaemon:
         hostname: str,
         labels: dict[str, str],
         capabilities: tuple[str, ...] = (),
+        network_mode: str = "host",
     ) -> Container:
-        """A detached container on the host's network with `mounts` (host folder -> path inside), with
-        `capabilities` added to Docker's default set."""
+        """A detached container on `network_mode` ("host", or "none": a namespace with loopback only) with
+        `mounts` (host folder -> path inside), with `capabilities` added to Docker's default set."""
         volumes = {host: {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
         with _docker_errors(f"start container {name}"):
             container: Container = self.client.containers.run(
@@ -184,7 +186,7 @@ class DockerDaemon:
                 command,
                 name=name,
                 detach=True,
-                network_mode="host",
+                network_mode=network_mode,
                 volumes=volumes,
                 hostname=hostname,
                 labels=labels,
