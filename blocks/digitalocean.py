@@ -54,8 +54,9 @@ class DigitalOceanCredentials(Block):
     )
     worker_api_url: str | None = Field(
         default=None,
-        description="Prefect API URL as the droplets reach it (e.g. the orchestrator's private address); defaults "
-        "to this process's PREFECT_API_URL, refused when that is loopback and the endpoint is not.",
+        description="Prefect API URL as the droplets reach it (e.g. the orchestrator's private address or name); "
+        "defaults to this process's PREFECT_API_URL, refused when that is loopback (a droplet's loopback is its "
+        "own, with the emulator too).",
     )
     api_auth_string: SecretStr | None = Field(
         default=None,
@@ -95,9 +96,9 @@ class DigitalOceanCredentials(Block):
         )
 
     def worker_url(self, default: str) -> str:
-        """The API URL droplets use; a loopback one only when DigitalOcean itself is on loopback (the emulator)."""
+        """The API URL droplets use; never a loopback one (a droplet's loopback is its own, the emulator's too)."""
         url = self.worker_api_url or default
-        if _loopback(url) and not _loopback(self.endpoint):
+        if _loopback(url):
             raise ConfigError(
                 f"droplets cannot reach Prefect at {url} (a loopback address): set worker_api_url in the "
                 "DigitalOceanCredentials block to an address the droplets reach"
