@@ -69,7 +69,7 @@ class DigitalOceanCredentials(Block):
     package_index: str = Field(
         default=PYPI,
         description="Python package index the droplets install dropship's "
-        "dependencies from (pinned to the orchestrator's versions).",
+        "dependencies from (pinned to the orchestrator's versions); an address the droplets reach, never loopback.",
     )
     ready_timeout: float = Field(default=300.0, description="Seconds a droplet may take to become active.")
     ssh_timeout: float = Field(
@@ -104,3 +104,12 @@ class DigitalOceanCredentials(Block):
                 "DigitalOceanCredentials block to an address the droplets reach"
             )
         return url
+
+    def index_url(self) -> str:
+        """The package index droplets install from; never a loopback one (a droplet's loopback is its own)."""
+        if _loopback(self.package_index):
+            raise ConfigError(
+                f"droplets cannot reach the package index at {self.package_index} (a loopback address): set "
+                "package_index in the DigitalOceanCredentials block to an index the droplets reach"
+            )
+        return self.package_index

@@ -24,6 +24,13 @@ def test_a_loopback_worker_url_is_refused_for_digitalocean_and_its_emulator() ->
     assert published.worker_url("http://127.0.0.1:4200/api") == "http://orchestrator.dropship.test:4200/api"
 
 
+def test_a_loopback_package_index_is_refused() -> None:
+    block = DigitalOceanCredentials(token="t", endpoint="http://127.0.0.1:8090")
+    assert block.index_url() == "https://pypi.org/simple"
+    with pytest.raises(ConfigError, match="set package_index"):
+        block.model_copy(update={"package_index": "http://127.0.0.1:8080/simple/"}).index_url()
+
+
 def test_settings_carry_vpcs_and_no_prefect_credentials() -> None:
     block = DigitalOceanCredentials(
         token="dop_v1_x", vpcs={"nyc1": "vpc-1"}, api_auth_string="admin:pw", api_key="pnu_k"
