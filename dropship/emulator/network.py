@@ -37,6 +37,7 @@ import functools
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
@@ -211,7 +212,10 @@ class Relay:
             try:
                 client, _ = self.listener.accept()
             except OSError:
-                return  # closed
+                if self._closed:
+                    return
+                time.sleep(0.05)  # out of file descriptors, say: the listener stays
+                continue
             with self._lock:
                 self.connections += 1
                 if self._closed:
@@ -312,34 +316,33 @@ class DropletNetwork:
         return hosts_file(hostname, self.internet.names())
 
     def attach(self, pid: int) -> None:
-        """Enter the namespace of `pid` (the container's PID 1): relays in, and out per the published names."""
+        """Enter the namespace of `pid` (the container's PID 1): relays in, and out per the published names.
+
+        The namespace's fd is used and closed only under the lock: a fd closed by a concurrent `detach` and
+        reused by another droplet's `attach` would otherwise put sockets in that droplet's namespace."""
         self.detach()
-        if self._closed:
-            raise MachineError(f"droplet {self.droplet} was destroyed while it started")
         try:
-            netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise MachineError(f"droplet {self.droplet}: its network namespace is gone ({exc.strerror})") from exc
-        with self._lock:
-            self._netns = netns
-        try:
-            if os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
-                raise MachineError(
-                    f"droplet {self.droplet} shares the host's network namespace: run its container --network none"
-                )
-            addresses = self.internet.names()
-            for (name, port), target in sorted(self.internet.routes().items()):
-                listener = _listen(socket_in(netns), addresses[name], port)
-                relay = Relay(
-                    listener, functools.partial(_connect_host, target), f"{self.droplet} {name}:{port} -> {target}"
-                )
-                with self._lock:
-                    self.outbound[(name, port)] = relay
-            inbound = _listen(socket.socket(socket.AF_INET, socket.SOCK_STREAM), self.address, self.port)
             with self._lock:
+                if self._closed:
+                    raise MachineError(f"droplet {self.droplet} was destroyed while it started")
+                try:
+                    self._netns = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as exc:
+                    raise MachineError(
+                        f"droplet {self.droplet}: its network namespace is gone ({exc.strerror})"
+                    ) from exc
+                if os.readlink(f"/proc/{pid}/ns/net") == os.readlink("/proc/self/ns/net"):
+                    raise MachineError(
+                        f"droplet {self.droplet} shares the host's network namespace: run its container --network none"
+                    )
+                addresses = self.internet.names()
+                for (name, port), target in sorted(self.internet.routes().items()):
+                    listener = _listen(socket_in(self._netns), addresses[name], port)
+                    self.outbound[(name, port)] = Relay(
+                        listener, functools.partial(_connect_host, target), f"{self.droplet} {name}:{port} -> {target}"
+                    )
+                inbound = _listen(socket.socket(socket.AF_INET, socket.SOCK_STREAM), self.address, self.port)
                 self.inbound = Relay(inbound, self._connect_in, f"{self.address}:{self.port} -> {self.droplet}:22")
-            if self._closed:  # destroyed meanwhile: its relays go with it
-                raise MachineError(f"droplet {self.droplet} was destroyed while it started")
         except OSError as exc:
             self.detach()
             raise MachineError(
@@ -352,10 +355,9 @@ class DropletNetwork:
 
     def _connect_in(self) -> socket.socket:
         with self._lock:
-            netns = self._netns
-        if netns is None:
-            raise ConnectionRefusedError("the droplet is off")
-        sock = socket_in(netns)
+            if self._netns is None:
+                raise ConnectionRefusedError("the droplet is off")
+            sock = socket_in(self._netns)
         try:
             sock.settimeout(30)
             sock.connect(("127.0.0.1", DROPLET_SSH_PORT))
@@ -368,23 +370,23 @@ class DropletNetwork:
     def in_namespace(self) -> socket.socket:
         """A socket inside the droplet's namespace (tests probe from there)."""
         with self._lock:
-            netns = self._netns
-        if netns is None:
-            raise MachineError(f"droplet {self.droplet} is not running: power it on first")
-        return socket_in(netns)
+            if self._netns is None:
+                raise MachineError(f"droplet {self.droplet} is not running: power it on first")
+            return socket_in(self._netns)
 
     def detach(self) -> None:
         """Close every relay and let go of the namespace."""
         with self._lock:
             relays = [*self.outbound.values(), *([self.inbound] if self.inbound else [])]
             self.outbound, self.inbound = {}, None
-            netns, self._netns = self._netns, None
+            if self._netns is not None:
+                os.close(self._netns)
+                self._netns = None
         for relay in relays:
             relay.close()
-        if netns is not None:
-            os.close(netns)
 
     def close(self) -> None:
-        """For good (the droplet is destroyed): a later `attach` fails."""
-        self._closed = True
+        """For good (the droplet is destroyed): a later `attach` fails, one under way undoes itself."""
+        with self._lock:
+            self._closed = True
         self.detach()
