@@ -225,6 +225,10 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
     assert (
         host_key(address(wait_status(emu, first["id"])), emu.emulator.ssh_port) == first_key
     )  # same instance, same keys
+    with ssh(emu, first, key, first_key) as session:  # a new namespace at each start: the relays followed it
+        hosts = session.read_text("/etc/hosts")
+        assert "pypi.org" in hosts and session.run(["ip", "-o", "link"]).count("\n") == 1
+    assert emu.emulator.backend.networks[first["id"]].outbound  # type: ignore[attr-defined]
 
     emu.call(emu.client.images.delete, image_id=image["id"])
     assert emu.call(emu.client.images.list, private=True)["images"] == []
