@@ -39,7 +39,7 @@ from typing import Any
 
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.machines import Boot, ContainerMachines, Machines, ProcessMachines
-from dropship.emulator.network import Internet, stock_internet
+from dropship.emulator.network import NAME_NET, Internet, stock_internet
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
 
@@ -625,8 +625,8 @@ class Emulator:
         for _ in range(250 * 250):
             self._next_address = (self._next_address + 1) % (250 * 250)
             address = f"127.0.{1 + self._next_address // 250}.{1 + self._next_address % 250}"
-            if address in used:
-                continue
+            if address in used or address == "127.0.1.1" or address.startswith(NAME_NET):
+                continue  # inside a droplet those are its hostname's and the published names' addresses
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 try:
                     probe.bind((address, self.ssh_port))
