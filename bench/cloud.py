@@ -52,7 +52,12 @@ def emulated_cloud(name: str, *, token: str, auth: str) -> Iterator[Cloud]:
         from blocks.digitalocean import DigitalOceanCredentials
 
         DigitalOceanCredentials(
-            token=token, endpoint=api.url, ssh_port=emulator.ssh_port, api_auth_string=auth, poll_interval=0.5
+            token=token,
+            endpoint=api.url,
+            ssh_port=emulator.ssh_port,
+            api_auth_string=auth,
+            poll_interval=0.5,
+            worker_api_url=emulator.publish_orchestrator(server.api_url),  # droplets have their own network
         ).save("dropship-digitalocean", overwrite=True)
         yield Cloud(work, emulator, api)
     finally:

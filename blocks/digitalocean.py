@@ -54,8 +54,9 @@ class DigitalOceanCredentials(Block):
     )
     worker_api_url: str | None = Field(
         default=None,
-        description="Prefect API URL as the droplets reach it (e.g. the orchestrator's private address); defaults "
-        "to this process's PREFECT_API_URL, refused when that is loopback and the endpoint is not.",
+        description="Prefect API URL as the droplets reach it (e.g. the orchestrator's private address or name); "
+        "defaults to this process's PREFECT_API_URL, refused when that is loopback (a droplet's loopback is its "
+        "own, with the emulator too).",
     )
     api_auth_string: SecretStr | None = Field(
         default=None,
@@ -68,7 +69,7 @@ class DigitalOceanCredentials(Block):
     package_index: str = Field(
         default=PYPI,
         description="Python package index the droplets install dropship's "
-        "dependencies from (pinned to the orchestrator's versions).",
+        "dependencies from (pinned to the orchestrator's versions); an address the droplets reach, never loopback.",
     )
     ready_timeout: float = Field(default=300.0, description="Seconds a droplet may take to become active.")
     ssh_timeout: float = Field(
@@ -95,11 +96,20 @@ class DigitalOceanCredentials(Block):
         )
 
     def worker_url(self, default: str) -> str:
-        """The API URL droplets use; a loopback one only when DigitalOcean itself is on loopback (the emulator)."""
+        """The API URL droplets use; never a loopback one (a droplet's loopback is its own, the emulator's too)."""
         url = self.worker_api_url or default
-        if _loopback(url) and not _loopback(self.endpoint):
+        if _loopback(url):
             raise ConfigError(
                 f"droplets cannot reach Prefect at {url} (a loopback address): set worker_api_url in the "
                 "DigitalOceanCredentials block to an address the droplets reach"
             )
         return url
+
+    def index_url(self) -> str:
+        """The package index droplets install from; never a loopback one (a droplet's loopback is its own)."""
+        if _loopback(self.package_index):
+            raise ConfigError(
+                f"droplets cannot reach the package index at {self.package_index} (a loopback address): set "
+                "package_index in the DigitalOceanCredentials block to an index the droplets reach"
+            )
+        return self.package_index

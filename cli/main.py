@@ -45,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--tag", default="v0.1.0", help="tag to release (default: v0.1.0)")
     demo.add_argument("--do-endpoint", help="DigitalOcean API URL, e.g. the emulator's; token from $DIGITALOCEAN_TOKEN")
     demo.add_argument(
+        "--worker-api-url",
+        help="Prefect API URL as the droplets reach it (with the emulator: the name it publishes, e.g. "
+        "http://orchestrator.dropship.test:4200/api)",
+    )
+    demo.add_argument(
         "--image",
         action="store_true",
         help="also release the example's two-platform image (examples/hello/oci.toml) to a registry on 127.0.0.1:5000 "
@@ -219,8 +224,9 @@ def _parser() -> argparse.ArgumentParser:
         "emulator",
         help="serve the DigitalOcean API emulator on 127.0.0.1",
         description="Serve the subset of DigitalOcean API v2 that dropship uses. Droplets are containers of the stock "
-        "debian-12-x64 image (or a snapshot) in a dockerd the emulator owns, booted by cloud-init, each with sshd on "
-        "its own loopback address; --machines processes boots local machines instead (sshd + user_data on this host). "
+        "debian-12-x64 image (or a snapshot) in a dockerd the emulator owns, booted by cloud-init, each in a network of "
+        "its own: reached on its own loopback address, reaching only Debian's mirror, PyPI and what --publish names; "
+        "--machines processes boots local machines instead (sshd + user_data on this host). "
         "Runs until interrupted, then deletes its droplets.",
     )
     emu.add_argument("--port", type=int, default=8090, help="HTTP port on 127.0.0.1 (default 8090)")
@@ -243,6 +249,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     emu.add_argument(
         "--ssh-port", type=int, help="SSH port of every droplet (default 22 for containers, 2222 for processes)"
+    )
+    emu.add_argument(
+        "--publish",
+        action="append",
+        default=[],
+        metavar="NAME:PORT=HOST:PORT",
+        help="let droplets reach NAME:PORT, relayed to HOST:PORT of this machine (repeatable), e.g. "
+        "orchestrator.dropship.test:4200=127.0.0.1:4200 for the Prefect API",
     )
     emu.add_argument(
         "--fault",
@@ -366,7 +380,12 @@ def _demo(args: argparse.Namespace) -> int:
             from flows.demo import run_demo
 
             ok, message = run_demo(
-                workdir, args.tag, provider=args.provider, do_endpoint=args.do_endpoint, image=args.image
+                workdir,
+                args.tag,
+                provider=args.provider,
+                do_endpoint=args.do_endpoint,
+                image=args.image,
+                worker_api_url=args.worker_api_url,
             )
     finally:
         if server is not None:
@@ -606,10 +625,21 @@ def _emulator(args: argparse.Namespace) -> int:
         raise DropshipError("give the emulator a token: --token or $DIGITALOCEAN_TOKEN")
     from dropship.emulator.dockerd import DockerDaemon
 
+    published = {}
+    for spec in args.publish:
+        public, sep, real = spec.partition("=")
+        if not sep:
+            raise DropshipError(f"--publish {spec!r}: write NAME:PORT=HOST:PORT")
+        published[public] = real
     docker = DockerDaemon(args.dockerd_dir).start() if args.machines == "containers" and args.dockerd_dir else None
     try:
         emulator = Emulator(
-            args.state.resolve(), token=args.token, ssh_port=args.ssh_port, machines=args.machines, docker=docker
+            args.state.resolve(),
+            token=args.token,
+            ssh_port=args.ssh_port,
+            machines=args.machines,
+            docker=docker,
+            internet=published,
         )
     except BaseException:
         if docker is not None:
@@ -619,7 +649,9 @@ def _emulator(args: argparse.Namespace) -> int:
         emulator.faults.apply(fault)
     server = EmulatorServer(emulator, args.port).start()
     line = f"DigitalOcean API emulator on {server.url} ({args.machines}; droplets' SSH on port {emulator.ssh_port})"
-    options.serve_until_stopped([f"{line}; Ctrl-C stops it"], server.stop, *([docker.stop] if docker else []))
+    reach = ", ".join(f"{name}:{port}" for name, port in sorted(emulator.internet.routes()))
+    lines = [f"{line}; Ctrl-C stops it", *([f"droplets reach {reach}"] if args.machines == "containers" else [])]
+    options.serve_until_stopped(lines, server.stop, *([docker.stop] if docker else []))
     return 0
 
 

@@ -45,7 +45,12 @@ def demo_key(workdir: Path) -> str:
 
 
 def run_demo(
-    workdir: Path, tag: str, provider: str = "local", do_endpoint: str | None = None, image: bool = False
+    workdir: Path,
+    tag: str,
+    provider: str = "local",
+    do_endpoint: str | None = None,
+    image: bool = False,
+    worker_api_url: str | None = None,
 ) -> tuple[bool, str]:
     """Run the example release; return (published, message to print).
 
@@ -55,7 +60,9 @@ def run_demo(
     With `provider="digitalocean"` the machines are droplets of the API at
     `do_endpoint` (the emulator: `dropship emulator`), with the token from
     $DIGITALOCEAN_TOKEN; the release bootstraps each droplet over SSH with this
-    orchestrator's dropship and Prefect versions.
+    orchestrator's dropship and Prefect versions, its worker reaching Prefect at
+    `worker_api_url` (a droplet's loopback is its own: with the emulator, the
+    name it publishes for this machine's Prefect port).
     """
     index: LocalPackageIndex | None = None
     registry: LocalRegistry | None = None
@@ -65,7 +72,7 @@ def run_demo(
             index.start()
         if image:
             registry = demo_registry(workdir)
-        return _release(workdir, tag, provider, do_endpoint, index, registry)
+        return _release(workdir, tag, provider, do_endpoint, index, registry, worker_api_url)
     finally:
         if registry is not None:
             registry.stop()
@@ -112,6 +119,7 @@ def _release(
     do_endpoint: str | None,
     index: LocalPackageIndex | None,
     registry: LocalRegistry | None,
+    worker_api_url: str | None = None,
 ) -> tuple[bool, str]:
     example = with_image_targets(workdir) if registry is not None else None
     if index is not None:
@@ -138,6 +146,7 @@ def _release(
             token_env="DIGITALOCEAN_TOKEN",
             endpoint=do_endpoint,
             api_auth_string=SecretStr(auth) if auth else None,
+            worker_api_url=worker_api_url,
         ).save(manifest.machines.credentials, overwrite=True)
 
     state = release(

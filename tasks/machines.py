@@ -97,7 +97,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             client_public_key=public_key,
             client_private_key=private_key,
             worker=droplet_worker(manifest, name),
-            index_url=credentials.package_index,
+            index_url=credentials.index_url(),
             ssh_timeout=credentials.ssh_timeout,
         )
         try:

@@ -2,7 +2,8 @@
 
 The daemon itself is `dropship.dockerd` (never the system's; stopping it
 takes its containerd and every container with it); this module adds what
-droplets need. Containers run `--network host`.
+droplets need. Containers run on the network `run` is given (`none` for
+droplets: `dropship.emulator.network` plays their wire).
 
 This is the one boundary where Docker's errors (the `docker` SDK's
 `DockerException` family, a daemon that does not start) become
@@ -80,9 +81,10 @@ class DockerDaemon(dockerd.DockerDaemon):
         hostname: str,
         labels: dict[str, str],
         capabilities: tuple[str, ...] = (),
+        network_mode: str = "host",
     ) -> Container:
-        """A detached container on the host's network with `mounts` (host folder -> path inside), with
-        `capabilities` added to Docker's default set."""
+        """A detached container on `network_mode` ("host", or "none": a namespace with loopback only) with
+        `mounts` (host folder -> path inside), with `capabilities` added to Docker's default set."""
         volumes = {host: {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
         with _docker_errors(f"start container {name}"):
             container: Container = self.client.containers.run(
@@ -90,7 +92,7 @@ class DockerDaemon(dockerd.DockerDaemon):
                 command,
                 name=name,
                 detach=True,
-                network_mode="host",
+                network_mode=network_mode,
                 volumes=volumes,
                 hostname=hostname,
                 labels=labels,

@@ -1,27 +1,33 @@
 """What plays a droplet: a container from the stock image (the default), or a local process machine.
 
 Container droplets are separate machines: their own `/` from the image (the
-stock `debian-12-x64` or a snapshot), nothing of dropship or Prefect, sshd on
-the droplet's own loopback address. The emulator plays the hypervisor and the
-data source, not the image: it mounts `/.hypervisor` into the container with
-the boot script below (PID 1) and a NoCloud seed, and the script boots the
-droplet in DigitalOcean's order:
+stock `debian-12-x64` or a snapshot), nothing of dropship or Prefect, and
+their own network namespace with only a loopback interface (`--network
+none`): `dropship.emulator.network` relays the droplet's address (as the API
+reports it) to its sshd, and the published names (`Internet`: Debian's
+mirror, PyPI, the orchestrator's public name...) to where they really are;
+nothing else of the host is reachable. The emulator plays the hypervisor, the
+data source and DNS, not the image: it mounts `/.hypervisor` into the
+container with the boot script below (PID 1), a NoCloud seed and the
+droplet's `/etc/hosts`, and the script boots the droplet in DigitalOcean's
+order:
 
-1. seed `/var/lib/cloud/seed/nocloud` (instance-id, hostname, the droplet's
-   public keys; the user_data),
+1. write `/etc/hosts` (the published names), seed
+   `/var/lib/cloud/seed/nocloud` (instance-id, hostname, the droplet's public
+   keys; the user_data),
 2. `cloud-init init --local`, `cloud-init init` (fresh host keys, root's
    authorized_keys),
-3. start sshd on the droplet's address (a `sshd_config.d` drop-in, so an sshd
-   restarted later stays off the host's other addresses) and tell the
-   hypervisor (`sshd-up`);
-   the emulator then answers `active` and acknowledges (`active`),
+3. start sshd (port 22 of its own namespace) and tell the hypervisor
+   (`sshd-up`); the emulator then answers `active` and acknowledges
+   (`active`),
 4. only then `cloud-init modules --mode=config` and `--mode=final`, which runs
    the user_data; its failure changes nothing in the API,
 5. wait forever (a `docker stop` ends the wait at once).
 
 Process droplets are `LocalProvider` machines: user_data runs before sshd and
-the droplet's `/` is a folder of the host. They are quick and need no root,
-for unit tests; they cannot be powered off or snapshotted.
+the droplet's `/` is a folder of the host, its network the host's. They are
+quick and need no root, for unit tests; they cannot be powered off or
+snapshotted.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dropship.emulator.dockerd import DockerDaemon
+from dropship.emulator.network import DropletNetwork, Internet
 from dropship.errors import MachineError
 from dropship.machines import MachineRequest
 from dropship.machines.local import LocalProvider
@@ -54,15 +61,12 @@ HV=/.hypervisor
 trap 'exit 0' TERM INT
 log() { echo "$(date -u +%H:%M:%S.%N) $*" >>"$HV/console.log"; }
 log "boot"
+cat "$HV/hosts" >/etc/hosts  # the hypervisor plays DNS: the names it relays, nothing else
 mkdir -p /var/lib/cloud/seed/nocloud /run/sshd
 cp "$HV/seed/meta-data" "$HV/seed/user-data" /var/lib/cloud/seed/nocloud/
 cloud-init init --local >>"$HV/console.log" 2>&1
 cloud-init init >>"$HV/console.log" 2>&1
 log "cloud-init init done"
-# The droplet's own address, for every sshd started on it (a restart from user_data too): the
-# container shares the host's network, where 0.0.0.0 would take the port on every address.
-mkdir -p /etc/ssh/sshd_config.d
-echo "ListenAddress $(cat "$HV/listen")" >/etc/ssh/sshd_config.d/00-droplet-address.conf
 if /usr/sbin/sshd -E "$HV/sshd.log"; then
     echo "$(date -u +%s.%N)" >"$HV/sshd-up"
 else
@@ -90,7 +94,7 @@ class Boot:
     """The image reference in the emulator's dockerd (stock image or snapshot)."""
     address: str
     port: int
-    """Where the droplet's sshd listens."""
+    """Where the droplet is reached from the host (relayed to its sshd)."""
     public_keys: list[str]
     timeout: float
 
@@ -132,14 +136,17 @@ def _wait_banner(address: str, port: int, timeout: float) -> bool:
 
 
 class ContainerMachines:
-    """Droplets as containers of `daemon`, their hypervisor folders under `folder`."""
+    """Droplets as containers of `daemon`, their hypervisor folders under `folder`, each in a network
+    namespace of its own that reaches what `internet` publishes."""
 
     separate = True
 
-    def __init__(self, daemon: DockerDaemon, folder: Path, instance: str) -> None:
+    def __init__(self, daemon: DockerDaemon, folder: Path, instance: str, internet: Internet) -> None:
         self.daemon = daemon
         self.folder = folder
         self.instance = instance  # keeps two emulators on one dockerd apart
+        self.internet = internet
+        self.networks: dict[int, DropletNetwork] = {}
         self.folder.mkdir(parents=True, exist_ok=True)
 
     def name(self, droplet_id: int) -> str:
@@ -153,7 +160,8 @@ class ContainerMachines:
         hv = self.hypervisor(droplet_id)
         (hv / "seed").mkdir(parents=True, exist_ok=True)
         (hv / "boot").write_text(BOOT_SCRIPT)
-        (hv / "listen").write_text(f"{boot.address}:{boot.port}\n")
+        network = self.networks[droplet_id] = DropletNetwork(str(droplet_id), boot.address, boot.port, self.internet)
+        (hv / "hosts").write_text(network.hosts_file(request.name))
         meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": boot.public_keys}
         (hv / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
         (hv / "seed" / "user-data").write_text(request.user_data)
@@ -166,9 +174,24 @@ class ContainerMachines:
             hostname=request.name,
             labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
             capabilities=DROPLET_CAPABILITIES,
+            network_mode="none",
         )
+        self._attach(droplet_id)
         self._wait_sshd(droplet_id, boot.address, boot.port, boot.timeout)
         return {}
+
+    def _attach(self, droplet_id: int) -> None:
+        """Relays into the running container's namespace (a new one at each start)."""
+        name = self.name(droplet_id)
+        network = self.networks.get(droplet_id)
+        if network is None:
+            raise MachineError(f"droplet {droplet_id} was destroyed while it started")
+        pid = self.daemon.call(
+            f"look up container {name}", lambda: int(self.daemon.client.api.inspect_container(name)["State"]["Pid"])
+        )
+        if pid <= 0:
+            raise MachineError(f"droplet {droplet_id}: its container is not running")
+        network.attach(pid)
 
     @staticmethod
     def _clear(hv: Path) -> None:
@@ -203,19 +226,33 @@ class ContainerMachines:
         (self.hypervisor(droplet_id) / "active").touch()
 
     def destroy(self, droplet_id: int) -> None:
+        network = self.networks.pop(droplet_id, None)
+        if network is not None:
+            network.close()
         self.daemon.remove(self.name(droplet_id))
         shutil.rmtree(self.hypervisor(droplet_id), ignore_errors=True)
 
     def power_off(self, droplet_id: int) -> None:
         self.daemon.stop_container(self.name(droplet_id), timeout=5)
+        network = self.networks.get(droplet_id)
+        if network is not None:
+            network.detach()
         self._clear(self.hypervisor(droplet_id))
 
     def power_on(self, droplet_id: int, timeout: float) -> None:
         hv = self.hypervisor(droplet_id)
         self._clear(hv)
+        network = self.networks.get(droplet_id)
+        if network is None:
+            raise MachineError(f"droplet {droplet_id} is destroyed: it can't be powered on")
+        (hv / "hosts").write_text(network.hosts_file(self._hostname(droplet_id)))  # names published since
         self.daemon.start_container(self.name(droplet_id))
-        address, _, port = (hv / "listen").read_text().strip().rpartition(":")
-        self._wait_sshd(droplet_id, address, int(port), timeout)
+        self._attach(droplet_id)
+        self._wait_sshd(droplet_id, network.address, network.port, timeout)
+
+    def _hostname(self, droplet_id: int) -> str:
+        container = self.daemon.container(self.name(droplet_id))
+        return str(container.attrs["Config"]["Hostname"]) if container is not None else "localhost"
 
     def snapshot(self, droplet_id: int, image_id: int) -> tuple[str, float]:
         """`docker commit`: returns the image reference and its size in GB."""
@@ -227,6 +264,9 @@ class ContainerMachines:
         self.daemon.remove_image(ref)
 
     def close(self) -> None:
+        for network in list(self.networks.values()):
+            network.close()
+        self.networks.clear()
         for container in self.daemon.call(
             "list containers",
             lambda: self.daemon.client.containers.list(

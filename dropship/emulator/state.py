@@ -5,7 +5,8 @@ A created droplet is `new` until its machine's sshd answers, then `active`
 cloud-init from the stock image or a snapshot; process droplets are local
 machines for quick unit tests). Each droplet gets its own loopback address
 (127.0.x.y) with SSH on one port for all (22 unless `ssh_port` is given), as
-droplets have their own IPs.
+droplets have their own IPs. A container droplet's network is its own
+namespace: it reaches only what `internet` publishes (see `network`).
 
 Where DigitalOcean is strict, so is the emulator: sizes are offered in some
 regions only, images live in regions, a VPC belongs to one region, an unknown
@@ -30,6 +31,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +39,7 @@ from typing import Any
 
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.machines import Boot, ContainerMachines, Machines, ProcessMachines
+from dropship.emulator.network import NAME_NET, Internet, stock_internet
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import MachineRequest
 
@@ -348,7 +351,9 @@ class Emulator:
     quick unit tests) or "containers" (separate machines in `docker`, a
     started `DockerDaemon`; without one the emulator starts and stops its own
     under `state_dir`). `rate_limit` is the hourly request budget;
-    `archive_seconds` how long a deleted droplet stays listed.
+    `archive_seconds` how long a deleted droplet stays listed. `internet` is what container droplets
+    reach beyond themselves ("name:port" -> "host:port" as this host reaches it); the stock image's
+    Debian mirror and PyPI are always in it, and `publish` adds more (the orchestrator's public name).
     """
 
     def __init__(
@@ -363,6 +368,7 @@ class Emulator:
         rate_limit: int = 5000,
         archive_seconds: float = 5.0,
         boot_timeout: float = 120.0,
+        internet: Mapping[str, str] | None = None,
     ) -> None:
         self.token = token
         self.droplet_limit = droplet_limit
@@ -375,7 +381,7 @@ class Emulator:
         self._own_docker: DockerDaemon | None = None
         self.backend: Machines
         if machines == "containers":
-            from dropship.emulator.image import ensure_image
+            from dropship.emulator.image import apt_mirror, ensure_image
 
             if docker is None:
                 docker = self._own_docker = DockerDaemon(state_dir / "dockerd").start()
@@ -386,17 +392,21 @@ class Emulator:
                     self._own_docker.stop()
                 raise
             self.docker: DockerDaemon | None = docker
-            self.backend = ContainerMachines(docker, state_dir / "droplets", self.instance)
+            self.internet = stock_internet([apt_mirror()])
+            self.backend = ContainerMachines(docker, state_dir / "droplets", self.instance, self.internet)
             self.ssh_port = ssh_port or 22
             self.ssh_user = "root"
         elif machines == "processes":
             self.docker = None
+            self.internet = Internet()  # process droplets share this host's network
             process = ProcessMachines(state_dir)
             self.backend = process
             self.ssh_port = ssh_port or 2222
             self.ssh_user = process.local.user
         else:
             raise ConfigError(f"the emulator's machines are 'containers' or 'processes', not {machines!r}: pick one")
+        for public, real in (internet or {}).items():
+            self.internet.publish(public, real)
         self.machines_kind = machines
         self._lock = threading.Lock()
         self._droplets: dict[int, Droplet] = {}
@@ -411,6 +421,15 @@ class Emulator:
         self._next_image = rng.randrange(170_000_000, 180_000_000)
         self._next_address = rng.randrange(0, 250 * 250)
         self._threads: list[threading.Thread] = []
+
+    def publish(self, public: str, real: str) -> None:
+        """Let droplets booted from now on reach `public` ("name:port") as `real` ("host:port") on this host."""
+        self.internet.publish(public, real)
+
+    def publish_orchestrator(self, url: str) -> str:
+        """Let droplets reach the service at `url` of this host under the orchestrator's public name (see
+        `network.ORCHESTRATOR`); returns the URL they use (a block's `worker_api_url` for the Prefect API)."""
+        return self.internet.publish_orchestrator(url)
 
     # --- request gate -------------------------------------------------
     def gate(self, method: str, authorization: str | None) -> dict[str, str]:
@@ -606,8 +625,8 @@ class Emulator:
         for _ in range(250 * 250):
             self._next_address = (self._next_address + 1) % (250 * 250)
             address = f"127.0.{1 + self._next_address // 250}.{1 + self._next_address % 250}"
-            if address in used:
-                continue
+            if address in used or address == "127.0.1.1" or address.startswith(NAME_NET):
+                continue  # inside a droplet those are its hostname's and the published names' addresses
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
                 try:
                     probe.bind((address, self.ssh_port))

@@ -97,3 +97,20 @@ def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "dropship"
     done = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("dropship ")
+
+
+@pytest.mark.parametrize(
+    ("publish", "expected"),
+    [
+        ("orchestrator.dropship.test:4200", "write NAME:PORT=HOST:PORT"),
+        ("127.0.0.1:4200=127.0.0.1:4200", "publish a name, not an address"),
+        ("orchestrator.dropship.test=127.0.0.1:4200", "is not host:port"),
+    ],
+)
+def test_emulator_refuses_a_bad_publish_in_one_line(
+    publish: str, expected: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["emulator", "--machines", "processes", "--token", "t", "--state", str(tmp_path), "--publish", publish]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert expected in err and err.count("\n") == 1

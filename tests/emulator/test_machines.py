@@ -6,7 +6,9 @@ Everything goes through pydo over HTTP, as a client of DigitalOcean would.
 
 from __future__ import annotations
 
+import http.server
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ import paramiko
 import pytest
 
 from dropship.emulator.dockerd import DockerDaemon
+from dropship.emulator.network import ORCHESTRATOR
 from dropship.ssh import Endpoint, KeyPair, SshSession, generate_keypair
 from tests.droplets import EmulatorUnderTest
 
@@ -222,6 +225,10 @@ def test_power_off_snapshot_and_a_droplet_from_the_snapshot(container_emulator: 
     assert (
         host_key(address(wait_status(emu, first["id"])), emu.emulator.ssh_port) == first_key
     )  # same instance, same keys
+    with ssh(emu, first, key, first_key) as session:  # a new namespace at each start: the relays followed it
+        hosts = session.read_text("/etc/hosts")
+        assert "pypi.org" in hosts and session.run(["ip", "-o", "link"]).count("\n") == 1
+    assert emu.emulator.backend.networks[first["id"]].outbound  # type: ignore[attr-defined]
 
     emu.call(emu.client.images.delete, image_id=image["id"])
     assert emu.call(emu.client.images.list, private=True)["images"] == []
@@ -245,3 +252,67 @@ def test_host_keys_from_cloud_config_are_the_ones_sshd_presents_when_active(
     assert presented == " ".join(pinned.public_line.split()[:2])
     with ssh(emu, droplet, key, pinned.public_line) as session:  # SshSession refuses any other host key
         assert session.run(["id", "-un"]).strip() == "root"
+
+
+class Page(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        body = b"served on the host's 127.0.0.1\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def test_a_droplet_reaches_published_names_only_and_its_relays_close_with_it(
+    container_emulator: EmulatorUnderTest,
+) -> None:
+    """The droplet's network is its own: the orchestrator's service is there by its public name (the
+    emulator's DNS and relay), the host's 127.0.0.1 is not, an unpublished name does not resolve; deleting
+    the droplet closes its relays."""
+    emu = container_emulator
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        url = emu.emulator.publish_orchestrator(f"http://127.0.0.1:{port}/")
+        assert url == f"http://{ORCHESTRATOR}:{port}/"
+        key = generate_keypair("root-login")
+        droplet = wait_status(emu, create(emu, key, user_data="")["id"])
+        with ssh(emu, droplet, key, host_key(address(droplet), emu.emulator.ssh_port)) as session:
+
+            def curl(target: str) -> str:
+                return session.run(["sh", "-c", f"curl -sS --max-time 10 {target} 2>&1; echo exit=$?"])
+
+            assert curl(url).splitlines() == ["served on the host's 127.0.0.1", "exit=0"]
+            assert "exit=7" in curl(f"http://127.0.0.1:{port}/")  # refused: the host's loopback is not here
+            assert "exit=7" in curl(f"http://{ORCHESTRATOR}:{port + 1}/")  # a port not published
+            assert "exit=7" in curl(f"http://{address(droplet)}:{emu.emulator.ssh_port}/")  # the host side of it
+            assert "exit=6" in curl("http://example.com/")  # no such name for the droplet: not resolved
+            hosts = session.read_text("/etc/hosts")
+            assert f"\t{ORCHESTRATOR}" in hosts and "pypi.org" in hosts and "deb.debian.org" in hosts
+            assert session.run(["ip", "-o", "link"]).split(":")[1].strip() == "lo"  # loopback only
+            assert len(session.run(["ip", "-o", "link"]).splitlines()) == 1
+        network = emu.emulator.backend.networks[droplet["id"]]  # type: ignore[attr-defined]
+        relays = [network.inbound, *network.outbound.values()]
+        assert (ORCHESTRATOR, port) in network.outbound and all(r is not None for r in relays)
+        emu.call(emu.client.droplets.destroy, droplet_id=droplet["id"])
+        assert network.inbound is None and network.outbound == {}
+        assert all(r._closed and r.listener.fileno() == -1 for r in relays)  # type: ignore[union-attr]
+
+        def relay_threads() -> list[str]:
+            return [
+                t.name for t in threading.enumerate() if t.name.startswith("relay") and str(droplet["id"]) in t.name
+            ]
+
+        deadline = time.monotonic() + 10
+        while relay_threads() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert relay_threads() == []
+        with pytest.raises(paramiko.SSHException, match="Connection refused"):
+            host_key(address(droplet), emu.emulator.ssh_port)
+    finally:
+        server.shutdown()
+        server.server_close()

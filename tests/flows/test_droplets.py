@@ -2,7 +2,9 @@
 each droplet a container booted from the stock Debian 12 image by cloud-init
 (or from a snapshot made by `dropship image build`), bootstrapped by the
 orchestrator over SSH with its host key pinned, its worker reaching a Prefect
-server that requires credentials.
+server that requires credentials. A droplet has a network of its own: it reaches
+Prefect only by the orchestrator's public name (`orchestrator.dropship.test`,
+published by the emulator), Debian's mirror and PyPI, nothing else of this host.
 
 Kept few: a bootstrap from the stock image pip-installs Prefect. The module
 shares one Prefect server, one emulator and one snapshot; every release
@@ -94,6 +96,8 @@ def cloud(
         token=TOKEN,
         endpoint=server.url,
         ssh_port=emulator.ssh_port,
+        # the droplets' own network reaches the orchestrator by its public name, as real droplets would
+        worker_api_url=emulator.publish_orchestrator(auth_prefect),
         api_auth_string=AUTH,
         ready_timeout=120.0,
         poll_interval=0.5,
