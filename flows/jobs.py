@@ -84,7 +84,9 @@ def _settle(plan: ReleasePlan, futures: dict[str, Any], when: str) -> list[JobOu
     logger = get_run_logger()
     for outcome in outcomes:
         if outcome.status == "failed":  # the whole reason here; the record keeps its first DETAIL_LIMIT characters
-            logger.error("%s", failures.get(outcome.name, outcome.detail), extra=event("job", "failed", name=outcome.name))
+            logger.error(
+                "%s", failures.get(outcome.name, outcome.detail), extra=event("job", "failed", name=outcome.name)
+            )
         else:
             mark = "ok" if outcome.status == "passed" else "warning"
             where = f" on {outcome.machine}" if outcome.machine else ""
