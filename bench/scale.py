@@ -47,6 +47,7 @@ from dropship.orchestrator import apply_client_retry_env
 apply_client_retry_env()  # before anything imports Prefect
 
 TICKS = os.sysconf("SC_CLK_TCK")
+REPO = Path(__file__).resolve().parent.parent
 
 BUILD_SH = """#!/bin/sh
 # One tiny package per target: build.sh PACKAGE
@@ -239,6 +240,9 @@ def run_case(
         process = subprocess.Popen(
             argv,
             env=env,
+            # `-m cli` imports from the working directory before PYTHONPATH: the baseline's
+            # processes (and the local machines' workers they start) run in its checkout
+            cwd=code or REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -373,23 +377,30 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["PREFECT_API_URL"] = server.api_url
     print(f"server: {shape} at {server.api_url}; work folder {work}", flush=True)
     header = (
-        f"{'server':10} {'N':>3} {'K':>2} {'wall s':>7} {'rel cpu/t':>9} {'srv cpu/t':>9} {'cpu/t':>6} "
+        f"{'server':15} {'N':>3} {'K':>2} {'wall s':>7} {'rel cpu/t':>9} {'srv cpu/t':>9} {'cpu/t':>6} "
         f"{'5xx/429':>7} {'srv log':>7} {'printed':>7} {'published':>9}"
     )
     rows = []
     all_published = True
-    baseline = None
-    if args.baseline:
-        baseline = work / "baseline"
-        repo = Path(__file__).resolve().parent.parent
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", str(baseline), args.baseline],
-            check=True,
-            capture_output=True,
-        )
-    runs = [(n, k, side) for n, k in cases for side in ([baseline, None] if baseline else [None])]
+    baseline = work / "baseline" if args.baseline else None
+    # with a baseline, each case runs on both sides, which goes first alternating from case to case
+    runs = [
+        (n, k, side)
+        for i, (n, k) in enumerate(cases)
+        for side in ([baseline, None][:: 1 if i % 2 == 0 else -1] if baseline else [None])
+    ]
     measured: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
     try:
+        if baseline is not None:
+            added = subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(baseline), args.baseline],
+                check=False,
+                capture_output=True,
+                text=True,
+            )
+            if added.returncode != 0:
+                print(f"--baseline {args.baseline}: {added.stderr.strip()}", file=sys.stderr)
+                return 2
         for targets, releases, code in runs:
             side = "" if baseline is None else ("base" if code is not None else "this")
             case = f"n{targets}k{releases}{side}"
@@ -406,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             per_target = (release_cpu + server_cpu) / total_targets
             measured.setdefault((targets, releases), {})[side] = (wall, per_target)
             row = (
-                f"{(shape + ' ' + side).strip():10} {targets:>3} {releases:>2} {wall:>7.1f} {release_cpu / total_targets:>9.2f} "
+                f"{(shape + ' ' + side).strip():15} {targets:>3} {releases:>2} {wall:>7.1f} "
+                f"{release_cpu / total_targets:>9.2f} "
                 f"{server_cpu / total_targets:>9.2f} {(release_cpu + server_cpu) / total_targets:>6.2f} "
                 f"{(answered - answered_before) if answered >= 0 else '-':>7} "
                 f"{server.log_errors() - errors_before:>7} {sum(o.errors_printed for o in outcomes):>7} "
@@ -418,10 +430,10 @@ def main(argv: list[str] | None = None) -> int:
                 if outcome.code != 0:
                     print(f"  {outcome.project} failed: {outcome.message[:3000]}", flush=True)
             pair = measured[(targets, releases)]
-            if side == "this" and "base" in pair:
+            if len(pair) == 2:
                 (base_wall, base_cpu), (wall_now, cpu_now) = pair["base"], pair["this"]
                 ratio = (
-                    f"{'':10} N={targets} K={releases}: this/base wall {wall_now / base_wall:.2f}x, "
+                    f"{'':15} N={targets} K={releases}: this/base wall {wall_now / base_wall:.2f}x, "
                     f"CPU per target {cpu_now / base_cpu:.2f}x (base {args.baseline})"
                 )
                 rows.append(ratio)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import importlib.util
 import os
 import shutil
@@ -38,6 +39,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from dropship.errors import ConfigError, DropshipError
 from dropship.ports import free_port
@@ -122,32 +124,63 @@ def health(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def csrf_enforced(api_url: str, auth_string: str | None = None, timeout: float = 5.0) -> bool:
-    """Whether the Prefect server at `api_url` wants CSRF tokens on writes.
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """The probe follows no redirect: a proxy's login page is not the API, and the request carries
+    the API's credentials, which must not travel to another host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_CSRF_DISABLED = b"CSRF protection is disabled."
+"""Prefect's answer to a token request when its CSRF protection is off (prefect/server/api/csrf_token.py)."""
+
+_csrf_answers: dict[tuple[str, str], bool] = {}
+_csrf_lock = threading.Lock()
+
+
+def csrf_enforced(api_url: str, auth_string: str | None = None, timeout: float = 5.0) -> bool | None:
+    """Whether the Prefect server at `api_url` wants CSRF tokens on writes: True (it gave one), False
+    (Prefect's 422 "CSRF protection is disabled."), None (no answer of either kind: an error, a
+    redirect, a timeout, something that is not Prefect).
 
     Every new Prefect client asks for a token before its first write, one
     request per client: with a worker, a build run and their clients per
     target, that is several requests per target. A server without CSRF
-    protection (Prefect's default, and `dropship server start`) answers that
-    request with 422, so the processes dropship starts may skip asking.
-    Anything else (a token, an error, no answer) counts as enforced.
+    protection (Prefect's default, and `dropship server start`) says so, and
+    the processes dropship starts may then skip asking.
     """
     request = urllib.request.Request(f"{api_url.rstrip('/')}/csrf-token?client=dropship-probe")
     if auth_string:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth_string.encode()).decode())
+        token = base64.b64encode(auth_string.encode()).decode()
+        request.add_unredirected_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(_NoRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=timeout):  # noqa: S310 - the configured Prefect API
+        with opener.open(request, timeout=timeout):
             return True
     except urllib.error.HTTPError as exc:
-        return not (exc.code == 422 and b"disabled" in exc.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return True
+        try:
+            body = exc.read(4096)
+        except Exception:  # noqa: BLE001 - a cut answer is no answer
+            return None
+        return False if exc.code == 422 and _CSRF_DISABLED in body else None
+    except Exception:  # noqa: BLE001 - an optimisation: any failure (URLError, HTTPException, TLS) is no answer
+        return None
 
 
 def client_env(api_url: str, auth_string: str | None = None) -> dict[str, str]:
     """Prefect client settings for the processes dropship starts against `api_url`: no CSRF token
-    round trip where the server does not want one (`csrf_enforced`)."""
-    return {} if csrf_enforced(api_url, auth_string) else {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+    round trip where the server said it wants none (`csrf_enforced`). A definite answer is kept per
+    server and credentials for this process; no answer is asked again next time, and meanwhile
+    Prefect's default (ask for tokens) stands."""
+    key = (api_url.rstrip("/"), hashlib.sha256((auth_string or "").encode()).hexdigest())
+    with _csrf_lock:
+        enforced = _csrf_answers.get(key)
+        if enforced is None:
+            enforced = csrf_enforced(api_url, auth_string)
+            if enforced is not None:
+                _csrf_answers[key] = enforced
+    return {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"} if enforced is False else {}
 
 
 def find_nginx() -> str:

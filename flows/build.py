@@ -1,5 +1,6 @@
-"""The per-target build, run by the Prefect worker on the target's machine: one flow run, no task runs
-(the build is the run; see `tasks.build.run_build`)."""
+"""The per-target build, run by the Prefect worker on the target's machine: one flow run, the
+build itself (`tasks.build.run_build`), with no task run of its own (a build container's
+prefect-docker calls are task runs in it)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The release flow: classify, test, provision, build, collect, sign, publish, tear down.
 
 Stages that can fail on bad input (plan, key check, tests) run before any
-machine exists. Each target then runs as its own chain of tasks
-(provision -> build -> collect), in parallel; a machine is deleted as soon
+machine exists. Each built target then runs as one task run, `build <target>`
+(provision -> build -> collect, each a log line), in parallel; a machine is deleted as soon
 as its artifacts are safe, or as soon as its build fails. Nothing is
 published unless every target succeeded. Teardown runs in `finally` and
 again from the failure, crash and cancellation hooks; what a killed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from pathlib import Path
@@ -25,10 +24,9 @@ def api_url() -> str:
     return str(url)
 
 
-@functools.cache
 def machine_client_env() -> tuple[tuple[str, str], ...]:
-    """Prefect client settings for every machine's worker, asked of the server once per process
-    (`dropship.orchestrator.client_env`): a request here saves several per target."""
+    """Prefect client settings for every machine's worker, asked of this process's server once
+    (`dropship.orchestrator.client_env` keeps the answer): a request here saves several per target."""
     auth = PREFECT_API_AUTH_STRING.value()
     return tuple(sorted(client_env(api_url(), auth.get_secret_value() if auth else None).items()))
 

@@ -627,11 +627,12 @@ def test_client_env_skips_csrf_tokens_only_where_the_server_does_not_want_them(t
     from dropship.orchestrator import client_env, csrf_enforced
     from dropship.prefect_server import LocalPrefectServer
 
-    plain = LocalPrefectServer(tmp_path / "plain")
+    authed = LocalPrefectServer(tmp_path / "authed", extra_env={"PREFECT_SERVER_API_AUTH_STRING": "admin:pw"})
     guarded = LocalPrefectServer(tmp_path / "guarded", extra_env={"PREFECT_SERVER_CSRF_PROTECTION_ENABLED": "true"})
-    with plain, guarded:
-        assert client_env(plain.api_url) == {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
-        assert csrf_enforced(guarded.api_url)
+    with authed, guarded:
+        assert client_env(authed.api_url, "admin:pw") == {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+        assert csrf_enforced(authed.api_url) is None, "a 401 is no answer: Prefect's default stands"
+        assert csrf_enforced(guarded.api_url) is True
         assert client_env(guarded.api_url) == {}
         # a client told to skip tokens is refused by the guarded server: why the probe is needed
         env = {**os.environ, "PREFECT_API_URL": guarded.api_url, "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
@@ -639,9 +640,9 @@ def test_client_env_skips_csrf_tokens_only_where_the_server_does_not_want_them(t
             [
                 sys.executable,
                 "-c",
-                "from prefect import get_client\nwith get_client(sync_client=True) as c:\n"
-                "    c.create_work_pool(__import__('prefect.client.schemas.actions', fromlist=['x'])"
-                ".WorkPoolCreate(name='csrf-probe', type='process'))",
+                "from prefect import get_client\nfrom prefect.client.schemas.actions import WorkPoolCreate\n"
+                "with get_client(sync_client=True) as c:\n"
+                "    c.create_work_pool(WorkPoolCreate(name='csrf-probe', type='process'))",
             ],
             env=env,
             capture_output=True,
@@ -650,5 +651,48 @@ def test_client_env_skips_csrf_tokens_only_where_the_server_does_not_want_them(t
             check=False,
         )
         assert refused.returncode != 0 and "403" in refused.stderr + refused.stdout, refused.stderr[-800:]
-    # no answer at all: assume tokens are wanted (the client's own default)
-    assert csrf_enforced(f"http://127.0.0.1:{free_port()}/api", timeout=2)
+    # no answer at all: Prefect's default (ask for tokens)
+    assert csrf_enforced(f"http://127.0.0.1:{free_port()}/api", timeout=2) is None
+    assert client_env(f"http://127.0.0.1:{free_port()}/api") == {}
+
+
+def test_the_csrf_probe_follows_no_redirect_and_sends_its_credentials_nowhere_else() -> None:
+    """A proxy in front may redirect to a login page on another host: the probe's Authorization
+    header (the API's auth string) must not go there, and a redirect is no answer."""
+    import http.server
+
+    seen: list[str | None] = []
+
+    class Login(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(422)
+            self.end_headers()
+            self.wfile.write(b'{"detail": "CSRF protection is disabled."}')
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    login = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Login)
+
+    class Proxy(Login):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{login.server_address[1]}/login")
+            self.end_headers()
+
+    proxy = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    for server in (login, proxy):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        from dropship.orchestrator import csrf_enforced
+
+        assert csrf_enforced(f"http://127.0.0.1:{proxy.server_address[1]}/api", "admin:s3cret") is None
+        assert seen == [], "the redirect was not followed"
+        # the login page itself answers like Prefect: the same probe there says "disabled"
+        assert csrf_enforced(f"http://127.0.0.1:{login.server_address[1]}/api", "admin:s3cret") is False
+        assert seen and seen[-1] is not None and seen[-1].startswith("Basic ")
+    finally:
+        for server in (login, proxy):
+            server.shutdown()
+            server.server_close()

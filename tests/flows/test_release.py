@@ -96,6 +96,36 @@ def test_runs_are_named_after_what_they_do(demo: dict[str, Any]) -> None:
     assert not [n for n in names if n.startswith(("provision ", "collect ", "reuse or build ", "target "))], names
 
 
+def test_each_build_run_hangs_under_its_build_task_run_and_has_no_task_run_of_its_own(demo: dict[str, Any]) -> None:
+    """The UI nests a machine's build run under `build <target>` (through run_deployment's link task
+    run), and the build run is the build: a task run inside it would cost the server for nothing."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterId
+
+    run_id = demo["summary"]["run_id"]
+    builds = child_runs(run_id)
+    with get_client(sync_client=True) as client:
+        tasks = {
+            t.id: t
+            for t in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id])), task_run_filter=TaskRunFilter()
+            )
+        }
+        inside = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[b.id for b in builds])),
+            task_run_filter=TaskRunFilter(),
+        )
+        assert inside == [], [t.name for t in inside]
+        for build in builds:
+            target = build.name.removeprefix("hello-v0.1.0-")
+            assert build.parent_task_run_id is not None
+            (link,) = client.read_task_runs(
+                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=[build.parent_task_run_id]))
+            )
+            parents = [p.id for p in link.task_inputs.get("__parents__", [])]
+            assert [tasks[p].name for p in parents if p in tasks] == [f"build {target}"], (build.name, parents)
+
+
 def test_no_machine_or_worker_is_left(demo: dict[str, Any]) -> None:
     assert machine_processes_under(demo["workdir"]) == []
     assert LocalProvider(demo["workdir"] / "state" / "local").list() == []

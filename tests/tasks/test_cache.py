@@ -35,3 +35,39 @@ def test_a_step_is_tried_again_after_a_failure_and_its_last_failure_is_raised(pr
     with pytest.raises(OSError, match="refused #1"):
         run("flaky", 1)
     assert len(calls) == 1
+
+
+class Stopped(BaseException):
+    """What a cancellation or a signal raises: not a failure to try again."""
+
+
+def test_a_step_stopped_by_a_base_exception_is_not_tried_again(prefect_server: str) -> None:
+    from prefect import flow
+
+    from tasks.cache import _attempts
+
+    calls: list[int] = []
+
+    def stopped() -> str:
+        calls.append(1)
+        raise Stopped()
+
+    @flow(name="attempts-stopped")
+    def run() -> str:
+        return _attempts("collecting", "amd64-deb", 3, 0.01, stopped)
+
+    with pytest.raises(BaseException):  # noqa: B017 - Prefect may wrap it as it ends the run
+        run()
+    assert len(calls) == 1
+
+
+def test_the_build_task_keeps_the_retries_its_steps_had_as_tasks() -> None:
+    """provision had retries=1 (5 s apart), collect retries=2 (3 s apart)."""
+    import inspect
+
+    from tasks import cache
+
+    assert (cache.PROVISION_ATTEMPTS, cache.PROVISION_DELAY) == (2, 5.0)
+    assert (cache.COLLECT_ATTEMPTS, cache.COLLECT_DELAY) == (3, 3.0)
+    source = inspect.getsource(cache.build_target.fn)
+    assert "PROVISION_ATTEMPTS" in source and "COLLECT_ATTEMPTS" in source
