@@ -175,8 +175,9 @@ def check_provider(
     specs = [manifest.machine_spec(manifest.target(name)) for name in targets]
     try:
         DigitalOceanProvider(digitalocean).preflight([(s["size"], s["image"], s["region"]) for s in specs])
-    except DropshipError as exc:
-        return Check(what, FAILED, str(exc).splitlines()[0], fix)
+    except DropshipError as exc:  # the block's command fixes a token; other refusals say their own fix
+        reason = str(exc).splitlines()[0]
+        return Check(what, FAILED, reason, fix if "token" in reason.lower() else "")
     stale = stale_images(manifest, targets)
     if stale:
         return Check(

@@ -18,7 +18,7 @@ from blocks.values import require_block
 from dropship import ledger
 from dropship.errors import ConfigError, MachineError
 from dropship.machines import Machine, Provider, run_tag
-from dropship.machines.bootstrap import WorkerConfig, worker_log
+from dropship.machines.bootstrap import WorkerConfig, worker_log, worker_silence
 from dropship.machines.factory import make_provider
 from dropship.machines.provision import machine_name, provision, provision_droplet
 from dropship.machines.userdata import WorkerSpec
@@ -101,7 +101,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             ssh_timeout=credentials.ssh_timeout,
         )
         try:
-            wait_worker(name, machine, private_key)
+            wait_worker(name, machine, private_key, credentials.worker_url(api_url()))
         except BaseException:
             provider.delete(machine.id)
             raise
@@ -127,8 +127,8 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
     return machine
 
 
-def wait_worker(name: str, machine: Machine, private_key: str, timeout: float = 120.0) -> None:
-    """Until the machine's worker has registered with Prefect; else fail with its log's last lines."""
+def wait_worker(name: str, machine: Machine, private_key: str, api_url: str, timeout: float = 120.0) -> None:
+    """Until the machine's worker has registered with Prefect; else fail with the cause its log shows."""
     deadline = time.monotonic() + timeout
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline:
@@ -138,12 +138,12 @@ def wait_worker(name: str, machine: Machine, private_key: str, timeout: float = 
     try:
         endpoint = Endpoint(machine.host, machine.port, machine.user, machine.host_public_key)
         with SshSession(endpoint, private_key, connect_timeout=15) as ssh:
-            tail = worker_log(ssh, 5).strip().replace("\n", " | ")[-600:]
+            tail = worker_log(ssh, 8)
     except MachineError as exc:
         tail = f"(log unreadable: {exc})"
     raise MachineError(
-        f"the worker on droplet {machine.name} ({machine.id}) did not reach Prefect within {timeout:.0f} s (check "
-        f"worker_api_url and the credentials in the DigitalOceanCredentials block); its log ends: {tail}"
+        f"the worker on droplet {machine.name} ({machine.id}) did not reach Prefect within {timeout:.0f} s: "
+        + worker_silence(api_url, tail)
     )
 
 

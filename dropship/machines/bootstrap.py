@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -380,6 +381,39 @@ def image_mark(ssh: SshSession) -> str:
 
 def worker_log(ssh: SshSession, lines: int = 20) -> str:
     return ssh.run(["sh", "-c", f"tail -n {int(lines)} {LOG} 2>/dev/null || true"])
+
+
+_UNRESOLVED = re.compile(r"name resolution|Name or service not known|nodename nor servname|getaddrinfo failed", re.I)
+_REFUSED = re.compile(r"Connection refused|No route to host|timed out", re.I)
+_UNAUTHORIZED = re.compile(r"\b401\b|Unauthorized", re.I)
+
+
+def worker_silence(api_url: str, log_tail: str) -> str:
+    """Why a droplet's worker never registered, read from its log: the cause and what to change.
+    The tail itself follows, cut at a word (a cut mid-word read like garbage)."""
+    host = urllib.parse.urlsplit(api_url).hostname or api_url
+    flat = " | ".join(line.strip() for line in log_tail.strip().splitlines() if line.strip())
+    if len(flat) > 400:
+        flat = "…" + flat[-400:].split(" ", 1)[-1]
+    if _UNRESOLVED.search(log_tail):
+        cause = (
+            f"the droplet cannot resolve {host}, the host of worker_api_url {api_url}: give the "
+            "DigitalOceanCredentials block a URL whose name droplets resolve (the emulator resolves only the names "
+            f"it publishes: `dropship emulator --publish {host}:PORT=127.0.0.1:PORT`)"
+        )
+    elif _UNAUTHORIZED.search(log_tail):
+        cause = (
+            f"Prefect at {api_url} refused the worker's credentials: set api_auth_string (or api_key) in the "
+            "DigitalOceanCredentials block to the server's"
+        )
+    elif _REFUSED.search(log_tail):
+        cause = (
+            f"nothing answers at {api_url} from the droplet: check worker_api_url in the DigitalOceanCredentials "
+            "block, and that the server listens where droplets reach it"
+        )
+    else:
+        cause = "check worker_api_url and the credentials in the DigitalOceanCredentials block"
+    return f"{cause}; its log ends: {flat or '(empty)'}"
 
 
 def scrub_for_snapshot(ssh: SshSession) -> None:

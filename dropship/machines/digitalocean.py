@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,7 +36,7 @@ import pydo
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 from azure.core.pipeline.policies import RetryPolicy
 
-from dropship.errors import ConfigError, MachineError, NotFound
+from dropship.errors import ConfigError, DropshipError, MachineError, NotFound
 from dropship.machines import BASE_TAG, RUN_TAG_PREFIX, WORK_DIR, Machine, MachineRequest
 
 SNAPSHOT_PREFIX = "dropship-"
@@ -68,12 +69,23 @@ class DigitalOceanSettings:
 class _Transient(Exception):
     """An answer worth trying again: 429, 5xx, a dropped connection, a pending event."""
 
-    def __init__(self, message: str, delay: float, maybe_done: bool) -> None:
+    def __init__(self, message: str, delay: float, maybe_done: bool, unreachable: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.delay = delay
         self.maybe_done = maybe_done
         """True when the request may have taken effect although it failed (5xx, dropped connection)."""
+        self.unreachable = unreachable
+        """True when nothing answered at the endpoint (refused, no route, no name): not the token's fault."""
+
+
+_OS_ERROR = re.compile(r"\[Errno -?\d+\] [^'\")]+")
+
+
+def _no_answer(exc: Exception) -> str:
+    """The OS's reason inside azure-core's long connection error (`[Errno 111] Connection refused`)."""
+    found = _OS_ERROR.search(str(exc))
+    return found.group(0).strip() if found else type(exc).__name__
 
 
 def _capture(pipeline_response: Any, deserialized: Any, headers: Any) -> tuple[int, Any]:
@@ -154,24 +166,39 @@ class DigitalOceanProvider:
             if status == 429 or status >= 500:
                 raise _Transient(f"{status} {message}", _retry_delay(exc), maybe_done=status != 429) from exc
             raise MachineError(f"DigitalOcean answered {status} to {what}: {message}") from exc
-        except (ServiceRequestError, ServiceResponseError) as exc:
-            raise _Transient(f"no answer ({exc})", 2.0, maybe_done=isinstance(exc, ServiceResponseError)) from exc
+        except ServiceRequestError as exc:  # the request never got an answer: refused, no route, no name
+            raise _Transient(f"no answer ({_no_answer(exc)})", 2.0, maybe_done=False, unreachable=True) from exc
+        except ServiceResponseError as exc:
+            raise _Transient(f"no answer ({_no_answer(exc)})", 2.0, maybe_done=True) from exc
         if status == 404:
             message = str((body or {}).get("message", "")) if isinstance(body, dict) else ""
             raise NotFound(f"{what}: not found (404): {message}")
         return body if body is not None else {}
 
+    def _exhausted(self, what: str, last: _Transient | None) -> DropshipError:
+        """The error once the attempts ran out: an endpoint where nothing answers says so, as a
+        configuration error (the token is not the question then)."""
+        if last is not None and last.unreachable:
+            return ConfigError(
+                f"nothing answers at the DigitalOcean endpoint {self.settings.endpoint} "
+                f"({last.message.removeprefix('no answer (').rstrip(')')}, {self.settings.max_attempts} attempts "
+                f"to {what}): check `endpoint` in the DigitalOceanCredentials block (for the emulator: is "
+                "`dropship emulator` running, and has it printed that it listens?)"
+            )
+        answer = last.message if last is not None else "none"
+        return MachineError(f"could not {what} after {self.settings.max_attempts} attempts: last answer {answer}")
+
     def _call(self, what: str, operation: Callable[..., Any], **kwargs: Any) -> Any:
         """`_once`, retried with backoff; only for requests that are safe to repeat."""
-        last = ""
+        last: _Transient | None = None
         for attempt in range(1, self.settings.max_attempts + 1):
             try:
                 return self._once(what, operation, **kwargs)
             except _Transient as exc:
-                last = exc.message
+                last = exc
                 if attempt < self.settings.max_attempts:
                     self._sleep(_backoff(exc.delay, attempt))
-        raise MachineError(f"could not {what} after {self.settings.max_attempts} attempts: last answer {last}")
+        raise self._exhausted(what, last)
 
     def _all(self, what: str, operation: Callable[..., Any], key: str, **kwargs: Any) -> list[dict[str, Any]]:
         """Every page of a list call."""

@@ -199,3 +199,27 @@ def test_droplet_workers_get_the_orchestrators_client_settings_and_skip_the_vers
         line.split("=", 1) for line in WorkerConfig(api_url="http://x/api", pool="p", queue="q").env_file().splitlines()
     )
     assert "PREFECT_CLIENT_CSRF_SUPPORT_ENABLED" not in plain, "without the orchestrator's answer, Prefect's default"
+
+
+@pytest.mark.parametrize(
+    ("log", "says"),
+    [
+        (
+            "httpx.ConnectError: [Errno -3] Temporary failure in name resolution",
+            "the droplet cannot resolve orchestrator.example.test, the host of worker_api_url",
+        ),
+        (
+            "prefect.exceptions.PrefectHTTPStatusError: Client error '401 Unauthorized'",
+            "refused the worker's credentials",
+        ),
+        ("httpx.ConnectError: [Errno 111] Connection refused", "nothing answers at http://orchestrator.example.test"),
+        ("something else entirely", "check worker_api_url and the credentials"),
+    ],
+)
+def test_a_silent_worker_is_explained_by_its_log(log: str, says: str) -> None:
+    from dropship.machines.bootstrap import worker_silence
+
+    text = worker_silence("http://orchestrator.example.test:4200/api", "starting worker\n" + log + "\n")
+    assert says in text and text.endswith(log.strip()) and "\n" not in text
+    long = worker_silence("http://x:1/api", "word " * 200)
+    assert long.split("its log ends: ", 1)[1].startswith("…word") and len(long) < 800

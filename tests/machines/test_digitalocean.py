@@ -254,3 +254,17 @@ def test_droplets_join_the_vpc_named_for_their_region(emulator: tuple[Emulator, 
     do.delete(machine.id)
     with pytest.raises(ConfigError, match="is in region ams3, not nyc1"):
         provider(url, emu, vpcs={"nyc1": vpc_id("ams3")}).create(request()[0])
+
+
+def test_an_endpoint_where_nothing_answers_says_so_not_that_the_token_is_wrong() -> None:
+    """The emulator not started yet (or a wrong endpoint) read as 'could not read the account ... last
+    answer no answer (<a paragraph of urllib3>)'; it is a configuration error naming the endpoint."""
+    from dropship.ports import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"
+    do = DigitalOceanProvider(DigitalOceanSettings(token=TOKEN, endpoint=url, max_attempts=2), sleep=lambda s: None)
+    with pytest.raises(ConfigError) as info:
+        do.preflight([("s-1vcpu-1gb", "debian-12-x64", "nyc1")])
+    message = str(info.value)
+    assert message.startswith(f"nothing answers at the DigitalOcean endpoint {url} ([Errno 111] Connection refused")
+    assert "dropship emulator" in message and "\n" not in message and TOKEN not in message
