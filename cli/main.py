@@ -241,7 +241,13 @@ def _parser() -> argparse.ArgumentParser:
         default="containers",
         help="what plays a droplet: a container (default; needs root and dockerd) or local processes",
     )
-    emu.add_argument("--state", type=Path, default=Path("emulator-state"), help="folder for the droplets' machines")
+    emu.add_argument(
+        "--state",
+        type=Path,
+        default=Path("emulator-state"),
+        help="folder for the droplets' machines and the emulator's dockerd data "
+        "(default ./emulator-state, a few hundred MB; delete it when done)",
+    )
     emu.add_argument(
         "--dockerd-dir",
         type=Path,
@@ -390,7 +396,9 @@ def _demo(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-    if ok:
+    if ok and server is None:  # the Prefect server in $PREFECT_API_URL still runs: its UI shows the release
+        print(f"\n{message}")
+    elif ok:
         print(f"\n{message}\n\nThe release in the Prefect UI again: dropship ui --workdir {workdir}")
     else:
         print(message, file=sys.stderr)
