@@ -27,8 +27,8 @@ def api_url() -> str:
 def machine_client_env() -> tuple[tuple[str, str], ...]:
     """Prefect client settings for every machine's worker, asked of this process's server once
     (`dropship.orchestrator.client_env` keeps the answer): a request here saves several per target."""
-    auth = PREFECT_API_AUTH_STRING.value()
-    return tuple(sorted(client_env(api_url(), auth.get_secret_value() if auth else None).items()))
+    auth = PREFECT_API_AUTH_STRING.value()  # Prefect's legacy accessor unwraps the SecretStr
+    return tuple(sorted(client_env(api_url(), str(auth) if auth else None).items()))
 
 
 def local_worker(queue: str) -> WorkerSpec:
