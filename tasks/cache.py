@@ -29,6 +29,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 
 from dropship.cache import Decision, LocalArtifactStore, build_or_reuse
+from dropship.errors import ConfigError
 from dropship.graph import archive_with_dependencies
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
@@ -66,6 +67,8 @@ def _attempts(step: str, target_name: str, attempts: int, delay: float, fn: Call
     for attempt in range(1, attempts + 1):
         try:
             return fn()
+        except ConfigError:  # bad input (a loopback worker URL, a refused size): the same again 5 s later
+            raise
         except Exception as exc:  # noqa: BLE001 - as Prefect's task retries did; the last one is raised
             if attempt == attempts:
                 raise

@@ -61,13 +61,23 @@ def test_a_step_stopped_by_a_base_exception_is_not_tried_again(prefect_server: s
     assert len(calls) == 1
 
 
-def test_the_build_task_keeps_the_retries_its_steps_had_as_tasks() -> None:
-    """provision had retries=1 (5 s apart), collect retries=2 (3 s apart)."""
-    import inspect
+def test_bad_input_is_not_tried_again(prefect_server: str) -> None:
+    """A ConfigError (a loopback worker URL, a size the region lacks) fails the same way 5 s later."""
+    from prefect import flow
 
-    from tasks import cache
+    from dropship.errors import ConfigError
+    from tasks.cache import _attempts
 
-    assert (cache.PROVISION_ATTEMPTS, cache.PROVISION_DELAY) == (2, 5.0)
-    assert (cache.COLLECT_ATTEMPTS, cache.COLLECT_DELAY) == (3, 3.0)
-    source = inspect.getsource(cache.build_target.fn)
-    assert "PROVISION_ATTEMPTS" in source and "COLLECT_ATTEMPTS" in source
+    calls: list[int] = []
+
+    def refused() -> str:
+        calls.append(1)
+        raise ConfigError("droplets cannot reach Prefect at http://127.0.0.1:4200/api")
+
+    @flow(name="attempts-config")
+    def run() -> str:
+        return _attempts("provisioning", "amd64-deb", 2, 0.01, refused)
+
+    with pytest.raises(ConfigError, match="cannot reach Prefect"):
+        run()
+    assert len(calls) == 1
