@@ -135,7 +135,7 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
 _CSRF_DISABLED = b"CSRF protection is disabled."
 """Prefect's answer to a token request when its CSRF protection is off (prefect/server/api/csrf_token.py)."""
 
-_csrf_answers: dict[tuple[str, str], bool] = {}
+_csrf_answers: dict[tuple[str, str], bool | None] = {}
 _csrf_lock = threading.Lock()
 
 
@@ -170,16 +170,14 @@ def csrf_enforced(api_url: str, auth_string: str | None = None, timeout: float =
 
 def client_env(api_url: str, auth_string: str | None = None) -> dict[str, str]:
     """Prefect client settings for the processes dropship starts against `api_url`: no CSRF token
-    round trip where the server said it wants none (`csrf_enforced`). A definite answer is kept per
-    server and credentials for this process; no answer is asked again next time, and meanwhile
-    Prefect's default (ask for tokens) stands."""
+    round trip where the server said it wants none (`csrf_enforced`). The answer is kept per server and
+    credentials for this process, no answer included (Prefect's default, ask for tokens, then stands):
+    asking again per target would cost what skipping the tokens saves."""
     key = (api_url.rstrip("/"), hashlib.sha256((auth_string or "").encode()).hexdigest())
     with _csrf_lock:
-        enforced = _csrf_answers.get(key)
-        if enforced is None:
-            enforced = csrf_enforced(api_url, auth_string)
-            if enforced is not None:
-                _csrf_answers[key] = enforced
+        if key not in _csrf_answers:  # no answer is kept too: a probe per target would cost what it saves
+            _csrf_answers[key] = csrf_enforced(api_url, auth_string)
+        enforced = _csrf_answers[key]
     return {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"} if enforced is False else {}
 
 
