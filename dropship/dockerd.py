@@ -216,7 +216,7 @@ def _kill_leftovers(folder: Path, short: Path) -> None:
             groups = (entry / "cgroup").read_text() if ids else ""
         except OSError:
             continue
-        if shim or any(f"/{container}" in groups for container in ids):
+        if shim or any(container in groups for container in ids):  # cgroupfs /docker/<id>, systemd docker-<id>.scope
             _kill(int(entry.name))
 
 
