@@ -26,7 +26,7 @@ from dropship.machines.digitalocean import DigitalOceanProvider, image_hash_of, 
 from dropship.machines.provision import provision_droplet, target_setup
 from dropship.manifest import Manifest, load_manifest
 from dropship.ssh import write_keypair
-from tasks.machines import _credentials
+from tasks.machines import do_credentials
 
 
 def planned_image(manifest: Manifest, target_name: str) -> tuple[str, str, str]:
@@ -42,7 +42,7 @@ def planned_image(manifest: Manifest, target_name: str) -> tuple[str, str, str]:
 @task(name="build-image", task_run_name="build image", cache_policy=NO_CACHE)
 def build_image(manifest: Manifest, target_name: str, run_id: str) -> dict[str, Any]:
     logger = get_run_logger()
-    credentials = _credentials(manifest)
+    credentials = do_credentials(manifest)
     provider = DigitalOceanProvider(credentials.settings())
     target = manifest.target(target_name)
     spec = manifest.machine_spec(target)
@@ -106,7 +106,7 @@ def image_build(manifest: str, target: str | None = None) -> list[dict[str, Any]
 
 def _credentials_exist(manifest: Manifest) -> bool:
     try:
-        _credentials(manifest)
+        do_credentials(manifest)
     except ConfigError:
         return False
     return True

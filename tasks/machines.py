@@ -31,7 +31,7 @@ from tasks.resources import BUILDERS_POOL
 from tasks.settings import api_url, local_worker, machine_client_env
 
 
-def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
+def do_credentials(manifest: Manifest) -> DigitalOceanCredentials:
     name = manifest.machines.credentials
     try:
         return require_block(DigitalOceanCredentials, name)
@@ -42,7 +42,7 @@ def _credentials(manifest: Manifest) -> DigitalOceanCredentials:
 
 
 def provider_for(manifest: Manifest, provider: str, workdir: str) -> Provider:
-    settings = _credentials(manifest).settings() if provider == "digitalocean" else None
+    settings = do_credentials(manifest).settings() if provider == "digitalocean" else None
     return make_provider(provider, Path(workdir), settings)
 
 
@@ -51,9 +51,8 @@ def worker_for(manifest: Manifest, provider: str, queue: str) -> WorkerSpec:
     return local_worker(queue)
 
 
-def droplet_worker(manifest: Manifest, queue: str) -> WorkerConfig:
+def droplet_worker(credentials: DigitalOceanCredentials, queue: str) -> WorkerConfig:
     """The worker a droplet runs: the block's API URL and credentials."""
-    credentials = _credentials(manifest)
     return WorkerConfig(
         api_url=credentials.worker_url(api_url()),
         pool=BUILDERS_POOL,
@@ -86,7 +85,8 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
     public_key = client_key_path(plan).with_suffix(".pub").read_text().strip()
     target = manifest.target(target_name)
     if plan.provider == "digitalocean":
-        credentials = _credentials(manifest)
+        credentials = do_credentials(manifest)
+        worker = droplet_worker(credentials, name)
         private_key = client_key_path(plan).read_text()
         machine = provision_droplet(
             provider,
@@ -96,12 +96,12 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             short_run_id=plan.short_id,
             client_public_key=public_key,
             client_private_key=private_key,
-            worker=droplet_worker(manifest, name),
+            worker=worker,
             index_url=credentials.index_url(),
             ssh_timeout=credentials.ssh_timeout,
         )
         try:
-            wait_worker(name, machine, private_key, credentials.worker_url(api_url()))
+            wait_worker(name, machine, private_key, worker.api_url)
         except BaseException:
             provider.delete(machine.id)
             raise

@@ -16,7 +16,7 @@ from dropship.plan import ReleasePlan, make_plan
 from dropship.progress import event
 from dropship.project_tests import run_tests
 from tasks.containers import resolve_build_images
-from tasks.machines import droplet_worker
+from tasks.machines import do_credentials, droplet_worker
 
 
 @task(name="plan", task_run_name="plan", cache_policy=NO_CACHE)
@@ -77,7 +77,9 @@ def preflight(manifest: Manifest, plan: ReleasePlan) -> list[str]:
         logger.info("%s", check.line())
     require(checks)
     if plan.provider == "digitalocean":
-        droplet_worker(manifest, "preflight").env_file()  # the URL and credentials droplets' workers get are usable
+        credentials = do_credentials(manifest)
+        droplet_worker(credentials, "preflight").env_file()  # the URL and credentials droplets' workers get are usable
+        credentials.index_url()  # and the package index they install from is one they reach
     logger.info("%s", "; ".join(c.what for c in checks), extra=event("check"))
     return [check.line() for check in checks]
 
