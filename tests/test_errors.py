@@ -96,7 +96,7 @@ PYDO_RAISES: list[tuple[BaseException, type[DropshipError]]] = [
     (_http_error(500), MachineError),
     (_http_error(503), MachineError),
     (_http_error(418), MachineError),
-    (ServiceRequestError("connection refused"), MachineError),
+    (ServiceRequestError("connection refused"), ConfigError),  # nothing answers: the endpoint is wrong
     (ServiceResponseError("connection dropped"), MachineError),
 ]
 

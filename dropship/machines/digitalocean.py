@@ -69,14 +69,15 @@ class DigitalOceanSettings:
 class _Transient(Exception):
     """An answer worth trying again: 429, 5xx, a dropped connection, a pending event."""
 
-    def __init__(self, message: str, delay: float, maybe_done: bool, unreachable: bool = False) -> None:
+    def __init__(self, message: str, delay: float, maybe_done: bool, unreachable: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.delay = delay
         self.maybe_done = maybe_done
         """True when the request may have taken effect although it failed (5xx, dropped connection)."""
         self.unreachable = unreachable
-        """True when nothing answered at the endpoint (refused, no route, no name): not the token's fault."""
+        """The OS's reason when nothing answered at the endpoint (refused, no route, no name): not the
+        token's fault."""
 
 
 _OS_ERROR = re.compile(r"\[Errno -?\d+\] [^'\")]+")
@@ -167,7 +168,8 @@ class DigitalOceanProvider:
                 raise _Transient(f"{status} {message}", _retry_delay(exc), maybe_done=status != 429) from exc
             raise MachineError(f"DigitalOcean answered {status} to {what}: {message}") from exc
         except ServiceRequestError as exc:  # the request never got an answer: refused, no route, no name
-            raise _Transient(f"no answer ({_no_answer(exc)})", 2.0, maybe_done=False, unreachable=True) from exc
+            reason = _no_answer(exc)
+            raise _Transient(f"no answer ({reason})", 2.0, maybe_done=False, unreachable=reason) from exc
         except ServiceResponseError as exc:
             raise _Transient(f"no answer ({_no_answer(exc)})", 2.0, maybe_done=True) from exc
         if status == 404:
@@ -178,10 +180,10 @@ class DigitalOceanProvider:
     def _exhausted(self, what: str, last: _Transient | None) -> DropshipError:
         """The error once the attempts ran out: an endpoint where nothing answers says so, as a
         configuration error (the token is not the question then)."""
-        if last is not None and last.unreachable:
+        if last is not None and last.unreachable is not None:
             return ConfigError(
                 f"nothing answers at the DigitalOcean endpoint {self.settings.endpoint} "
-                f"({last.message.removeprefix('no answer (').rstrip(')')}, {self.settings.max_attempts} attempts "
+                f"({last.unreachable}, {self.settings.max_attempts} attempts "
                 f"to {what}): check `endpoint` in the DigitalOceanCredentials block (for the emulator: is "
                 "`dropship emulator` running, and has it printed that it listens?)"
             )
