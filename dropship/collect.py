@@ -14,11 +14,10 @@ def endpoint(machine: Machine) -> Endpoint:
     return Endpoint(machine.host, machine.port, machine.user, machine.host_public_key)
 
 
-def upload_source(machine: Machine, private_key: str, archive: Path) -> str:
+def upload_source(session: SshSession, machine: Machine, archive: Path) -> str:
     """Upload the source archive into the machine's work dir; return its remote path."""
     remote = f"{machine.work_dir}/{archive.name}"
-    with SshSession(endpoint(machine), private_key) as session:
-        session.put(archive, remote)
+    session.put(archive, remote)
     return remote
 
 

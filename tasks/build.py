@@ -25,11 +25,14 @@ from dropship.collect import endpoint, upload_source
 from dropship.errors import BuildFailed, DropshipError
 from dropship.jobs import build_globs
 from dropship.machines import Machine, run_tag
+from dropship.machines.bootstrap import worker_silence
+from dropship.machines.handover import hand_over, worker_log
 from dropship.manifest import Manifest, PackageFormat, Target
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
 from tasks.machines import client_key_path, delete_machine, provider_for
 from tasks.resources import BUILD, Applied, ensure_deployment, ensure_pool
+from tasks.settings import api_url
 
 PICKUP_TIMEOUT = 180.0
 LIVENESS_SECONDS = 15.0
@@ -148,12 +151,18 @@ def _build_runs() -> _BuildRuns:
 
 
 def _wait(
-    flow_run_id: UUID, target: str, queue: str, timeout: float, lost: Callable[[], str | None] | None = None
+    flow_run_id: UUID,
+    target: str,
+    queue: str,
+    timeout: float,
+    lost: Callable[[], str | None] | None = None,
+    unclaimed: Callable[[], str] | None = None,
 ) -> FlowRun:
-    """Wait for the child run to end; fail clearly if no worker picks it up, if the
-    machine dies (`lost()` names why, checked every LIVENESS_SECONDS), or if the
-    Prefect API stays unreachable for API_OUTAGE_SECONDS (shorter outages are
-    waited through). The run's state is read with every other build's (`_BuildRuns`)."""
+    """Wait for the child run to end; fail clearly if no worker picks it up
+    (`unclaimed()` says why), if the machine dies (`lost()` names why, checked
+    every LIVENESS_SECONDS), or if the Prefect API stays unreachable for
+    API_OUTAGE_SECONDS (shorter outages are waited through). The run's state is
+    read with every other build's (`_BuildRuns`)."""
     started = time.monotonic()
     checked = started
     unreachable_since: float | None = None
@@ -183,7 +192,10 @@ def _wait(
                 return run
             waited = now - started
             if state is not None and state.is_scheduled() and waited > PICKUP_TIMEOUT:
-                raise BuildFailed(target, f"no worker picked up the build on queue {queue} in {PICKUP_TIMEOUT:.0f} s")
+                why = f": {unclaimed()}" if unclaimed is not None else ""
+                raise BuildFailed(
+                    target, f"no worker picked up the build on queue {queue} in {PICKUP_TIMEOUT:.0f} s{why}"
+                )
             if waited > timeout:
                 raise BuildFailed(target, f"build did not finish within {timeout:.0f} s")
             if lost is not None and now - checked >= LIVENESS_SECONDS:
@@ -219,10 +231,29 @@ def _liveness(
     return lost
 
 
+def _unclaimed(plan: ReleasePlan, machine: Machine, key: str) -> Callable[[], str]:
+    """Why the machine's worker never took its run, from the worker's log."""
+
+    def why() -> str:
+        try:
+            with SshSession(endpoint(machine), key, connect_timeout=15) as ssh:
+                tail = worker_log(ssh, machine, 8)
+        except DropshipError as exc:
+            return f"its worker log is unreadable ({exc})"
+        if plan.provider == "digitalocean":
+            return worker_silence(api_url(), tail)
+        return "its worker log ends: " + (
+            " | ".join(line.strip() for line in tail.splitlines() if line.strip()) or "(empty)"
+        )
+
+    return why
+
+
 def build_on_machine(
     manifest: Manifest, plan: ReleasePlan, target_name: str, machine: Machine, workdir: str
 ) -> dict[str, object]:
-    """Upload the source, run the build deployment on the machine's queue, wait.
+    """Upload the source, create the build run on the machine's queue, hand it to the
+    machine's worker launcher (`dropship.machines.handover`), wait.
 
     On failure the machine is deleted at once rather than at teardown.
     """
@@ -230,33 +261,9 @@ def build_on_machine(
     target = manifest.target(target_name)
     try:
         key = client_key_path(plan).read_text()
-        remote_archive = upload_source(machine, key, Path(plan.archive))
+        with SshSession(endpoint(machine), key) as ssh:
+            child = _start_build(ssh, manifest, plan, target, machine)
         started = time.monotonic()
-        child = run_deployment(
-            BUILD.full_name,
-            parameters={
-                "target": target.name,
-                "workspace": machine.work_dir,
-                "archive": remote_archive,
-                "command": list(target.build),
-                "artifacts": build_globs(target),  # deb/rpm artifacts and language packages
-                "version": plan.version,
-                # the commit's time, so a rebuild of the same commit can be byte-identical
-                "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},
-                "timeout": float(manifest.machines.build_timeout),
-                # droplets run their worker as root: the build runs as this unprivileged user
-                "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
-                # format = "oci": the image from the built tree (dropship.oci_build)
-                **_image_parameters(target),
-                # container = "...": the build runs in that image, pinned by digest at plan time
-                **_container_parameters(plan, target),
-            },
-            work_queue_name=machine.name,
-            timeout=0,
-            tags=[run_tag(plan.run_id), f"dropship-target-{target.name}"],
-            flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
-        )
-        assert isinstance(child, FlowRun), "called from synchronous code"
         logger.info("build of %s is flow run %s on queue %s", target.name, child.name, machine.name)
         finished = _wait(
             child.id,
@@ -264,6 +271,7 @@ def build_on_machine(
             machine.name,
             float(manifest.machines.build_timeout),
             _liveness(manifest, plan, workdir, machine, key),
+            _unclaimed(plan, machine, key),
         )
         assert finished.state is not None
         if finished.state.is_crashed():
@@ -283,6 +291,38 @@ def build_on_machine(
         except Exception as exc:  # noqa: BLE001 - keep the build's error; teardown retries the delete
             logger.error("could not delete machine %s after the failed build: %s", machine.name, exc)
         raise
+
+
+def _start_build(ssh: SshSession, manifest: Manifest, plan: ReleasePlan, target: Target, machine: Machine) -> FlowRun:
+    """The source on the machine, the build run on its queue, the run's id handed to its worker."""
+    remote_archive = upload_source(ssh, machine, Path(plan.archive))
+    child = run_deployment(
+        BUILD.full_name,
+        parameters={
+            "target": target.name,
+            "workspace": machine.work_dir,
+            "archive": remote_archive,
+            "command": list(target.build),
+            "artifacts": build_globs(target),  # deb/rpm artifacts and language packages
+            "version": plan.version,
+            # the commit's time, so a rebuild of the same commit can be byte-identical
+            "env": {**target.env, "SOURCE_DATE_EPOCH": str(plan.source_date_epoch)},
+            "timeout": float(manifest.machines.build_timeout),
+            # droplets run their worker as root: the build runs as this unprivileged user
+            "build_user": BUILD_USER if plan.provider == "digitalocean" else None,
+            # format = "oci": the image from the built tree (dropship.oci_build)
+            **_image_parameters(target),
+            # container = "...": the build runs in that image, pinned by digest at plan time
+            **_container_parameters(plan, target),
+        },
+        work_queue_name=machine.name,
+        timeout=0,
+        tags=[run_tag(plan.run_id), f"dropship-target-{target.name}"],
+        flow_run_name=f"{plan.project}-{plan.name}-{target.name}".replace("/", "-"),
+    )
+    assert isinstance(child, FlowRun), "called from synchronous code"
+    hand_over(ssh, machine, str(child.id))
+    return child
 
 
 def _image_parameters(target: Target) -> dict[str, object]:

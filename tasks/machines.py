@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from prefect import get_run_logger, task
@@ -16,16 +15,15 @@ from prefect.states import Cancelled
 from blocks.digitalocean import DigitalOceanCredentials
 from blocks.values import require_block
 from dropship import ledger
-from dropship.errors import ConfigError, MachineError
+from dropship.errors import ConfigError
 from dropship.machines import Machine, Provider, run_tag
-from dropship.machines.bootstrap import WorkerConfig, worker_log, worker_silence
+from dropship.machines.bootstrap import WorkerConfig
 from dropship.machines.factory import make_provider
 from dropship.machines.provision import machine_name, provision, provision_droplet
 from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.run_folder import RunFolder
-from dropship.ssh import Endpoint, SshSession
 from tasks.api import call
 from tasks.resources import BUILDERS_POOL
 from tasks.settings import api_url, local_worker, machine_client_env
@@ -100,11 +98,6 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             index_url=credentials.index_url(),
             ssh_timeout=credentials.ssh_timeout,
         )
-        try:
-            wait_worker(name, machine, private_key, worker.api_url)
-        except BaseException:
-            provider.delete(machine.id)
-            raise
     else:
         machine = provision(
             provider,
@@ -125,26 +118,6 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
     )
     get_run_logger().info("machine %s (%s) is up for %s", machine.name, machine.id, target_name)
     return machine
-
-
-def wait_worker(name: str, machine: Machine, private_key: str, api_url: str, timeout: float = 120.0) -> None:
-    """Until the machine's worker has registered with Prefect; else fail with the cause its log shows."""
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            if any(w.name == name for w in client.read_workers_for_work_pool(BUILDERS_POOL)):
-                return
-            time.sleep(1.0)
-    try:
-        endpoint = Endpoint(machine.host, machine.port, machine.user, machine.host_public_key)
-        with SshSession(endpoint, private_key, connect_timeout=15) as ssh:
-            tail = worker_log(ssh, 8)
-    except MachineError as exc:
-        tail = f"(log unreadable: {exc})"
-    raise MachineError(
-        f"the worker on droplet {machine.name} ({machine.id}) did not reach Prefect within {timeout:.0f} s: "
-        + worker_silence(api_url, tail)
-    )
 
 
 def delete_machine(manifest: Manifest, plan: ReleasePlan, workdir: str, machine: Machine) -> None:

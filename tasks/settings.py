@@ -37,7 +37,7 @@ def local_worker(queue: str) -> WorkerSpec:
         api_url=api_url(),
         pool=BUILDERS_POOL,
         queue=queue,
-        prefect=[sys.executable, "-m", "prefect"],
+        launcher=[sys.executable, "-m", "tasks.machine_worker"],
         env=dict(machine_client_env()),
     )
 

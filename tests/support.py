@@ -185,25 +185,32 @@ IDLE_WORKER = WorkerSpec(
     api_url="http://127.0.0.1:9/api",
     pool="p",
     queue="q",
-    prefect=[sys.executable, "-c", "import time; time.sleep(300)"],
+    launcher=[sys.executable, "-c", "import time; time.sleep(300)"],
     env={},
 )
 
 
-def idle_user_data(host: KeyPair, client: KeyPair) -> str:
-    """The user_data of a machine with `host`'s host key that lets `client` in and whose worker idles."""
+def idle_user_data(host: KeyPair, client: KeyPair, worker: WorkerSpec = IDLE_WORKER) -> str:
+    """The user_data of a machine with `host`'s host key that lets `client` in and whose worker
+    (once handed a build run) idles."""
     return render(
         host_private_key=host.private_openssh,
         host_public_key=host.public_line,
         authorized_key=client.public_line,
         work_dir="/var/lib/dropship/work",
-        worker=IDLE_WORKER,
+        worker=worker,
     )
 
 
-def boot(provider: LocalProvider, client: KeyPair, name: str = "m", tags: tuple[str, ...] = ()) -> Machine:
+def boot(
+    provider: LocalProvider,
+    client: KeyPair,
+    name: str = "m",
+    tags: tuple[str, ...] = (),
+    worker: WorkerSpec = IDLE_WORKER,
+) -> Machine:
     host = generate_keypair("host")
-    user_data = idle_user_data(host, client)
+    user_data = idle_user_data(host, client, worker)
     return provider.create(MachineRequest(name, tags, "s", "i", "r", user_data, host.public_line))
 
 

@@ -587,7 +587,7 @@ def test_build_machines_workers_get_the_retry_settings(tmp_path: Path) -> None:
         api_url="http://127.0.0.1:4200/api",
         pool="dropship-builders",
         queue="q",
-        prefect=["true"],
+        launcher=["true"],
         env={"PREFECT_CLIENT_MAX_RETRIES": "2"},
     )
     script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=worker)

@@ -52,6 +52,9 @@ class Machine:
     details: dict[str, str] = field(default_factory=dict)
     price_hourly: float | None = None
     """USD per hour of the machine's size, as the provider prices it (None: free, or unknown)."""
+    root: str = ""
+    """Where the machine's `/` is, as its SSH sessions see it: "" on a droplet, its folder for a
+    local machine (whose sessions run on this host)."""
 
 
 class Provider(Protocol):
@@ -80,5 +83,5 @@ class Provider(Protocol):
         ...
 
     def alive(self, machine_id: str) -> bool:
-        """Whether the machine still exists and runs (its worker, for a local machine)."""
+        """Whether the machine still exists and runs (a local machine: its sshd and its worker launcher)."""
         ...

@@ -17,9 +17,11 @@ never accepts another. Then, over that channel:
 3. the worker's API URL and credentials in `/etc/dropship/worker.env` (root,
    0600), written through the SSH channel's stdin: never in user_data, a
    command line or a log;
-4. the worker, as a systemd unit where PID 1 is systemd, else as a detached
-   restart loop logging to /var/log/dropship/worker.log, serving only the
-   machine's own queue.
+4. the worker launcher, as a systemd unit where PID 1 is systemd, else as a
+   detached loop that starts it again if it fails, logging to
+   /var/log/dropship/worker.log. It waits on the hand-over pipe for the build
+   run, then runs a worker for the machine's own queue that polls once
+   (`dropship.machines.handover`, `tasks.machine_worker`).
 
 A snapshot made by `dropship image build` already holds 1 and 2 (`image_hash`
 records what it holds); a machine booted from it only gets 3 and 4.
@@ -31,6 +33,7 @@ import base64
 import hashlib
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -50,6 +53,7 @@ from packaging.utils import canonicalize_name
 
 from dropship.errors import ConfigError, HostKeyMismatch, MachineError
 from dropship.machines import Machine
+from dropship.machines.handover import HANDOVER, WORKER_LOG
 from dropship.machines.userdata import worker_env
 from dropship.ssh import Endpoint, SshSession
 
@@ -57,8 +61,9 @@ PYPI = "https://pypi.org/simple"
 VENV = "/opt/dropship/venv"
 DIST = "/opt/dropship/dist"
 ENV_FILE = "/etc/dropship/worker.env"
-LOG = "/var/log/dropship/worker.log"
+LOG = WORKER_LOG
 UNIT = "dropship-worker.service"
+LAUNCHER = "/opt/dropship/bin/worker-launch"
 SUPERVISOR = "/opt/dropship/bin/worker-supervise"
 MARK = "/etc/dropship/image"
 """On a snapshot: the image hash it was built with."""
@@ -100,22 +105,15 @@ class WorkerConfig:
                 )
         return "".join(f"{name}={value}\n" for name, value in env.items())
 
-    def argv(self) -> list[str]:
-        return [
-            f"{VENV}/bin/prefect",
-            "worker",
-            "start",
-            "--pool",
-            self.pool,
-            "--work-queue",
-            self.queue,
-            "--name",
-            self.queue,
-            "--type",
-            "process",
-            "--limit",
-            "1",
-        ]
+    def launcher(self) -> str:
+        """The launcher script: wait on the hand-over pipe for the build run, then the worker for it."""
+        argv = [f"{VENV}/bin/python", "-m", "tasks.machine_worker", "--pool", self.pool, "--queue", self.queue]
+        return (
+            "#!/bin/sh\n# dropship build worker launcher, generated: waits for the build run, polling nothing\n"
+            "set -eu\n"
+            f"[ -p {HANDOVER} ] || mkfifo -m 0600 {HANDOVER}\n"
+            f"exec {shlex.join([*argv, '--handover', HANDOVER])}\n"
+        )
 
 
 # --- what this orchestrator runs ---------------------------------------------
@@ -341,18 +339,19 @@ def install(ssh: SshSession, setup: Setup, *, index_url: str = PYPI, image_mark:
 
 
 def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
-    """Credentials file, then the worker (step 3 and 4); returns "systemd" or "supervised"."""
+    """Credentials file, then the launcher (step 3 and 4); returns "systemd" or "supervised"."""
     ssh.run(["mkdir", "-p", "/etc/dropship", "/var/log/dropship", "/var/lib/dropship/prefect", "/opt/dropship/bin"])
     ssh.run(
         ["sh", "-c", f"umask 077 && cat > {ENV_FILE}.part && mv {ENV_FILE}.part {ENV_FILE}"],
         stdin=worker.env_file().encode(),
     )
-    argv = worker.argv()
+    ssh.run(["sh", "-c", f"cat > {LAUNCHER} && chmod 0755 {LAUNCHER}"], stdin=worker.launcher().encode())
+    ssh.run(["sh", "-c", f"[ -p {HANDOVER} ] || mkfifo -m 0600 {HANDOVER}"])  # there before anything writes to it
     if ssh.run(["cat", "/proc/1/comm"]).strip() == "systemd":
         unit = (
             "[Unit]\nDescription=dropship build worker\nAfter=network-online.target\n\n"
             f"[Service]\nEnvironmentFile={ENV_FILE}\nWorkingDirectory=/var/lib/dropship\n"
-            f"ExecStart={' '.join(argv)}\nRestart=always\nRestartSec=2\n"
+            f"ExecStart={LAUNCHER}\nRestart=on-failure\nRestartSec=2\n"
             f"StandardOutput=append:{LOG}\nStandardError=append:{LOG}\n\n"
             "[Install]\nWantedBy=multi-user.target\n"
         )
@@ -361,11 +360,10 @@ def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
         ssh.run(["systemctl", "enable", "--now", UNIT])
         return "systemd"
     script = (
-        "#!/bin/sh\n# dropship build worker, restarted whenever it ends (no systemd on this machine)\n"
+        "#!/bin/sh\n# dropship build worker launcher, started again when it fails (no systemd on this machine)\n"
         "echo $$ > /run/dropship-worker.pid\n"
-        "while :; do\n"
-        f'  ( while IFS= read -r line; do export "$line"; done < {ENV_FILE}\n'
-        f"    cd /var/lib/dropship && exec {' '.join(argv)} )\n"
+        f'until ( while IFS= read -r line; do export "$line"; done < {ENV_FILE}\n'
+        f"        cd /var/lib/dropship && exec {LAUNCHER} ); do\n"
         "  sleep 2\n"
         "done\n"
     )
@@ -377,10 +375,6 @@ def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
 def image_mark(ssh: SshSession) -> str:
     """The image hash a snapshot recorded, or "" on a stock image."""
     return ssh.run(["sh", "-c", f"cat {MARK} 2>/dev/null || true"]).strip()
-
-
-def worker_log(ssh: SshSession, lines: int = 20) -> str:
-    return ssh.run(["sh", "-c", f"tail -n {int(lines)} {LOG} 2>/dev/null || true"])
 
 
 _UNRESOLVED = re.compile(r"name resolution|Name or service not known|nodename nor servname|getaddrinfo failed", re.I)

@@ -455,6 +455,7 @@ class DigitalOceanProvider:
             port=int(emulated.get("ssh_port", self.settings.ssh_port)),
             user=str(emulated.get("ssh_user", self.settings.ssh_user)),
             work_dir=f"{root}{WORK_DIR}",
+            root=root,
             created_at=created,
             host_public_key=host_public_key,
             price_hourly=float(size["price_hourly"]) if size.get("price_hourly") is not None else None,

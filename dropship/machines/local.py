@@ -143,6 +143,7 @@ class LocalProvider:
             created_at=datetime.now(UTC),
             host_public_key=request.host_public_key,
             details={"root": str(root), "size": request.size, "image": request.image, "region": request.region},
+            root=str(root),
         )
         self._save(folder, machine, {})
         try:
@@ -235,17 +236,20 @@ class LocalProvider:
         return sorted(found, key=lambda m: m.created_at)
 
     def alive(self, machine_id: str) -> bool:
-        """The machine's folder exists and its worker and sshd processes run."""
+        """The machine's folder exists, its sshd runs, and its worker launcher runs or ended
+        on its own (after the build it was handed: it writes its exit status)."""
         folder = self.machines_dir / machine_id
         loaded = self._load(folder)
         if loaded is None:
             return False
+        dropship = Path(loaded[0].root or loaded[0].details.get("root", "")) / "etc/dropship"
         try:
-            worker = int((Path(loaded[0].details["root"]) / "etc/dropship/worker.pid").read_text().strip())
-        except (OSError, KeyError, ValueError):
+            worker = int((dropship / "worker.pid").read_text().strip())
+        except (OSError, ValueError):
             return False
         sshd = loaded[1].get("sshd_pgid", 0)
-        return worker > 0 and sshd > 0 and _alive(worker) and _alive(sshd)
+        launcher = worker > 0 and (_alive(worker) or (dropship / "worker.exit").exists())
+        return sshd > 0 and _alive(sshd) and launcher
 
     def delete(self, machine_id: str) -> None:
         """Stop every process of the machine, then remove its folder."""

@@ -4,11 +4,13 @@ Two scripts. A droplet's (`render_bootstrap`, cloud-init user_data on a stock
 image) only installs the host key the orchestrator chose, removing the
 image's others, turns password login off and makes sshd reload: nothing
 secret and no worker. The orchestrator then reaches the machine over SSH with
-that key pinned and installs and starts the worker itself
+that key pinned and installs the worker launcher itself
 (`dropship.machines.bootstrap`). A local machine (`render`) runs its script
 with `DROPSHIP_MACHINE_ROOT` pointing at its folder; it writes the host key,
-the key the orchestrator logs in with, and starts a Prefect worker that serves
-only this machine's work queue from the orchestrator's own interpreter.
+the key the orchestrator logs in with, and starts the worker launcher from the
+orchestrator's own interpreter. Either launcher waits for the build run the
+orchestrator hands over, then runs a worker for this machine's queue that
+polls once (`dropship.machines.handover`).
 Every value is quoted with `shlex.quote` or sits in a quoted here-document:
 nothing in it is interpreted by the shell.
 """
@@ -20,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dropship.errors import MachineError
+from dropship.machines.handover import HANDOVER, WORKER_LOG
 from dropship.orchestrator import CLIENT_RETRY_ENV
 
 DELIMITER = "DROPSHIP_END_OF_FILE"
@@ -30,8 +33,9 @@ class WorkerSpec:
     api_url: str
     pool: str
     queue: str
-    prefect: Sequence[str]
-    """The command that runs the Prefect CLI on the machine, e.g. ["prefect"]."""
+    launcher: Sequence[str]
+    """The command that starts the machine's worker launcher, given `--pool`, `--queue` and
+    `--handover PIPE`, e.g. [python, "-m", "tasks.machine_worker"] (see `dropship.machines.handover`)."""
     env: Mapping[str, str]
     """Extra, non-secret environment for the worker and its flow runs."""
 
@@ -50,19 +54,11 @@ def check_public_keys(*keys: str) -> None:
         raise MachineError("public keys in a machine's user_data must be single lines: give one OpenSSH key line each")
 
 
-WORKER_QUERY_SECONDS = "5"
-"""How often a build machine's worker asks for work (local machines and droplets alike)."""
-
-
 def worker_env(api_url: str) -> dict[str, str]:
     """The Prefect settings of a build machine's worker, local machine or droplet alike."""
     return {
         "PREFECT_API_URL": api_url,
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        # Each poll is a write on the server (work queue and deployment marked ready): at 1 s, N
-        # machines' workers were the largest part of the orchestrator's CPU. The worker finds its
-        # build at its first poll after the run is created, so 5 s costs at most 5 s of wall.
-        "PREFECT_WORKER_QUERY_SECONDS": WORKER_QUERY_SECONDS,
         # A machine runs the orchestrator's own Prefect version (pinned), and the orchestrator has
         # checked the server's: the worker and each build run need not ask `/admin/version` again.
         "PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED": "false",
@@ -87,23 +83,7 @@ def render(
     env_lines = 'export PREFECT_HOME="$ROOT/var/lib/dropship/prefect"\n' + "".join(
         f"export {name}={shlex.quote(value)}\n" for name, value in sorted(env.items())
     )
-    worker_argv = shlex.join(
-        [
-            *worker.prefect,
-            "worker",
-            "start",
-            "--pool",
-            worker.pool,
-            "--work-queue",
-            worker.queue,
-            "--name",
-            worker.queue,
-            "--type",
-            "process",
-            "--limit",
-            "1",
-        ]
-    )
+    launcher = shlex.join([*worker.launcher, "--pool", worker.pool, "--queue", worker.queue, "--handover"])
     return (
         "#!/bin/sh\n"
         "# dropship build machine bootstrap (cloud-init user_data), generated.\n"
@@ -120,12 +100,16 @@ def render(
         "  mkdir -p /root/.ssh && cat /etc/dropship/authorized_keys >> /root/.ssh/authorized_keys\n"
         "  rm -f /etc/ssh/ssh_host_rsa_key* /etc/ssh/ssh_host_ecdsa_key*\n"
         "  systemctl restart ssh 2>/dev/null || service ssh restart 2>/dev/null || true\n"
-        "fi\n" + heredoc("/etc/dropship/worker.env", env_lines) + "(\n"
+        "fi\n" + heredoc("/etc/dropship/worker.env", env_lines) + f'mkfifo "$ROOT"{HANDOVER}\n'
+        "(\n"
         "  umask 022  # 077 was for the keys; builds need ordinary permissions\n"
         '  . "$ROOT/etc/dropship/worker.env"\n'
         '  cd "$ROOT/var/lib/dropship"\n'
-        f"  exec {worker_argv}\n"
-        ') > "$ROOT/var/log/dropship/worker.log" 2>&1 < /dev/null &\n'
+        "  # waits, polling nothing, until the orchestrator hands over the build run (dropship.machines.handover)\n"
+        "  status=0\n"
+        f'  {launcher} "$ROOT"{HANDOVER} || status=$?\n'
+        '  echo "$status" > "$ROOT/etc/dropship/worker.exit"\n'
+        f') >> "$ROOT"{WORKER_LOG} 2>&1 < /dev/null &\n'
         'echo $! > "$ROOT/etc/dropship/worker.pid"\n'
     )
 

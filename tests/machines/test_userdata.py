@@ -12,7 +12,7 @@ WORKER = WorkerSpec(
     api_url="http://10.0.0.1:4200/api'; touch /tmp/pwned; '",
     pool="dropship-builders",
     queue="hello-amd64-deb-1234",
-    prefect=["/opt/dropship/bin/prefect"],
+    launcher=["/opt/dropship/venv/bin/python", "-m", "tasks.machine_worker"],
     env={"A": "$(id)"},
 )
 
@@ -23,7 +23,7 @@ def test_values_are_never_interpreted(tmp_path: Path) -> None:
         host_public_key="ssh-ed25519 AAAA host",
         authorized_key="ssh-ed25519 BBBB client",
         work_dir="/var/lib/dropship/work",
-        worker=WorkerSpec(**{**WORKER.__dict__, "prefect": ["true"]}),
+        worker=WorkerSpec(**{**WORKER.__dict__, "launcher": ["true"]}),
     )
     (tmp_path / "ud.sh").write_text(script)
     subprocess.run(
@@ -38,14 +38,6 @@ def test_values_are_never_interpreted(tmp_path: Path) -> None:
     assert "PREFECT_API_URL='http://10.0.0.1:4200/api'\"'\"'; touch /tmp/pwned; '\"'\"''" in env
     assert not Path("/tmp/pwned").exists()
     assert (root / "etc/dropship/authorized_keys").read_text() == "ssh-ed25519 BBBB client\n"
-
-
-def test_worker_serves_only_the_machines_queue() -> None:
-    script = render(host_private_key="k", host_public_key="p", authorized_key="a", work_dir="/w", worker=WORKER)
-    assert (
-        "worker start --pool dropship-builders --work-queue hello-amd64-deb-1234 --name hello-amd64-deb-1234 --type process"
-        in script
-    )
 
 
 def test_multiline_public_key_rejected() -> None:

@@ -1,0 +1,89 @@
+"""A build machine's worker, for the one build run it is handed: `python -m tasks.machine_worker`.
+
+A machine used to start `prefect worker start` at boot and poll its queue every
+5 s until it was deleted. Each poll is a write on the server, and at 32 targets
+those polls were the largest cost per target left on the orchestrator (#18).
+Now this launcher starts at boot, imports Prefect's worker, and then waits
+without polling, blocked on the machine's hand-over pipe, until the
+orchestrator has uploaded the source, created the build's flow run and written
+that run's id into the pipe (`dropship.machines.handover`). Then it runs the
+worker once, in this process: one poll, the build, wait for it, exit. Prefect is
+imported before the wait, so the hand-over costs no interpreter start.
+
+A single poll can miss the run: the API restarting, a replica killed. So while
+the run is still Scheduled the worker runs again, every RETRY_SECONDS for up to
+PICKUP_SECONDS (less than the orchestrator's own pickup timeout, which then
+reads this log to say why). The state is read once per try, not polled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+from prefect.workers.process import ProcessWorker
+
+RETRY_SECONDS = 5.0
+PICKUP_SECONDS = 150.0
+
+
+def run_worker_once(pool: str, queue: str) -> None:
+    """Prefect's process worker for this machine's queue alone, one run at a time, one poll
+    (`prefect worker start --run-once`, without a second interpreter)."""
+    worker = ProcessWorker(work_pool_name=pool, work_queues=[queue], name=queue, limit=1)
+    asyncio.run(worker.start(run_once=True, printer=lambda *line: print(*line, flush=True)))
+
+
+def waiting_for_a_worker(flow_run_id: UUID) -> bool:
+    """True while the run is still Scheduled (or unreadable: the API may be restarting)."""
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+    except ObjectNotFound:
+        return False  # deleted: nothing to run
+    except (httpx.HTTPError, PrefectHTTPStatusError, OSError) as exc:
+        print(f"dropship: could not read build run {flow_run_id} ({type(exc).__name__}); trying again", flush=True)
+        return True
+    return run.state is not None and run.state.is_scheduled()
+
+
+def serve(flow_run_id: UUID, pool: str, queue: str) -> int:
+    """Run the worker until it has taken the run; 0 once it has, 1 if it never did."""
+    deadline = time.monotonic() + PICKUP_SECONDS
+    while True:
+        print(f"dropship: running the worker for build run {flow_run_id}", flush=True)
+        try:
+            run_worker_once(pool, queue)
+        except Exception as exc:  # noqa: BLE001 - the log says what, the state decides whether to try again
+            print(f"dropship: the worker stopped: {type(exc).__name__}: {exc}", flush=True)
+        if not waiting_for_a_worker(flow_run_id):
+            return 0
+        if time.monotonic() >= deadline:
+            print(f"dropship: no worker took build run {flow_run_id} in {PICKUP_SECONDS:.0f} s; giving up", flush=True)
+            return 1
+        time.sleep(RETRY_SECONDS)
+
+
+def handed_over(pipe: str) -> UUID:
+    """The build run's id, once the orchestrator writes it into `pipe` (blocks until then)."""
+    with open(pipe, encoding="utf-8") as handover:  # a named pipe: open waits for the writer
+        return UUID(handover.readline().strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.machine_worker", description=__doc__.splitlines()[0])
+    parser.add_argument("--pool", required=True)
+    parser.add_argument("--queue", required=True)
+    parser.add_argument("--handover", required=True, help="the named pipe the build run's id arrives on")
+    args = parser.parse_args(argv)
+    return serve(handed_over(args.handover), args.pool, args.queue)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
