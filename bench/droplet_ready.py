@@ -34,7 +34,7 @@ def provision_many(manifest_path: Path, image: str | None, count: int, label: st
     from dropship.machines.digitalocean import DigitalOceanProvider
     from dropship.machines.provision import provision_droplet
     from dropship.manifest import load_manifest
-    from tasks.machines import droplet_worker, wait_worker
+    from tasks.machines import droplet_worker
 
     manifest = load_manifest(manifest_path)
     credentials = DigitalOceanCredentials.load("dropship-digitalocean")
@@ -56,16 +56,14 @@ def provision_many(manifest_path: Path, image: str | None, count: int, label: st
                 short_run_id=f"{label}{index}",
                 client_public_key=client.public_line,
                 client_private_key=client.private_openssh,
-                worker=droplet_worker(manifest, queue),
+                worker=droplet_worker(credentials, queue),
                 image=image,
                 index_url=credentials.package_index,
                 ssh_timeout=credentials.ssh_timeout,
             )
-            try:
-                wait_worker(queue, machine, client.private_openssh, timeout=300)
-                seconds[index] = time.monotonic() - started
-            finally:
-                provider.delete(machine.id)
+            # bootstrapped, its worker launcher waiting for a build run (dropship.machines.handover)
+            seconds[index] = time.monotonic() - started
+            provider.delete(machine.id)
         except BaseException as exc:  # noqa: BLE001 - reported after the others finish
             errors.append(exc)
 

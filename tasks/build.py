@@ -30,7 +30,7 @@ from dropship.machines.handover import hand_over, worker_log
 from dropship.manifest import Manifest, PackageFormat, Target
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
-from tasks.machines import client_key_path, delete_machine, provider_for
+from tasks.machines import client_key_path, delete_machine, do_credentials, provider_for
 from tasks.resources import BUILD, Applied, ensure_deployment, ensure_pool
 from tasks.settings import api_url
 
@@ -231,7 +231,7 @@ def _liveness(
     return lost
 
 
-def _unclaimed(plan: ReleasePlan, machine: Machine, key: str) -> Callable[[], str]:
+def _unclaimed(manifest: Manifest, plan: ReleasePlan, machine: Machine, key: str) -> Callable[[], str]:
     """Why the machine's worker never took its run, from the worker's log."""
 
     def why() -> str:
@@ -241,7 +241,7 @@ def _unclaimed(plan: ReleasePlan, machine: Machine, key: str) -> Callable[[], st
         except DropshipError as exc:
             return f"its worker log is unreadable ({exc})"
         if plan.provider == "digitalocean":
-            return worker_silence(api_url(), tail)
+            return worker_silence(do_credentials(manifest).worker_url(api_url()), tail)  # the URL droplets use
         return "its worker log ends: " + (
             " | ".join(line.strip() for line in tail.splitlines() if line.strip()) or "(empty)"
         )
@@ -271,7 +271,7 @@ def build_on_machine(
             machine.name,
             float(manifest.machines.build_timeout),
             _liveness(manifest, plan, workdir, machine, key),
-            _unclaimed(plan, machine, key),
+            _unclaimed(manifest, plan, machine, key),
         )
         assert finished.state is not None
         if finished.state.is_crashed():

@@ -3,8 +3,8 @@
 A machine used to start `prefect worker start` at boot and poll its queue every
 5 s until it was deleted. Each poll is a write on the server, and at 32 targets
 those polls were the largest cost per target left on the orchestrator (#18).
-Now this launcher starts at boot, imports Prefect's worker, and then waits
-without polling, blocked on the machine's hand-over pipe, until the
+Now this launcher starts at boot, opens the machine's hand-over pipe, imports
+Prefect's worker, and then waits without polling, blocked reading the pipe, until the
 orchestrator has uploaded the source, created the build's flow run and written
 that run's id into the pipe (`dropship.machines.handover`). Then it runs the
 worker once, in this process: one poll, the build, wait for it, exit. Prefect is
@@ -20,14 +20,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from uuid import UUID
-
-import httpx
-from prefect.client.orchestration import get_client
-from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-from prefect.workers.process import ProcessWorker
 
 RETRY_SECONDS = 5.0
 PICKUP_SECONDS = 150.0
@@ -36,12 +32,18 @@ PICKUP_SECONDS = 150.0
 def run_worker_once(pool: str, queue: str) -> None:
     """Prefect's process worker for this machine's queue alone, one run at a time, one poll
     (`prefect worker start --run-once`, without a second interpreter)."""
+    from prefect.workers.process import ProcessWorker
+
     worker = ProcessWorker(work_pool_name=pool, work_queues=[queue], name=queue, limit=1)
     asyncio.run(worker.start(run_once=True, printer=lambda *line: print(*line, flush=True)))
 
 
 def waiting_for_a_worker(flow_run_id: UUID) -> bool:
     """True while the run is still Scheduled (or unreadable: the API may be restarting)."""
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
     try:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(flow_run_id)
@@ -70,9 +72,9 @@ def serve(flow_run_id: UUID, pool: str, queue: str) -> int:
         time.sleep(RETRY_SECONDS)
 
 
-def handed_over(pipe: str) -> UUID:
-    """The build run's id, once the orchestrator writes it into `pipe` (blocks until then)."""
-    with open(pipe, encoding="utf-8") as handover:  # a named pipe: open waits for the writer
+def handed_over(pipe: int) -> UUID:
+    """The build run's id, once the orchestrator writes it into the pipe (blocks until then)."""
+    with os.fdopen(pipe, encoding="utf-8") as handover:
         return UUID(handover.readline().strip())
 
 
@@ -82,7 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queue", required=True)
     parser.add_argument("--handover", required=True, help="the named pipe the build run's id arrives on")
     args = parser.parse_args(argv)
-    return serve(handed_over(args.handover), args.pool, args.queue)
+    # Open before anything slow: with a reader (this process, read and write, so it never sees
+    # EOF) the orchestrator's write does not wait for Prefect's import, only for this process.
+    pipe = os.open(args.handover, os.O_RDWR)
+    import prefect.workers.process  # noqa: F401 - imported while waiting, so the hand-over starts no import
+
+    return serve(handed_over(pipe), args.pool, args.queue)
 
 
 if __name__ == "__main__":

@@ -35,9 +35,13 @@ def hand_over(ssh: SshSession, machine: Machine, flow_run_id: str, *, seconds: i
         # a pipe nobody reads blocks the writer: `timeout` ends it on the machine as well
         ssh.run(["timeout", str(seconds), "sh", "-c", _WRITE, pipe, flow_run_id], timeout=seconds + 15)
     except MachineError as exc:
+        try:
+            tail = " | ".join(line.strip() for line in worker_log(ssh, machine, 5).splitlines() if line.strip())
+        except MachineError:
+            tail = ""
         raise MachineError(
             f"could not hand build run {flow_run_id} to the worker launcher on {machine.name} ({machine.id}) "
-            f"(exit 124 means nothing was waiting on {HANDOVER}): {exc}"
+            f"(exit 124 means nothing was waiting on {HANDOVER}): {exc}; its worker log ends: {tail or '(empty)'}"
         ) from exc
 
 

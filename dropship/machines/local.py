@@ -237,7 +237,7 @@ class LocalProvider:
 
     def alive(self, machine_id: str) -> bool:
         """The machine's folder exists, its sshd runs, and its worker launcher runs or ended
-        on its own (after the build it was handed: it writes its exit status)."""
+        on its own (it writes its exit status: 0 or 1, not a signal's 128+n)."""
         folder = self.machines_dir / machine_id
         loaded = self._load(folder)
         if loaded is None:
@@ -248,7 +248,11 @@ class LocalProvider:
         except (OSError, ValueError):
             return False
         sshd = loaded[1].get("sshd_pgid", 0)
-        launcher = worker > 0 and (_alive(worker) or (dropship / "worker.exit").exists())
+        try:  # 0: the build ran; 1: no worker took the run (the pickup timeout says why); else it was killed
+            ended = (dropship / "worker.exit").read_text().strip() in ("0", "1")
+        except OSError:
+            ended = False
+        launcher = worker > 0 and (_alive(worker) or ended)
         return sshd > 0 and _alive(sshd) and launcher
 
     def delete(self, machine_id: str) -> None:

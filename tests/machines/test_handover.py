@@ -76,3 +76,24 @@ def test_a_machine_whose_launcher_died_is_not_alive_and_refuses_the_hand_over(tm
             hand_over(ssh, machine, "run")
     finally:
         provider.delete(machine.id)
+
+
+def test_a_launcher_killed_after_the_hand_over_leaves_the_machine_lost(tmp_path: Path) -> None:
+    """Its shell records 137 (SIGKILL, an OOM kill): not an ending of its own, so the build's
+    liveness check says the machine is lost instead of waiting for build_timeout."""
+    from dropship.machines.userdata import WorkerSpec
+
+    provider = LocalProvider(tmp_path / "state")
+    client = generate_keypair("client")
+    killed = WorkerSpec(**{**IDLE_WORKER.__dict__, "launcher": ["sh", "-c", 'read -r run < "$6"; kill -9 $$', "l"]})
+    machine = boot(provider, client, "m", worker=killed)
+    try:
+        endpoint = Endpoint(machine.host, machine.port, machine.user, machine.host_public_key)
+        with SshSession(endpoint, client.private_openssh) as ssh:
+            hand_over(ssh, machine, "run")
+        exit_file = Path(machine.root) / "etc/dropship/worker.exit"
+        _until("the launcher was killed", exit_file.exists)
+        assert exit_file.read_text().strip() == "137"
+        assert not provider.alive(machine.id)
+    finally:
+        provider.delete(machine.id)
