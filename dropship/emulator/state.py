@@ -422,10 +422,6 @@ class Emulator:
         self._next_address = rng.randrange(0, 250 * 250)
         self._threads: list[threading.Thread] = []
 
-    def publish(self, public: str, real: str) -> None:
-        """Let droplets booted from now on reach `public` ("name:port") as `real` ("host:port") on this host."""
-        self.internet.publish(public, real)
-
     def publish_orchestrator(self, url: str) -> str:
         """Let droplets reach the service at `url` of this host under the orchestrator's public name (see
         `network.ORCHESTRATOR`); returns the URL they use (a block's `worker_api_url` for the Prefect API)."""
