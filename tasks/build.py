@@ -26,7 +26,7 @@ from dropship.errors import BuildFailed, DropshipError
 from dropship.jobs import build_globs
 from dropship.machines import Machine, run_tag
 from dropship.machines.bootstrap import worker_silence
-from dropship.machines.handover import hand_over, worker_log
+from dropship.machines.handover import hand_over, one_line, worker_log
 from dropship.manifest import Manifest, PackageFormat, Target
 from dropship.plan import ReleasePlan
 from dropship.ssh import SshSession
@@ -242,9 +242,7 @@ def _unclaimed(manifest: Manifest, plan: ReleasePlan, machine: Machine, key: str
             return f"its worker log is unreadable ({exc})"
         if plan.provider == "digitalocean":
             return worker_silence(do_credentials(manifest).worker_url(api_url()), tail)  # the URL droplets use
-        return "its worker log ends: " + (
-            " | ".join(line.strip() for line in tail.splitlines() if line.strip()) or "(empty)"
-        )
+        return "its worker log ends: " + one_line(tail)
 
     return why
 

@@ -289,7 +289,7 @@ class ProcessMachines:
     def boot(self, boot: Boot) -> dict[str, str]:
         machine = self.local.create(boot.request, address=boot.address, port=boot.port)
         self._ids[boot.droplet_id] = machine.id
-        return {"root": machine.details["root"]}
+        return {"root": machine.root}
 
     def activate(self, droplet_id: int) -> None:
         pass

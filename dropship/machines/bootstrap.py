@@ -53,7 +53,7 @@ from packaging.utils import canonicalize_name
 
 from dropship.errors import ConfigError, HostKeyMismatch, MachineError
 from dropship.machines import Machine
-from dropship.machines.handover import HANDOVER, WORKER_LOG
+from dropship.machines.handover import HANDOVER, WORKER_LOG, one_line
 from dropship.machines.userdata import worker_env
 from dropship.ssh import Endpoint, SshSession
 
@@ -61,7 +61,6 @@ PYPI = "https://pypi.org/simple"
 VENV = "/opt/dropship/venv"
 DIST = "/opt/dropship/dist"
 ENV_FILE = "/etc/dropship/worker.env"
-LOG = WORKER_LOG
 UNIT = "dropship-worker.service"
 LAUNCHER = "/opt/dropship/bin/worker-launch"
 SUPERVISOR = "/opt/dropship/bin/worker-supervise"
@@ -110,8 +109,6 @@ class WorkerConfig:
         argv = [f"{VENV}/bin/python", "-m", "tasks.machine_worker", "--pool", self.pool, "--queue", self.queue]
         return (
             "#!/bin/sh\n# dropship build worker launcher, generated: waits for the build run, polling nothing\n"
-            "set -eu\n"
-            f"[ -p {HANDOVER} ] || mkfifo -m 0600 {HANDOVER}\n"
             f"exec {shlex.join([*argv, '--handover', HANDOVER])}\n"
         )
 
@@ -352,7 +349,7 @@ def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
             "[Unit]\nDescription=dropship build worker\nAfter=network-online.target\n\n"
             f"[Service]\nEnvironmentFile={ENV_FILE}\nWorkingDirectory=/var/lib/dropship\n"
             f"ExecStart={LAUNCHER}\nRestart=on-failure\nRestartSec=2\n"
-            f"StandardOutput=append:{LOG}\nStandardError=append:{LOG}\n\n"
+            f"StandardOutput=append:{WORKER_LOG}\nStandardError=append:{WORKER_LOG}\n\n"
             "[Install]\nWantedBy=multi-user.target\n"
         )
         ssh.run(["sh", "-c", f"cat > /etc/systemd/system/{UNIT}"], stdin=unit.encode())
@@ -368,7 +365,7 @@ def start_worker(ssh: SshSession, worker: WorkerConfig) -> str:
         "done\n"
     )
     ssh.run(["sh", "-c", f"cat > {SUPERVISOR} && chmod 0755 {SUPERVISOR}"], stdin=script.encode())
-    ssh.run(["sh", "-c", f"setsid {SUPERVISOR} >> {LOG} 2>&1 < /dev/null &"])
+    ssh.run(["sh", "-c", f"setsid {SUPERVISOR} >> {WORKER_LOG} 2>&1 < /dev/null &"])
     return "supervised"
 
 
@@ -383,12 +380,10 @@ _UNAUTHORIZED = re.compile(r"\b401\b|Unauthorized", re.I)
 
 
 def worker_silence(api_url: str, log_tail: str) -> str:
-    """Why a droplet's worker never registered, read from its log: the cause and what to change.
+    """Why a droplet's worker never took its build run, read from its log: the cause and what to change.
     The tail itself follows, cut at a word (a cut mid-word read like garbage)."""
     host = urllib.parse.urlsplit(api_url).hostname or api_url
-    flat = " | ".join(line.strip() for line in log_tail.strip().splitlines() if line.strip())
-    if len(flat) > 400:
-        flat = "…" + flat[-400:].split(" ", 1)[-1]
+    flat = one_line(log_tail)
     if _UNRESOLVED.search(log_tail):
         cause = (
             f"the droplet cannot resolve {host}, the host of worker_api_url {api_url}: give the "
@@ -407,7 +402,7 @@ def worker_silence(api_url: str, log_tail: str) -> str:
         )
     else:
         cause = "check worker_api_url and the credentials in the DigitalOceanCredentials block"
-    return f"{cause}; its log ends: {flat or '(empty)'}"
+    return f"{cause}; its log ends: {flat}"
 
 
 def scrub_for_snapshot(ssh: SshSession) -> None:

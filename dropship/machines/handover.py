@@ -1,11 +1,10 @@
 """Handing a build run to a machine's worker: the one message the orchestrator sends it.
 
-A machine's worker launcher waits on a named pipe, HANDOVER under the
-machine's root, blocked in `read`: no polling, nothing running but a shell.
-Once the orchestrator has uploaded the source and created the build's flow
-run, it writes that run's id into the pipe over SSH. The launcher then starts
-a Prefect worker that polls once, runs the build and exits
-(`tasks.machine_worker`). Before, a worker started at boot and polled the
+A machine's worker launcher (`tasks.machine_worker`) opens a named pipe,
+HANDOVER under the machine's root, imports Prefect's worker and blocks reading
+the pipe: no polling. Once the orchestrator has uploaded the source and
+created the build's flow run, it writes that run's id into the pipe over SSH.
+The launcher then runs the worker once: one poll, the build, exit. Before, a worker started at boot and polled the
 server every 5 s until the machine was deleted (#18).
 """
 
@@ -36,13 +35,21 @@ def hand_over(ssh: SshSession, machine: Machine, flow_run_id: str, *, seconds: i
         ssh.run(["timeout", str(seconds), "sh", "-c", _WRITE, pipe, flow_run_id], timeout=seconds + 15)
     except MachineError as exc:
         try:
-            tail = " | ".join(line.strip() for line in worker_log(ssh, machine, 5).splitlines() if line.strip())
+            tail = one_line(worker_log(ssh, machine, 5))
         except MachineError:
-            tail = ""
+            tail = "(unreadable)"
         raise MachineError(
             f"could not hand build run {flow_run_id} to the worker launcher on {machine.name} ({machine.id}) "
-            f"(exit 124 means nothing was waiting on {HANDOVER}): {exc}; its worker log ends: {tail or '(empty)'}"
+            f"(exit 124 means nothing was waiting on {HANDOVER}): {exc}; its worker log ends: {tail}"
         ) from exc
+
+
+def one_line(log: str, limit: int = 400) -> str:
+    """A log tail for a one-line error: its lines joined by " | ", the end kept, cut at a word."""
+    flat = " | ".join(line.strip() for line in log.strip().splitlines() if line.strip())
+    if len(flat) > limit:
+        flat = "…" + flat[-limit:].split(" ", 1)[-1]
+    return flat or "(empty)"
 
 
 def worker_log(ssh: SshSession, machine: Machine, lines: int = 20) -> str:

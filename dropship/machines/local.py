@@ -142,7 +142,7 @@ class LocalProvider:
             work_dir=f"{root}{WORK_DIR}",
             created_at=datetime.now(UTC),
             host_public_key=request.host_public_key,
-            details={"root": str(root), "size": request.size, "image": request.image, "region": request.region},
+            details={"size": request.size, "image": request.image, "region": request.region},
             root=str(root),
         )
         self._save(folder, machine, {})
@@ -242,7 +242,7 @@ class LocalProvider:
         loaded = self._load(folder)
         if loaded is None:
             return False
-        dropship = Path(loaded[0].root or loaded[0].details.get("root", "")) / "etc/dropship"
+        dropship = Path(loaded[0].root) / "etc/dropship"
         try:
             worker = int((dropship / "worker.pid").read_text().strip())
         except (OSError, ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,21 +11,20 @@ import pytest
 from dropship.errors import MachineError
 from dropship.machines.handover import hand_over, worker_log
 from dropship.machines.local import LocalProvider
+from dropship.machines.userdata import WorkerSpec
 from dropship.ssh import Endpoint, SshSession, generate_keypair
 from tests.support import IDLE_WORKER, boot
 
 
-def _recording_worker(record: Path, status: int) -> object:
+def _recording_worker(record: Path, status: int) -> WorkerSpec:
     """A launcher that writes down what it was started with, then exits `status`."""
-    from dropship.machines.userdata import WorkerSpec
-
     script = f'read -r run < "$6"; printf "%s\\n" "$@" "$run" > {record}; echo launched; exit {status}'
     return WorkerSpec(**{**IDLE_WORKER.__dict__, "launcher": ["sh", "-c", script, "launcher"]})
 
 
-def _until(what: str, check: object, seconds: float = 20) -> None:
+def _until(what: str, check: Callable[[], bool], seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
 
@@ -34,7 +34,7 @@ def test_the_launcher_starts_only_with_the_run_it_is_handed(tmp_path: Path, stat
     provider = LocalProvider(tmp_path / "state")
     client = generate_keypair("client")
     record = tmp_path / "launched.txt"
-    machine = boot(provider, client, "m", worker=_recording_worker(record, status))  # type: ignore[arg-type]
+    machine = boot(provider, client, "m", worker=_recording_worker(record, status))
     try:
         time.sleep(1.0)
         assert not record.exists(), "the launcher ran before it was handed a build run"
@@ -81,8 +81,6 @@ def test_a_machine_whose_launcher_died_is_not_alive_and_refuses_the_hand_over(tm
 def test_a_launcher_killed_after_the_hand_over_leaves_the_machine_lost(tmp_path: Path) -> None:
     """Its shell records 137 (SIGKILL, an OOM kill): not an ending of its own, so the build's
     liveness check says the machine is lost instead of waiting for build_timeout."""
-    from dropship.machines.userdata import WorkerSpec
-
     provider = LocalProvider(tmp_path / "state")
     client = generate_keypair("client")
     killed = WorkerSpec(**{**IDLE_WORKER.__dict__, "launcher": ["sh", "-c", 'read -r run < "$6"; kill -9 $$', "l"]})

@@ -22,7 +22,7 @@ def test_create_list_delete_leaves_no_process(tmp_path: Path) -> None:
     assert a.port != b.port
     assert {m.name for m in provider.list()} == {"a", "b"}
     assert [m.name for m in provider.list("dropship-run-1")] == ["a"]
-    root = Path(a.details["root"])
+    root = Path(a.root)
     assert (root / "etc/ssh/ssh_host_ed25519_key").stat().st_mode & 0o077 == 0
     assert _pids_with_marker(a.id), "the worker runs with the machine's marker"
     # a child that escaped the worker's process group is still found and stopped
@@ -142,7 +142,7 @@ def test_a_builds_dockerd_killed_with_its_machine_leaves_nothing(tmp_path: Path,
     assert _shim_children(daemon) == [] and not any(_alive(pid) for pid in running)  # killed (a zombie at most)
     mounts = Path("/proc/self/mounts").read_text()
     assert str(daemon) not in mounts and str(short_folder(daemon)) not in mounts
-    assert not short_folder(daemon).exists() and not Path(machine.details["root"]).exists()
+    assert not short_folder(daemon).exists() and not Path(machine.root).exists()
 
 
 def test_machine_processes_get_the_api_credentials_but_no_other_prefect_setting(
