@@ -21,8 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import sys
 import time
+from pathlib import Path
+from types import FrameType
 from uuid import UUID
 
 RETRY_SECONDS = 5.0
@@ -55,9 +58,11 @@ def waiting_for_a_worker(flow_run_id: UUID) -> bool:
     return run.state is not None and run.state.is_scheduled()
 
 
-def serve(flow_run_id: UUID, pool: str, queue: str) -> int:
-    """Run the worker until it has taken the run; 0 once it has, 1 if it never did."""
-    deadline = time.monotonic() + PICKUP_SECONDS
+def serve(
+    flow_run_id: UUID, pool: str, queue: str, retry: float = RETRY_SECONDS, patience: float = PICKUP_SECONDS
+) -> int:
+    """Run the worker until it has taken the run; 0 once it has, 1 if it never did in `patience` s."""
+    deadline = time.monotonic() + patience
     while True:
         print(f"dropship: running the worker for build run {flow_run_id}", flush=True)
         try:
@@ -67,9 +72,34 @@ def serve(flow_run_id: UUID, pool: str, queue: str) -> int:
         if not waiting_for_a_worker(flow_run_id):
             return 0
         if time.monotonic() >= deadline:
-            print(f"dropship: no worker took build run {flow_run_id} in {PICKUP_SECONDS:.0f} s; giving up", flush=True)
+            print(f"dropship: no worker took build run {flow_run_id} in {patience:.0f} s; giving up", flush=True)
             return 1
-        time.sleep(RETRY_SECONDS)
+        time.sleep(retry)
+
+
+def _children() -> list[int]:
+    """This process's live children (the worker's build process), from /proc."""
+    me = os.getpid()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z" and int(fields[1]) == me:  # state, then the parent's pid
+            found.append(int(entry.name))
+    return found
+
+
+def _outlive_the_build(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: the machine is being deleted, right after its build completed, and the build's
+    process got the same signal while it was still ending. Its last log lines go into a pipe this
+    process reads: dying first broke it, and the completed build logged an ERROR in the UI. So
+    stay until it has ended (the deletion's SIGKILL, 3 s later, ends any that linger)."""
+    if not _children():
+        raise SystemExit(128 + signum)
 
 
 def handed_over(pipe: int) -> UUID:
@@ -83,13 +113,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pool", required=True)
     parser.add_argument("--queue", required=True)
     parser.add_argument("--handover", required=True, help="the named pipe the build run's id arrives on")
+    parser.add_argument("--retry-seconds", type=float, default=RETRY_SECONDS, help=argparse.SUPPRESS)
+    parser.add_argument("--pickup-seconds", type=float, default=PICKUP_SECONDS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     # Open before anything slow: with a reader (this process, read and write, so it never sees
     # EOF) the orchestrator's write does not wait for Prefect's import, only for this process.
     pipe = os.open(args.handover, os.O_RDWR)
     import prefect.workers.process  # noqa: F401 - imported while waiting, so the hand-over starts no import
 
-    return serve(handed_over(pipe), args.pool, args.queue)
+    signal.signal(signal.SIGTERM, _outlive_the_build)
+
+    status = serve(handed_over(pipe), args.pool, args.queue, args.retry_seconds, args.pickup_seconds)
+    # The worker returns once the run's state is final; the build's process may still be writing
+    # its last log lines into the pipe this process holds. Exiting then broke that pipe and the
+    # build logged an ERROR after "Completed" (a long-lived worker kept the pipe open). Every child
+    # of this process is the worker's.
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return status
 
 
 if __name__ == "__main__":

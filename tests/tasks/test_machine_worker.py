@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-import pytest
-
 if TYPE_CHECKING:
     from prefect.states import State
 
@@ -49,32 +47,48 @@ def _state(run_id: UUID) -> State:
     return state
 
 
+def _launcher(tmp_path: Path, queue: str, run_id: UUID, retry: float, patience: float) -> tuple[int, str]:
+    """The launcher as a machine runs it: its own process, the run's id written into its pipe."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    from tasks.resources import BUILDERS_POOL
+
+    pipe = tmp_path / "build-run"
+    os.mkfifo(pipe)
+    env = {**os.environ, "PREFECT_API_URL": str(PREFECT_API_URL.value())}
+    argv = [sys.executable, "-m", "tasks.machine_worker", "--pool", BUILDERS_POOL, "--queue", queue]
+    with subprocess.Popen(
+        [*argv, "--handover", str(pipe), "--retry-seconds", str(retry), "--pickup-seconds", str(patience)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as launcher:
+        pipe.write_text(f"{run_id}\n")
+        output, _ = launcher.communicate(timeout=180)
+    return launcher.returncode, output
+
+
 def test_a_poll_that_misses_the_run_is_tried_again_until_the_worker_takes_it(
-    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    prefect_server: str, tmp_path: Path
 ) -> None:
     """The run is due beyond the worker's 10 s prefetch: the first polls find nothing (as during
     an API restart), and the launcher starts the worker again until one takes it."""
-    from tasks import machine_worker
-    from tasks.resources import BUILDERS_POOL
-
-    monkeypatch.setattr(machine_worker, "RETRY_SECONDS", 1.0)
-    monkeypatch.setattr(machine_worker, "PICKUP_SECONDS", 60.0)
     run_id = _build_run(tmp_path, "launcher-retry", 14)
-    assert machine_worker.serve(run_id, BUILDERS_POOL, "launcher-retry") == 0
+    status, output = _launcher(tmp_path, "launcher-retry", run_id, retry=1.0, patience=60.0)
+    assert status == 0, output
     assert not _state(run_id).is_scheduled(), "the worker took the run"
-    starts = capsys.readouterr().out.count(f"running the worker for build run {run_id}")
+    starts = output.count(f"running the worker for build run {run_id}")
     assert starts >= 2, f"the worker ran {starts} time(s): the first poll should have missed the run"
 
 
-def test_a_run_no_poll_can_take_makes_the_launcher_give_up(
-    prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from tasks import machine_worker
-    from tasks.resources import BUILDERS_POOL
-
-    monkeypatch.setattr(machine_worker, "RETRY_SECONDS", 0.5)
-    monkeypatch.setattr(machine_worker, "PICKUP_SECONDS", 3.0)
+def test_a_run_no_poll_can_take_makes_the_launcher_give_up(prefect_server: str, tmp_path: Path) -> None:
     run_id = _build_run(tmp_path, "launcher-never", 3600)
-    assert machine_worker.serve(run_id, BUILDERS_POOL, "launcher-never") == 1
+    status, output = _launcher(tmp_path, "launcher-never", run_id, retry=0.5, patience=3.0)
+    assert status == 1, output
     assert _state(run_id).is_scheduled()
-    assert f"no worker took build run {run_id} in 3 s; giving up" in capsys.readouterr().out
+    assert f"no worker took build run {run_id} in 3 s; giving up" in output
