@@ -22,6 +22,7 @@ from tests.support import (
     commit_and_tag,
     machine_processes_under,
     processes_with_env,
+    run_logs,
 )
 
 pytestmark = pytest.mark.e2e
@@ -124,6 +125,15 @@ def test_each_build_run_hangs_under_its_build_task_run_and_has_no_task_run_of_it
             )
             parents = [p.id for p in link.task_inputs.get("__parents__", [])]
             assert [tasks[p].name for p in parents if p in tasks] == [f"build {target}"], (build.name, parents)
+
+
+def test_a_published_release_shows_no_error_in_its_build_runs(demo: dict[str, Any]) -> None:
+    """What a person sees in the UI: a build run that completed logs no ERROR. Deleting the machine
+    right after its build used to break the pipe the build's last log lines went to (1–2 builds in 5)."""
+    builds = child_runs(demo["summary"]["run_id"])
+    assert builds and all(b.state is not None and b.state.is_completed() for b in builds)
+    errors = [log.message.splitlines()[0] for log in run_logs([str(b.id) for b in builds]) if log.level >= 40]
+    assert errors == []
 
 
 def test_no_machine_or_worker_is_left(demo: dict[str, Any]) -> None:
