@@ -46,6 +46,13 @@ class Check:
         text = f"{self.status:<7} {self.what}: {self.detail}"
         return f"{text} -> {self.fix}" if self.fix and not self.ok else text
 
+    def problem(self) -> str:
+        """The check as an error message: `release failed: <what>: <detail> -> <fix>`. The
+        error already says "failed" (and `line()`'s column padding would show in it);
+        "missing" stays, it says what kind of failure."""
+        text = f"{self.what}: {self.detail}" if self.status == FAILED else f"{self.status} {self.what}: {self.detail}"
+        return f"{text} -> {self.fix}" if self.fix else text
+
 
 @dataclass(frozen=True)
 class KeyValue:
@@ -80,11 +87,11 @@ class Inputs:
 
 
 class PreflightFailed(ConfigError):
-    """Something the release needs is missing or broken; the message is the `dropship check` lines."""
+    """Something the release needs is missing or broken; one line per check that is not ok."""
 
     def __init__(self, checks: Sequence[Check]) -> None:
         self.checks = list(checks)
-        super().__init__("\n".join(c.line() for c in self.checks))
+        super().__init__("\n".join(c.problem() for c in self.checks))
 
 
 def blocks_command(manifest_path: str, *flags: str) -> str:

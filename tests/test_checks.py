@@ -67,6 +67,9 @@ def test_unreadable_or_expiring_keys_fail_in_one_line(tmp_path: Path) -> None:
     line = _lines(Inputs(garbage, RepoValue(str(tmp_path)), None))[0]
     assert line.startswith("failed  signing key block 'tiny-key': signing key #1 could not be imported")
     assert line.endswith("-> dropship blocks --manifest /p/dropship.toml --signing-key-file FILE") and "\n" not in line
+    with pytest.raises(PreflightFailed) as info:  # the release's error: "failed" is said by "release failed:"
+        require(run_checks(MANIFEST, "/p/dropship.toml", Inputs(garbage, RepoValue(str(tmp_path)), None)))
+    assert str(info.value) == line.removeprefix("failed  ")
     short = KeyValue([generate_key("short", "short@example.invalid", expire_days=3)], None, 30)
     line = _lines(Inputs(short, RepoValue(str(tmp_path)), None))[0]
     assert "within the required 30 days" in line and line.startswith("failed  signing key block")
