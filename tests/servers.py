@@ -188,6 +188,32 @@ def stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
         process.wait(timeout=10)
 
 
+def forget_prefect_services() -> None:
+    """Drain the process-wide Prefect services a flow run in this process started.
+
+    Prefect keeps them as singletons, each bound to the API it first met: the
+    concurrency-slot service is keyed by limit names alone. A fixture that ran
+    flows against a server of its own and then stopped it left them bound to
+    that dead server, and the next test's release in the same session failed
+    with `ConcurrencySlotAcquisitionError` (and the session's teardown hung
+    draining events into it). Call this before such a server stops.
+    """
+    from prefect.concurrency.services import (
+        ConcurrencySlotAcquisitionService,
+        ConcurrencySlotAcquisitionWithLeaseService,
+    )
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (
+        APILogWorker,
+        EventsWorker,
+        ConcurrencySlotAcquisitionWithLeaseService,
+        ConcurrencySlotAcquisitionService,
+    ):
+        service.drain_all(timeout=10)
+
+
 @contextmanager
 def own_prefect_server(folder: Path) -> Iterator[tuple[LocalPrefectServer, dict[str, str]]]:
     """A Prefect server of its own in `folder/prefect`, and the environment of a client

@@ -28,6 +28,7 @@ from dropship.emulator.state import Emulator
 from dropship.ports import free_port
 from dropship.prefect_server import LocalPrefectServer
 from tests.clients import AptClient, run_packaged_hello
+from tests.servers import forget_prefect_services
 from tests.support import commit_and_tag
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +52,10 @@ def auth_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.start()
     try:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url, PREFECT_API_AUTH_STRING: AUTH}):
-            yield server.api_url
+            try:
+                yield server.api_url
+            finally:
+                forget_prefect_services()  # while the server still answers; bound to it otherwise
     finally:
         server.stop()
 
