@@ -25,6 +25,7 @@ from dropship.machines.bootstrap import connect_pinned, image_hash, scrub_for_sn
 from dropship.machines.digitalocean import DigitalOceanProvider, image_hash_of, snapshot_name
 from dropship.machines.provision import provision_droplet, target_setup
 from dropship.manifest import Manifest, load_manifest
+from dropship.progress import event
 from dropship.ssh import write_keypair
 from tasks.machines import do_credentials
 
@@ -68,6 +69,7 @@ def build_image(manifest: Manifest, target_name: str, run_id: str) -> dict[str, 
             ssh_timeout=credentials.ssh_timeout,
             extra_tags=("dropship-image",),
             mark=digest[:20],
+            say=lambda step: logger.info("%s", step, extra=event("image", "running", name=target_name)),
         )
         try:
             with connect_pinned(machine, pair.private_openssh, timeout=credentials.ssh_timeout) as ssh:

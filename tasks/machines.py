@@ -23,6 +23,7 @@ from dropship.machines.provision import machine_name, provision, provision_dropl
 from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
+from dropship.progress import event
 from dropship.run_folder import RunFolder
 from tasks.api import call
 from tasks.resources import BUILDERS_POOL
@@ -97,6 +98,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             worker=worker,
             index_url=credentials.index_url(),
             ssh_timeout=credentials.ssh_timeout,
+            say=lambda step: get_run_logger().info("%s", step, extra=event("provision", "running", name=target_name)),
         )
     else:
         machine = provision(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dropship.errors import DropshipError, MachineError
 from dropship.machines import WORK_DIR, Machine, MachineRequest, Provider, run_tag
 from dropship.machines.bootstrap import PYPI, Setup, WorkerConfig, connect_pinned, image_mark, install, start_worker
@@ -76,6 +78,7 @@ def provision_droplet(
     ssh_timeout: float = 300.0,
     extra_tags: tuple[str, ...] = (),
     mark: str = "",
+    say: Callable[[str], None] = lambda step: None,
 ) -> Machine:
     """A droplet from a stock image or a snapshot, bootstrapped over SSH with its host key pinned.
 
@@ -83,15 +86,25 @@ def provision_droplet(
     (and `mark` recorded, for `dropship image build`); a snapshot already has
     them. Then the worker starts, unless `worker` is None. If any step fails
     the droplet is deleted at once and the error names it.
+
+    `say` is told each step that takes a while (creating: up to minutes on
+    DigitalOcean; installing on a stock image: minutes), so a person watching
+    sees why nothing else happens yet.
     """
     host_key = generate_keypair(f"dropship-host-{target.name}")
     name = worker.queue if worker else machine_name(manifest.project.name, target.name, short_run_id)
     user_data = render_bootstrap(host_private_key=host_key.private_openssh, host_public_key=host_key.public_line)
     boot = (user_data, host_key.public_line, client_public_key)
-    machine = provider.create(_request(manifest, target, name, run_id, boot, image, extra_tags))
+    request = _request(manifest, target, name, run_id, boot, image, extra_tags)
+    say(f"creating droplet {name} ({request.size}, {request.image}, {request.region})")
+    machine = provider.create(request)
     try:
         with connect_pinned(machine, client_private_key, timeout=ssh_timeout) as ssh:
             if not image_mark(ssh):
+                say(
+                    f"droplet {machine.name} ({machine.id}) is up; installing its setup, dropship and Prefect "
+                    f"on the stock image {request.image} (minutes; a snapshot from `dropship image build` skips this)"
+                )
                 install(ssh, target_setup(manifest, target), index_url=index_url, image_mark=mark)
             if worker is not None:
                 start_worker(ssh, worker)

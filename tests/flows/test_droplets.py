@@ -13,6 +13,7 @@ builds one target.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from cli.run import quiet_prefect
 from dropship.demo import prepare_repository
 from dropship.emulator.dockerd import DockerDaemon
 from dropship.emulator.server import EmulatorServer
@@ -153,8 +155,14 @@ def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(
 ) -> None:
     before = len(cloud.emulator.lifetimes())
     repo = hello_repo(tmp_path / "hello", "v0.2.0")
-    state = release_state(repo, "v0.2.0", tmp_path / "state")
+    with quiet_prefect(tmp_path / "release.log", stream=io.StringIO()) as shown:
+        state = release_state(repo, "v0.2.0", tmp_path / "state")
     assert state.is_completed(), state.message
+    # the minutes of a stock droplet's bootstrap are said, not silent
+    provisioning = [line for line in shown.lines if line.startswith(f"… provision {TARGET}: ")]
+    assert len(provisioning) == 2, shown.lines
+    assert provisioning[0].startswith(f"… provision {TARGET}: creating droplet ")
+    assert " is up; installing its setup, dropship and Prefect on the stock image debian-12-x64 " in provisioning[1]
     (run_dir,) = (tmp_path / "state" / "runs").iterdir()
     summary_text = (run_dir / "summary.json").read_text()
     summary = json.loads(summary_text)
@@ -173,8 +181,11 @@ def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(
 def test_release_from_a_snapshot(cloud: Cloud, snapshot: str, tmp_path: Path) -> None:
     before = len(cloud.emulator.lifetimes())
     repo = hello_repo(tmp_path / "hello", "v0.3.0", {'image = "debian-12-x64"': f'image = "{snapshot}"'})
-    state = release_state(repo, "v0.3.0", tmp_path / "state")
+    with quiet_prefect(tmp_path / "release.log", stream=io.StringIO()) as shown:
+        state = release_state(repo, "v0.3.0", tmp_path / "state")
     assert state.is_completed(), state.message
+    assert not [line for line in shown.lines if "installing" in line], "a snapshot has dropship: nothing to install"
+    assert any(line.startswith(f"… provision {TARGET}: creating droplet ") for line in shown.lines), shown.lines
     (droplet,) = cloud.droplets_of(before)
     assert cloud.emulator.droplet(droplet["id"]).image["name"] == snapshot  # type: ignore[union-attr]
     cloud.assert_nothing_left()
