@@ -97,10 +97,22 @@ def _signal_machine(machine_id: str, pgids: list[int], sig: signal.Signals) -> N
 
 
 def _wait_gone(machine_id: str, seconds: float) -> bool:
+    """True once no process of the machine is left, False after `seconds`.
+
+    The marker scan reads every process's environment; the wait checks only
+    the pids it found, and scans again before it says gone (a process forked
+    meanwhile is found then). Scanning at every check was 8 % of the release
+    process's CPU in the 16-target benchmark (py-spy), the largest item of
+    dropship's own code there.
+    """
     deadline = time.monotonic() + seconds
+    pids = _pids_with_marker(machine_id)
     while True:
-        if not any(_alive(p) for p in _pids_with_marker(machine_id)):
-            return True
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            pids = [p for p in _pids_with_marker(machine_id) if _alive(p)]
+            if not pids:
+                return True
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.05)
