@@ -20,7 +20,6 @@ from dropship.machines import Machine, Provider, run_tag
 from dropship.machines.bootstrap import WorkerConfig
 from dropship.machines.factory import make_provider
 from dropship.machines.provision import machine_name, provision, provision_droplet
-from dropship.machines.userdata import WorkerSpec
 from dropship.manifest import Manifest
 from dropship.plan import ReleasePlan
 from dropship.progress import event
@@ -43,11 +42,6 @@ def do_credentials(manifest: Manifest) -> DigitalOceanCredentials:
 def provider_for(manifest: Manifest, provider: str, workdir: str) -> Provider:
     settings = do_credentials(manifest).settings() if provider == "digitalocean" else None
     return make_provider(provider, Path(workdir), settings)
-
-
-def worker_for(manifest: Manifest, provider: str, queue: str) -> WorkerSpec:
-    """The worker a local machine starts: this interpreter."""
-    return local_worker(queue)
 
 
 def droplet_worker(credentials: DigitalOceanCredentials, queue: str) -> WorkerConfig:
@@ -107,7 +101,7 @@ def provision_machine(manifest: Manifest, plan: ReleasePlan, target_name: str, w
             target,
             run_id=plan.run_id,
             client_public_key=public_key,
-            worker=worker_for(manifest, plan.provider, name),
+            worker=local_worker(name),  # this interpreter
         )
     ledger.record(
         plan.folder,
