@@ -113,8 +113,8 @@ def _wait_gone(machine_id: str, seconds: float) -> bool:
             pids = [p for p in _pids_with_marker(machine_id) if _alive(p)]
             if not pids:
                 return True
-        if time.monotonic() >= deadline:
-            return False
+        if time.monotonic() >= deadline:  # a pid found earlier may now be another process's: ask the markers
+            return not [p for p in _pids_with_marker(machine_id) if _alive(p)]
         time.sleep(0.05)
 
 
