@@ -1,7 +1,7 @@
 """Everything a release needs, checked before any test or machine.
 
 `dropship check` prints these lines, and the release flow's first stage runs
-the same checks and stops with the same lines. The caller loads the blocks
+the same checks and stops naming each check that is not ok, with its fix. The caller loads the blocks
 (Prefect's side: `blocks.values.load_inputs`) and passes their values here,
 so this module needs no Prefect: `None` means the block does not exist.
 
@@ -91,7 +91,11 @@ class PreflightFailed(ConfigError):
 
     def __init__(self, checks: Sequence[Check]) -> None:
         self.checks = list(checks)
-        super().__init__("\n".join(c.problem() for c in self.checks))
+        problems = [c.problem() for c in self.checks]
+        if len(problems) == 1:
+            super().__init__(problems[0])
+        else:  # each under a head that says they failed, as a failed target's output lines are
+            super().__init__(f"{len(problems)} checks are not ok:\n" + "\n".join(f"    {p}" for p in problems))
 
 
 def blocks_command(manifest_path: str, *flags: str) -> str:
