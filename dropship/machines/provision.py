@@ -103,7 +103,8 @@ def provision_droplet(
             if not image_mark(ssh):
                 say(
                     f"droplet {machine.name} ({machine.id}) is up; installing its setup, dropship and Prefect "
-                    f"on the stock image {request.image} (minutes; a snapshot from `dropship image build` skips this)"
+                    f"on {request.image}"
+                    + ("" if mark else " (minutes; a snapshot from `dropship image build` skips this)")
                 )
                 install(ssh, target_setup(manifest, target), index_url=index_url, image_mark=mark)
             if worker is not None:

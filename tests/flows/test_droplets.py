@@ -160,9 +160,11 @@ def test_release_on_a_stock_droplet_bootstraps_an_authenticated_worker(
     assert state.is_completed(), state.message
     # the minutes of a stock droplet's bootstrap are said, not silent
     provisioning = [line for line in shown.lines if line.startswith(f"… provision {TARGET}: ")]
-    assert len(provisioning) == 2, shown.lines
-    assert provisioning[0].startswith(f"… provision {TARGET}: creating droplet ")
-    assert " is up; installing its setup, dropship and Prefect on the stock image debian-12-x64 " in provisioning[1]
+    assert provisioning and provisioning[0].startswith(f"… provision {TARGET}: creating droplet "), shown.lines
+    assert any(
+        " is up; installing its setup, dropship and Prefect on debian-12-x64 (minutes; " in line
+        for line in provisioning
+    ), shown.lines
     (run_dir,) = (tmp_path / "state" / "runs").iterdir()
     summary_text = (run_dir / "summary.json").read_text()
     summary = json.loads(summary_text)
