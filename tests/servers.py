@@ -197,6 +197,8 @@ def forget_prefect_services() -> None:
     that dead server, and the next test's release in the same session failed
     with `ConcurrencySlotAcquisitionError` (and the session's teardown hung
     draining events into it). Call this before such a server stops.
+    (Prefect keeps all four in one registry today, so the first call drains
+    them all; each is named in case that changes.)
     """
     from prefect.concurrency.services import (
         ConcurrencySlotAcquisitionService,
