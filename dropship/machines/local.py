@@ -109,12 +109,13 @@ def _wait_gone(machine_id: str, seconds: float) -> bool:
     pids = _pids_with_marker(machine_id)
     while True:
         pids = [p for p in pids if _alive(p)]
-        if not pids:
+        if not pids or time.monotonic() >= deadline:
+            # the markers decide: a process forked meanwhile, or a pid found earlier now another's
             pids = [p for p in _pids_with_marker(machine_id) if _alive(p)]
             if not pids:
                 return True
-        if time.monotonic() >= deadline:  # a pid found earlier may now be another process's: ask the markers
-            return not [p for p in _pids_with_marker(machine_id) if _alive(p)]
+            if time.monotonic() >= deadline:
+                return False
         time.sleep(0.05)
 
 
