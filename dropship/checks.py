@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from dropship.containers import RegistryValue, parse_image, pin_build_image
+from dropship.containers import RegistryValue, parse_image, pin_build_image, refuse_loopback_for_droplets
 from dropship.errors import ConfigError, DropshipError
 from dropship.machines.bootstrap import image_hash
 from dropship.machines.digitalocean import DigitalOceanProvider, DigitalOceanSettings, image_hash_of
@@ -221,7 +221,7 @@ def stale_images(manifest: Manifest, targets: Sequence[str]) -> str | None:
 
 
 def check_build_images(
-    manifest: Manifest, targets: Sequence[str], registries: dict[str, RegistryValue | None]
+    manifest: Manifest, targets: Sequence[str], registries: dict[str, RegistryValue | None], provider: str = "local"
 ) -> list[Check]:
     """One line per target with a `container`: its block is there and for the image's registry, the
     registry takes it, and has the image (`dropship.containers.pin_build_image`, as the plan stage);
@@ -238,6 +238,12 @@ def check_build_images(
             f"save a prefect-docker DockerRegistryCredentials block {block!r} with registry_url {image.registry} "
             "and its username and password"
         )
+        if provider == "digitalocean":
+            try:
+                refuse_loopback_for_droplets(manifest, name)
+            except DropshipError as exc:
+                checks.append(Check(what, FAILED, str(exc)))  # the message says what to do
+                continue
         if registries.get(block) is None:
             checks.append(Check(what, MISSING, f"no DockerRegistryCredentials block {block!r}", fix))
             continue
@@ -267,7 +273,7 @@ def run_checks(
         check_signing_key(manifest, manifest_path, inputs.signing_key),
         check_repo_server(manifest, manifest_path, inputs.repo_server),
         check_provider(manifest, manifest_path, chosen, names, inputs.digitalocean),
-        *(check_build_images(manifest, names, inputs.build_registries) if build_images else []),
+        *(check_build_images(manifest, names, inputs.build_registries, chosen) if build_images else []),
     ]
 
 

@@ -45,7 +45,7 @@ from typing import Any
 from dropship.dockerd import DOCKERD_FOLDER, BuildDaemon
 from dropship.errors import BuildFailed, DropshipError, ImageError
 from dropship.manifest import Manifest
-from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryAuth, Skopeo, tag_digest
+from dropship.oci import DIGEST_RE, REPOSITORY_RE, TAG_RE, RegistryAuth, Skopeo, is_loopback, tag_digest
 
 IMAGE_RE = re.compile(
     rf"(?P<repository>{REPOSITORY_RE.pattern})(?::(?P<tag>{TAG_RE.pattern}))?(?:@(?P<digest>{DIGEST_RE.pattern}))?",
@@ -144,6 +144,24 @@ def resolve(skopeo: Skopeo, image: ImageRef, field: str) -> str:
             f"{image.name} is not in the registry {image.registry} (no such tag): push it there or fix {field}"
         )
     return digest
+
+
+def refuse_loopback_for_droplets(manifest: Manifest, name: str) -> None:
+    """A droplet pulls its build image itself, so a registry on a loopback address (`127.0.0.1:5000`,
+    `localhost`) would be the droplet's own loopback, not the orchestrator's: the pull would fail there,
+    after the droplet is paid for. `ImageError` before any machine, from the plan stage and `dropship
+    check` alike. Local machines share the orchestrator's loopback, so they are not asked."""
+    reference = manifest.target(name).container
+    if reference is None:
+        return
+    image = parse_image(reference)
+    if is_loopback(image.registry):
+        index = [t.name for t in manifest.targets].index(name)
+        raise ImageError(
+            f"targets[{index}].container is on {image.registry}, a loopback address: a droplet would pull it "
+            "from its own loopback. Push the image to a registry the droplets reach by name (with TLS), "
+            "or build this target on local machines"
+        )
 
 
 @dataclass(frozen=True)

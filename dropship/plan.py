@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from dropship.cache import TargetHash, content_hashes, tree_files
+from dropship.containers import refuse_loopback_for_droplets
 from dropship.errors import ConfigError
 from dropship.manifest import Manifest, load_manifest
 from dropship.run_folder import RunFolder
@@ -106,6 +107,10 @@ def make_plan(
     manifest = load_manifest(manifest_file)
     classification: Classification = classify(manifest, tag=tag, ref=ref)
     selected = select_targets(manifest, targets)
+    chosen = provider or manifest.machines.provider
+    if chosen == "digitalocean":
+        for name in selected:
+            refuse_loopback_for_droplets(manifest, name)
     repo = repository_path(manifest.project.source, manifest_file.parent, workdir / "sources")
     revision = resolve(repo, classification.name, is_tag=classification.is_tag)
     folder = RunFolder.of(workdir, run_id)
@@ -138,7 +143,7 @@ def make_plan(
         archive=str(source_archive),
         targets=selected,
         dry_run=dry_run,
-        provider=provider or manifest.machines.provider,
+        provider=chosen,
         content={name: content[name] for name in selected},
         containers=containers,
     )

@@ -18,6 +18,7 @@ from dropship.containers import (
     container_environment,
     parse_image,
     pin_build_images,
+    refuse_loopback_for_droplets,
     resolve,
     run_spec,
 )
@@ -143,6 +144,51 @@ def test_the_hash_covers_the_image_by_digest_and_only_for_container_targets() ->
     assert first["plain"].digest == moved["plain"].digest
     without = dict(MANIFEST, targets=[MANIFEST["targets"][1]])  # type: ignore[index]
     assert content_hashes(parse_manifest(without), files, version=None)["plain"].digest == first["plain"].digest
+
+
+@pytest.mark.parametrize("registry", ["127.0.0.1:5000", "localhost:5000", "127.0.2.7"])
+def test_a_loopback_build_image_is_refused_for_droplets_before_any_machine(registry: str, tmp_path: Path) -> None:
+    """A droplet pulls its build image itself: on a loopback registry it would look on its own loopback
+    (in the emulator as on DigitalOcean). The plan stage and `dropship check` refuse it in one line with
+    what to do; a named registry, and any registry on local machines, pass."""
+    from datetime import UTC, datetime
+
+    from dropship.checks import FAILED, check_build_images
+    from dropship.plan import make_plan
+
+    targets = [dict(MANIFEST["targets"][0], container=f"{registry}/tools:1"), MANIFEST["targets"][1]]  # type: ignore[index]
+    manifest = parse_manifest(dict(MANIFEST, targets=targets))
+    with pytest.raises(ImageError) as refused:
+        refuse_loopback_for_droplets(manifest, "in-box")
+    message = str(refused.value)
+    assert message.startswith(f"targets[0].container is on {registry}, a loopback address")
+    assert "registry the droplets reach by name" in message and "\n" not in message
+    refuse_loopback_for_droplets(manifest, "plain")  # no container: nothing to pull
+    named = parse_manifest(dict(MANIFEST, targets=[dict(targets[0], container="registry.example.org/tools:1")]))
+    refuse_loopback_for_droplets(named, "in-box")
+
+    (check,) = check_build_images(manifest, ["in-box"], {}, "digitalocean")  # before the block is looked up
+    assert check.status == FAILED and check.detail == message
+    (local,) = check_build_images(manifest, ["in-box"], {}, "local")
+    assert "loopback" not in local.line()
+
+    manifest_file = tmp_path / "dropship.toml"
+    manifest_file.write_text(
+        '[project]\nname = "p"\n[[targets]]\nname = "in-box"\narch = "amd64"\nformat = "deb"\n'
+        f'build = ["make"]\nartifacts = ["*.deb"]\ncontainer = "{registry}/tools:1"\nsetup = ["docker.io"]\n'
+    )
+    with pytest.raises(ImageError, match=r"^targets\[0\]\.container is on "):
+        make_plan(
+            manifest_file,
+            tag=None,
+            ref="main",
+            targets=None,
+            workdir=tmp_path / "work",
+            run_id="r1",
+            started=datetime.now(UTC),
+            provider="digitalocean",
+        )
+    assert not (tmp_path / "work").exists()  # refused before the source is even archived
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dockerd needs root")
