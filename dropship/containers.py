@@ -250,10 +250,18 @@ def docker_errors(target: str, what: str) -> Iterator[None]:
     except DropshipError:
         raise
     except docker.errors.DockerException as exc:
+        # a new client asks the daemon's API version first and wraps a refused connection in a
+        # DockerException: the same dead dockerd as below, said the same way
+        if isinstance(exc.__cause__, (requests.RequestException, OSError)):
+            raise _not_answering(target, what, exc.__cause__) from exc
         text = getattr(exc, "explanation", None) or str(exc)
         raise BuildFailed(target, f"{what}: {' '.join(str(text).split())[:300]}") from exc
     except (requests.RequestException, OSError) as exc:
-        raise BuildFailed(target, f"{what}: the build's dockerd is not answering ({type(exc).__name__})") from exc
+        raise _not_answering(target, what, exc) from exc
+
+
+def _not_answering(target: str, what: str, cause: BaseException) -> BuildFailed:
+    return BuildFailed(target, f"{what}: the build's dockerd is not answering ({type(cause).__name__})")
 
 
 class BuildDocker(BuildDaemon):

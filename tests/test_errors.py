@@ -368,3 +368,24 @@ def test_every_docker_error_of_a_build_container_is_a_build_failure(exc: BaseExc
         raise exc
     assert str(info.value).startswith("target amd64-deb: pulling the build image: ")
     assert "\n" not in str(info.value) and info.value.__cause__ is exc
+
+
+def test_a_refused_connection_wrapped_by_the_docker_client_says_the_dockerd_is_not_answering() -> None:
+    """A new Docker client asks the daemon's version first and wraps a refused connection in a
+    DockerException: it reads as the same dead dockerd as a refused call does."""
+    import docker.errors
+    import requests
+
+    from dropship.containers import docker_errors
+    from dropship.errors import BuildFailed
+
+    refused = requests.exceptions.ConnectionError("('Connection aborted.', ConnectionRefusedError(111))")
+    for raised in (refused, ConnectionRefusedError(111, "refused")):
+        with pytest.raises(BuildFailed) as info, docker_errors("t", "waiting for the build container"):
+            try:
+                raise raised
+            except (requests.RequestException, OSError) as exc:
+                raise docker.errors.DockerException(f"Error while fetching server API version: {exc}") from exc
+        assert str(info.value) == (
+            f"target t: waiting for the build container: the build's dockerd is not answering ({type(raised).__name__})"
+        )
