@@ -281,6 +281,27 @@ def run_case(
     return outcomes
 
 
+def run_floor(work: Path, server: Server, runs: int, case: str) -> Outcome:
+    """Prefect alone for `runs` targets (`bench.prefect_floor`): its parent process, measured as a release's."""
+    log_path = work / f"{case}.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench.prefect_floor", str(runs), case, str(work / case)],
+            env={**os.environ, "PREFECT_API_URL": server.api_url},
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        started, cpu = time.monotonic(), 0.0
+        while process.poll() is None:
+            cpu = max(cpu, cpu_seconds(process.pid))
+            time.sleep(0.25)
+    text = log_path.read_text(errors="replace")
+    message = "" if process.returncode == 0 else text.strip().splitlines()[-1] if text.strip() else "no output"
+    return Outcome("prefect-floor", process.returncode, time.monotonic() - started, cpu, 0, message)
+
+
 PROFILED_CHILD = "--profiled-child"
 
 
@@ -352,6 +373,12 @@ def main(argv: list[str] | None = None) -> int:
         "and print the ratio",
     )
     parser.add_argument(
+        "--prefect-floor",
+        action="store_true",
+        help="also run each case's N x K targets as bare Prefect deployment runs, a worker each (bench/prefect_floor.py), "
+        "and print dropship's CPU per target against that floor",
+    )
+    parser.add_argument(
         "--profile", type=Path, help="run each release process under yappi (pip install yappi), stats into this folder"
     )
     args = parser.parse_args(argv)
@@ -389,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         for i, (n, k) in enumerate(cases)
         for side in ([baseline, None][:: 1 if i % 2 == 0 else -1] if baseline else [None])
     ]
+    floors: dict[tuple[int, int], float] = {}
     measured: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
     try:
         if baseline is not None:
@@ -429,6 +457,29 @@ def main(argv: list[str] | None = None) -> int:
             for outcome in outcomes:
                 if outcome.code != 0:
                     print(f"  {outcome.project} failed: {outcome.message[:3000]}", flush=True)
+            if args.prefect_floor and (targets, releases) not in floors:
+                before = server.cpu()
+                floor = run_floor(work, server, targets * releases, f"floor-n{targets}k{releases}")
+                floor_server = server.cpu() - before
+                floors[(targets, releases)] = (floor.cpu + floor_server) / (targets * releases)
+                all_published &= floor.code == 0
+                row = (
+                    f"{'prefect floor':15} {targets:>3} {releases:>2} {floor.wall:>7.1f} "
+                    f"{floor.cpu / (targets * releases):>9.2f} {floor_server / (targets * releases):>9.2f} "
+                    f"{floors[(targets, releases)]:>6.2f} {'':>7} {'':>7} {'':>7} "
+                    f"{'ok' if floor.code == 0 else 'FAILED':>9}"
+                )
+                rows.append(row)
+                print(row, flush=True)
+                if floor.code != 0:
+                    print(f"  prefect floor failed: {floor.message[:500]}", flush=True)
+            if (targets, releases) in floors:
+                ratio = (
+                    f"{'':15} N={targets} K={releases}: dropship/Prefect-alone CPU per target "
+                    f"{per_target / floors[(targets, releases)]:.2f}x"
+                )
+                rows.append(ratio)
+                print(ratio, flush=True)
             pair = measured[(targets, releases)]
             if len(pair) == 2:
                 (base_wall, base_cpu), (wall_now, cpu_now) = pair["base"], pair["this"]
