@@ -5,6 +5,7 @@
     python -m bench.scale --matrix                  # N = 1, 4, 16, 32 and K = 1, 4, 8
     python -m bench.scale --replicated --matrix     # the same on PostgreSQL + Redis + 2 API replicas
     python -m bench.scale --cases 8x1,32x1 --baseline e1593a5   # against an older dropship, same server
+    python -m bench.scale --cases 16x1,32x1 --prefect-floor     # against bare Prefect, same server
 
 Each project is a generated git repository whose N targets each build one
 tiny .deb with dpkg-deb (no compiler), on local machines (sshd + a Prefect
@@ -23,7 +24,9 @@ release printed) and published/failed. Exit 0 only if every release published.
 With --baseline REV each case runs first with the dropship of REV (a git
 worktree on the release processes' PYTHONPATH, so their machines' workers
 import it too), then with this one, on the same server, and prints the
-ratio of wall and of CPU per target.
+ratio of wall and of CPU per target. With --prefect-floor each case's targets
+also run as bare Prefect deployment runs, a worker each (bench/prefect_floor.py),
+and the ratio of dropship's CPU per target to that floor is printed.
 Figures on a shared 2-core machine are noisy: compare cases of one run.
 """
 
