@@ -7,10 +7,12 @@ none`): `dropship.emulator.network` relays the droplet's address (as the API
 reports it) to its sshd, and the published names (`Internet`: Debian's
 mirror, PyPI, the orchestrator's public name...) to where they really are;
 nothing else of the host is reachable. The emulator plays the hypervisor, the
-data source and DNS, not the image: it mounts `/.hypervisor` into the
-container with the boot script below (PID 1), a NoCloud seed and the
-droplet's `/etc/hosts`, and the script boots the droplet in DigitalOcean's
-order:
+data source and DNS, not the image: it mounts `/.hypervisor` read-only into
+the container with the boot script below (PID 1), a NoCloud seed and the
+droplet's `/etc/hosts` (as DigitalOcean's metadata is, to the droplet), and
+`/.console` read-write, the droplet's serial console: its boot log and the
+markers it reports through (`sshd-up`, `final-done`). The script boots the
+droplet in DigitalOcean's order:
 
 1. write `/etc/hosts` (the published names), seed
    `/var/lib/cloud/seed/nocloud` (instance-id, hostname, the droplet's public
@@ -54,21 +56,25 @@ dockerd, in the container's overlay root, falls back to the vfs storage driver. 
 a VM gives: its own `/`, nothing of the orchestrator's files."""
 
 HYPERVISOR = "/.hypervisor"
+"""What the emulator hands the droplet, read-only: the boot script, its seed, `hosts`, `active`."""
+CONSOLE = "/.console"
+"""What the droplet reports, read-write: `console.log`, `sshd.log`, `sshd-up`, `final-done`."""
 
 BOOT_SCRIPT = r"""#!/bin/sh
 # PID 1 of a container droplet, mounted by the emulator (the hypervisor).
 HV=/.hypervisor
+CON=/.console
 trap 'exit 0' TERM INT
-log() { echo "$(date -u +%H:%M:%S.%N) $*" >>"$HV/console.log"; }
+log() { echo "$(date -u +%H:%M:%S.%N) $*" >>"$CON/console.log"; }
 log "boot"
 cat "$HV/hosts" >/etc/hosts  # the hypervisor plays DNS: the names it relays, nothing else
 mkdir -p /var/lib/cloud/seed/nocloud /run/sshd
 cp "$HV/seed/meta-data" "$HV/seed/user-data" /var/lib/cloud/seed/nocloud/
-cloud-init init --local >>"$HV/console.log" 2>&1
-cloud-init init >>"$HV/console.log" 2>&1
+cloud-init init --local >>"$CON/console.log" 2>&1
+cloud-init init >>"$CON/console.log" 2>&1
 log "cloud-init init done"
-if /usr/sbin/sshd -E "$HV/sshd.log"; then
-    echo "$(date -u +%s.%N)" >"$HV/sshd-up"
+if /usr/sbin/sshd -E "$CON/sshd.log"; then
+    echo "$(date -u +%s.%N)" >"$CON/sshd-up"
 else
     log "sshd failed to start"
     exit 1
@@ -76,9 +82,9 @@ fi
 i=0
 while [ ! -e "$HV/active" ] && [ "$i" -lt 1200 ]; do sleep 0.05; i=$((i + 1)); done
 log "active; cloud-init config and final stages"
-cloud-init modules --mode=config >>"$HV/console.log" 2>&1
-cloud-init modules --mode=final >>"$HV/console.log" 2>&1
-echo "$(date -u +%s.%N)" >"$HV/final-done"
+cloud-init modules --mode=config >>"$CON/console.log" 2>&1
+cloud-init modules --mode=final >>"$CON/console.log" 2>&1
+echo "$(date -u +%s.%N)" >"$CON/final-done"
 log "boot finished"
 while :; do sleep 3600 & wait $!; done
 """
@@ -153,24 +159,28 @@ class ContainerMachines:
         return f"droplet-{self.instance}-{droplet_id}"
 
     def hypervisor(self, droplet_id: int) -> Path:
+        """The droplet's folder: `in/` (mounted read-only at HYPERVISOR), `console/` (CONSOLE)."""
         return self.folder / str(droplet_id)
 
     def boot(self, boot: Boot) -> dict[str, str]:
         droplet_id, request = boot.droplet_id, boot.request
         hv = self.hypervisor(droplet_id)
-        (hv / "seed").mkdir(parents=True, exist_ok=True)
-        (hv / "boot").write_text(BOOT_SCRIPT)
+        given, console = hv / "in", hv / "console"
+        (given / "seed").mkdir(parents=True, exist_ok=True)
+        console.mkdir(exist_ok=True)
+        (given / "boot").write_text(BOOT_SCRIPT)
         network = self.networks[droplet_id] = DropletNetwork(str(droplet_id), boot.address, boot.port, self.internet)
-        (hv / "hosts").write_text(network.hosts_file(request.name))
+        (given / "hosts").write_text(network.hosts_file(request.name))
         meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": boot.public_keys}
-        (hv / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
-        (hv / "seed" / "user-data").write_text(request.user_data)
+        (given / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
+        (given / "seed" / "user-data").write_text(request.user_data)
         self._clear(hv)
         self.daemon.run(
             boot.image,
             ["/bin/sh", f"{HYPERVISOR}/boot"],
             name=self.name(droplet_id),
-            mounts={str(hv): HYPERVISOR},
+            mounts={str(given): HYPERVISOR, str(console): CONSOLE},
+            read_only=frozenset({str(given)}),
             hostname=request.name,
             labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
             capabilities=DROPLET_CAPABILITIES,
@@ -195,7 +205,7 @@ class ContainerMachines:
 
     @staticmethod
     def _clear(hv: Path) -> None:
-        for marker in ("sshd-up", "active", "final-done"):
+        for marker in ("console/sshd-up", "in/active", "console/final-done"):
             (hv / marker).unlink(missing_ok=True)
 
     def _wait_sshd(self, droplet_id: int, address: str, port: int, timeout: float) -> None:
@@ -203,7 +213,7 @@ class ContainerMachines:
         deadline = time.monotonic() + timeout
         checked = 0.0
         while time.monotonic() < deadline:
-            if (hv / "sshd-up").exists():
+            if (hv / "console" / "sshd-up").exists():
                 if _wait_banner(address, port, max(1.0, deadline - time.monotonic())):
                     return
                 break
@@ -215,7 +225,8 @@ class ContainerMachines:
                 if container.status == "exited":
                     break
             time.sleep(0.05)
-        console = (hv / "console.log").read_text(errors="replace")[-600:] if (hv / "console.log").exists() else ""
+        log = hv / "console" / "console.log"
+        console = log.read_text(errors="replace")[-600:] if log.exists() else ""
         raise MachineError(
             f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
             + " | ".join(console.splitlines()[-6:])
@@ -223,7 +234,7 @@ class ContainerMachines:
 
     def activate(self, droplet_id: int) -> None:
         """The API says `active`: let the boot go on to the config and final stages."""
-        (self.hypervisor(droplet_id) / "active").touch()
+        (self.hypervisor(droplet_id) / "in" / "active").touch()
 
     def destroy(self, droplet_id: int) -> None:
         network = self.networks.pop(droplet_id, None)
@@ -245,7 +256,7 @@ class ContainerMachines:
         network = self.networks.get(droplet_id)
         if network is None:
             raise MachineError(f"droplet {droplet_id} is destroyed: it can't be powered on")
-        (hv / "hosts").write_text(network.hosts_file(self._hostname(droplet_id)))  # names published since
+        (hv / "in" / "hosts").write_text(network.hosts_file(self._hostname(droplet_id)))  # names published since
         self.daemon.start_container(self.name(droplet_id))
         self._attach(droplet_id)
         self._wait_sshd(droplet_id, network.address, network.port, timeout)

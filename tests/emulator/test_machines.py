@@ -154,6 +154,9 @@ def test_droplet_is_a_separate_machine_booted_as_digitalocean_boots(
                 ["sh", "-c", "for c in gcc cc cloud-init apt-get python3; do command -v $c; done; true"]
             ).split() == ["/usr/bin/cloud-init", "/usr/bin/apt-get", "/usr/bin/python3"]
             assert session.run(["hostname"]).strip() == "droplet-1"
+            # what the emulator hands the droplet is read-only to it, as DigitalOcean's metadata is
+            refused = session.run(["sh", "-c", "touch /.hypervisor/active 2>&1 && echo written || true"])
+            assert "Read-only file system" in refused, refused
             status = session.run(["sh", "-c", "cloud-init status --wait >/dev/null; cloud-init status"])
             assert "status: done" in status
     finally:
