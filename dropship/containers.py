@@ -160,7 +160,7 @@ def refuse_loopback_for_droplets(manifest: Manifest, name: str) -> None:
         raise ImageError(
             f"targets[{index}].container is on {image.registry}, a loopback address: a droplet would pull it "
             "from its own loopback. Push the image to a registry the droplets reach by name (with TLS), "
-            "or build this target on local machines"
+            "or release with --provider local"
         )
 
 
@@ -251,8 +251,11 @@ def docker_errors(target: str, what: str) -> Iterator[None]:
         raise
     except docker.errors.DockerException as exc:
         # a new client asks the daemon's API version first and wraps a refused connection in a
-        # DockerException: the same dead dockerd as below, said the same way
-        if isinstance(exc.__cause__, (requests.RequestException, OSError)):
+        # DockerException: the same dead dockerd as below, said the same way. An APIError is the
+        # daemon's own answer (raised from an HTTPError): its explanation is the message.
+        if not isinstance(exc, docker.errors.APIError) and isinstance(
+            exc.__cause__, (requests.ConnectionError, requests.Timeout, OSError)
+        ):
             raise _not_answering(target, what, exc.__cause__) from exc
         text = getattr(exc, "explanation", None) or str(exc)
         raise BuildFailed(target, f"{what}: {' '.join(str(text).split())[:300]}") from exc

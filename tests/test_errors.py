@@ -389,3 +389,23 @@ def test_a_refused_connection_wrapped_by_the_docker_client_says_the_dockerd_is_n
         assert str(info.value) == (
             f"target t: waiting for the build container: the build's dockerd is not answering ({type(raised).__name__})"
         )
+
+
+def test_the_daemons_own_refusal_keeps_its_explanation() -> None:
+    """An APIError is raised from an HTTPError (a RequestException): it is the daemon answering, so
+    the build failure carries its explanation, not "the build's dockerd is not answering"."""
+    import docker.errors
+    import requests
+
+    from dropship.containers import docker_errors
+    from dropship.errors import BuildFailed
+
+    response = requests.Response()
+    response.status_code = 401
+    response._content = b'{"message": "unauthorized: authentication required"}'
+    response.url = "http+docker://localhost/v1.47/images/create"
+    with pytest.raises(BuildFailed) as info, docker_errors("t", "pulling the build image"):
+        docker.errors.create_api_error_from_http_exception(requests.HTTPError("401", response=response))
+    assert isinstance(info.value.__cause__, docker.errors.APIError)
+    assert isinstance(info.value.__cause__.__cause__, requests.HTTPError)
+    assert str(info.value) == "target t: pulling the build image: unauthorized: authentication required"
