@@ -145,7 +145,7 @@ class DockerDaemon(dockerd.DockerDaemon):
                 pass
 
     def exec(self, name: str, argv: list[str]) -> tuple[int, str]:
-        """Run `argv` in a running container (for tests: the hypervisor's console)."""
+        """Run `argv` in a running container (for tests: a look inside a droplet without SSH)."""
         with _docker_errors(f"exec in container {name}"):
             code, output = self.client.containers.get(name).exec_run(argv)
             return int(code), output.decode(errors="replace")

@@ -9,7 +9,8 @@ mirror, PyPI, the orchestrator's public name...) to where they really are;
 nothing else of the host is reachable. The emulator plays the hypervisor, the
 data source and DNS, not the image: it mounts `/.hypervisor` read-only into
 the container with the boot script below (PID 1), a NoCloud seed and the
-droplet's `/etc/hosts` (as DigitalOcean's metadata is, to the droplet), and
+droplet's `/etc/hosts` (read-only as hardening, not a boundary: the droplet's
+root has CAP_SYS_ADMIN for its dockerd and could remount it), and
 `/.console` read-write, the droplet's serial console: its boot log and the
 markers it reports through (`sshd-up`, `final-done`). The script boots the
 droplet in DigitalOcean's order:
@@ -225,8 +226,8 @@ class ContainerMachines:
                 if container.status == "exited":
                     break
             time.sleep(0.05)
-        log = hv / "console" / "console.log"
-        console = log.read_text(errors="replace")[-600:] if log.exists() else ""
+        log = hv / "console" / "console.log"  # the droplet's to write: a link there is not followed
+        console = log.read_text(errors="replace")[-600:] if log.is_file() and not log.is_symlink() else ""
         raise MachineError(
             f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
             + " | ".join(console.splitlines()[-6:])
