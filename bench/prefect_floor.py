@@ -32,8 +32,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.types.entrypoint import EntrypointType
 from prefect.workers.process import ProcessWorker
 
-from tasks.resources import DEFAULT_MACHINES
-
 POOL = "bench-floor"
 DEPLOYMENT = "floor-noop/floor"
 REPO = Path(__file__).resolve().parent.parent
@@ -73,10 +71,10 @@ def run_one(index: int, case: str, logs: Path) -> bool:
     return state is not None and state.is_completed()
 
 
-@flow(name="floor-parent", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_MACHINES))
+@flow(name="floor-parent")
 def parent(runs: int, case: str, logs: Path) -> int:
-    """`runs` targets' runs, at most as many at once as dropship's default machines limit (all 32 at
-    once wedged the embedded server for 25 minutes on a 2-core host); the number that completed."""
+    """`runs` targets' runs, at most `at_once` at a time (the task runner's, set by `main`); the number
+    that completed."""
     logs.mkdir(parents=True, exist_ok=True)
     futures = [run_one.submit(i, case, logs) for i in range(runs)]
     return sum(1 for future in futures if future.result())
@@ -107,10 +105,12 @@ def prepare() -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m bench.prefect_floor RUNS CASE LOGS`: exit 0 when every run completed."""
-    runs, case, logs = int(argv[0]), argv[1], Path(argv[2])
+    """`python -m bench.prefect_floor RUNS CASE LOGS AT_ONCE`: exit 0 when every run completed.
+    AT_ONCE is dropship's default machines limit, given by `bench.scale` so that nothing of dropship
+    is imported here (all 32 at once wedged the embedded server for 25 minutes on a 2-core host)."""
+    runs, case, logs, at_once = int(argv[0]), argv[1], Path(argv[2]), int(argv[3])
     prepare()
-    completed = parent(runs, case, logs)
+    completed = parent.with_options(task_runner=ThreadPoolTaskRunner(max_workers=at_once))(runs, case, logs)
     print(f"{completed} of {runs} completed", flush=True)
     return 0 if completed == runs else 1
 

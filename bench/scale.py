@@ -285,11 +285,14 @@ def run_case(
 
 
 def run_floor(work: Path, server: Server, runs: int, case: str) -> Outcome:
-    """Prefect alone for `runs` targets (`bench.prefect_floor`): its parent process, measured as a release's."""
+    """Prefect alone for `runs` targets (`bench.prefect_floor`): its parent process, measured as a release's,
+    as many at once as dropship's default machines limit."""
+    from tasks.resources import DEFAULT_MACHINES
+
     log_path = work / f"{case}.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bench.prefect_floor", str(runs), case, str(work / case)],
+            [sys.executable, "-m", "bench.prefect_floor", str(runs), case, str(work / case), str(DEFAULT_MACHINES)],
             env={**os.environ, "PREFECT_API_URL": server.api_url},
             cwd=REPO,
             stdout=log,
@@ -419,7 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         for i, (n, k) in enumerate(cases)
         for side in ([baseline, None][:: 1 if i % 2 == 0 else -1] if baseline else [None])
     ]
-    floors: dict[tuple[int, int], float] = {}
+    floors: dict[tuple[int, int], float] = {}  # CPU per run of Prefect alone, for cases whose floor completed
+    floored: set[tuple[int, int]] = set()
     measured: dict[tuple[int, int], dict[str, tuple[float, float]]] = {}
     try:
         if baseline is not None:
@@ -460,16 +464,19 @@ def main(argv: list[str] | None = None) -> int:
             for outcome in outcomes:
                 if outcome.code != 0:
                     print(f"  {outcome.project} failed: {outcome.message[:3000]}", flush=True)
-            if args.prefect_floor and (targets, releases) not in floors:
+            if args.prefect_floor and (targets, releases) not in floored:
+                floored.add((targets, releases))
                 before = server.cpu()
                 floor = run_floor(work, server, targets * releases, f"floor-n{targets}k{releases}")
                 floor_server = server.cpu() - before
-                floors[(targets, releases)] = (floor.cpu + floor_server) / (targets * releases)
+                floor_per_run = (floor.cpu + floor_server) / (targets * releases)
+                if floor.code == 0:  # runs that never completed cost less: no ratio against them
+                    floors[(targets, releases)] = floor_per_run
                 all_published &= floor.code == 0
                 row = (
                     f"{'prefect floor':15} {targets:>3} {releases:>2} {floor.wall:>7.1f} "
                     f"{floor.cpu / (targets * releases):>9.2f} {floor_server / (targets * releases):>9.2f} "
-                    f"{floors[(targets, releases)]:>6.2f} {'':>7} {'':>7} {'':>7} "
+                    f"{floor_per_run:>6.2f} {'':>7} {'':>7} {'':>7} "
                     f"{'ok' if floor.code == 0 else 'FAILED':>9}"
                 )
                 rows.append(row)
@@ -478,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  prefect floor failed: {floor.message[:500]}", flush=True)
             if (targets, releases) in floors:
                 ratio = (
-                    f"{'':15} N={targets} K={releases}: dropship/Prefect-alone CPU per target "
-                    f"{per_target / floors[(targets, releases)]:.2f}x"
+                    f"{'':15} N={targets} K={releases}{' ' + side if side else ''}: dropship/Prefect-alone "
+                    f"CPU per target {per_target / floors[(targets, releases)]:.2f}x"
                 )
                 rows.append(ratio)
                 print(ratio, flush=True)
