@@ -79,17 +79,16 @@ class DockerDaemon(dockerd.DockerDaemon):
         name: str,
         mounts: dict[str, str],
         hostname: str,
-        read_only: frozenset[str] = frozenset(),
+        read_only_mounts: dict[str, str] | None = None,
         labels: dict[str, str],
         capabilities: tuple[str, ...] = (),
         network_mode: str = "host",
     ) -> Container:
         """A detached container on `network_mode` ("host", or "none": a namespace with loopback only) with
-        `mounts` (host folder -> path inside; those in `read_only` by their host folder, read-only), with
+        `mounts` (host folder -> path inside) and `read_only_mounts` (the same, read-only), with
         `capabilities` added to Docker's default set."""
-        volumes = {
-            host: {"bind": inside, "mode": "ro" if host in read_only else "rw"} for host, inside in mounts.items()
-        }
+        volumes = {host: {"bind": inside, "mode": "rw"} for host, inside in mounts.items()}
+        volumes |= {host: {"bind": inside, "mode": "ro"} for host, inside in (read_only_mounts or {}).items()}
         with _docker_errors(f"start container {name}"):
             container: Container = self.client.containers.run(
                 image,

@@ -160,13 +160,20 @@ class ContainerMachines:
         return f"droplet-{self.instance}-{droplet_id}"
 
     def hypervisor(self, droplet_id: int) -> Path:
-        """The droplet's folder: `in/` (mounted read-only at HYPERVISOR), `console/` (CONSOLE)."""
+        """The droplet's folder: `given()` and `console()` under it."""
         return self.folder / str(droplet_id)
+
+    def given(self, droplet_id: int) -> Path:
+        """What the droplet is handed, mounted read-only at HYPERVISOR."""
+        return self.hypervisor(droplet_id) / "in"
+
+    def console(self, droplet_id: int) -> Path:
+        """What the droplet reports, mounted read-write at CONSOLE."""
+        return self.hypervisor(droplet_id) / "console"
 
     def boot(self, boot: Boot) -> dict[str, str]:
         droplet_id, request = boot.droplet_id, boot.request
-        hv = self.hypervisor(droplet_id)
-        given, console = hv / "in", hv / "console"
+        given, console = self.given(droplet_id), self.console(droplet_id)
         (given / "seed").mkdir(parents=True, exist_ok=True)
         console.mkdir(exist_ok=True)
         (given / "boot").write_text(BOOT_SCRIPT)
@@ -175,13 +182,13 @@ class ContainerMachines:
         meta = {"instance-id": str(droplet_id), "local-hostname": request.name, "public-keys": boot.public_keys}
         (given / "seed" / "meta-data").write_text(json.dumps(meta, indent=1) + "\n")  # JSON is YAML
         (given / "seed" / "user-data").write_text(request.user_data)
-        self._clear(hv)
+        self._clear(droplet_id)
         self.daemon.run(
             boot.image,
             ["/bin/sh", f"{HYPERVISOR}/boot"],
             name=self.name(droplet_id),
-            mounts={str(given): HYPERVISOR, str(console): CONSOLE},
-            read_only=frozenset({str(given)}),
+            mounts={str(console): CONSOLE},
+            read_only_mounts={str(given): HYPERVISOR},
             hostname=request.name,
             labels={"dropship.emulator": self.instance, "dropship.droplet": str(droplet_id)},
             capabilities=DROPLET_CAPABILITIES,
@@ -204,17 +211,17 @@ class ContainerMachines:
             raise MachineError(f"droplet {droplet_id}: its container is not running")
         network.attach(pid)
 
-    @staticmethod
-    def _clear(hv: Path) -> None:
-        for marker in ("console/sshd-up", "in/active", "console/final-done"):
-            (hv / marker).unlink(missing_ok=True)
+    def _clear(self, droplet_id: int) -> None:
+        console = self.console(droplet_id)
+        for marker in (console / "sshd-up", console / "final-done", self.given(droplet_id) / "active"):
+            marker.unlink(missing_ok=True)
 
     def _wait_sshd(self, droplet_id: int, address: str, port: int, timeout: float) -> None:
-        hv = self.hypervisor(droplet_id)
+        console = self.console(droplet_id)
         deadline = time.monotonic() + timeout
         checked = 0.0
         while time.monotonic() < deadline:
-            if (hv / "console" / "sshd-up").exists():
+            if (console / "sshd-up").exists():
                 if _wait_banner(address, port, max(1.0, deadline - time.monotonic())):
                     return
                 break
@@ -226,16 +233,16 @@ class ContainerMachines:
                 if container.status == "exited":
                     break
             time.sleep(0.05)
-        log = hv / "console" / "console.log"  # the droplet's to write: a link there is not followed
-        console = log.read_text(errors="replace")[-600:] if log.is_file() and not log.is_symlink() else ""
+        log = console / "console.log"  # the droplet's to write: a link there is not followed
+        tail = log.read_text(errors="replace")[-600:] if log.is_file() and not log.is_symlink() else ""
         raise MachineError(
             f"droplet {droplet_id}: sshd did not come up on {address}:{port} in {timeout:.0f} s: "
-            + " | ".join(console.splitlines()[-6:])
+            + " | ".join(tail.splitlines()[-6:])
         )
 
     def activate(self, droplet_id: int) -> None:
         """The API says `active`: let the boot go on to the config and final stages."""
-        (self.hypervisor(droplet_id) / "in" / "active").touch()
+        (self.given(droplet_id) / "active").touch()
 
     def destroy(self, droplet_id: int) -> None:
         network = self.networks.pop(droplet_id, None)
@@ -249,15 +256,16 @@ class ContainerMachines:
         network = self.networks.get(droplet_id)
         if network is not None:
             network.detach()
-        self._clear(self.hypervisor(droplet_id))
+        self._clear(droplet_id)
 
     def power_on(self, droplet_id: int, timeout: float) -> None:
-        hv = self.hypervisor(droplet_id)
-        self._clear(hv)
+        self._clear(droplet_id)
         network = self.networks.get(droplet_id)
         if network is None:
             raise MachineError(f"droplet {droplet_id} is destroyed: it can't be powered on")
-        (hv / "in" / "hosts").write_text(network.hosts_file(self._hostname(droplet_id)))  # names published since
+        (self.given(droplet_id) / "hosts").write_text(
+            network.hosts_file(self._hostname(droplet_id))
+        )  # names published since
         self.daemon.start_container(self.name(droplet_id))
         self._attach(droplet_id)
         self._wait_sshd(droplet_id, network.address, network.port, timeout)
