@@ -238,12 +238,11 @@ def check_build_images(
             f"save a prefect-docker DockerRegistryCredentials block {block!r} with registry_url {image.registry} "
             "and its username and password"
         )
-        if provider == "digitalocean":
-            try:
-                refuse_loopback_for_droplets(manifest, name)
-            except DropshipError as exc:
-                checks.append(Check(what, FAILED, str(exc)))  # the message says what to do
-                continue
+        try:
+            refuse_loopback_for_droplets(manifest, name, provider)
+        except DropshipError as exc:
+            checks.append(Check(what, FAILED, str(exc)))  # the message says what to do
+            continue
         if registries.get(block) is None:
             checks.append(Check(what, MISSING, f"no DockerRegistryCredentials block {block!r}", fix))
             continue

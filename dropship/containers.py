@@ -146,13 +146,13 @@ def resolve(skopeo: Skopeo, image: ImageRef, field: str) -> str:
     return digest
 
 
-def refuse_loopback_for_droplets(manifest: Manifest, name: str) -> None:
+def refuse_loopback_for_droplets(manifest: Manifest, name: str, provider: str) -> None:
     """A droplet pulls its build image itself, so a registry on a loopback address (`127.0.0.1:5000`,
     `localhost`) would be the droplet's own loopback, not the orchestrator's: the pull would fail there,
     after the droplet is paid for. `ImageError` before any machine, from the plan stage and `dropship
-    check` alike. Local machines share the orchestrator's loopback, so they are not asked."""
+    check` alike. Local machines share the orchestrator's loopback, so they pass."""
     reference = manifest.target(name).container
-    if reference is None:
+    if provider != "digitalocean" or reference is None:
         return
     image = parse_image(reference)
     if is_loopback(image.registry):

@@ -108,9 +108,8 @@ def make_plan(
     classification: Classification = classify(manifest, tag=tag, ref=ref)
     selected = select_targets(manifest, targets)
     chosen = provider or manifest.machines.provider
-    if chosen == "digitalocean":
-        for name in selected:
-            refuse_loopback_for_droplets(manifest, name)
+    for name in selected:
+        refuse_loopback_for_droplets(manifest, name, chosen)
     repo = repository_path(manifest.project.source, manifest_file.parent, workdir / "sources")
     revision = resolve(repo, classification.name, is_tag=classification.is_tag)
     folder = RunFolder.of(workdir, run_id)

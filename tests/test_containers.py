@@ -159,13 +159,14 @@ def test_a_loopback_build_image_is_refused_for_droplets_before_any_machine(regis
     targets = [dict(MANIFEST["targets"][0], container=f"{registry}/tools:1"), MANIFEST["targets"][1]]  # type: ignore[index]
     manifest = parse_manifest(dict(MANIFEST, targets=targets))
     with pytest.raises(ImageError) as refused:
-        refuse_loopback_for_droplets(manifest, "in-box")
+        refuse_loopback_for_droplets(manifest, "in-box", "digitalocean")
     message = str(refused.value)
     assert message.startswith(f"targets[0].container is on {registry}, a loopback address")
     assert "registry the droplets reach by name" in message and "\n" not in message
-    refuse_loopback_for_droplets(manifest, "plain")  # no container: nothing to pull
+    refuse_loopback_for_droplets(manifest, "plain", "digitalocean")  # no container: nothing to pull
+    refuse_loopback_for_droplets(manifest, "in-box", "local")  # local machines share the loopback
     named = parse_manifest(dict(MANIFEST, targets=[dict(targets[0], container="registry.example.org/tools:1")]))
-    refuse_loopback_for_droplets(named, "in-box")
+    refuse_loopback_for_droplets(named, "in-box", "digitalocean")
 
     (check,) = check_build_images(manifest, ["in-box"], {}, "digitalocean")  # before the block is looked up
     assert check.status == FAILED and check.detail == message
